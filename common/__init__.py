@@ -1,0 +1,1 @@
+"""Shared data, training, evaluation and export code of the zoo (TensorFlow lives here)."""

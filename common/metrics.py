@@ -1,0 +1,234 @@
+"""Per-label overlap and distance metrics of a segmentation against its reference.
+
+Overlap metrics (dice, iou, voe, precision, recall) count voxels. Distance
+metrics are in millimetres:
+
+* ``hd``: the symmetric Hausdorff distance between the two voxel sets, the
+  quantity SimpleITK's ``HausdorffDistanceImageFilter`` reports.
+* ``hd95`` and ``assd``: surface distances as in medpy and MONAI. The surface
+  of a mask is ``mask & ~binary_erosion(mask, face connectivity,
+  border_value=0)``, so voxels on the array edge are surface. Each surface
+  voxel of one mask is paired with the nearest surface voxel of the other, in
+  both directions; ``hd95`` is the 95th percentile (linear interpolation) and
+  ``assd`` the mean of the pooled distances.
+
+Empty-mask conventions, per label:
+
+* both masks empty: dice = iou = precision = recall = 1.0, voe = 0.0 and
+  hd = hd95 = assd = 0.0 (a correct "absent" call).
+* exactly one mask empty: dice = iou = precision = recall = 0.0, voe = 1.0
+  (a ratio whose denominator is zero is 0.0, because the other mask is not
+  empty), and hd = hd95 = assd = nan: the distances are undefined, so
+  reports average them with ``nanmean`` and count them (see ``summarize``).
+
+Spacing is given in SimpleITK's (x, y, z) order, reversed relative to the
+numpy axes (z, y, x) of the arrays.
+
+Example:
+
+```python
+import numpy as np
+from common.metrics import segmentation_metrics
+
+ref = np.zeros((4, 8, 8), np.uint8); ref[1:3, 2:6, 2:6] = 1
+pred = np.zeros_like(ref); pred[1:3, 2:6, 3:7] = 1
+m = segmentation_metrics(pred, ref, spacing=(0.8, 0.8, 2.0))
+round(m[1]["dice"], 3)  # 0.75
+```
+"""
+
+import numpy as np
+from scipy import ndimage
+
+
+def segmentation_metrics(
+    pred, ref, spacing=(1.0, 1.0, 1.0), labels=None
+) -> dict[int, dict[str, float]]:
+    """Computes overlap and distance metrics of `pred` against `ref` per label.
+
+    Args:
+        pred: integer label array, (z, y, x) or (y, x).
+        ref: integer reference label array of the same shape.
+        spacing: voxel size in mm in SimpleITK order, (x, y, z) or (x, y);
+            one entry per array axis, all positive.
+        labels: label values to report; defaults to every non-zero label
+            present in either array, sorted.
+
+    Returns:
+        `{label: {"dice", "iou", "voe", "precision", "recall", "hd", "hd95",
+        "assd"}}` with python floats; see the module docstring for empty masks.
+    """
+    pred, ref = np.asarray(pred), np.asarray(ref)
+    sampling = _validate(pred, ref, spacing)
+    if labels is None:
+        labels = np.union1d(np.unique(pred), np.unique(ref))
+        labels = labels[labels != 0]
+    results = {}
+    for label in labels:
+        a, b = _crop_to_union(pred == label, ref == label)
+        results[int(label)] = {
+            **_overlap_metrics(a, b),
+            **_distance_metrics(a, b, sampling),
+        }
+    return results
+
+
+def summarize(
+    per_case: list[dict[int, dict[str, float]]],
+) -> dict[int, dict[str, dict]]:
+    """Aggregates per-case metrics into mean, std and count per label and metric.
+
+    Args:
+        per_case: one `segmentation_metrics` result per case; a label missing
+            from a case does not count for that case.
+
+    Returns:
+        `{label: {metric: {"mean", "std", "n"}}}`, where mean and std (ddof=0)
+        ignore nan values and n counts the non-nan ones; mean and std are nan
+        when n is 0.
+    """
+    values: dict[int, dict[str, list[float]]] = {}
+    for case in per_case:
+        for label, metrics in case.items():
+            for name, value in metrics.items():
+                values.setdefault(label, {}).setdefault(name, []).append(value)
+    summary = {}
+    for label in sorted(values):
+        summary[label] = {}
+        for name, vals in values[label].items():
+            arr = np.asarray(vals, dtype=np.float64)
+            n = int(np.count_nonzero(~np.isnan(arr)))
+            # The guard spares nanmean its RuntimeWarning when all are nan.
+            mean = float(np.nanmean(arr)) if n else float("nan")
+            std = float(np.nanstd(arr)) if n else float("nan")
+            summary[label][name] = {"mean": mean, "std": std, "n": n}
+    return summary
+
+
+def mean_foreground_dice(metrics: dict[int, dict[str, float]]) -> float:
+    """Averages the Dice of every label of one case.
+
+    Args:
+        metrics: one `segmentation_metrics` result.
+
+    Returns:
+        The mean of the labels' "dice" values, or nan when there is no label.
+    """
+    if not metrics:
+        return float("nan")
+    return float(np.mean([m["dice"] for m in metrics.values()]))
+
+
+def _validate(pred, ref, spacing):
+    """Checks shapes and spacing and returns the sampling in numpy axis order.
+
+    Args:
+        pred: prediction array.
+        ref: reference array.
+        spacing: voxel size in SimpleITK (x, y, z) order.
+    """
+    if pred.shape != ref.shape:
+        raise ValueError(
+            f"pred and ref must have the same shape, got pred {pred.shape} "
+            f"and ref {ref.shape}"
+        )
+    spacing = tuple(float(s) for s in spacing)
+    if len(spacing) != pred.ndim or not all(s > 0 for s in spacing):
+        raise ValueError(
+            f"spacing must hold {pred.ndim} positive values (one per axis of "
+            f"arrays of shape {pred.shape}), got spacing={spacing}"
+        )
+    return spacing[::-1]
+
+
+def _crop_to_union(a, b):
+    """Crops two masks to the bounding box of their union plus one voxel.
+
+    The margin keeps erosion identical to the full array: past the box edge
+    lies either a background voxel or the real array edge, never a cut.
+
+    Args:
+        a: boolean mask.
+        b: boolean mask of the same shape.
+    """
+    union = a | b
+    if not union.any():
+        return a[(slice(0, 0),) * a.ndim], b[(slice(0, 0),) * b.ndim]
+    box = []
+    for axis in range(union.ndim):
+        others = tuple(i for i in range(union.ndim) if i != axis)
+        hits = np.flatnonzero(union.any(axis=others))
+        box.append(slice(max(hits[0] - 1, 0), min(hits[-1] + 2, union.shape[axis])))
+    box = tuple(box)
+    return a[box], b[box]
+
+
+def _overlap_metrics(a, b):
+    """Computes dice, iou, voe, precision and recall of mask `a` against `b`.
+
+    Args:
+        a: boolean predicted mask.
+        b: boolean reference mask.
+    """
+    tp = int(np.count_nonzero(a & b))
+    n_a, n_b = int(np.count_nonzero(a)), int(np.count_nonzero(b))
+    if n_a == 0 and n_b == 0:
+        return {"dice": 1.0, "iou": 1.0, "voe": 0.0, "precision": 1.0, "recall": 1.0}
+    iou = tp / (n_a + n_b - tp)
+    return {
+        "dice": 2.0 * tp / (n_a + n_b),
+        "iou": iou,
+        "voe": 1.0 - iou,
+        # A zero denominator here means the other mask is non-empty: a miss.
+        "precision": tp / n_a if n_a else 0.0,
+        "recall": tp / n_b if n_b else 0.0,
+    }
+
+
+def _distance_metrics(a, b, sampling):
+    """Computes hd (voxel sets), hd95 and assd (surfaces) in mm.
+
+    Args:
+        a: boolean predicted mask, cropped by `_crop_to_union`.
+        b: boolean reference mask, same crop.
+        sampling: voxel size in mm in numpy axis order.
+    """
+    has_a, has_b = bool(a.any()), bool(b.any())
+    if not has_a and not has_b:
+        return {"hd": 0.0, "hd95": 0.0, "assd": 0.0}
+    if not has_a or not has_b:
+        nan = float("nan")
+        return {"hd": nan, "hd95": nan, "assd": nan}
+    hd = max(_directed_distances(a, b, sampling).max(),
+             _directed_distances(b, a, sampling).max())
+    surf_a, surf_b = _surface(a), _surface(b)
+    pooled = np.concatenate([
+        _directed_distances(surf_a, surf_b, sampling),
+        _directed_distances(surf_b, surf_a, sampling),
+    ])
+    return {
+        "hd": float(hd),
+        "hd95": float(np.percentile(pooled, 95)),
+        "assd": float(pooled.mean()),
+    }
+
+
+def _surface(mask):
+    """Returns the voxels of `mask` with a face neighbour outside it or the array.
+
+    Args:
+        mask: boolean mask.
+    """
+    structure = ndimage.generate_binary_structure(mask.ndim, 1)
+    return mask & ~ndimage.binary_erosion(mask, structure=structure, border_value=0)
+
+
+def _directed_distances(src, dst, sampling):
+    """Returns, for each voxel of `src`, the distance in mm to the nearest of `dst`.
+
+    Args:
+        src: boolean mask of the voxels to measure from.
+        dst: non-empty boolean mask of the voxels to measure to.
+        sampling: voxel size in mm in numpy axis order.
+    """
+    return ndimage.distance_transform_edt(~dst, sampling=sampling)[src]

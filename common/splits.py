@@ -1,0 +1,37 @@
+"""Splits of a cohort by case (never by slice), reproducible from a seed."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def holdout_split(case_ids, test_fraction: float = 0.2, seed: int = 0, test_cases=None) -> dict[str, list[str]]:
+    """Splits case ids into train and test.
+
+    Args:
+        case_ids: all case ids.
+        test_fraction: share of cases held out (at least one case when > 0).
+        seed: shuffles the ids before the split.
+        test_cases: explicit held-out ids; overrides ``test_fraction``.
+
+    Returns:
+        {"train": [...], "test": [...]}, each sorted.
+    """
+    case_ids = sorted(case_ids)
+    if test_cases:
+        unknown = sorted(set(test_cases) - set(case_ids))
+        if unknown:
+            raise ValueError(f"test_cases: unknown case ids {unknown}")
+        test = sorted(test_cases)
+    else:
+        if not 0.0 <= test_fraction < 1.0:
+            raise ValueError(f"test_fraction must lie in [0, 1), got {test_fraction}")
+        n_test = int(round(test_fraction * len(case_ids)))
+        if test_fraction > 0:
+            n_test = max(n_test, 1)
+        order = np.random.default_rng(seed).permutation(len(case_ids))
+        test = sorted(case_ids[i] for i in order[:n_test])
+    train = [c for c in case_ids if c not in set(test)]
+    if not train:
+        raise ValueError(f"no training cases left after holding out {len(test)} of {len(case_ids)}")
+    return {"train": train, "test": test}

@@ -1,0 +1,202 @@
+"""Training: precision policy, distribution strategy, callbacks and the ``zoo train`` loop.
+
+A run folder holds everything one training writes::
+
+    RUN/config.json        what was trained, on which cases, with which preprocessing
+    RUN/model.keras        the final model (written once training ends)
+    RUN/checkpoints/       last.keras after every epoch
+    RUN/backup/            BackupAndRestore state: rerunning the same command resumes
+    RUN/history.csv        one line per epoch
+    RUN/logs/              TensorBoard
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pathlib
+import tempfile
+
+import keras
+import tensorflow as tf
+
+from common import losses, pipeline, shards, splits
+
+
+def configure_precision(precision: str = "auto") -> str:
+    """Sets Keras' global dtype policy and returns its name.
+
+    Args:
+        precision: "auto" (mixed_float16 on a GPU, float32 otherwise),
+            "float32", "mixed_float16" or "mixed_bfloat16".
+    """
+    choices = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
+    if precision not in choices:
+        raise ValueError(f"precision must be one of {choices}, got {precision!r}")
+    if precision == "auto":
+        precision = "mixed_float16" if tf.config.list_physical_devices("GPU") else "float32"
+    keras.config.set_dtype_policy(precision)
+    return precision
+
+
+def choose_strategy() -> tf.distribute.Strategy:
+    """Picks the strategy the machine calls for.
+
+    ``MultiWorkerMirroredStrategy`` when ``TF_CONFIG`` names more than one
+    worker, ``MirroredStrategy`` over several local GPUs, else the default
+    (single-device) strategy.
+    """
+    tf_config = json.loads(os.environ.get("TF_CONFIG", "{}") or "{}")
+    workers = tf_config.get("cluster", {}).get("worker", [])
+    if len(workers) > 1:
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if len(tf.config.list_logical_devices("GPU")) > 1:
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+    """True on the worker that writes checkpoints, logs and the final model."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
+        return True
+    return resolver.task_type == "chief" or (resolver.task_type == "worker" and resolver.task_id == 0)
+
+
+def make_callbacks(run_dir: pathlib.Path, chief: bool = True) -> list[keras.callbacks.Callback]:
+    """Resume state, checkpoints and logs; non-chief workers back up to a scratch folder."""
+    backup_dir = run_dir / "backup" if chief else pathlib.Path(tempfile.mkdtemp(prefix="zoo-backup-"))
+    callbacks = [keras.callbacks.BackupAndRestore(str(backup_dir))]
+    if chief:
+        (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+        callbacks += [
+            keras.callbacks.ModelCheckpoint(str(run_dir / "checkpoints" / "last.keras")),
+            keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
+            keras.callbacks.TensorBoard(str(run_dir / "logs"), write_graph=False),
+        ]
+    return callbacks
+
+
+def save_model_atomic(model: keras.Model, path) -> pathlib.Path:
+    """Saves a ``.keras`` file through a temporary name in the same folder, then renames."""
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp.keras")
+    model.save(tmp)
+    os.replace(tmp, path)
+    return path
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """What ``zoo train`` trains; defaults follow the U-Transformer paper (section 3).
+
+    The paper trains with Adam at 1e-4 and an exponential decay (rate not
+    given: we decay by ``lr_decay`` per epoch).
+    """
+
+    data: str
+    out: str
+    model: str = "unet"
+    base_filters: int = 64
+    epochs: int = 50
+    batch_size: int = 8
+    crop_size: int | None = None
+    learning_rate: float = 1e-4
+    lr_decay: float = 0.95
+    loss: str = "ce_dice"
+    precision: str = "auto"
+    test_fraction: float = 0.2
+    test_cases: list[str] | None = None
+    seed: int = 0
+    verbose: int = 2
+
+    def validate(self, stride: int) -> None:
+        """Raises ValueError naming the first bad field."""
+        for field in ("epochs", "batch_size", "base_filters"):
+            if getattr(self, field) < 1:
+                raise ValueError(f"{field} must be >= 1, got {getattr(self, field)}")
+        if self.crop_size is not None and (self.crop_size < stride or self.crop_size % stride):
+            raise ValueError(f"crop_size must be a positive multiple of {stride}, got {self.crop_size}")
+        if not self.learning_rate > 0:
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {tuple(LOSSES)}, got {self.loss!r}")
+
+
+LOSSES = {"ce_dice": losses.CEDiceLoss, "dice": losses.SoftDiceLoss}
+
+
+def build_segmentation_model(config: TrainConfig, num_classes: int) -> keras.Model:
+    """Builds the model named by ``config.model`` (a U-Transformer family variant)."""
+    import unet_transformer
+
+    return unet_transformer.build_model(
+        config.model, input_shape=(None, None, 1), num_classes=num_classes, base_filters=config.base_filters
+    )
+
+
+def default_crop(manifest: dict, stride: int) -> int:
+    """The largest slice side of the prepared cases, rounded up to the model stride."""
+    side = max(max(case["shape"][1:]) for case in manifest["cases"])
+    return -(-side // stride) * stride
+
+
+def compile_model(model: keras.Model, config: TrainConfig, num_classes: int, steps_per_epoch: int) -> None:
+    """Adam with exponential decay per epoch, the configured loss, and mean IoU."""
+    schedule = keras.optimizers.schedules.ExponentialDecay(
+        config.learning_rate, decay_steps=max(steps_per_epoch, 1), decay_rate=config.lr_decay
+    )
+    model.compile(
+        optimizer=keras.optimizers.Adam(schedule),
+        loss=LOSSES[config.loss](num_classes=num_classes),
+        metrics=[keras.metrics.MeanIoU(num_classes, sparse_y_pred=False, name="mean_iou")],
+    )
+
+
+def train(config: TrainConfig, log=print) -> keras.Model:
+    """Trains a segmentation model on a prepared folder; rerunning resumes.
+
+    Returns:
+        The trained model, also saved as ``<out>/model.keras``.
+    """
+    from unet_transformer import STRIDE
+
+    config.validate(STRIDE)
+    manifest = shards.load_manifest(config.data)
+    run_dir = pathlib.Path(config.out)
+    split = splits.holdout_split([c["id"] for c in manifest["cases"]], config.test_fraction,
+                                 config.seed, config.test_cases)
+    crop = config.crop_size or default_crop(manifest, STRIDE)
+    by_id = {c["id"]: c for c in manifest["cases"]}
+    train_shards = [by_id[i]["shard"] for i in split["train"]]
+    num_slices = sum(by_id[i]["slices"] for i in split["train"])
+
+    precision = configure_precision(config.precision)
+    strategy = choose_strategy()
+    global_batch = config.batch_size * strategy.num_replicas_in_sync
+    steps = -(-num_slices // global_batch)
+    chief = is_chief(strategy)
+    if chief:
+        shards.write_json_atomic(run_dir / "config.json", {
+            **dataclasses.asdict(config), "crop_size": crop, "precision": precision,
+            "num_classes": manifest["num_classes"], "class_names": manifest["class_names"],
+            "hu_window": manifest["hu_window"], "source": manifest.get("source"), "split": split,
+        })
+    dataset = strategy.distribute_datasets_from_function(
+        lambda ctx: pipeline.slice_dataset(train_shards, config.batch_size, crop, training=True,
+                                           seed=config.seed, input_context=ctx)
+    )
+    keras.utils.set_random_seed(config.seed)
+    with strategy.scope():
+        model = build_segmentation_model(config, manifest["num_classes"])
+        compile_model(model, config, manifest["num_classes"], steps)
+    log(f"training {config.model} ({model.count_params():,} parameters, {precision}) on "
+        f"{len(split['train'])} cases / {num_slices} slices, {crop}x{crop} crops, "
+        f"{strategy.num_replicas_in_sync} replica(s)")
+    model.fit(dataset, epochs=config.epochs, steps_per_epoch=steps,
+              callbacks=make_callbacks(run_dir, chief), verbose=config.verbose)
+    if chief:
+        save_model_atomic(model, run_dir / "model.keras")
+    return model

@@ -1,0 +1,211 @@
+"""CT volumes: reading with SimpleITK, geometry checks, canonical orientation, HU windows.
+
+A cohort is a folder laid out as the Medical Segmentation Decathlon does::
+
+    COHORT/images/<case>.nii.gz     (or .nii, .mha, .mhd, .nrrd, or a DICOM series folder)
+    COHORT/labels/<case>.nii.gz     (any of the same volume formats)
+
+Every volume is reoriented to ``CANONICAL_ORIENTATION`` ("LPS": identity
+direction, the DICOM display convention) before it becomes an array, so a
+NumPy array ``(z, y, x)`` always shows the patient's right on the image's left
+and anterior at the top, whatever the file stored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+
+import numpy as np
+import SimpleITK as sitk
+
+CANONICAL_ORIENTATION = "LPS"
+VOLUME_SUFFIXES = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".nhdr")
+# Abdominal soft-tissue window (level 40, width 400), the usual one for organs.
+DEFAULT_WINDOW = (-160.0, 240.0)
+
+
+class DataError(ValueError):
+    """Unreadable or inconsistent input data; the message names the file."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    """One image/label pair of a cohort (``label`` is None for unlabelled cases)."""
+
+    case_id: str
+    image: pathlib.Path
+    label: pathlib.Path | None = None
+
+
+def case_id_of(path: pathlib.Path) -> str:
+    """Returns the case id of a volume file or DICOM folder (its name without suffix)."""
+    name = path.name
+    for suffix in VOLUME_SUFFIXES:
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def _volume_entries(folder: pathlib.Path) -> dict[str, pathlib.Path]:
+    entries = {}
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith("."):
+            continue
+        if path.is_dir() or path.name.endswith(VOLUME_SUFFIXES):
+            entries[case_id_of(path)] = path
+    return entries
+
+
+def find_cases(root, require_labels: bool = True) -> list[Case]:
+    """Lists the cases of a cohort folder (``images/`` and ``labels/``).
+
+    Args:
+        root: the cohort folder.
+        require_labels: raise if an image has no label file.
+
+    Returns:
+        The cases, sorted by id.
+    """
+    root = pathlib.Path(root)
+    images_dir, labels_dir = root / "images", root / "labels"
+    if not images_dir.is_dir():
+        raise DataError(f"{root}: no 'images' folder (expected {images_dir})")
+    images = _volume_entries(images_dir)
+    if not images:
+        raise DataError(f"{images_dir}: no volumes found ({', '.join(VOLUME_SUFFIXES)} or DICOM folders)")
+    labels = _volume_entries(labels_dir) if labels_dir.is_dir() else {}
+    cases = []
+    for case_id, image in images.items():
+        label = labels.get(case_id)
+        if label is None and require_labels:
+            raise DataError(f"{image}: no label volume for case '{case_id}' in {labels_dir}")
+        cases.append(Case(case_id, image, label))
+    return cases
+
+
+def read_volume(path) -> sitk.Image:
+    """Reads a 3D volume (NIfTI, MHA/MHD, NRRD, or a DICOM series folder).
+
+    Raises:
+        DataError: naming the file if it cannot be read or is not 3D.
+    """
+    path = pathlib.Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: no such file or folder")
+    try:
+        if path.is_dir():
+            reader = sitk.ImageSeriesReader()
+            files = reader.GetGDCMSeriesFileNames(str(path))
+            if not files:
+                raise DataError(f"{path}: folder holds no DICOM series")
+            reader.SetFileNames(files)
+            image = reader.Execute()
+        else:
+            image = sitk.ReadImage(str(path))
+    except RuntimeError as error:
+        first_line = str(error).strip().splitlines()[-1] if str(error).strip() else "unreadable"
+        raise DataError(f"{path}: cannot be read as a volume ({first_line})") from None
+    if image.GetDimension() != 3:
+        raise DataError(
+            f"{path}: expected a 3D volume, got a {image.GetDimension()}D image of size {image.GetSize()}"
+        )
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise DataError(f"{path}: expected a scalar volume, got {image.GetNumberOfComponentsPerPixel()} components")
+    return image
+
+
+def check_same_geometry(image: sitk.Image, label: sitk.Image, image_path, label_path, tol: float = 1e-4) -> None:
+    """Raises DataError unless image and label share size, spacing, origin and direction."""
+    checks = (
+        ("size", image.GetSize(), label.GetSize()),
+        ("spacing", image.GetSpacing(), label.GetSpacing()),
+        ("origin", image.GetOrigin(), label.GetOrigin()),
+        ("direction", image.GetDirection(), label.GetDirection()),
+    )
+    for what, a, b in checks:
+        if len(a) != len(b) or not np.allclose(a, b, atol=tol, rtol=0):
+            raise DataError(
+                f"{label_path}: label {what} {_fmt(b)} differs from image {image_path} {what} {_fmt(a)}"
+            )
+
+
+def _fmt(values) -> str:
+    return "(" + ", ".join(f"{v:g}" for v in values) + ")"
+
+
+def orientation_of(image: sitk.Image) -> str:
+    """Returns the three-letter orientation code of an image (e.g. "LPS", "RAS")."""
+    return sitk.DICOMOrientImageFilter.GetOrientationFromDirectionCosines(image.GetDirection())
+
+
+def to_canonical(image: sitk.Image) -> sitk.Image:
+    """Reorients a volume to ``CANONICAL_ORIENTATION`` (a permutation/flip, no resampling)."""
+    return sitk.DICOMOrient(image, CANONICAL_ORIENTATION)
+
+
+def window(hu: np.ndarray, hu_window=DEFAULT_WINDOW) -> np.ndarray:
+    """Clips Hounsfield units to ``hu_window`` and scales them to [0, 1] as float32."""
+    low, high = float(hu_window[0]), float(hu_window[1])
+    if not high > low:
+        raise ValueError(f"hu_window must be (low, high) with low < high, got {tuple(hu_window)}")
+    return ((np.clip(hu.astype(np.float32), low, high) - low) / (high - low)).astype(np.float32)
+
+
+def check_labels(label: np.ndarray, num_classes: int, path) -> np.ndarray:
+    """Returns ``label`` as uint8 after checking its values lie in ``[0, num_classes)``."""
+    if not np.issubdtype(label.dtype, np.integer):
+        if not np.all(np.equal(np.mod(label, 1), 0)):
+            raise DataError(f"{path}: label volume holds non-integer values")
+    low, high = label.min(), label.max()
+    if low < 0 or high >= num_classes:
+        bad = np.unique(label[(label < 0) | (label >= num_classes)])[:5]
+        raise DataError(
+            f"{path}: label values {bad.tolist()} outside the {num_classes} classes [0, {num_classes - 1}]"
+        )
+    return label.astype(np.uint8)
+
+
+@dataclasses.dataclass
+class CaseArrays:
+    """A case in canonical orientation: windowed image and labels as (z, y, x) arrays."""
+
+    case_id: str
+    image: np.ndarray
+    label: np.ndarray | None
+    spacing: tuple[float, float, float]
+
+
+def load_case(case: Case, num_classes: int, hu_window=DEFAULT_WINDOW) -> CaseArrays:
+    """Reads, checks, reorients and windows one case."""
+    image = read_volume(case.image)
+    label_array = None
+    if case.label is not None:
+        label = read_volume(case.label)
+        check_same_geometry(image, label, case.image, case.label)
+        label_array = check_labels(sitk.GetArrayFromImage(to_canonical(label)), num_classes, case.label)
+    canonical = to_canonical(image)
+    return CaseArrays(
+        case.case_id,
+        window(sitk.GetArrayFromImage(canonical), hu_window),
+        label_array,
+        canonical.GetSpacing(),
+    )
+
+
+def keep_slices(label: np.ndarray, min_fraction: float = 0.0, classes=None) -> np.ndarray:
+    """Returns the indices of the z slices whose labelled fraction is at least ``min_fraction``.
+
+    Args:
+        label: integer array (z, y, x).
+        min_fraction: fraction of a slice's pixels that must belong to ``classes``;
+            0 keeps every slice.
+        classes: the label values that count (default: every non-zero label).
+    """
+    if not 0.0 <= min_fraction <= 1.0:
+        raise ValueError(f"min_fraction must lie in [0, 1], got {min_fraction}")
+    if min_fraction == 0.0:
+        return np.arange(label.shape[0])
+    mask = label > 0 if classes is None else np.isin(label, list(classes))
+    fraction = mask.reshape(mask.shape[0], -1).mean(axis=1)
+    return np.flatnonzero(fraction >= min_fraction)
