@@ -144,8 +144,9 @@ def _validate(pred, ref, spacing):
 def _crop_to_union(a, b):
     """Crops two masks to the bounding box of their union plus one voxel.
 
-    The margin keeps erosion identical to the full array: past the box edge
-    lies either a background voxel or the real array edge, never a cut.
+    Results do not change: every voxel of either mask stays in the crop, so
+    nearest-voxel distances are the same, and past the crop lies background
+    or the real array edge, which erosion with border_value=0 treats alike.
 
     Args:
         a: boolean mask.

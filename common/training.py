@@ -155,8 +155,13 @@ def compile_model(model: keras.Model, config: TrainConfig, num_classes: int, ste
     )
 
 
-def train(config: TrainConfig, log=print) -> keras.Model:
+def train(config: TrainConfig, strategy: tf.distribute.Strategy | None = None, log=print) -> keras.Model:
     """Trains a segmentation model on a prepared folder; rerunning resumes.
+
+    Args:
+        config: what to train.
+        strategy: a ``tf.distribute`` strategy; default ``choose_strategy()``.
+        log: where progress lines go.
 
     Returns:
         The trained model, also saved as ``<out>/model.keras``.
@@ -174,7 +179,7 @@ def train(config: TrainConfig, log=print) -> keras.Model:
     num_slices = sum(by_id[i]["slices"] for i in split["train"])
 
     precision = configure_precision(config.precision)
-    strategy = choose_strategy()
+    strategy = strategy or choose_strategy()
     global_batch = config.batch_size * strategy.num_replicas_in_sync
     steps = -(-num_slices // global_batch)
     chief = is_chief(strategy)
@@ -196,7 +201,8 @@ def train(config: TrainConfig, log=print) -> keras.Model:
         f"{len(split['train'])} cases / {num_slices} slices, {crop}x{crop} crops, "
         f"{strategy.num_replicas_in_sync} replica(s)")
     model.fit(dataset, epochs=config.epochs, steps_per_epoch=steps,
-              callbacks=make_callbacks(run_dir, chief), verbose=config.verbose)
+              callbacks=make_callbacks(run_dir, chief), verbose=config.verbose,
+              shuffle=False)  # the dataset shuffles itself
     if chief:
         save_model_atomic(model, run_dir / "model.keras")
     return model

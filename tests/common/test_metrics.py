@@ -75,10 +75,11 @@ def test_hd95_and_assd_match_simpleitk_surfaces(seed, touches_edge):
     a, b = _blob_pair(seed, touches_edge)
     pooled = _sitk_surface_distances(a, b, ANISOTROPIC)
     ours = segmentation_metrics(a.astype(np.uint8), b.astype(np.uint8), ANISOTROPIC)
-    # SignedMaurerDistanceMap is float32 only: ~1e-7 relative error on
-    # distances of a few mm to tens of mm, which 1e-5 mm bounds with room.
-    assert abs(ours[1]["hd95"] - np.percentile(pooled, 95)) <= 1e-5
-    assert abs(ours[1]["assd"] - pooled.mean()) <= 1e-5
+    # SignedMaurerDistanceMap outputs float32 only, whose step is ~1e-6 mm at
+    # 8-16 mm: hd95 (one or two such values) differed by up to 1.1e-6 mm over
+    # 80 random pairs, while the mean over thousands averages the rounding.
+    assert abs(ours[1]["hd95"] - np.percentile(pooled, 95)) <= 2e-6
+    assert abs(ours[1]["assd"] - pooled.mean()) <= 1e-6
 
 
 def test_overlap_metrics_of_two_boxes():

@@ -1,0 +1,145 @@
+"""``python -m benchmarks NAME [options]``: train, infer, data.
+
+Each prints one JSON line per figure. Peak memory is the process's peak
+resident set size (``ru_maxrss``), so run one benchmark per process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import sys
+import tempfile
+import time
+
+# Same speed defaults as the CLI (SPEC, "speed defaults"): set before TensorFlow loads.
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def _peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _emit(**figures) -> None:
+    print(json.dumps({**figures, "peak_rss_mib": round(_peak_rss_mib(), 1), "machine": platform.machine(),
+                      "cpus": os.cpu_count(), "date": time.strftime("%Y-%m-%d")}), flush=True)
+
+
+def _model(args):
+    import unet_transformer
+
+    return unet_transformer.build_model(args.model, input_shape=(None, None, 1), num_classes=args.classes,
+                                        base_filters=args.base)
+
+
+def _random_batch(args):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    x = rng.random((args.batch, args.size, args.size, 1), dtype=np.float32)
+    y = rng.integers(0, args.classes, (args.batch, args.size, args.size)).astype(np.uint8)
+    return x, y
+
+
+class _StepTimer:
+    """Times training steps after ``warmup`` steps (compilation) have passed."""
+
+    def __init__(self, warmup: int):
+        import keras
+
+        timer = self
+
+        class Callback(keras.callbacks.Callback):
+            def on_train_batch_end(self, batch, logs=None):
+                if batch == warmup - 1:
+                    timer.start = time.perf_counter()
+
+        self.callback, self.start = Callback(), None
+
+
+def bench_train(args) -> None:
+    """Training images/s of the zoo's way of training (common.training.compile_model + fit)."""
+    import tensorflow as tf
+
+    from common import training
+
+    training.configure_precision(args.precision)
+    model = _model(args)
+    config = training.TrainConfig(data="", out="", model=args.model, base_filters=args.base,
+                                  batch_size=args.batch)
+    training.compile_model(model, config, args.classes, steps_per_epoch=args.steps)
+    x, y = _random_batch(args)
+    data = tf.data.Dataset.from_tensors((x, y)).repeat().prefetch(tf.data.AUTOTUNE)
+    timer = _StepTimer(args.warmup)
+    model.fit(data, epochs=1, steps_per_epoch=args.warmup + args.steps, callbacks=[timer.callback], verbose=0)
+    seconds = time.perf_counter() - timer.start
+    _emit(benchmark="train", model=args.model, base=args.base, size=args.size, batch=args.batch,
+          precision=args.precision, parameters=model.count_params(),
+          images_per_s=round(args.steps * args.batch / seconds, 2))
+
+
+def bench_infer(args) -> None:
+    """Inference images/s of ``predict_on_batch`` (what ``zoo predict`` calls)."""
+    model = _model(args)
+    x, _ = _random_batch(args)
+    for _ in range(args.warmup):
+        model.predict_on_batch(x)
+    start = time.perf_counter()
+    for _ in range(args.steps):
+        model.predict_on_batch(x)
+    seconds = time.perf_counter() - start
+    _emit(benchmark="infer", model=args.model, base=args.base, size=args.size, batch=args.batch,
+          images_per_s=round(args.steps * args.batch / seconds, 2))
+
+
+def bench_data(args) -> None:
+    """Slices/s the tf.data pipeline delivers from prepared shards (training mode, augmented)."""
+    from common import pipeline, shards, synthetic_ct
+
+    prepared = args.data
+    if prepared is None:
+        workdir = tempfile.mkdtemp(prefix="zoo-bench-")
+        synthetic_ct.write_cohort(f"{workdir}/cohort", num_cases=8, seed=0)
+        shards.prepare(f"{workdir}/cohort", f"{workdir}/prepared", log=lambda _: None)
+        prepared = f"{workdir}/prepared"
+    files = [c["shard"] for c in shards.load_manifest(prepared)["cases"]]
+    dataset = pipeline.slice_dataset(files, args.batch, args.size, training=True)
+    iterator = iter(dataset)
+    for _ in range(args.warmup):
+        next(iterator)
+    start = time.perf_counter()
+    for _ in range(args.steps):
+        next(iterator)
+    seconds = time.perf_counter() - start
+    _emit(benchmark="data", size=args.size, batch=args.batch,
+          slices_per_s=round(args.steps * args.batch / seconds, 1))
+
+
+BENCHMARKS = {"train": bench_train, "infer": bench_infer, "data": bench_data}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
+    parser.add_argument("name", choices=sorted(BENCHMARKS))
+    parser.add_argument("--model", default="unet")
+    parser.add_argument("--base", type=int, default=16, help="base_filters")
+    parser.add_argument("--size", type=int, default=128)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--classes", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=20, help="timed steps")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed first steps")
+    parser.add_argument("--precision", default="float32")
+    parser.add_argument("--data", help="prepared folder for `data` (default: a synthetic one)")
+    args = parser.parse_args(argv)
+    if args.warmup < 1 or args.steps < 1:
+        parser.error("--warmup and --steps must be >= 1")
+    BENCHMARKS[args.name](args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,101 @@
+"""What each ``zoo`` subcommand does, given its parsed arguments (see ``common.cli``)."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+
+from common import volumes
+
+# Formats written as one file, so a temporary file renamed into place is atomic.
+SINGLE_FILE_SUFFIXES = (".nii.gz", ".nii", ".mha", ".nrrd")
+
+
+def prepare(args) -> None:
+    from common import shards
+
+    shards.prepare(args.cohort, args.out, num_classes=args.num_classes,
+                   hu_window=args.window or volumes.DEFAULT_WINDOW,
+                   min_label_fraction=args.min_label_fraction)
+
+
+def train(args) -> None:
+    from common import training
+
+    training.train(training.TrainConfig(
+        data=args.data, out=args.out, model=args.model, base_filters=args.base_filters,
+        epochs=args.epochs, batch_size=args.batch_size, crop_size=args.crop_size,
+        learning_rate=args.learning_rate, loss=args.loss, precision=args.precision,
+        test_fraction=args.test_fraction, test_cases=args.test_cases, seed=args.seed,
+    ))
+
+
+def load_run(path) -> tuple[object, dict]:
+    """Loads a model from a run folder or a ``.keras`` file, with the run's config if any."""
+    import keras
+
+    import common.losses  # noqa: F401  (registers the losses a saved model refers to)
+    import unet_transformer  # noqa: F401  (registers its layers)
+
+    path = pathlib.Path(path)
+    model_path = path / "model.keras" if path.is_dir() else path
+    config_path = model_path.parent / "config.json"
+    if not model_path.exists():
+        raise volumes.DataError(f"{model_path}: no such model (train one with `zoo train`)")
+    try:
+        model = keras.models.load_model(model_path, compile=False)
+    except (ValueError, OSError, KeyError) as error:
+        raise volumes.DataError(f"{model_path}: cannot be loaded as a Keras model ({error})") from None
+    config = json.loads(config_path.read_text()) if config_path.exists() else {}
+    return model, config
+
+
+def evaluate(args) -> None:
+    from common import inference, shards
+
+    model, config = load_run(args.run)
+    if not config:
+        raise volumes.DataError(f"{args.run}: not a run folder (no config.json)")
+    cohort = args.cohort or config.get("source")
+    if not cohort:
+        raise ValueError("--cohort: the run does not record its cohort; give it")
+    wanted = args.cases or config["split"]["test"]
+    cases = {c.case_id: c for c in volumes.find_cases(cohort)}
+    missing = sorted(set(wanted) - set(cases))
+    if missing:
+        raise volumes.DataError(f"{cohort}: cases {missing} not found")
+    results = inference.evaluate_cases(model, [cases[c] for c in wanted], config["num_classes"],
+                                       config["hu_window"], args.batch_size)
+    shards.write_json_atomic(pathlib.Path(args.run) / "evaluation.json",
+                             {case: {str(k): v for k, v in m.items()} for case, m in results.items()})
+    print(inference.format_table(results, config["class_names"]))
+
+
+def predict(args) -> None:
+    import SimpleITK as sitk
+
+    from common import inference
+
+    output = pathlib.Path(args.output)
+    if output.resolve() == pathlib.Path(args.input).resolve():
+        raise ValueError(f"output: {output} is the input volume; choose another path")
+    if not output.name.endswith(SINGLE_FILE_SUFFIXES):
+        raise ValueError(f"output: {output} needs one of the suffixes {', '.join(SINGLE_FILE_SUFFIXES)}")
+    model, config = load_run(args.model)
+    hu_window = args.window or config.get("hu_window", volumes.DEFAULT_WINDOW)
+    image = volumes.read_volume(args.input)
+    labels = inference.predict_volume(model, image, hu_window, args.batch_size, source=args.input)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    suffix = next(s for s in SINGLE_FILE_SUFFIXES if output.name.endswith(s))
+    tmp = output.with_name(f".{output.name[:-len(suffix)]}.tmp{suffix}")
+    sitk.WriteImage(labels, str(tmp), useCompression=True)
+    os.replace(tmp, output)
+    print(f"wrote {output} ({'x'.join(map(str, labels.GetSize()))}, spacing {labels.GetSpacing()})")
+
+
+def demo(args) -> None:
+    from common import demo as demo_module
+
+    demo_module.run(pathlib.Path(args.out), num_cases=args.cases, epochs=args.epochs,
+                    base_filters=args.base_filters, seed=args.seed)

@@ -1,0 +1,52 @@
+import json
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from common import shards, volumes
+
+
+def test_one_shard_per_case_and_manifest(tiny_cohort, tiny_prepared):
+    manifest = shards.load_manifest(tiny_prepared)
+    cases = volumes.find_cases(tiny_cohort)
+    assert [c["id"] for c in manifest["cases"]] == [c.case_id for c in cases]
+    assert sorted(p.name for p in (tiny_prepared / "shards").iterdir()) == [f"{c.case_id}.tfrecord" for c in cases]
+    assert manifest["num_classes"] == 8 and manifest["class_names"][1] == "liver"
+    assert manifest["orientation"] == "LPS"
+    assert not list(tiny_prepared.rglob(".*tmp*"))
+
+
+def test_shard_round_trip_equals_canonical_arrays(tiny_cohort, tiny_prepared):
+    manifest = shards.load_manifest(tiny_prepared)
+    case = volumes.find_cases(tiny_cohort)[1]  # stored RAS-like: exercises the reorientation
+    arrays = volumes.load_case(case, 8, manifest["hu_window"])
+    decoded = [shards.parse_example(r) for r in tf.data.TFRecordDataset(manifest["cases"][1]["shard"])]
+    assert len(decoded) == arrays.image.shape[0] == manifest["cases"][1]["slices"]
+    for z, (image, label) in enumerate(decoded):
+        np.testing.assert_array_equal(image.numpy()[..., 0], arrays.image[z])
+        np.testing.assert_array_equal(label.numpy(), arrays.label[z])
+
+
+def test_min_label_fraction_drops_slices(tiny_cohort, tmp_path):
+    manifest = shards.prepare(tiny_cohort, tmp_path, min_label_fraction=0.05, log=lambda _: None)
+    case = volumes.find_cases(tiny_cohort)[0]
+    label = volumes.load_case(case, 8).label
+    expected = int(((label > 0).reshape(len(label), -1).mean(1) >= 0.05).sum())
+    assert manifest["cases"][0]["slices"] == expected < label.shape[0]
+
+
+def test_num_classes_required_without_dataset_json(tiny_cohort, tmp_path):
+    cohort = tmp_path / "c"
+    (cohort / "images").mkdir(parents=True)
+    (cohort / "labels").mkdir()
+    for sub in ("images", "labels"):
+        src = tiny_cohort / sub / "case_000.nii.gz"
+        (cohort / sub / src.name).write_bytes(src.read_bytes())
+    with pytest.raises(ValueError, match="num_classes"):
+        shards.prepare(cohort, tmp_path / "p")
+    with pytest.raises(volumes.DataError, match="case_000.nii.gz: label values .* outside the 3 classes"):
+        shards.prepare(cohort, tmp_path / "p", num_classes=3)
+    manifest = shards.prepare(cohort, tmp_path / "p", num_classes=8, log=lambda _: None)
+    assert manifest["class_names"][:2] == ["background", "class_1"]
+    assert json.loads((tmp_path / "p" / "dataset.json").read_text())["num_classes"] == 8

@@ -1,0 +1,122 @@
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from common import volumes
+
+
+def _volume(shape=(6, 10, 12), spacing=(0.8, 0.8, 2.5), seed=0, dtype=np.int16):
+    array = np.random.default_rng(seed).integers(-1000, 1000, size=shape).astype(dtype)
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing(spacing)
+    image.SetOrigin((-10.0, 20.0, 5.0))
+    return image
+
+
+@pytest.mark.parametrize("suffix", [".nii.gz", ".nii", ".mha", ".mhd", ".nrrd"])
+def test_read_volume_formats(tmp_path, suffix):
+    image = _volume()
+    path = tmp_path / f"case{suffix}"
+    sitk.WriteImage(image, str(path))
+    read = volumes.read_volume(path)
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(read), sitk.GetArrayFromImage(image))
+    np.testing.assert_allclose(read.GetSpacing(), image.GetSpacing(), rtol=1e-6)
+
+
+def test_read_dicom_series(tmp_path):
+    image = sitk.Cast(_volume(shape=(4, 8, 8)), sitk.sitkInt16)
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    for z in range(image.GetDepth()):
+        slice_ = image[:, :, z]
+        slice_.SetMetaData("0020|0013", str(z + 1))  # instance number
+        slice_.SetMetaData("0020|0032", "\\".join(map(str, image.TransformIndexToPhysicalPoint((0, 0, z)))))
+        slice_.SetMetaData("0020|000e", "1.2.826.0.1.3680043.2.1125.1")  # one series
+        writer.SetFileName(str(tmp_path / f"{z:03d}.dcm"))
+        writer.Execute(slice_)
+    read = volumes.read_volume(tmp_path)
+    assert read.GetSize() == image.GetSize()
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(read), sitk.GetArrayFromImage(image))
+    assert read.GetSpacing()[2] == pytest.approx(2.5, abs=1e-3)
+
+
+def test_unreadable_file_names_it(tmp_path):
+    path = tmp_path / "broken.nii.gz"
+    path.write_bytes(b"not a nifti file")
+    with pytest.raises(volumes.DataError, match="broken.nii.gz"):
+        volumes.read_volume(path)
+    with pytest.raises(volumes.DataError, match="missing.nii.gz: no such file"):
+        volumes.read_volume(tmp_path / "missing.nii.gz")
+
+
+def test_2d_image_is_refused(tmp_path):
+    path = tmp_path / "slice.nii.gz"
+    sitk.WriteImage(sitk.Image(16, 16, sitk.sitkInt16), str(path))
+    with pytest.raises(volumes.DataError, match=r"slice.nii.gz: expected a 3D volume, got a 2D image"):
+        volumes.read_volume(path)
+
+
+@pytest.mark.parametrize("what", ["size", "spacing", "origin", "direction"])
+def test_geometry_mismatch_names_label_file(what):
+    image = _volume()
+    label = sitk.Image(image.GetSize(), sitk.sitkUInt8)
+    label.CopyInformation(image)
+    if what == "size":
+        label = sitk.Image((12, 10, 7), sitk.sitkUInt8)
+        label.SetSpacing(image.GetSpacing())
+        label.SetOrigin(image.GetOrigin())
+    elif what == "spacing":
+        label.SetSpacing((0.8, 0.8, 3.0))
+    elif what == "origin":
+        label.SetOrigin((0.0, 0.0, 0.0))
+    else:
+        label.SetDirection((-1, 0, 0, 0, -1, 0, 0, 0, 1))
+    with pytest.raises(volumes.DataError, match=f"lab.nii: label {what} .* differs from image img.nii {what}"):
+        volumes.check_same_geometry(image, label, "img.nii", "lab.nii")
+
+
+def test_canonical_orientation_undoes_ras_storage():
+    lps = _volume()
+    ras = sitk.Flip(lps, (True, True, False))  # same physical content, stored RAS-like
+    assert volumes.orientation_of(ras) == "RAS"
+    np.testing.assert_array_equal(
+        sitk.GetArrayFromImage(volumes.to_canonical(ras)), sitk.GetArrayFromImage(lps)
+    )
+    assert volumes.orientation_of(volumes.to_canonical(ras)) == "LPS"
+
+
+def test_window_scales_to_unit_range():
+    hu = np.array([-1000.0, -160.0, 40.0, 240.0, 3000.0])
+    np.testing.assert_allclose(volumes.window(hu, (-160, 240)), [0.0, 0.0, 0.5, 1.0, 1.0])
+    with pytest.raises(ValueError, match="hu_window"):
+        volumes.window(hu, (100, 100))
+
+
+def test_check_labels_rejects_values_outside_classes():
+    label = np.zeros((2, 4, 4), np.int16)
+    label[0, 0, 0] = 9
+    with pytest.raises(volumes.DataError, match=r"seg.nii: label values \[9\] outside the 8 classes"):
+        volumes.check_labels(label, 8, "seg.nii")
+    assert volumes.check_labels(np.clip(label, 0, 7), 8, "seg.nii").dtype == np.uint8
+
+
+def test_keep_slices_by_label_fraction():
+    label = np.zeros((4, 10, 10), np.uint8)
+    label[1, :2, :] = 1    # 20 %
+    label[2, :1, :5] = 2   # 5 %
+    label[3, :1, :4] = 1   # 4 %
+    np.testing.assert_array_equal(volumes.keep_slices(label, 0.05), [1, 2])
+    np.testing.assert_array_equal(volumes.keep_slices(label, 0.04, classes=[1]), [1, 3])
+    np.testing.assert_array_equal(volumes.keep_slices(label, 0.0), [0, 1, 2, 3])
+
+
+def test_find_cases_requires_labels(tmp_path):
+    (tmp_path / "images").mkdir()
+    (tmp_path / "labels").mkdir()
+    sitk.WriteImage(_volume(), str(tmp_path / "images" / "a.nii.gz"))
+    sitk.WriteImage(_volume(), str(tmp_path / "images" / "b.mha"))
+    sitk.WriteImage(_volume(), str(tmp_path / "labels" / "a.nii.gz"))
+    with pytest.raises(volumes.DataError, match="b.mha: no label volume for case 'b'"):
+        volumes.find_cases(tmp_path)
+    cases = volumes.find_cases(tmp_path, require_labels=False)
+    assert [(c.case_id, c.label is not None) for c in cases] == [("a", True), ("b", False)]
