@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
 import pathlib
 
-from common import volumes
+from common import atomic, volumes
 
 # Formats written as one file, so a temporary file renamed into place is atomic.
 SINGLE_FILE_SUFFIXES = (".nii.gz", ".nii", ".mha", ".nrrd")
@@ -52,7 +51,7 @@ def load_run(path) -> tuple[object, dict]:
 
 
 def evaluate(args) -> None:
-    from common import inference, shards
+    from common import inference
 
     model, config = load_run(args.run)
     if not config:
@@ -67,7 +66,7 @@ def evaluate(args) -> None:
         raise volumes.DataError(f"{cohort}: cases {missing} not found")
     results = inference.evaluate_cases(model, [cases[c] for c in wanted], config["num_classes"],
                                        config["hu_window"], args.batch_size)
-    shards.write_json_atomic(pathlib.Path(args.run) / "evaluation.json",
+    atomic.write_json(pathlib.Path(args.run) / "evaluation.json",
                              {case: {str(k): v for k, v in m.items()} for case, m in results.items()})
     print(inference.format_table(results, config["class_names"]))
 
@@ -86,11 +85,8 @@ def predict(args) -> None:
     hu_window = args.window or config.get("hu_window", volumes.DEFAULT_WINDOW)
     image = volumes.read_volume(args.input)
     labels = inference.predict_volume(model, image, hu_window, args.batch_size, source=args.input)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    suffix = next(s for s in SINGLE_FILE_SUFFIXES if output.name.endswith(s))
-    tmp = output.with_name(f".{output.name[:-len(suffix)]}.tmp{suffix}")
-    sitk.WriteImage(labels, str(tmp), useCompression=True)
-    os.replace(tmp, output)
+    with atomic.atomic_path(output) as tmp:
+        sitk.WriteImage(labels, str(tmp), useCompression=True)
     print(f"wrote {output} ({'x'.join(map(str, labels.GetSize()))}, spacing {labels.GetSpacing()})")
 
 

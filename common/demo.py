@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import SimpleITK as sitk
 
-from common import inference, shards, synthetic_ct, training, volumes
+from common import atomic, inference, shards, synthetic_ct, training, volumes
 
 # BGR colours of classes 1..7 (liver, spleen, kidneys, stomach, gallbladder, pancreas).
 PALETTE = np.array([(0, 0, 0), (60, 76, 231), (182, 89, 155), (219, 152, 52), (156, 188, 26),
@@ -36,11 +36,9 @@ def save_overlay_png(path, image: np.ndarray, reference: np.ndarray, predicted: 
         cv2.putText(panel, title, (3, 11), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (255, 255, 255), 1, cv2.LINE_AA)
     strip = np.concatenate(panels, axis=1)
     strip = cv2.resize(strip, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
-    path = pathlib.Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    if not cv2.imwrite(str(tmp), strip):
-        raise OSError(f"{path}: could not write the PNG")
-    tmp.replace(path)
+    with atomic.atomic_path(path) as tmp:
+        if not cv2.imwrite(str(tmp), strip):
+            raise OSError(f"{path}: could not write the PNG")
 
 
 def _overlay_of_case(model, case: volumes.Case, hu_window, path) -> None:
@@ -68,7 +66,7 @@ def run(out: pathlib.Path, num_cases: int = 14, epochs: int = 12, base_filters: 
     cases = {c.case_id: c for c in volumes.find_cases(cohort)}
     held_out = [cases[c] for c in split["test"]]
     results = inference.evaluate_cases(model, held_out, manifest["num_classes"], manifest["hu_window"])
-    shards.write_json_atomic(run_dir / "evaluation.json",
+    atomic.write_json(run_dir / "evaluation.json",
                              {case: {str(k): v for k, v in m.items()} for case, m in results.items()})
     _overlay_of_case(model, held_out[0], manifest["hu_window"], out / "overlay.png")
     log(f"[{time.monotonic() - start:5.0f}s] held-out cases {', '.join(split['test'])}: Dice per organ (%)")

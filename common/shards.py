@@ -13,14 +13,12 @@ Slices are stored windowed (float32 in [0, 1]) in the canonical orientation of
 from __future__ import annotations
 
 import json
-import os
 import pathlib
-import tempfile
 
 import numpy as np
 import tensorflow as tf
 
-from common import volumes
+from common import atomic, volumes
 
 MANIFEST = "dataset.json"
 FORMAT_VERSION = 1
@@ -45,23 +43,10 @@ def _example(image: np.ndarray, label: np.ndarray, case_id: str, index: int) -> 
 
 
 def write_shard(arrays: volumes.CaseArrays, path: pathlib.Path, slice_indices) -> None:
-    """Writes the given z slices of one case to ``path`` (temporary file, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tf.io.TFRecordWriter(str(tmp)) as writer:
+    """Writes the given z slices of one case to ``path``, atomically."""
+    with atomic.atomic_path(path) as tmp, tf.io.TFRecordWriter(str(tmp)) as writer:
         for z in slice_indices:
             writer.write(_example(arrays.image[z], arrays.label[z], arrays.case_id, int(z)))
-    os.replace(tmp, path)
-
-
-def write_json_atomic(path, payload) -> None:
-    """Writes JSON to ``path`` through a temporary file in the same folder, then renames."""
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as handle:
-        json.dump(payload, handle, indent=2)
-    os.replace(tmp, path)
 
 
 def read_class_names(cohort: pathlib.Path) -> list[str] | None:
@@ -122,7 +107,7 @@ def prepare(cohort, out_dir, num_classes: int | None = None, hu_window=volumes.D
         "min_label_fraction": min_label_fraction,
         "cases": entries,
     }
-    write_json_atomic(out_dir / MANIFEST, manifest)
+    atomic.write_json(out_dir / MANIFEST, manifest)
     return manifest
 
 

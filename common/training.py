@@ -21,7 +21,7 @@ import tempfile
 import keras
 import tensorflow as tf
 
-from common import losses, pipeline, shards, splits
+from common import atomic, losses, pipeline, shards, splits
 
 
 def configure_precision(precision: str = "auto") -> str:
@@ -79,13 +79,10 @@ def make_callbacks(run_dir: pathlib.Path, chief: bool = True) -> list[keras.call
 
 
 def save_model_atomic(model: keras.Model, path) -> pathlib.Path:
-    """Saves a ``.keras`` file through a temporary name in the same folder, then renames."""
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.keras")
-    model.save(tmp)
-    os.replace(tmp, path)
-    return path
+    """Saves a ``.keras`` file atomically."""
+    with atomic.atomic_path(path) as tmp:
+        model.save(tmp)
+    return pathlib.Path(path)
 
 
 @dataclasses.dataclass
@@ -184,7 +181,7 @@ def train(config: TrainConfig, strategy: tf.distribute.Strategy | None = None, l
     steps = -(-num_slices // global_batch)
     chief = is_chief(strategy)
     if chief:
-        shards.write_json_atomic(run_dir / "config.json", {
+        atomic.write_json(run_dir / "config.json", {
             **dataclasses.asdict(config), "crop_size": crop, "precision": precision,
             "num_classes": manifest["num_classes"], "class_names": manifest["class_names"],
             "hu_window": manifest["hu_window"], "source": manifest.get("source"), "split": split,
