@@ -81,3 +81,11 @@ def test_input_size_the_model_cannot_take(zoo, tiny_cohort, tiny_prepared, fixed
     _assert_one_line_error(zoo("train", tiny_prepared, tmp_path / "run", "--crop-size", "40"),
                            "crop_size must be a positive multiple of 16, got 40")
     assert not (tmp_path / "run").exists()
+
+
+def test_errors_in_process_are_one_line_on_stderr(capsys, tmp_path):
+    from common import cli
+
+    assert cli.main(["evaluate", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("zoo evaluate: error:") and str(tmp_path) in err[0]
