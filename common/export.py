@@ -1,0 +1,150 @@
+"""SavedModel export for TF Serving: versioned, atomic, float32, warmed up.
+
+``export_saved_model(model, "serving", "unet")`` writes::
+
+    serving/models.config                       model server config (created or updated)
+    serving/unet/<version>/saved_model.pb       serving_default: image -> probabilities, labels
+    serving/unet/<version>/variables/
+    serving/unet/<version>/assets.extra/tf_serving_warmup_requests
+
+The version folder is written under a hidden temporary name beside it and
+renamed into place, so a model server polling ``serving/unet`` never sees
+half a model (it only loads integer-named folders).
+"""
+
+from __future__ import annotations
+
+import pathlib
+import shutil
+import uuid
+
+import keras
+import numpy as np
+import tensorflow as tf
+from google.protobuf import text_format
+from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
+from tensorflow_serving.config import model_server_config_pb2
+
+from common import atomic
+
+WARMUP_FILE = "tf_serving_warmup_requests"
+SIGNATURE = "serving_default"
+
+
+def _float32_policies(config):
+    """Returns a layer config with every mixed dtype policy replaced by float32."""
+    if isinstance(config, dict):
+        if config.get("class_name") == "DTypePolicy" and str(config["config"].get("name", "")).startswith("mixed"):
+            return {**config, "config": {**config["config"], "name": "float32"}}
+        return {key: _float32_policies(value) for key, value in config.items()}
+    if isinstance(config, list):
+        return [_float32_policies(value) for value in config]
+    return config
+
+
+def float32_twin(model: keras.Model) -> keras.Model:
+    """The same network computing in float32 with the same weights (mixed precision is for training)."""
+    if all(layer.compute_dtype == "float32" for layer in model.layers):
+        return model
+    twin = model.__class__.from_config(_float32_policies(model.get_config()))
+    twin.set_weights(model.get_weights())
+    return twin
+
+
+def next_version(model_dir: pathlib.Path) -> int:
+    """One more than the largest integer-named version folder (1 when there is none)."""
+    versions = [int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit()] if model_dir.exists() else []
+    return max(versions, default=0) + 1
+
+
+def segmentation_outputs(probabilities):
+    """Named serving outputs of a segmentation model: probabilities and the argmax label map."""
+    return {"probabilities": probabilities, "labels": tf.argmax(probabilities, axis=-1, output_type=tf.int32)}
+
+
+def _warmup_images(model: keras.Model, sizes) -> list[np.ndarray]:
+    fixed = model.input_shape[1:3]
+    channels = model.input_shape[-1]
+    if all(side is not None for side in fixed):
+        sizes = [tuple(fixed)]
+    rng = np.random.default_rng(0)
+    return [rng.random((1, h, w, channels), dtype=np.float32) for h, w in sizes]
+
+
+def write_warmup_requests(path: pathlib.Path, name: str, images, input_name: str = "image") -> None:
+    """Writes PredictionLog records that TF Serving replays when it loads the version."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for image in images:
+            request = predict_pb2.PredictRequest(
+                model_spec=model_pb2.ModelSpec(name=name, signature_name=SIGNATURE))
+            request.inputs[input_name].CopyFrom(tf.make_tensor_proto(image, dtype=tf.float32))
+            log = prediction_log_pb2.PredictionLog(
+                predict_log=prediction_log_pb2.PredictLog(request=request))
+            writer.write(log.SerializeToString())
+
+
+def update_models_config(base_dir: pathlib.Path, name: str, base_path: str) -> pathlib.Path:
+    """Adds (or refreshes) ``name`` in ``base_dir/models.config`` for ``--model_config_file``."""
+    path = base_dir / "models.config"
+    config = model_server_config_pb2.ModelServerConfig()
+    if path.exists():
+        try:
+            text_format.Parse(path.read_text(), config)
+        except text_format.ParseError as error:
+            raise ValueError(f"{path}: not a model server config ({error})") from None
+    entries = config.model_config_list.config
+    entry = next((e for e in entries if e.name == name), None) or entries.add()
+    entry.name, entry.base_path, entry.model_platform = name, base_path, "tensorflow"
+    with atomic.atomic_path(path) as tmp:
+        tmp.write_text(text_format.MessageToString(config))
+    return path
+
+
+def export_saved_model(model: keras.Model, base_dir, name: str, version: int | None = None,
+                       outputs=segmentation_outputs, warmup_sizes=((128, 128), (256, 256)),
+                       server_base_path: str | None = None) -> pathlib.Path:
+    """Exports ``model`` as ``<base_dir>/<name>/<version>/`` for TF Serving.
+
+    Args:
+        model: a Keras model taking one image batch (B, H, W, C).
+        base_dir: the folder the model server watches.
+        name: the model's name under it (letters, digits, ``_``, ``-``, ``.``).
+        version: integer version; default the next free one.
+        outputs: maps the model's float32 output to the dict of named serving outputs.
+        warmup_sizes: (H, W) of the warm-up requests (ignored for fixed-size models).
+        server_base_path: where the server sees ``base_dir/name`` (e.g. ``/models/unet``
+            inside docker); default the absolute local path.
+
+    Returns:
+        The version folder.
+    """
+    if not name or not all(c.isalnum() or c in "_-." for c in name) or name.startswith("."):
+        raise ValueError(f"name must be letters, digits, '_', '-' or '.', got {name!r}")
+    model_dir = pathlib.Path(base_dir) / name
+    version = next_version(model_dir) if version is None else version
+    if not isinstance(version, int) or version < 1:
+        raise ValueError(f"version must be a positive integer, got {version!r}")
+    final = model_dir / str(version)
+    if final.exists():
+        raise ValueError(f"version: {final} already exists; versions are never overwritten")
+    serving = float32_twin(model)
+    image_spec = tf.TensorSpec((None, *serving.input_shape[1:]), tf.float32, name="image")
+
+    def serve(image):
+        result = serving(image, training=False)
+        return outputs(result[0] if isinstance(result, (list, tuple)) else result)
+
+    archive = keras.export.ExportArchive()
+    archive.track(serving)
+    archive.add_endpoint(name=SIGNATURE, fn=serve, input_signature=[image_spec])
+    model_dir.mkdir(parents=True, exist_ok=True)
+    tmp = model_dir / f".tmp-{version}-{uuid.uuid4().hex[:8]}"
+    try:
+        archive.write_out(str(tmp), verbose=False)
+        write_warmup_requests(tmp / "assets.extra" / WARMUP_FILE, name, _warmup_images(serving, warmup_sizes))
+        tmp.rename(final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    update_models_config(pathlib.Path(base_dir), name, server_base_path or str(model_dir.resolve()))
+    return final

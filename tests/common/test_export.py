@@ -1,0 +1,121 @@
+import pathlib
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorflow_serving.apis import prediction_log_pb2
+
+from common import export
+import unet_transformer
+
+
+@pytest.fixture(scope="module")
+def model():
+    return unet_transformer.build_model("unet", num_classes=3, base_filters=2)
+
+
+@pytest.fixture(scope="module")
+def exported(model, tmp_path_factory):
+    base = tmp_path_factory.mktemp("serving")
+    return base, export.export_saved_model(model, base, "unet", warmup_sizes=((32, 32), (48, 64)))
+
+
+def test_served_outputs_equal_keras_in_a_tensorflow_only_process(model, exported, tmp_path):
+    _, version_dir = exported
+    rng = np.random.default_rng(0)
+    images = {"a": rng.random((2, 32, 48, 1), dtype=np.float32), "b": rng.random((1, 64, 64, 1), dtype=np.float32)}
+    for key, x in images.items():
+        np.save(tmp_path / f"{key}.npy", x)
+        np.save(tmp_path / f"{key}_expected.npy", np.asarray(model(x)))
+    script = textwrap.dedent(f"""
+        import sys
+        import numpy as np
+        import tensorflow as tf
+        serve = tf.saved_model.load({str(version_dir)!r}).signatures["serving_default"]
+        for key in "ab":
+            x = np.load(f"{tmp_path}/{{key}}.npy")
+            out = serve(image=tf.constant(x))
+            expected = np.load(f"{tmp_path}/{{key}}_expected.npy")
+            np.testing.assert_allclose(out["probabilities"].numpy(), expected, atol=1e-5)
+            np.testing.assert_array_equal(out["labels"].numpy(), expected.argmax(-1))
+            assert out["probabilities"].dtype == tf.float32
+        assert not {{"common", "unet_transformer"}} & set(sys.modules), "the project was imported"
+        print("served", sorted(out))
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "served ['labels', 'probabilities']" in done.stdout
+
+
+def test_warmup_records_parse_and_replay(exported):
+    _, version_dir = exported
+    serve = tf.saved_model.load(str(version_dir)).signatures["serving_default"]
+    records = list(tf.data.TFRecordDataset(str(version_dir / "assets.extra" / export.WARMUP_FILE)))
+    assert len(records) == 2
+    for record in records:
+        log = prediction_log_pb2.PredictionLog.FromString(record.numpy())
+        request = log.predict_log.request
+        assert request.model_spec.name == "unet" and request.model_spec.signature_name == "serving_default"
+        image = tf.make_ndarray(request.inputs["image"])
+        out = serve(image=tf.constant(image))
+        assert out["probabilities"].shape[:3] == image.shape[:3]
+
+
+def test_saved_model_cli_shows_the_signature(exported):
+    _, version_dir = exported
+    cli = pathlib.Path(sys.executable).with_name("saved_model_cli")
+    done = subprocess.run([str(cli), "show", "--all", "--dir", str(version_dir)], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "signature_def['serving_default']" in done.stdout
+    assert "inputs['image']" in done.stdout and "outputs['labels']" in done.stdout
+
+
+def test_versions_increase_and_models_config_lists_each_name(model, tmp_path):
+    first = export.export_saved_model(model, tmp_path, "unet", warmup_sizes=((32, 32),))
+    second = export.export_saved_model(model, tmp_path, "unet", warmup_sizes=((32, 32),))
+    assert (first.name, second.name) == ("1", "2")
+    export.update_models_config(tmp_path, "liver", "/models/liver")
+    config = (tmp_path / "models.config").read_text()
+    assert 'base_path: "/models/liver"' in config
+    assert config.count("config {") == 2 and 'name: "unet"' in config and 'name: "liver"' in config
+    with pytest.raises(ValueError, match="version: .* already exists"):
+        export.export_saved_model(model, tmp_path, "unet", version=2)
+
+
+def test_failed_export_leaves_no_version_behind(model, tmp_path, monkeypatch):
+    export.export_saved_model(model, tmp_path, "unet", warmup_sizes=((32, 32),))
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(export, "write_warmup_requests", broken)
+    with pytest.raises(OSError, match="disk full"):
+        export.export_saved_model(model, tmp_path, "unet")
+    assert sorted(p.name for p in (tmp_path / "unet").iterdir()) == ["1"]
+
+
+def test_mixed_precision_model_exports_float32(tmp_path):
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_float16")
+    try:
+        mixed = unet_transformer.build_model("unet", num_classes=3, base_filters=2)
+    finally:
+        keras.config.set_dtype_policy(previous)
+    twin = export.float32_twin(mixed)
+    assert {layer.compute_dtype for layer in twin.layers} == {"float32"}
+    version_dir = export.export_saved_model(mixed, tmp_path, "mixed", warmup_sizes=((32, 32),))
+    serve = tf.saved_model.load(str(version_dir)).signatures["serving_default"]
+    x = np.random.default_rng(1).random((1, 32, 32, 1), dtype=np.float32)
+    out = serve(image=tf.constant(x))
+    np.testing.assert_allclose(out["probabilities"].numpy(), np.asarray(twin(x)), atol=1e-5)
+
+
+@pytest.mark.parametrize("kwargs, argument", [(dict(name="../x"), "name"), (dict(name="u", version=0), "version")])
+def test_bad_arguments(model, tmp_path, kwargs, argument):
+    with pytest.raises(ValueError, match=argument):
+        export.export_saved_model(model, tmp_path, **kwargs)
