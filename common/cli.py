@@ -1,4 +1,4 @@
-"""The ``zoo`` command line: demo, prepare, train, evaluate, predict.
+"""The zoo command line: demo, prepare, train, cv, compare, evaluate, predict, export.
 
 Bad input ends the command with a one-line message naming the file or the
 argument and exit status 2, never a traceback.
@@ -37,10 +37,9 @@ def _add_prepare(sub):
     p.add_argument("--min-label-fraction", type=float, default=0.0, help="keep slices with at least this labelled share")
 
 
-def _add_train(sub):
-    p = sub.add_parser("train", help="train a segmentation model on prepared shards (rerun to resume)")
+def _train_options(p):
     p.add_argument("data", help="prepared folder (zoo prepare)")
-    p.add_argument("out", help="run folder: checkpoints, logs, model.keras")
+    p.add_argument("out", help="output folder (rerun the same command to resume)")
     p.add_argument("--model", default="unet", help="model variant (default unet)")
     p.add_argument("--base-filters", type=int, default=64)
     p.add_argument("--epochs", type=int, default=50)
@@ -52,6 +51,25 @@ def _add_train(sub):
     p.add_argument("--test-fraction", type=float, default=0.2, help="cases held out for evaluation")
     p.add_argument("--test-cases", type=_case_list, default=None, help="held-out case ids, comma-separated")
     p.add_argument("--seed", type=int, default=0)
+
+
+def _add_train(sub):
+    _train_options(sub.add_parser("train", help="train a segmentation model on prepared shards"))
+
+
+def _add_cv(sub):
+    p = sub.add_parser("cv", help="K-fold cross-validation by case (or repeated runs), mean ± std")
+    _train_options(p)
+    p.add_argument("--folds", type=int, default=5)
+    p.add_argument("--repeats", type=int, default=None,
+                   help="instead of folds: one fixed split (--test-fraction/--test-cases), N seeds")
+
+
+def _add_compare(sub):
+    p = sub.add_parser("compare", help="per-fold differences and paired t-test between two cv folders")
+    p.add_argument("run_a")
+    p.add_argument("run_b")
+    p.add_argument("--metric", default="dice")
 
 
 def _add_evaluate(sub):
@@ -71,6 +89,16 @@ def _add_predict(sub):
     p.add_argument("--batch-size", type=int, default=8)
 
 
+def _add_export(sub):
+    p = sub.add_parser("export", help="write a versioned SavedModel for TF Serving")
+    p.add_argument("model", help="run folder or .keras file")
+    p.add_argument("base_dir", help="folder the model server watches")
+    p.add_argument("--name", default=None, help="model name (default: the run folder's or file's name)")
+    p.add_argument("--version", type=int, default=None, help="integer version (default: next free)")
+    p.add_argument("--server-base-path", default=None,
+                   help="where the server sees BASE_DIR/NAME, e.g. /models/NAME in docker")
+
+
 def _add_demo(sub):
     p = sub.add_parser("demo", help="synthetic cohort -> prepare -> train -> evaluate, end to end")
     p.add_argument("--out", default="demo_output")
@@ -83,7 +111,8 @@ def _add_demo(sub):
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="zoo", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_demo, _add_prepare, _add_train, _add_evaluate, _add_predict):
+    for add in (_add_demo, _add_prepare, _add_train, _add_cv, _add_compare, _add_evaluate, _add_predict,
+                _add_export):
         add(sub)
     return parser
 

@@ -19,15 +19,42 @@ def prepare(args) -> None:
                    min_label_fraction=args.min_label_fraction)
 
 
-def train(args) -> None:
+def _train_config(args):
     from common import training
 
-    training.train(training.TrainConfig(
+    return training.TrainConfig(
         data=args.data, out=args.out, model=args.model, base_filters=args.base_filters,
         epochs=args.epochs, batch_size=args.batch_size, crop_size=args.crop_size,
         learning_rate=args.learning_rate, loss=args.loss, precision=args.precision,
         test_fraction=args.test_fraction, test_cases=args.test_cases, seed=args.seed,
-    ))
+    )
+
+
+def train(args) -> None:
+    from common import training
+
+    training.train(_train_config(args))
+
+
+def cv(args) -> None:
+    from common import crossval
+
+    config = _train_config(args)
+    if args.repeats:
+        summary = crossval.run_repeats(config, args.out, args.repeats)
+    else:
+        summary = crossval.run_cv(config, args.out, args.folds)
+    print(crossval.format_summary(summary))
+
+
+def compare(args) -> None:
+    from common import crossval
+
+    result = crossval.compare(args.run_a, args.run_b, args.metric)
+    print(f"| unit | {args.run_a} | {args.run_b} | difference |\n|---|---|---|---|")
+    for name, a, b, d in zip(result["units"], result["a"], result["b"], result["difference"]):
+        print(f"| {name} | {a:.4f} | {b:.4f} | {d:+.4f} |")
+    print(f"paired t-test on mean {args.metric}: t = {result['t']:.3f}, p = {result['p_value']:.4g}")
 
 
 def load_run(path) -> tuple[object, dict]:
@@ -88,6 +115,17 @@ def predict(args) -> None:
     with atomic.atomic_path(output) as tmp:
         sitk.WriteImage(labels, str(tmp), useCompression=True)
     print(f"wrote {output} ({'x'.join(map(str, labels.GetSize()))}, spacing {labels.GetSpacing()})")
+
+
+def export(args) -> None:
+    from common import export as export_module
+
+    model, _ = load_run(args.model)
+    path = pathlib.Path(args.model)
+    name = args.name or (path.name if path.is_dir() else path.name.removesuffix(".keras"))
+    version_dir = export_module.export_saved_model(model, args.base_dir, name, args.version,
+                                                   server_base_path=args.server_base_path)
+    print(f"exported {version_dir}")
 
 
 def demo(args) -> None:

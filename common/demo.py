@@ -58,7 +58,7 @@ def run(out: pathlib.Path, num_cases: int = 14, epochs: int = 12, base_filters: 
     manifest = shards.prepare(cohort, prepared, log=lambda _: None)
     log(f"[{time.monotonic() - start:5.0f}s] prepared {sum(c['slices'] for c in manifest['cases'])} slices")
     config = training.TrainConfig(data=str(prepared), out=str(run_dir), base_filters=base_filters,
-                                  epochs=epochs, batch_size=8, learning_rate=2e-3, lr_decay=0.85,
+                                  epochs=epochs, batch_size=8, learning_rate=1e-3, lr_decay=0.9,
                                   test_fraction=0.2, seed=seed)
     model = training.train(config, log=log)
     log(f"[{time.monotonic() - start:5.0f}s] trained")

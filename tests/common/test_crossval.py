@@ -1,0 +1,89 @@
+import json
+
+import numpy as np
+import pytest
+
+from common import crossval, shards, synthetic_ct, training
+
+TINY = dict(base_filters=2, epochs=1, batch_size=4, crop_size=32, learning_rate=1e-3)
+
+
+@pytest.fixture(scope="module")
+def five_cases(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cv")
+    synthetic_ct.write_cohort(root / "cohort", num_cases=5, seed=2, size=(32, 32, 4), spacing=(10.8, 10.8, 20.0))
+    shards.prepare(root / "cohort", root / "prepared", log=lambda _: None)
+    return root / "prepared"
+
+
+def test_kfold_partitions_the_cases():
+    ids = [f"c{i}" for i in range(12)]
+    folds = crossval.kfold(ids, 5, seed=3)
+    assert sorted(sum(folds, [])) == sorted(ids)
+    assert sorted(len(f) for f in folds) == [2, 2, 2, 3, 3]
+    assert folds == crossval.kfold(ids, 5, seed=3) != crossval.kfold(ids, 5, seed=4)
+    with pytest.raises(ValueError, match="folds"):
+        crossval.kfold(ids, 13)
+
+
+def test_interrupted_cv_resumes_with_the_same_folds(five_cases, tmp_path, monkeypatch):
+    config = training.TrainConfig(data=str(five_cases), out="", **TINY)
+    trained = []
+    real_train = training.train
+
+    def train_until_fold_3(unit_config, **kwargs):
+        if len(trained) == 2:
+            raise KeyboardInterrupt("stopped during fold 3")
+        trained.append(unit_config.out)
+        return real_train(unit_config, **kwargs)
+
+    monkeypatch.setattr(training, "train", train_until_fold_3)
+    with pytest.raises(KeyboardInterrupt):
+        crossval.run_cv(config, tmp_path, folds=5, log=lambda _: None)
+    plan_before = json.loads((tmp_path / "plan.json").read_text())
+    assert [p.endswith(f"fold_{i}") for i, p in enumerate(trained, 1)] == [True, True]
+
+    trained.clear()
+    monkeypatch.setattr(training, "train", lambda c, **kw: (trained.append(c.out), real_train(c, **kw))[1])
+    summary = crossval.run_cv(config, tmp_path, folds=5, log=lambda _: None)
+    assert [p.rsplit("/", 1)[1] for p in trained] == ["fold_3", "fold_4", "fold_5"]
+    assert json.loads((tmp_path / "plan.json").read_text()) == plan_before
+
+    held_out = [json.loads((tmp_path / f"fold_{i}" / "metrics.json").read_text())["test_cases"] for i in range(1, 6)]
+    assert sorted(sum(held_out, [])) == [f"case_{i:03d}" for i in range(5)]  # a partition by case
+    for i, cases in enumerate(held_out, 1):
+        split = json.loads((tmp_path / f"fold_{i}" / "config.json").read_text())["split"]
+        assert split["test"] == cases and not set(split["train"]) & set(cases)
+    assert summary["units"] == [f"fold_{i}" for i in range(1, 6)]
+    dice = summary["per_class"]["1"]["dice"]
+    assert len(dice["values"]) == 5 and dice["mean"] == pytest.approx(np.nanmean(dice["values"]))
+    assert "| liver |" in (tmp_path / "summary.md").read_text()
+
+    with pytest.raises(ValueError, match="different split"):
+        crossval.run_cv(config, tmp_path, folds=4, log=lambda _: None)
+
+
+def _fake_run(root, name, dice_values):
+    out = root / name
+    units = [{"name": f"fold_{i + 1}", "test_cases": [f"c{i}"], "seed": 0} for i in range(len(dice_values))]
+    crossval._plan_units(out, units)
+    for unit, dice in zip(units, dice_values):
+        (out / unit["name"]).mkdir()
+        (out / unit["name"] / "metrics.json").write_text(json.dumps(
+            {"name": unit["name"], "test_cases": unit["test_cases"],
+             "per_class": {"1": {"dice": dice}, "2": {"dice": dice - 0.1}}}))
+    return out
+
+
+def test_compare_gives_the_paired_t_test(tmp_path):
+    from scipy import stats
+
+    a = _fake_run(tmp_path, "a", [0.80, 0.82, 0.79, 0.85, 0.81])
+    b = _fake_run(tmp_path, "b", [0.83, 0.84, 0.80, 0.88, 0.82])
+    result = crossval.compare(a, b)
+    np.testing.assert_allclose(result["difference"], [0.03, 0.02, 0.01, 0.03, 0.01], atol=1e-12)
+    assert result["p_value"] == pytest.approx(stats.ttest_rel([0.78, 0.79, 0.75, 0.83, 0.77],
+                                                              [0.75, 0.77, 0.74, 0.80, 0.76]).pvalue)
+    c = _fake_run(tmp_path, "c", [0.8, 0.8])
+    with pytest.raises(ValueError, match="same finished folds"):
+        crossval.compare(a, c)
