@@ -1,4 +1,4 @@
-"""The zoo command line: demo, prepare, train, cv, compare, evaluate, predict, export.
+"""The zoo command line: prepare, train, cross-validate, evaluate, predict, export, serve.
 
 Bad input ends the command with a one-line message naming the file or the
 argument and exit status 2, never a traceback.
@@ -99,6 +99,16 @@ def _add_export(sub):
                    help="where the server sees BASE_DIR/NAME, e.g. /models/NAME in docker")
 
 
+def _add_request(sub):
+    p = sub.add_parser("request", help="send one CT slice to TF Serving over gRPC, write its label map")
+    p.add_argument("server", help="model server gRPC address, e.g. localhost:8500")
+    p.add_argument("name", help="model name on the server")
+    p.add_argument("input", help="CT volume")
+    p.add_argument("output", help="label map to write (.png of class indices, or .npy)")
+    p.add_argument("--slice", type=int, default=None, help="axial slice index (default: the middle one)")
+    p.add_argument("--window", type=_window, default=None, help="HU window LOW,HIGH (default -160,240)")
+
+
 def _add_demo(sub):
     p = sub.add_parser("demo", help="synthetic cohort -> prepare -> train -> evaluate, end to end")
     p.add_argument("--out", default="demo_output")
@@ -112,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="zoo", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (_add_demo, _add_prepare, _add_train, _add_cv, _add_compare, _add_evaluate, _add_predict,
-                _add_export):
+                _add_export, _add_request):
         add(sub)
     return parser
 

@@ -128,6 +128,15 @@ def export(args) -> None:
     print(f"exported {version_dir}")
 
 
+def request(args) -> None:
+    from common import serving_client
+
+    image = serving_client.slice_of(args.input, args.slice, args.window or volumes.DEFAULT_WINDOW)
+    labels = serving_client.predict_labels(args.server, args.name, image)
+    serving_client.write_labels(args.output, labels)
+    print(f"wrote {args.output}: classes {sorted(set(labels.ravel().tolist()))}")
+
+
 def demo(args) -> None:
     from common import demo as demo_module
 
