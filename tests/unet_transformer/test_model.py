@@ -59,7 +59,7 @@ def test_keras_file_reloads_in_fresh_process(tmp_path):
         import unet_transformer
         model = keras.models.load_model({str(tmp_path / 'm.keras')!r})
         y = np.asarray(model(np.load({str(tmp_path / 'x.npy')!r})))
-        np.testing.assert_allclose(y, np.load({str(tmp_path / 'y.npy')!r}), atol=1e-6)
+        np.testing.assert_array_equal(y, np.load({str(tmp_path / "y.npy")!r}))
         print("reloaded", y.shape)
     """)
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
