@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pathlib
+import sys
 
 from common import atomic, volumes
 
@@ -27,6 +28,7 @@ def _train_config(args):
         epochs=args.epochs, batch_size=args.batch_size, crop_size=args.crop_size,
         learning_rate=args.learning_rate, loss=args.loss, precision=args.precision,
         test_fraction=args.test_fraction, test_cases=args.test_cases, seed=args.seed,
+        verbose=1 if sys.stdout.isatty() else 2,  # a progress bar on a terminal, a line per epoch in logs
     )
 
 
