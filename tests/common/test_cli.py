@@ -89,3 +89,10 @@ def test_errors_in_process_are_one_line_on_stderr(capsys, tmp_path):
     assert cli.main(["evaluate", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("zoo evaluate: error:") and str(tmp_path) in err[0]
+
+
+def test_export_command_writes_a_version_and_the_server_config(zoo, keras_file, tmp_path):
+    done = zoo("export", keras_file, tmp_path / "serving", "--server-base-path", "/models/tiny")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (tmp_path / "serving" / "tiny" / "1" / "saved_model.pb").exists()
+    assert 'base_path: "/models/tiny"' in (tmp_path / "serving" / "models.config").read_text()

@@ -87,3 +87,14 @@ def test_compare_gives_the_paired_t_test(tmp_path):
     c = _fake_run(tmp_path, "c", [0.8, 0.8])
     with pytest.raises(ValueError, match="same finished folds"):
         crossval.compare(a, c)
+
+
+def test_repeated_runs_share_the_split_and_differ_in_seed(five_cases, tmp_path):
+    config = training.TrainConfig(data=str(five_cases), out="", test_fraction=0.4, seed=5, **TINY)
+    summary = crossval.run_repeats(config, tmp_path, repeats=2, log=lambda _: None)
+    plan = json.loads((tmp_path / "plan.json").read_text())["units"]
+    assert [u["name"] for u in plan] == summary["units"] == ["run_1", "run_2"]
+    assert plan[0]["test_cases"] == plan[1]["test_cases"] and len(plan[0]["test_cases"]) == 2
+    assert [json.loads((tmp_path / u / "config.json").read_text())["seed"] for u in ("run_1", "run_2")] == [5, 6]
+    with pytest.raises(ValueError, match="repeats"):
+        crossval.run_repeats(config, tmp_path / "x", repeats=1)
