@@ -96,3 +96,14 @@ def test_export_command_writes_a_version_and_the_server_config(zoo, keras_file, 
     assert done.returncode == 0, done.stderr[-2000:]
     assert (tmp_path / "serving" / "tiny" / "1" / "saved_model.pb").exists()
     assert 'base_path: "/models/tiny"' in (tmp_path / "serving" / "models.config").read_text()
+
+
+def test_load_run_reads_the_run_config(tmp_path, keras_file):
+    from common import commands
+
+    model, config = commands.load_run(keras_file)
+    assert model.output_shape[-1] == 8 and config == {}
+    broken = tmp_path / "broken.keras"
+    broken.write_bytes(b"not a zip")
+    with pytest.raises(ValueError, match="broken.keras: cannot be loaded as a Keras model"):
+        commands.load_run(broken)

@@ -8,7 +8,8 @@ import pytest
 import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
-from common import export, serving_client
+from common import export
+from common import serving_client
 import unet_transformer
 
 
