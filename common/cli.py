@@ -7,6 +7,7 @@ argument and exit status 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 
@@ -22,6 +23,16 @@ def _window(text: str) -> tuple[float, float]:
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected LOW,HIGH in HU, got {text!r}") from None
     return low, high
+
+
+def _json_object(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"not JSON: {error}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object, got {text!r}")
+    return value
 
 
 def _case_list(text: str) -> list[str]:
@@ -42,6 +53,8 @@ def _train_options(p):
     p.add_argument("out", help="output folder (rerun the same command to resume)")
     p.add_argument("--model", default="unet", help="model variant (default unet)")
     p.add_argument("--base-filters", type=int, default=64)
+    p.add_argument("--model-options", type=_json_object, default={},
+                   help='more build_model arguments as JSON, e.g. \'{"mhca_levels": 1, "heads": 4}\'')
     p.add_argument("--epochs", type=int, default=50)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--crop-size", type=int, default=None, help="square training crops (multiple of 16)")
@@ -63,6 +76,13 @@ def _add_cv(sub):
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--repeats", type=int, default=None,
                    help="instead of folds: one fixed split (--test-fraction/--test-cases), N seeds")
+
+
+def _add_ablation(sub):
+    p = sub.add_parser("ablation", help="U-Transformer paper Tables 1/3: every setting by cross-validation")
+    _train_options(p)
+    p.add_argument("--table", default="table1", choices=("table1", "table3"))
+    p.add_argument("--folds", type=int, default=5)
 
 
 def _add_compare(sub):
@@ -121,8 +141,8 @@ def _add_demo(sub):
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="zoo", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_demo, _add_prepare, _add_train, _add_cv, _add_compare, _add_evaluate, _add_predict,
-                _add_export, _add_request):
+    for add in (_add_demo, _add_prepare, _add_train, _add_cv, _add_ablation, _add_compare, _add_evaluate,
+                _add_predict, _add_export, _add_request):
         add(sub)
     return parser
 

@@ -25,6 +25,7 @@ def _train_config(args):
 
     return training.TrainConfig(
         data=args.data, out=args.out, model=args.model, base_filters=args.base_filters,
+        model_options=args.model_options,
         epochs=args.epochs, batch_size=args.batch_size, crop_size=args.crop_size,
         learning_rate=args.learning_rate, loss=args.loss, precision=args.precision,
         test_fraction=args.test_fraction, test_cases=args.test_cases, seed=args.seed,
@@ -47,6 +48,12 @@ def cv(args) -> None:
     else:
         summary = crossval.run_cv(config, args.out, args.folds)
     print(crossval.format_summary(summary))
+
+
+def ablation(args) -> None:
+    from common import ablation as ablation_module
+
+    print(ablation_module.run_study(_train_config(args), args.out, args.table, args.folds))
 
 
 def compare(args) -> None:

@@ -143,6 +143,11 @@ def format_summary(summary: dict, metric_names=("dice", "hd95", "assd")) -> str:
     return "\n".join(lines)
 
 
+def unit_mean(unit: dict, metric: str = "dice") -> float:
+    """A fold's ``metric`` averaged over its classes (the papers' "averaged over organs")."""
+    return float(np.nanmean([by_metric[metric] for by_metric in unit["per_class"].values()]))
+
+
 def compare(run_a, run_b, metric: str = "dice") -> dict:
     """Per-unit differences of the class-mean ``metric`` and the paired t-test p-value (scipy).
 
@@ -153,11 +158,7 @@ def compare(run_a, run_b, metric: str = "dice") -> dict:
         raise ValueError(f"{run_a} and {run_b} do not share the same finished folds and held-out cases")
     if len(a) < 2:
         raise ValueError(f"a paired t-test needs at least 2 finished folds, found {len(a)}")
-
-    def unit_mean(unit):
-        return float(np.nanmean([by_metric[metric] for by_metric in unit["per_class"].values()]))
-
-    values_a, values_b = [unit_mean(u) for u in a], [unit_mean(u) for u in b]
+    values_a, values_b = [unit_mean(u, metric) for u in a], [unit_mean(u, metric) for u in b]
     test = stats.ttest_rel(values_b, values_a)
     return {"metric": metric, "units": [u["name"] for u in a], "a": values_a, "b": values_b,
             "difference": [vb - va for va, vb in zip(values_a, values_b)],

@@ -97,6 +97,7 @@ class TrainConfig:
     out: str
     model: str = "unet"
     base_filters: int = 64
+    model_options: dict = dataclasses.field(default_factory=dict)  # more build_model kwargs
     epochs: int = 50
     batch_size: int = 8
     crop_size: int | None = None
@@ -129,9 +130,13 @@ def build_segmentation_model(config: TrainConfig, num_classes: int) -> keras.Mod
     """Builds the model named by ``config.model`` (a U-Transformer family variant)."""
     import unet_transformer
 
-    return unet_transformer.build_model(
-        config.model, input_shape=(None, None, 1), num_classes=num_classes, base_filters=config.base_filters
-    )
+    try:
+        return unet_transformer.build_model(
+            config.model, input_shape=(None, None, 1), num_classes=num_classes, base_filters=config.base_filters,
+            **config.model_options,
+        )
+    except TypeError as error:  # an unknown key in model_options
+        raise ValueError(f"model_options {config.model_options}: {error}") from None
 
 
 def default_crop(manifest: dict, stride: int) -> int:

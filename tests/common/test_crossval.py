@@ -98,3 +98,17 @@ def test_repeated_runs_share_the_split_and_differ_in_seed(five_cases, tmp_path):
     assert [json.loads((tmp_path / u / "config.json").read_text())["seed"] for u in ("run_1", "run_2")] == [5, 6]
     with pytest.raises(ValueError, match="repeats"):
         crossval.run_repeats(config, tmp_path / "x", repeats=1)
+
+
+def test_ablation_table_has_paired_tests_against_the_unet(tmp_path):
+    from common import ablation
+
+    settings = {"U-Net": None, "MHSA": None}
+    _fake_run(tmp_path, "u_net", [0.80, 0.82, 0.79, 0.85, 0.81])
+    _fake_run(tmp_path, "mhsa", [0.83, 0.84, 0.80, 0.88, 0.82])
+    table = ablation.format_study(tmp_path, settings)
+    assert "| U-Net | 76.40 (± 2.06) | — |" in table
+    p = crossval.compare(tmp_path / "u_net", tmp_path / "mhsa")["p_value"]
+    assert f"| MHSA | 78.40 (± 2.65) | {p:.3g} |" in table
+    with pytest.raises(ValueError, match="table"):
+        ablation.run_study(training.TrainConfig(data="d", out="o"), tmp_path, table="table2")

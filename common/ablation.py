@@ -1,0 +1,69 @@
+"""The U-Transformer paper's comparisons as one command: Tables 1 and 3 by cross-validation.
+
+Each setting is a ``build_model`` configuration trained and scored by
+``common.crossval.run_cv`` in its own folder (so an interrupted study resumes
+where it stopped), on the same folds; the table reports mean Dice (± std over
+folds) and the paired t-test p-value of each setting against the U-Net.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+
+import numpy as np
+
+from common import atomic, crossval, training
+
+# name -> (variant, build_model options); paper Table 1 (variants) and Table 3 (ablation).
+TABLE_1 = {
+    "U-Net": ("unet", {}),
+    "Attn U-Net": ("attention_unet", {}),
+    "MHSA": ("mhsa", {}),
+    "MHCA": ("mhca", {}),
+    "U-Transformer": ("u_transformer", {}),
+}
+TABLE_3 = {
+    "U-Net": ("unet", {}),
+    "Attn U-Net": ("attention_unet", {}),
+    "MHSA wo PE": ("mhsa", {"positional_encoding": False}),
+    "MHSA w PE": ("mhsa", {"positional_encoding": True}),
+    "MHCA 1 lvl wo PE": ("mhca", {"mhca_levels": 1, "positional_encoding": False}),
+    "MHCA 1 lvl w PE": ("mhca", {"mhca_levels": 1, "positional_encoding": True}),
+    "MHCA multi-lvl w PE": ("mhca", {"mhca_levels": 3, "positional_encoding": True}),
+}
+TABLES = {"table1": TABLE_1, "table3": TABLE_3}
+
+
+def folder_name(setting: str) -> str:
+    return setting.lower().replace(" ", "_").replace("-", "_")
+
+
+def run_study(config: training.TrainConfig, out, table: str = "table1", folds: int = 5, log=print) -> str:
+    """Cross-validates every setting of ``table`` and returns the Markdown table (also in ``out``)."""
+    if table not in TABLES:
+        raise ValueError(f"table must be one of {tuple(TABLES)}, got {table!r}")
+    out = pathlib.Path(out)
+    for setting, (variant, options) in TABLES[table].items():
+        log(f"== {setting}")
+        setting_config = dataclasses.replace(config, model=variant,
+                                             model_options={**config.model_options, **options})
+        crossval.run_cv(setting_config, out / folder_name(setting), folds, log=log)
+    markdown = format_study(out, TABLES[table])
+    with atomic.atomic_path(out / f"{table}.md") as tmp:
+        tmp.write_text(markdown + "\n")
+    return markdown
+
+
+def format_study(out, settings) -> str:
+    """One row of mean Dice % (± std over folds) per setting, with the paired t-test against U-Net."""
+    out = pathlib.Path(out)
+    baseline = out / folder_name("U-Net")
+    lines = ["| setting | Dice % (mean ± std over folds) | p vs U-Net (paired t-test) |", "|---|---|---|"]
+    for setting in settings:
+        units = crossval.load_units(out / folder_name(setting))
+        dice = [crossval.unit_mean(u, "dice") for u in units]
+        mean, std = 100 * float(np.mean(dice)), 100 * float(np.std(dice))
+        p = "—" if setting == "U-Net" else f"{crossval.compare(baseline, out / folder_name(setting))['p_value']:.3g}"
+        lines.append(f"| {setting} | {mean:.2f} (± {std:.2f}) | {p} |")
+    return "\n".join(lines)
