@@ -129,6 +129,24 @@ def _add_request(sub):
     p.add_argument("--window", type=_window, default=None, help="HU window LOW,HIGH (default -160,240)")
 
 
+def _pixel(text: str) -> tuple[int, int]:
+    try:
+        row, col = (int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected ROW,COL, got {text!r}") from None
+    return row, col
+
+
+def _add_attention_map(sub):
+    p = sub.add_parser("attention-map", help="cross-attention of each MHCA level for one pixel, as a PNG")
+    p.add_argument("model", help="run folder or .keras file of an mhca / u_transformer model")
+    p.add_argument("input", help="CT volume")
+    p.add_argument("output", help="PNG to write")
+    p.add_argument("--slice", type=int, default=None, help="axial slice index (default: the middle one)")
+    p.add_argument("--pixel", type=_pixel, required=True, help="ROW,COL of the query pixel in the slice")
+    p.add_argument("--window", type=_window, default=None, help="HU window LOW,HIGH (default: the run's)")
+
+
 def _add_demo(sub):
     p = sub.add_parser("demo", help="synthetic cohort -> prepare -> train -> evaluate, end to end")
     p.add_argument("--out", default="demo_output")
@@ -142,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="zoo", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (_add_demo, _add_prepare, _add_train, _add_cv, _add_ablation, _add_compare, _add_evaluate,
-                _add_predict, _add_export, _add_request):
+                _add_predict, _add_export, _add_request, _add_attention_map):
         add(sub)
     return parser
 

@@ -140,10 +140,26 @@ def export(args) -> None:
 def request(args) -> None:
     from common import serving_client
 
-    image = serving_client.slice_of(args.input, args.slice, args.window or volumes.DEFAULT_WINDOW)
+    image = volumes.read_slice(args.input, args.slice, args.window or volumes.DEFAULT_WINDOW)
     labels = serving_client.predict_labels(args.server, args.name, image)
     serving_client.write_labels(args.output, labels)
     print(f"wrote {args.output}: classes {sorted(set(labels.ravel().tolist()))}")
+
+
+def attention_map(args) -> None:
+    import numpy as np
+
+    from common import attention_maps
+
+    model, config = load_run(args.model)
+    hu_window = args.window or config.get("hu_window", volumes.DEFAULT_WINDOW)
+    image = volumes.read_slice(args.input, args.slice, hu_window)
+    height, width = image.shape
+    padded = np.pad(image, ((0, -height % 16), (0, -width % 16)))  # the model's stride
+    maps = attention_maps.cross_attention_maps(model, padded, tuple(args.pixel))
+    maps = {name: m[:height, :width] for name, m in maps.items()}
+    attention_maps.render(args.output, image, maps, tuple(args.pixel))
+    print(f"wrote {args.output}: {', '.join(maps)}")
 
 
 def demo(args) -> None:

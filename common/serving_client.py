@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import grpc
 import numpy as np
-import SimpleITK as sitk
 import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
@@ -36,16 +35,6 @@ def predict_labels(target: str, name: str, image: np.ndarray, timeout: float = 3
             raise OSError(f"{target}: model server did not answer for '{name}' ({error.code().name}: "
                           f"{error.details()})") from None
     return tf.make_ndarray(response.outputs["labels"])[0]
-
-
-def slice_of(path, index: int | None, hu_window=volumes.DEFAULT_WINDOW) -> np.ndarray:
-    """The windowed canonical axial slice ``index`` of a volume (default: the middle one)."""
-    canonical = volumes.to_canonical(volumes.read_volume(path))
-    depth = canonical.GetDepth()
-    index = depth // 2 if index is None else index
-    if not 0 <= index < depth:
-        raise ValueError(f"slice: {index} is outside the {depth} slices of {path}")
-    return volumes.window(sitk.GetArrayFromImage(canonical[:, :, index]), hu_window)
 
 
 def write_labels(path, labels: np.ndarray) -> None:

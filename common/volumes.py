@@ -209,3 +209,13 @@ def keep_slices(label: np.ndarray, min_fraction: float = 0.0, classes=None) -> n
     mask = label > 0 if classes is None else np.isin(label, list(classes))
     fraction = mask.reshape(mask.shape[0], -1).mean(axis=1)
     return np.flatnonzero(fraction >= min_fraction)
+
+
+def read_slice(path, index: int | None = None, hu_window=DEFAULT_WINDOW) -> np.ndarray:
+    """The windowed axial slice ``index`` of a volume in canonical orientation (default: the middle one)."""
+    canonical = to_canonical(read_volume(path))
+    depth = canonical.GetDepth()
+    index = depth // 2 if index is None else index
+    if not 0 <= index < depth:
+        raise ValueError(f"slice: {index} is outside the {depth} slices of {path}")
+    return window(sitk.GetArrayFromImage(canonical[:, :, index]), hu_window)

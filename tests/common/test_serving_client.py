@@ -9,7 +9,7 @@ import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 from common import export
-from common import serving_client
+from common import serving_client, volumes
 import unet_transformer
 
 
@@ -45,7 +45,7 @@ def server(tmp_path_factory):
 
 def test_slice_round_trip_matches_keras(server, tiny_cohort, tmp_path):
     model, target = server
-    image = serving_client.slice_of(tiny_cohort / "images" / "case_001.nii.gz", 5)
+    image = volumes.read_slice(tiny_cohort / "images" / "case_001.nii.gz", 5)
     labels = serving_client.predict_labels(target, "unet", image)
     np.testing.assert_array_equal(labels, np.argmax(np.asarray(model(image[None, ..., None])), -1)[0])
     serving_client.write_labels(tmp_path / "labels.npy", labels)
@@ -63,4 +63,4 @@ def test_unknown_model_and_absent_server_are_clear_errors(server, tmp_path):
 
 def test_slice_index_is_checked(tiny_cohort):
     with pytest.raises(ValueError, match="slice: 99 is outside the 12 slices"):
-        serving_client.slice_of(tiny_cohort / "images" / "case_000.nii.gz", 99)
+        volumes.read_slice(tiny_cohort / "images" / "case_000.nii.gz", 99)
