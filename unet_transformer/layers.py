@@ -1,0 +1,376 @@
+"""Attention blocks of the U-Transformer (Petit et al., MLMI 2021, section 2).
+
+``PositionalEncoding2D`` and ``MultiHeadSelfAttention2D`` (MHSA, section 2.1,
+Fig. 3), ``MultiHeadCrossAttention`` (MHCA, section 2.2, Fig. 4) and, for the
+paper's baseline, the Attention U-Net gate ``AttentionGate`` (Oktay et al.
+2018; Schlemper et al. 2019, the paper's [11]).
+
+Decisions where the paper is silent:
+
+- MHSA has no residual connection: Fig. 3 maps X to A V and on through the
+  output embedding with no skip around it, as the public re-implementation
+  (HXLH50K/U-Net-Transformer) does. The U-Net decoder after it still sees the
+  encoder through the skip connections.
+- Both modules use Vaswani's multi-head attention: Q/K/V projections with
+  bias, heads of width d/heads, heads merged by an output projection W^O
+  (section 2.1: "combined through another embedding"). MHCA keeps W^O before
+  its 1x1 conv + BN + sigmoid so the two modules share one attention core.
+- Attention logits and softmax run in float32 whatever the dtype policy; the
+  attention maps returned are float32.
+- MHCA's ``token_stride`` average-pools the Y and S tokens after their 1x1
+  conv + BN + ReLU (before the positional encoding, so PE indexes the grid
+  attention sees) with "same" padding; the gate Z is upsampled bilinearly by
+  2 * token_stride and cropped to S, so every input size divisible by the
+  U-Net stride still works.
+- Bilinear upsampling is written with ``keras.ops`` (``upsample_bilinear``,
+  equal to ``ops.image.resize``): ``UpSampling2D(interpolation="bilinear")``
+  fails on symbolic height/width in TensorFlow graphs.
+- Positional encodings are computed from each call's dynamic shape: no image
+  size is frozen into the graph.
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import numpy as np
+from keras import layers, ops
+
+# Same BN momentum as the backbone (model.BN_MOMENTUM, rationale there); a
+# constant here because model.py imports this module.
+_BN_MOMENTUM = 0.9
+
+
+def _check_channels(channels, where: str):
+    if channels is None or channels % 4:
+        raise ValueError(
+            f"{where}: positional_encoding needs channels divisible by 4 (sin and cos for x and y), "
+            f"got channels={channels}"
+        )
+
+
+def _check_heads(heads, channels, where: str):
+    if not isinstance(heads, int) or heads < 1 or channels % heads:
+        raise ValueError(f"{where}: heads={heads!r} must be a positive divisor of the attention width {channels}")
+
+
+def sinusoidal_encoding_2d(height, width, channels: int):
+    """The fixed 2D encoding, (height, width, channels) float32.
+
+    Channels [0, C/2) encode the column x, [C/2, C) the row y, each as
+    interleaved sin(p * omega_i), cos(p * omega_i) with
+    omega_i = exp(-ln(10000) * 2i / (C/2)). ``height`` and ``width`` may be
+    symbolic (``ops.shape`` entries).
+    """
+    half = channels // 2
+    omega = np.exp(-math.log(10000.0) * np.arange(0, half, 2) / half).astype("float32")
+
+    def encode(length):  # (length, C/2): sin, cos interleaved
+        angle = ops.expand_dims(ops.arange(length, dtype="float32"), -1) * omega
+        return ops.reshape(ops.stack([ops.sin(angle), ops.cos(angle)], axis=-1), (-1, half))
+
+    pe_x = ops.broadcast_to(ops.expand_dims(encode(width), 0), (height, width, half))
+    pe_y = ops.broadcast_to(ops.expand_dims(encode(height), 1), (height, width, half))
+    return ops.concatenate([pe_x, pe_y], axis=-1)
+
+
+def _along(x, axis: int, index):
+    key = [slice(None)] * 4
+    key[axis] = index
+    return x[tuple(key)]
+
+
+def _upsample_axis(x, factor: int, axis: int):
+    # Output r of input cell i samples position i + (r + 0.5) / factor - 0.5,
+    # between x[i] and its neighbour on that side; edges clamped.
+    padded = ops.concatenate([_along(x, axis, slice(0, 1)), x, _along(x, axis, slice(-1, None))], axis=axis)
+    previous, following = _along(padded, axis, slice(0, -2)), _along(padded, axis, slice(2, None))
+    phases = []
+    for r in range(factor):
+        offset = (r + 0.5) / factor - 0.5
+        neighbour = previous if offset < 0 else following
+        phases.append(x + abs(offset) * (neighbour - x))
+    shape = ops.shape(x)
+    new_shape = [shape[0], shape[1], shape[2], x.shape[-1]]
+    new_shape[axis] = -1
+    return ops.reshape(ops.stack(phases, axis=axis + 1), new_shape)
+
+
+def upsample_bilinear(x, factor: int):
+    """Bilinear upsampling of (B, H, W, C) by an integer factor.
+
+    Matches ``ops.image.resize(x, (H * factor, W * factor))`` (half-pixel
+    centres), but also on symbolic H, W: ``UpSampling2D(interpolation=
+    "bilinear")`` needs static sizes under TensorFlow graphs.
+    """
+    return x if factor == 1 else _upsample_axis(_upsample_axis(x, factor, 1), factor, 2)
+
+
+def _add_positional_encoding(x):
+    shape = ops.shape(x)
+    return x + ops.cast(sinusoidal_encoding_2d(shape[1], shape[2], x.shape[-1]), x.dtype)
+
+
+def _split_heads(x, heads: int):
+    """(B, N, d) -> (B, heads, N, d / heads)."""
+    x = ops.reshape(x, (ops.shape(x)[0], -1, heads, x.shape[-1] // heads))
+    return ops.transpose(x, (0, 2, 1, 3))
+
+
+def multi_head_attention(q, k, v, heads: int):
+    """Eq. 1 per head, softmax(Q K^T / sqrt(d_k)) V, on (B, N, d) tokens.
+
+    Returns the concatenated heads (B, Nq, d) and A (B, heads, Nq, Nk), float32.
+    """
+    q, k, v = (_split_heads(t, heads) for t in (q, k, v))
+    d_k = q.shape[-1]
+    # Logits and softmax in float32: float16 logits overflow for wide heads. Q is
+    # scaled before the product, sparing one (Nq, Nk) buffer.
+    q = ops.cast(q, "float32") / math.sqrt(d_k)
+    logits = ops.matmul(q, ops.transpose(ops.cast(k, "float32"), (0, 1, 3, 2)))
+    attention = ops.softmax(logits, axis=-1)  # A, eq. 1
+    out = ops.transpose(ops.matmul(ops.cast(attention, v.dtype), v), (0, 2, 1, 3))
+    return ops.reshape(out, (ops.shape(out)[0], -1, heads * d_k)), attention
+
+
+class _AttentionCore(keras.layers.Layer):
+    """Shared by MHSA and MHCA: the W_q, W_k, W_v, W^O projections of width d."""
+
+    def _make_projections(self, channels: int):
+        # Dense on (B, N, d) tokens is a 1x1 conv with bias on the feature map.
+        self.query, self.key, self.value, self.output_projection = (
+            layers.Dense(channels, dtype=self.dtype_policy, name=name)
+            for name in ("query", "key", "value", "output_projection")
+        )
+        for dense in (self.query, self.key, self.value, self.output_projection):
+            dense.build((None, None, channels))
+
+    def _attend(self, qk_map, v_map):
+        """Attention with Q, K from ``qk_map`` and V from ``v_map`` (same grid)."""
+        shape = ops.shape(qk_map)
+        channels = qk_map.shape[-1]
+        qk = ops.reshape(qk_map, (shape[0], -1, channels))
+        v = ops.reshape(v_map, (shape[0], -1, channels))
+        out, attention = multi_head_attention(self.query(qk), self.key(qk), self.value(v), self.heads)
+        out = ops.reshape(self.output_projection(out), (shape[0], shape[1], shape[2], channels))
+        return out, attention
+
+
+@keras.saving.register_keras_serializable(package="unet_transformer")
+class PositionalEncoding2D(keras.layers.Layer):
+    """Adds the fixed 2D sinusoidal encoding to a channels-last feature map.
+
+    No weights; the height and width are read from each input, so one layer
+    serves every image size. Channels must be divisible by 4.
+
+    Example:
+    >>> import numpy as np
+    >>> y = PositionalEncoding2D()(np.zeros((1, 2, 3, 4), "float32"))
+    >>> [round(float(v), 3) for v in y[0, 1, 2]]  # x = 2 (sin, cos), y = 1 (sin, cos)
+    [0.909, -0.416, 0.841, 0.54]
+    """
+
+    def build(self, input_shape):
+        _check_channels(input_shape[-1], self.name)
+
+    def call(self, x):
+        return _add_positional_encoding(x)
+
+
+@keras.saving.register_keras_serializable(package="unet_transformer")
+class MultiHeadSelfAttention2D(_AttentionCore):
+    """MHSA (section 2.1, Fig. 3): every position of X attends to all others.
+
+    X + PE is embedded by W_q, W_k, W_v (1x1, bias), split into ``heads``
+    heads of eq. 1 and merged by an output projection. No residual (module
+    docstring). The output has the input's shape.
+
+    Args:
+        heads: attention heads; must divide the channels (paper: 8).
+        positional_encoding: add ``PositionalEncoding2D`` first (Table 3).
+
+    Call ``layer(x, return_attention=True)`` for ``(y, A)`` with A of shape
+    (batch, heads, H*W, H*W), float32.
+
+    Example:
+    >>> import numpy as np
+    >>> y, a = MultiHeadSelfAttention2D(heads=2)(np.zeros((1, 4, 6, 8), "float32"), return_attention=True)
+    >>> tuple(y.shape), tuple(a.shape)
+    ((1, 4, 6, 8), (1, 2, 24, 24))
+    """
+
+    def __init__(self, heads: int = 8, positional_encoding: bool = True, **kwargs):
+        super().__init__(**kwargs)
+        self.heads = heads
+        self.positional_encoding = positional_encoding
+
+    def build(self, input_shape):
+        channels = input_shape[-1]
+        _check_heads(self.heads, channels, self.name)
+        if self.positional_encoding:
+            _check_channels(channels, self.name)
+        self._make_projections(channels)
+
+    def call(self, x, return_attention: bool = False):
+        if self.positional_encoding:
+            x = _add_positional_encoding(x)
+        y, attention = self._attend(x, x)
+        return (y, attention) if return_attention else y
+
+    def get_config(self):
+        return {**super().get_config(), "heads": self.heads, "positional_encoding": self.positional_encoding}
+
+
+@keras.saving.register_keras_serializable(package="unet_transformer")
+class MultiHeadCrossAttention(_AttentionCore):
+    """MHCA (section 2.2, Fig. 4): gates the skip S by attention paid to Y.
+
+    Inputs ``[S, Y]``: S the skip connection (H, W, C_s), Y the decoder
+    feature at half resolution (H/2, W/2, C_y). Y -> 1x1 conv + BN + ReLU to
+    C_s; S -> 2x2 max-pool -> 1x1 conv + BN + ReLU; PE added to both; Q and K
+    from Y, V from S; multi-head attention; 1x1 conv + BN + sigmoid gives Z,
+    upsampled bilinearly to S's grid. Returns Z * S (the decoder concatenates
+    it with the upsampled Y).
+
+    Args:
+        heads: attention heads; must divide C_s (paper: 8).
+        positional_encoding: add the 2D encoding to Y and S (Table 3).
+        token_stride: extra average pooling of the Q/K/V token grid, so the
+            (H/2s * W/2s)^2 attention stays bounded at high resolution; Z is
+            then upsampled by 2 * token_stride.
+
+    Call with ``return_attention=True`` for ``(Z * S, A)``, A of shape
+    (batch, heads, Nq, Nk) float32 with N = (H / 2s) * (W / 2s).
+
+    Example:
+    >>> import numpy as np
+    >>> s, y = np.ones((1, 8, 8, 8), "float32"), np.ones((1, 4, 4, 16), "float32")
+    >>> out, a = MultiHeadCrossAttention(heads=2)([s, y], return_attention=True)
+    >>> tuple(out.shape), tuple(a.shape)
+    ((1, 8, 8, 8), (1, 2, 16, 16))
+    """
+
+    def __init__(self, heads: int = 8, positional_encoding: bool = True, token_stride: int = 1, **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(token_stride, bool) or not isinstance(token_stride, int) or token_stride < 1:
+            raise ValueError(f"token_stride must be a positive integer, got {token_stride!r}")
+        self.heads = heads
+        self.positional_encoding = positional_encoding
+        self.token_stride = token_stride
+
+    def _conv_bn(self, channels, in_shape, prefix):
+        conv = layers.Conv2D(channels, 1, use_bias=False, dtype=self.dtype_policy, name=f"{prefix}_conv")
+        bn = layers.BatchNormalization(momentum=_BN_MOMENTUM, dtype=self.dtype_policy, name=f"{prefix}_bn")
+        conv.build(in_shape)
+        bn.build((None, None, None, channels))
+        return conv, bn
+
+    def build(self, input_shape):
+        s_shape, y_shape = input_shape
+        channels = s_shape[-1]
+        _check_heads(self.heads, channels, self.name)
+        if self.positional_encoding:
+            _check_channels(channels, self.name)
+        self.y_conv, self.y_bn = self._conv_bn(channels, y_shape, "y")
+        self.s_conv, self.s_bn = self._conv_bn(channels, s_shape, "s")
+        self.z_conv, self.z_bn = self._conv_bn(channels, s_shape, "z")
+        self._make_projections(channels)
+        stride = self.token_stride
+        self.token_pool = None
+        if stride > 1:
+            self.token_pool = layers.AveragePooling2D(stride, padding="same", dtype=self.dtype_policy)
+
+    def call(self, inputs, return_attention: bool = False):
+        s, y = inputs
+        y_tokens = ops.relu(self.y_bn(self.y_conv(y)))
+        s_tokens = ops.relu(self.s_bn(self.s_conv(ops.max_pool(s, 2, 2))))
+        if self.token_pool is not None:
+            y_tokens, s_tokens = self.token_pool(y_tokens), self.token_pool(s_tokens)
+        if self.positional_encoding:
+            y_tokens, s_tokens = _add_positional_encoding(y_tokens), _add_positional_encoding(s_tokens)
+        out, attention = self._attend(y_tokens, s_tokens)  # Q, K from Y; V from S
+        z = ops.sigmoid(self.z_bn(self.z_conv(out)))
+        # Crop: "same" token pooling rounds up when S / 2 is not a multiple of token_stride.
+        shape = ops.shape(s)
+        z = upsample_bilinear(z, 2 * self.token_stride)[:, : shape[1], : shape[2], :]
+        return (z * s, attention) if return_attention else z * s
+
+    def compute_output_spec(self, inputs, return_attention: bool = False):
+        # Not traced: Keras' JAX backend gives S and Y the same symbolic size, though Y is half of S.
+        s_shape = inputs[0].shape
+        out = keras.KerasTensor(s_shape, dtype=self.compute_dtype)
+        if not return_attention:
+            return out
+        sides = [None if n is None else -(-n // (2 * self.token_stride)) for n in s_shape[1:3]]
+        tokens = None if None in sides else sides[0] * sides[1]
+        return out, keras.KerasTensor((s_shape[0], self.heads, tokens, tokens), dtype="float32")
+
+    def get_config(self):
+        return {**super().get_config(), "heads": self.heads, "positional_encoding": self.positional_encoding,
+                "token_stride": self.token_stride}
+
+
+@keras.saving.register_keras_serializable(package="unet_transformer")
+class AttentionGate(keras.layers.Layer):
+    """Additive attention gate of Attention U-Net (Oktay 2018, Schlemper 2019).
+
+    Inputs ``[S, g]``: the skip S (H, W, C_s) and the gating signal g, the
+    decoder feature at half resolution. As in the authors' code:
+    alpha = sigmoid(psi(relu(theta(S) + phi(g)))) with theta a 2x2 stride-2
+    conv (no bias), phi and psi 1x1 convs with bias, psi to one channel;
+    alpha is upsampled bilinearly to S and the gated S * alpha goes through a
+    1x1 conv + BN (W_y). The output has S's shape.
+
+    Args:
+        inter_channels: width of theta/phi; default C_s // 2.
+
+    Call with ``return_attention=True`` for ``(y, alpha)``, alpha of shape
+    (batch, H, W, 1) float32.
+
+    Example:
+    >>> import numpy as np
+    >>> s, g = np.ones((1, 8, 8, 4), "float32"), np.ones((1, 4, 4, 8), "float32")
+    >>> tuple(AttentionGate()([s, g]).shape)
+    (1, 8, 8, 4)
+    """
+
+    def __init__(self, inter_channels: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        if inter_channels is not None and (not isinstance(inter_channels, int) or inter_channels < 1):
+            raise ValueError(f"inter_channels must be None or a positive integer, got {inter_channels!r}")
+        self.inter_channels = inter_channels
+
+    def build(self, input_shape):
+        s_shape, g_shape = input_shape
+        channels = s_shape[-1]
+        inter = self.inter_channels or max(channels // 2, 1)
+        policy = self.dtype_policy
+        self.theta = layers.Conv2D(inter, 2, strides=2, use_bias=False, dtype=policy, name="theta")
+        self.phi = layers.Conv2D(inter, 1, dtype=policy, name="phi")
+        self.psi = layers.Conv2D(1, 1, dtype=policy, name="psi")
+        self.out_conv = layers.Conv2D(channels, 1, use_bias=False, dtype=policy, name="out_conv")
+        self.out_bn = layers.BatchNormalization(momentum=_BN_MOMENTUM, dtype=policy, name="out_bn")
+        self.theta.build(s_shape)
+        self.phi.build(g_shape)
+        self.psi.build((None, None, None, inter))
+        self.out_conv.build(s_shape)
+        self.out_bn.build((None, None, None, channels))
+
+    def call(self, inputs, return_attention: bool = False):
+        s, g = inputs
+        alpha = ops.sigmoid(self.psi(ops.relu(self.theta(s) + self.phi(g))))
+        alpha = upsample_bilinear(alpha, 2)
+        y = self.out_bn(self.out_conv(s * alpha))
+        return (y, ops.cast(alpha, "float32")) if return_attention else y
+
+    def compute_output_spec(self, inputs, return_attention: bool = False):
+        # Not traced: Keras' JAX backend gives S and g the same symbolic size, though g is half of S.
+        s_shape = inputs[0].shape
+        out = keras.KerasTensor(s_shape, dtype=self.compute_dtype)
+        if not return_attention:
+            return out
+        return out, keras.KerasTensor((*s_shape[:3], 1), dtype="float32")
+
+    def get_config(self):
+        return {**super().get_config(), "inter_channels": self.inter_channels}
