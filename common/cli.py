@@ -147,6 +147,28 @@ def _add_attention_map(sub):
     p.add_argument("--window", type=_window, default=None, help="HU window LOW,HIGH (default: the run's)")
 
 
+def _triplet(cast):
+    def parse(text: str):
+        try:
+            values = tuple(cast(v) for v in text.split(","))
+        except ValueError:
+            values = ()
+        if len(values) != 3:
+            raise argparse.ArgumentTypeError(f"expected X,Y,Z, got {text!r}")
+        return values
+    return parse
+
+
+def _add_synthetic_ct(sub):
+    p = sub.add_parser("synthetic-ct", help="write a synthetic abdominal CT cohort (images/, labels/)")
+    p.add_argument("out", help="cohort folder to write")
+    p.add_argument("--cases", type=int, default=12)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--size", type=_triplet(int), default=(128, 128, 32), help="voxels X,Y,Z")
+    p.add_argument("--spacing", type=_triplet(float), default=None,
+                   help="mm X,Y,Z (default: drawn per case, 2.5-3.0 in-plane, 3-5 between slices)")
+
+
 def _add_demo(sub):
     p = sub.add_parser("demo", help="synthetic cohort -> prepare -> train -> evaluate, end to end")
     p.add_argument("--out", default="demo_output")
@@ -159,8 +181,8 @@ def _add_demo(sub):
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="zoo", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_demo, _add_prepare, _add_train, _add_cv, _add_ablation, _add_compare, _add_evaluate,
-                _add_predict, _add_export, _add_request, _add_attention_map):
+    for add in (_add_demo, _add_synthetic_ct, _add_prepare, _add_train, _add_cv, _add_ablation, _add_compare,
+                _add_evaluate, _add_predict, _add_export, _add_request, _add_attention_map):
         add(sub)
     return parser
 

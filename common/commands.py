@@ -12,6 +12,14 @@ from common import atomic, volumes
 SINGLE_FILE_SUFFIXES = (".nii.gz", ".nii", ".mha", ".nrrd")
 
 
+def synthetic_ct(args) -> None:
+    from common import synthetic_ct as generator
+
+    ids = generator.write_cohort(args.out, num_cases=args.cases, seed=args.seed, size=args.size,
+                                 spacing=args.spacing)
+    print(f"wrote {len(ids)} cases to {args.out}")
+
+
 def prepare(args) -> None:
     from common import shards
 

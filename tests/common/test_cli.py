@@ -107,3 +107,16 @@ def test_load_run_reads_the_run_config(tmp_path, keras_file):
     broken.write_bytes(b"not a zip")
     with pytest.raises(ValueError, match="broken.keras: cannot be loaded as a Keras model"):
         commands.load_run(broken)
+
+
+def test_synthetic_ct_command_writes_a_cohort(tmp_path, capsys):
+    from common import cli, volumes
+
+    assert cli.main(["synthetic-ct", str(tmp_path), "--cases", "2", "--size", "32,32,4",
+                     "--spacing", "10.8,10.8,20"]) == 0
+    cases = volumes.find_cases(tmp_path)
+    assert [c.case_id for c in cases] == ["case_000", "case_001"]
+    assert sitk.ReadImage(str(cases[1].image)).GetSpacing() == (10.8, 10.8, 20.0)
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["synthetic-ct", str(tmp_path), "--size", "32,32"])
+    assert exit_info.value.code == 2 and "expected X,Y,Z" in capsys.readouterr().err
