@@ -116,7 +116,7 @@ def test_synthetic_ct_command_writes_a_cohort(tmp_path, capsys):
                      "--spacing", "10.8,10.8,20"]) == 0
     cases = volumes.find_cases(tmp_path)
     assert [c.case_id for c in cases] == ["case_000", "case_001"]
-    assert sitk.ReadImage(str(cases[1].image)).GetSpacing() == (10.8, 10.8, 20.0)
+    assert sitk.ReadImage(str(cases[1].image)).GetSpacing() == pytest.approx((10.8, 10.8, 20.0))  # NIfTI: float32
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["synthetic-ct", str(tmp_path), "--size", "32,32"])
     assert exit_info.value.code == 2 and "expected X,Y,Z" in capsys.readouterr().err
