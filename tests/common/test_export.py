@@ -119,3 +119,14 @@ def test_mixed_precision_model_exports_float32(tmp_path):
 def test_bad_arguments(model, tmp_path, kwargs, argument):
     with pytest.raises(ValueError, match=argument):
         export.export_saved_model(model, tmp_path, **kwargs)
+
+
+@pytest.mark.parametrize("variant", ["attention_unet", "mhsa", "mhca", "u_transformer"])
+def test_every_variant_serves_what_keras_computes(variant, tmp_path):
+    model = unet_transformer.build_model(variant, num_classes=3, base_filters=4, heads=2)
+    version_dir = export.export_saved_model(model, tmp_path, variant, warmup_sizes=((32, 32),))
+    serve = tf.saved_model.load(str(version_dir)).signatures["serving_default"]
+    for shape in [(1, 32, 48, 1), (2, 64, 64, 1)]:
+        x = np.random.default_rng(len(shape)).random(shape, dtype=np.float32)
+        np.testing.assert_allclose(serve(image=tf.constant(x))["probabilities"].numpy(), np.asarray(model(x)),
+                                   atol=1e-5)
