@@ -33,7 +33,7 @@ def _model(args):
     import unet_transformer
 
     return unet_transformer.build_model(args.model, input_shape=(None, None, 1), num_classes=args.classes,
-                                        base_filters=args.base)
+                                        base_filters=args.base, **args.model_options)
 
 
 def _random_batch(args):
@@ -63,6 +63,7 @@ def bench_train(args) -> None:
     model.fit(data, epochs=1, steps_per_epoch=args.steps, verbose=0, shuffle=False)
     seconds = time.perf_counter() - start
     _emit(benchmark="train", model=args.model, base=args.base, size=args.size, batch=args.batch,
+          model_options=args.model_options,
           precision=args.precision, parameters=model.count_params(),
           images_per_s=round(args.steps * args.batch / seconds, 2))
 
@@ -78,6 +79,7 @@ def bench_infer(args) -> None:
         model.predict_on_batch(x)
     seconds = time.perf_counter() - start
     _emit(benchmark="infer", model=args.model, base=args.base, size=args.size, batch=args.batch,
+          model_options=args.model_options, seconds_per_batch=round(seconds / args.steps, 3),
           images_per_s=round(args.steps * args.batch / seconds, 2))
 
 
@@ -118,6 +120,8 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=20, help="timed steps")
     parser.add_argument("--warmup", type=int, default=3, help="untimed first steps")
     parser.add_argument("--precision", default="float32")
+    parser.add_argument("--model-options", type=json.loads, default={},
+                        help='more build_model arguments as JSON, e.g. \'{"token_stride": [1, 2, 1, 1]}\'')
     parser.add_argument("--data", help="prepared folder for `data` (default: a synthetic one)")
     args = parser.parse_args(argv)
     if args.warmup < 1 or args.steps < 1:
