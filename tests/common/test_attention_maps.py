@@ -43,3 +43,14 @@ def test_errors_name_the_problem(model):
     unet = unet_transformer.build_model("unet", num_classes=2, base_filters=2)
     with pytest.raises(ValueError, match="no MultiHeadCrossAttention"):
         attention_maps.attention_of(unet, np.zeros((1, 32, 32, 1), np.float32))
+
+
+def test_attention_map_command(model, tiny_cohort, tmp_path, capsys):
+    from common import cli
+
+    model.save(tmp_path / "ut.keras")
+    out = tmp_path / "maps.png"
+    assert cli.main(["attention-map", str(tmp_path / "ut.keras"), str(tiny_cohort / "images" / "case_001.nii.gz"),
+                     str(out), "--slice", "6", "--pixel", "30,20"]) == 0
+    assert cv2.imread(str(out)).shape == (128, 3 * 128, 3)
+    assert "mhca3, mhca2, mhca1" in capsys.readouterr().out
