@@ -1,0 +1,131 @@
+"""EAS U-Net (Wang et al., 2024): separable U-Net with ECA-ASPP and multi-scale output fusion.
+
+The paper changes the U-Net of its Fig. 1 in three ways (section II.B):
+every conv block becomes a pair of depthwise separable modules
+(``SeparableConvBNHSwish``, Fig. 4); an ECA-ASPP pyramid (``EASPyramid``,
+Fig. 5) is embedded in the encoder; and a deep-supervision module fuses the
+outputs of every decoder stage (Fig. 6).
+
+Decisions where the paper is silent:
+
+- Depth: four 2x2 max-poolings (total stride 16) and widths
+  ``base_filters * [1, 2, 4, 8, 16]``, the U-Net of the paper's Fig. 1
+  (572 -> 32 after four poolings) that it modifies; 2x2 transposed-conv
+  upsampling ("deconvolution", section II.A) and skip concatenation as there.
+  Only the three modifications above differ from the ``unet_transformer``
+  "unet" baseline of the same widths.
+- The pyramid sits at the end of the encoder: after the bottleneck's pair
+  of separable modules, at the bottleneck's width (section II.B: "we embed
+  the EAS module into the encoding side"; DeepLabV3 places ASPP on the
+  encoder's output).
+- Multi-scale output fusion (Fig. 6): each of the four decoder stages emits
+  1x1-conv logits, upsampled bilinearly to the input size; the four are
+  concatenated (the paper prefers concatenative to additive fusion) and a
+  1x1 conv fuses them into the final logits. Sides are numbered in decoding
+  order: "side_1" from the deepest stage (stride 8), "side_4" from the
+  full-resolution one.
+- ``deep_supervision=False`` keeps the fusion and only drops the side
+  outputs, so both settings have the same weights and either loads the
+  other's.
+
+Training loss (section II.C, ``Loss = CEloss + Diceloss``): cross-entropy
+plus soft Dice on "fused", plus the same CE + Dice on every side output with
+a smaller weight (deep supervision; 0.4 by default, our choice): with
+``deep_supervision=True`` compile with one CE + Dice loss per output and
+``loss_weights=[1.0] + [side_weight] * 4``. Paper defaults (section III.A):
+SGD, learning rate 0.01, momentum 0.9, weight decay 1e-4, batch 32, 50 epochs.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+from eas_unet.layers import EASPyramid, SeparableConvBNHSwish, _BilinearUpsampling2D
+
+DEPTH = 4  # poolings; the total stride is 2**DEPTH
+STRIDE = 2**DEPTH
+
+
+def eas_block(x, filters: int, name: str):
+    """Two depthwise separable modules, the EAS U-Net's conv block."""
+    for i in (1, 2):
+        x = SeparableConvBNHSwish(filters, name=f"{name}_sep{i}")(x)
+    return x
+
+
+def _positive_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _validate(input_shape, num_classes, base_filters, deep_supervision):
+    if len(input_shape) != 3 or input_shape[-1] is None:
+        raise ValueError(f"input_shape must be (height, width, channels) with channels set, got {input_shape}")
+    for side in input_shape[:2]:
+        if side is not None and (side <= 0 or side % STRIDE):
+            raise ValueError(
+                f"input_shape {tuple(input_shape)}: height and width must be multiples of {STRIDE} "
+                f"(the EAS U-Net pools {DEPTH} times)"
+            )
+    if not _positive_int(num_classes) or num_classes < 2:
+        raise ValueError(f"num_classes must be an integer >= 2 (background included), got {num_classes!r}")
+    if not _positive_int(base_filters):
+        raise ValueError(f"base_filters must be a positive integer, got {base_filters!r}")
+    if not isinstance(deep_supervision, bool):
+        raise ValueError(f"deep_supervision must be True or False, got {deep_supervision!r}")
+
+
+def _softmax(logits, name):
+    # float32 so mixed_float16 training stays stable and outputs are float32.
+    return layers.Activation("softmax", dtype="float32", name=name)(logits)
+
+
+def build_model(input_shape=(None, None, 1), num_classes: int = 2, base_filters: int = 32,
+                deep_supervision: bool = True) -> keras.Model:
+    """Builds the EAS U-Net.
+
+    Args:
+        input_shape: (height, width, channels); height and width may be None
+            (any multiple of 16 then works) or fixed multiples of 16.
+        num_classes: output classes, background included (liver: 2).
+        base_filters: width of the first level; widths double per level.
+        deep_supervision: also output each decoder stage's prediction for
+            the side losses (Fig. 6). The architecture is the same either way.
+
+    Returns:
+        A functional ``keras.Model`` mapping images to per-pixel softmax
+        probabilities (float32 whatever the dtype policy). Output "fused"
+        is the final prediction; with ``deep_supervision`` the model returns
+        a list ``[fused, side_1, ..., side_4]``, each (batch, H, W,
+        num_classes), side_1 from the deepest decoder stage.
+
+    Example:
+    >>> model = build_model(input_shape=(64, 64, 1), num_classes=3, base_filters=4)
+    >>> model.output_names
+    ['fused', 'side_1', 'side_2', 'side_3', 'side_4']
+    >>> model.output_shape[0]
+    (None, 64, 64, 3)
+    """
+    input_shape = tuple(input_shape)
+    _validate(input_shape, num_classes, base_filters, deep_supervision)
+    widths = [base_filters * 2**i for i in range(DEPTH + 1)]
+    inputs = keras.Input(shape=input_shape, name="image")
+    x, skips = inputs, []
+    for level, width in enumerate(widths[:-1]):
+        x = eas_block(x, width, name=f"enc{level}")
+        skips.append(x)
+        x = layers.MaxPooling2D(2, name=f"pool{level}")(x)
+    x = eas_block(x, widths[-1], name="bottleneck")
+    x = EASPyramid(widths[-1], name="eas_pyramid")(x)
+    sides = []
+    for stage, level in enumerate(reversed(range(DEPTH)), start=1):
+        x = layers.Conv2DTranspose(widths[level], 2, strides=2, name=f"up{level}")(x)
+        x = layers.Concatenate(name=f"concat{level}")([skips[level], x])
+        x = eas_block(x, widths[level], name=f"dec{level}")
+        logits = layers.Conv2D(num_classes, 1, name=f"side_{stage}_logits")(x)
+        sides.append(_BilinearUpsampling2D(2**level, name=f"side_{stage}_upsample")(logits))
+    fused = layers.Conv2D(num_classes, 1, name="fusion")(layers.Concatenate(name="side_concat")(sides))
+    outputs = _softmax(fused, "fused")
+    if deep_supervision:
+        outputs = [outputs, *(_softmax(side, f"side_{stage}") for stage, side in enumerate(sides, start=1))]
+    return keras.Model(inputs, outputs, name="eas_unet")

@@ -1,0 +1,122 @@
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+
+import eas_unet
+import unet_transformer
+
+SIDES = ["side_1", "side_2", "side_3", "side_4"]
+
+SHAPE_CASES = [
+    # (build_model kwargs, input shape, expected shape of every output)
+    (dict(num_classes=2, base_filters=4), (2, 64, 64, 1), (2, 64, 64, 2)),
+    (dict(num_classes=3, base_filters=4), (1, 48, 80, 1), (1, 48, 80, 3)),
+    (dict(input_shape=(48, 80, 2), base_filters=2, deep_supervision=False), (1, 48, 80, 2), (1, 48, 80, 2)),
+    (dict(num_classes=4, base_filters=4, deep_supervision=False), (2, 64, 64, 1), (2, 64, 64, 4)),
+]
+
+
+@pytest.mark.parametrize("kwargs, in_shape, out_shape", SHAPE_CASES)
+def test_output_shapes_names_and_softmax(kwargs, in_shape, out_shape):
+    model = eas_unet.build_model(**kwargs)
+    outputs = model(np.random.rand(*in_shape).astype("float32"))
+    if kwargs.get("deep_supervision", True):
+        assert model.output_names == ["fused", *SIDES]
+    else:
+        assert model.output_names == ["fused"]
+        outputs = [outputs]
+    for output in outputs:
+        assert tuple(output.shape) == out_shape
+        np.testing.assert_allclose(np.asarray(output).sum(-1), 1.0, atol=1e-5)
+    # Fig. 6: the four stages' full-resolution logits are concatenated and fused by a 1x1 conv.
+    classes = out_shape[-1]
+    assert model.get_layer("fusion").kernel.shape == (1, 1, 4 * classes, classes)
+
+
+def test_one_model_serves_several_sizes():
+    model = eas_unet.build_model(base_filters=2, num_classes=3)
+    for height, width in [(64, 64), (48, 80)]:
+        outputs = model(np.random.rand(1, height, width, 1).astype("float32"))
+        assert [tuple(o.shape) for o in outputs] == [(1, height, width, 3)] * 5
+
+
+def test_mixed_precision_outputs_float32():
+    keras.config.set_dtype_policy("mixed_float16")
+    try:
+        model = eas_unet.build_model(base_filters=4)
+        outputs = model(np.random.rand(1, 32, 48, 1).astype("float32"))
+    finally:
+        keras.config.set_dtype_policy("float32")
+    assert model.get_layer("eas_pyramid").compute_dtype == "float16"
+    for output in outputs:
+        assert keras.ops.dtype(output) == "float32"
+        np.testing.assert_allclose(np.asarray(output).sum(-1), 1.0, atol=1e-3)
+
+
+@pytest.mark.parametrize("base_filters", [32, 64])
+def test_fewer_parameters_than_unet_of_same_widths(base_filters):
+    kwargs = dict(input_shape=(256, 256, 1), num_classes=2, base_filters=base_filters)
+    unet = unet_transformer.build_model("unet", **kwargs).count_params()
+    eas = eas_unet.build_model(**kwargs).count_params()
+    print(f"base {base_filters}: U-Net {unet:,}; EAS U-Net {eas:,} ({eas / unet:.0%})")
+    assert eas < unet
+
+
+ILL_CASES = [
+    (dict(input_shape=(100, 100, 1)), "input_shape"),
+    (dict(input_shape=(64, 40, 1)), "input_shape"),
+    (dict(input_shape=(64, 64)), "input_shape"),
+    (dict(input_shape=(64, 64, None)), "input_shape"),
+    (dict(num_classes=1), "num_classes"),
+    (dict(num_classes=2.0), "num_classes"),
+    (dict(base_filters=0), "base_filters"),
+    (dict(base_filters=True), "base_filters"),
+    (dict(deep_supervision="yes"), "deep_supervision"),
+]
+
+
+@pytest.mark.parametrize("kwargs, argument", ILL_CASES)
+def test_bad_configuration_names_the_argument(kwargs, argument):
+    with pytest.raises(ValueError, match=argument):
+        eas_unet.build_model(**kwargs)
+
+
+def test_both_settings_share_weights():
+    x = np.random.rand(1, 32, 32, 1).astype("float32")
+    supervised = eas_unet.build_model(base_filters=2)
+    plain = eas_unet.build_model(base_filters=2, deep_supervision=False)
+    plain.set_weights(supervised.get_weights())
+    np.testing.assert_allclose(np.asarray(plain(x)), np.asarray(supervised(x)[0]), atol=1e-6)
+
+
+def test_both_settings_reload_in_fresh_process(tmp_path):
+    x = np.random.default_rng(0).random((2, 32, 48, 1), dtype=np.float32)
+    np.save(tmp_path / "x.npy", x)
+    for deep_supervision in (True, False):
+        model = eas_unet.build_model(num_classes=3, base_filters=4, deep_supervision=deep_supervision)
+        outputs = model(x) if deep_supervision else [model(x)]
+        np.savez(tmp_path / f"{deep_supervision}.npz", *[np.asarray(o) for o in outputs])
+        model.save(tmp_path / f"{deep_supervision}.keras")
+    script = textwrap.dedent(f"""
+        import numpy as np, keras
+        import eas_unet
+        root = {str(tmp_path)!r}
+        x = np.load(root + "/x.npy")
+        for setting in (True, False):
+            model = keras.models.load_model(f"{{root}}/{{setting}}.keras")
+            outputs = model(x)
+            outputs = outputs if isinstance(outputs, list) else [outputs]
+            expected = np.load(f"{{root}}/{{setting}}.npz")
+            assert len(outputs) == len(expected.files), setting
+            for i, output in enumerate(outputs):
+                np.testing.assert_array_equal(np.asarray(output), expected[f"arr_{{i}}"], err_msg=str(setting))
+            print("reloaded", setting, model.output_names)
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"reloaded True {['fused', *SIDES]}" in done.stdout
+    assert "reloaded False ['fused']" in done.stdout
