@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import eas_unet
+from eas_unet.model import DEPTH
 import unet_transformer
 
 SIDES = ["side_1", "side_2", "side_3", "side_4"]
@@ -120,3 +121,9 @@ def test_both_settings_reload_in_fresh_process(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     assert f"reloaded True {['fused', *SIDES]}" in done.stdout
     assert "reloaded False ['fused']" in done.stdout
+
+
+def test_stride_is_two_to_the_number_of_poolings():
+    assert eas_unet.STRIDE == 2**DEPTH == 16
+    model = eas_unet.build_model(input_shape=(None, None, 1), base_filters=2, deep_supervision=False)
+    assert sum(isinstance(layer, keras.layers.MaxPooling2D) for layer in model.layers) == DEPTH
