@@ -17,12 +17,23 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
-def _window(text: str) -> tuple[float, float]:
-    try:
-        low, high = (float(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected LOW,HIGH in HU, got {text!r}") from None
-    return low, high
+def _numbers(cast, names: str):
+    """An argparse type for comma-separated numbers, e.g. ``_numbers(int, "ROW,COL")``."""
+    count = len(names.split(","))
+
+    def parse(text: str) -> tuple:
+        try:
+            values = tuple(cast(v) for v in text.split(","))
+        except ValueError:
+            values = ()
+        if len(values) != count:
+            raise argparse.ArgumentTypeError(f"expected {names}, got {text!r}")
+        return values
+
+    return parse
+
+
+_window = _numbers(float, "LOW,HIGH")
 
 
 def _json_object(text: str) -> dict:
@@ -129,34 +140,14 @@ def _add_request(sub):
     p.add_argument("--window", type=_window, default=None, help="HU window LOW,HIGH (default -160,240)")
 
 
-def _pixel(text: str) -> tuple[int, int]:
-    try:
-        row, col = (int(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected ROW,COL, got {text!r}") from None
-    return row, col
-
-
 def _add_attention_map(sub):
     p = sub.add_parser("attention-map", help="cross-attention of each MHCA level for one pixel, as a PNG")
     p.add_argument("model", help="run folder or .keras file of an mhca / u_transformer model")
     p.add_argument("input", help="CT volume")
     p.add_argument("output", help="PNG to write")
     p.add_argument("--slice", type=int, default=None, help="axial slice index (default: the middle one)")
-    p.add_argument("--pixel", type=_pixel, required=True, help="ROW,COL of the query pixel in the slice")
+    p.add_argument("--pixel", type=_numbers(int, "ROW,COL"), required=True, help="ROW,COL of the query pixel in the slice")
     p.add_argument("--window", type=_window, default=None, help="HU window LOW,HIGH (default: the run's)")
-
-
-def _triplet(cast):
-    def parse(text: str):
-        try:
-            values = tuple(cast(v) for v in text.split(","))
-        except ValueError:
-            values = ()
-        if len(values) != 3:
-            raise argparse.ArgumentTypeError(f"expected X,Y,Z, got {text!r}")
-        return values
-    return parse
 
 
 def _add_synthetic_ct(sub):
@@ -164,8 +155,8 @@ def _add_synthetic_ct(sub):
     p.add_argument("out", help="cohort folder to write")
     p.add_argument("--cases", type=int, default=12)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--size", type=_triplet(int), default=(128, 128, 32), help="voxels X,Y,Z")
-    p.add_argument("--spacing", type=_triplet(float), default=None,
+    p.add_argument("--size", type=_numbers(int, "X,Y,Z"), default=(128, 128, 32), help="voxels X,Y,Z")
+    p.add_argument("--spacing", type=_numbers(float, "X,Y,Z"), default=None,
                    help="mm X,Y,Z (default: drawn per case, 2.5-3.0 in-plane, 3-5 between slices)")
 
 

@@ -42,6 +42,7 @@ import keras
 from keras import layers
 
 from eas_unet.layers import EASPyramid, SeparableConvBNHSwish, _BilinearUpsampling2D
+from unet_transformer.model import check_input_shape
 
 DEPTH = 4  # poolings; the total stride is 2**DEPTH
 STRIDE = 2**DEPTH
@@ -59,14 +60,7 @@ def _positive_int(value) -> bool:
 
 
 def _validate(input_shape, num_classes, base_filters, deep_supervision):
-    if len(input_shape) != 3 or input_shape[-1] is None:
-        raise ValueError(f"input_shape must be (height, width, channels) with channels set, got {input_shape}")
-    for side in input_shape[:2]:
-        if side is not None and (side <= 0 or side % STRIDE):
-            raise ValueError(
-                f"input_shape {tuple(input_shape)}: height and width must be multiples of {STRIDE} "
-                f"(the EAS U-Net pools {DEPTH} times)"
-            )
+    check_input_shape(input_shape, "EAS U-Net")  # same depth and stride as the U-Net baseline
     if not _positive_int(num_classes) or num_classes < 2:
         raise ValueError(f"num_classes must be an integer >= 2 (background included), got {num_classes!r}")
     if not _positive_int(base_filters):

@@ -69,17 +69,22 @@ def _token_strides(token_stride) -> list[int]:
     )
 
 
-def _validate_backbone(variant, input_shape, num_classes, base_filters):
-    if variant not in VARIANTS:
-        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+def check_input_shape(input_shape, network: str) -> None:
+    """Raises ValueError unless input_shape is (H, W, C) with C set and H, W free or multiples of STRIDE."""
     if len(input_shape) != 3 or input_shape[-1] is None:
         raise ValueError(f"input_shape must be (height, width, channels) with channels set, got {input_shape}")
     for side in input_shape[:2]:
         if side is not None and (side <= 0 or side % STRIDE):
             raise ValueError(
                 f"input_shape {tuple(input_shape)}: height and width must be multiples of {STRIDE} "
-                f"(the U-Net pools {DEPTH} times)"
+                f"(the {network} pools {DEPTH} times)"
             )
+
+
+def _validate_backbone(variant, input_shape, num_classes, base_filters):
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+    check_input_shape(input_shape, "U-Net")
     if not _positive_int(num_classes) or num_classes < 2:
         raise ValueError(f"num_classes must be >= 2 (background included), got {num_classes}")
     if not _positive_int(base_filters):
