@@ -57,28 +57,53 @@ def next_version(model_dir: pathlib.Path) -> int:
     return max(versions, default=0) + 1
 
 
-def segmentation_outputs(probabilities):
-    """Named serving outputs of a segmentation model: probabilities and the argmax label map."""
+def segmentation_outputs(result):
+    """Named serving outputs of a segmentation model: probabilities and the argmax label map.
+
+    ``result`` is the model's output; of a model with several outputs (deep
+    supervision, attention maps) the first is the segmentation.
+    """
+    probabilities = result[0] if isinstance(result, (list, tuple)) else result
     return {"probabilities": probabilities, "labels": tf.argmax(probabilities, axis=-1, output_type=tf.int32)}
 
 
-def _warmup_images(model: keras.Model, sizes) -> list[np.ndarray]:
-    fixed = model.input_shape[1:3]
-    channels = model.input_shape[-1]
-    if all(side is not None for side in fixed):
-        sizes = [tuple(fixed)]
+def input_names(model: keras.Model) -> list[str]:
+    """Serving input names: ``image`` for a one-input model, else the Keras input names."""
+    if len(model.inputs) == 1:
+        return ["image"]
+    names = [tensor.name.split(":")[0] for tensor in model.inputs]
+    bad = [n for n in names if not n.isidentifier()]
+    if bad:
+        raise ValueError(f"model: input names must be identifiers to serve, got {bad}")
+    return names
+
+
+def _warmup_requests(model: keras.Model, sizes) -> list[dict[str, np.ndarray]]:
+    """Random float32 inputs: one request per size for a one-input model of free size, else one."""
     rng = np.random.default_rng(0)
-    return [rng.random((1, h, w, channels), dtype=np.float32) for h, w in sizes]
+    shapes = [tuple(tensor.shape[1:]) for tensor in model.inputs]
+    if len(shapes) == 1 and any(side is None for side in shapes[0][:2]):
+        requests = [[(h, w, shapes[0][-1])] for h, w in sizes]
+    elif any(side is None for shape in shapes for side in shape):
+        raise ValueError("model: a model with several inputs must fix their shapes to be warmed up")
+    else:
+        requests = [shapes]
+    return [{name: rng.random((1, *shape), dtype=np.float32) for name, shape in zip(input_names(model), request)}
+            for request in requests]
 
 
-def write_warmup_requests(path: pathlib.Path, name: str, images, input_name: str = "image") -> None:
-    """Writes PredictionLog records that TF Serving replays when it loads the version."""
+def write_warmup_requests(path: pathlib.Path, name: str, requests) -> None:
+    """Writes PredictionLog records that TF Serving replays when it loads the version.
+
+    ``requests``: one dict of input name -> float32 batch per request.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     with tf.io.TFRecordWriter(str(path)) as writer:
-        for image in images:
+        for inputs in requests:
             request = predict_pb2.PredictRequest(
                 model_spec=model_pb2.ModelSpec(name=name, signature_name=SIGNATURE))
-            request.inputs[input_name].CopyFrom(tf.make_tensor_proto(image, dtype=tf.float32))
+            for input_name, value in inputs.items():
+                request.inputs[input_name].CopyFrom(tf.make_tensor_proto(value, dtype=tf.float32))
             log = prediction_log_pb2.PredictionLog(
                 predict_log=prediction_log_pb2.PredictLog(request=request))
             writer.write(log.SerializeToString())
@@ -107,11 +132,13 @@ def export_saved_model(model: keras.Model, base_dir, name: str, version: int | N
     """Exports ``model`` as ``<base_dir>/<name>/<version>/`` for TF Serving.
 
     Args:
-        model: a Keras model taking one image batch (B, H, W, C).
+        model: a Keras model. One input is served as ``image``; several inputs
+            (fixed shapes) under their Keras names, in the model's order.
         base_dir: the folder the model server watches.
         name: the model's name under it (letters, digits, ``_``, ``-``, ``.``).
         version: integer version; default the next free one.
-        outputs: maps the model's float32 output to the dict of named serving outputs.
+        outputs: maps the model's float32 output (a tensor, or a list for several
+            outputs) to the dict of named serving outputs.
         warmup_sizes: (H, W) of the warm-up requests (ignored for fixed-size models).
         server_base_path: where the server sees ``base_dir/name`` (e.g. ``/models/unet``
             inside docker); default the absolute local path.
@@ -129,20 +156,21 @@ def export_saved_model(model: keras.Model, base_dir, name: str, version: int | N
     if final.exists():
         raise ValueError(f"version: {final} already exists; versions are never overwritten")
     serving = float32_twin(model)
-    image_spec = tf.TensorSpec((None, *serving.input_shape[1:]), tf.float32, name="image")
+    names = input_names(serving)
+    specs = [tf.TensorSpec((None, *tensor.shape[1:]), tf.float32, name=input_name)
+             for input_name, tensor in zip(names, serving.inputs)]
 
-    def serve(image):
-        result = serving(image, training=False)
-        return outputs(result[0] if isinstance(result, (list, tuple)) else result)
+    def serve(*inputs):
+        return outputs(serving(inputs[0] if len(inputs) == 1 else list(inputs), training=False))
 
     archive = keras.export.ExportArchive()
     archive.track(serving)
-    archive.add_endpoint(name=SIGNATURE, fn=serve, input_signature=[image_spec])
+    archive.add_endpoint(name=SIGNATURE, fn=serve, input_signature=specs)
     model_dir.mkdir(parents=True, exist_ok=True)
     tmp = model_dir / f".tmp-{version}-{uuid.uuid4().hex[:8]}"
     try:
         archive.write_out(str(tmp), verbose=False)
-        write_warmup_requests(tmp / "assets.extra" / WARMUP_FILE, name, _warmup_images(serving, warmup_sizes))
+        write_warmup_requests(tmp / "assets.extra" / WARMUP_FILE, name, _warmup_requests(serving, warmup_sizes))
         tmp.rename(final)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -130,3 +130,19 @@ def test_every_variant_serves_what_keras_computes(variant, tmp_path):
         x = np.random.default_rng(len(shape)).random(shape, dtype=np.float32)
         np.testing.assert_allclose(serve(image=tf.constant(x))["probabilities"].numpy(), np.asarray(model(x)),
                                    atol=1e-5)
+
+
+def test_a_model_of_several_inputs_serves_them_by_name(tmp_path):
+    inputs = [keras.Input((8, 8, 3), name=name) for name in ("tile_low", "tile_high")]
+    features = keras.layers.Concatenate()([keras.layers.GlobalAveragePooling2D()(x) for x in inputs])
+    model = keras.Model(inputs, keras.layers.Dense(5, activation="softmax")(features))
+    version_dir = export.export_saved_model(model, tmp_path, "pair", outputs=lambda p: {"probabilities": p})
+    serve = tf.saved_model.load(str(version_dir)).signatures["serving_default"]
+    rng = np.random.default_rng(0)
+    low, high = rng.random((2, 2, 8, 8, 3), dtype=np.float32)
+    served = serve(tile_low=tf.constant(low), tile_high=tf.constant(high))["probabilities"].numpy()
+    np.testing.assert_allclose(served, np.asarray(model([low, high])), atol=1e-6)
+    records = list(tf.data.TFRecordDataset(str(version_dir / "assets.extra" / export.WARMUP_FILE)))
+    request = prediction_log_pb2.PredictionLog.FromString(records[0].numpy()).predict_log.request
+    assert len(records) == 1 and sorted(request.inputs) == ["tile_high", "tile_low"]
+    assert serve(**{k: tf.constant(tf.make_ndarray(v)) for k, v in request.inputs.items()})["probabilities"].shape == (1, 5)
