@@ -51,7 +51,7 @@ def run_study(config: training.TrainConfig, out, table: str = "table1", folds: i
         crossval.run_cv(setting_config, out / folder_name(setting), folds, log=log)
     markdown = format_study(out, TABLES[table])
     with atomic.atomic_path(out / f"{table}.md") as tmp:
-        tmp.write_text(markdown + "\n")
+        tmp.write_text(markdown + "\n", encoding="utf-8")
     return markdown
 
 

@@ -44,4 +44,4 @@ def atomic_path(path):
 def write_json(path, payload) -> None:
     """Writes ``payload`` as indented JSON, atomically."""
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(payload, indent=2))
+        tmp.write_text(json.dumps(payload, indent=2), encoding="utf-8")

@@ -15,29 +15,36 @@ SINGLE_FILE_SUFFIXES = (".nii.gz", ".nii", ".mha", ".nrrd")
 def synthetic_ct(args) -> None:
     from common import synthetic_ct as generator
 
-    ids = generator.write_cohort(args.out, num_cases=args.cases, seed=args.seed, size=args.size,
-                                 spacing=args.spacing)
+    write = generator.write_lits_cohort if args.layout == "lits" else generator.write_cohort
+    ids = write(args.out, num_cases=args.cases, seed=args.seed, size=args.size, spacing=args.spacing)
     print(f"wrote {len(ids)} cases to {args.out}")
 
 
 def prepare(args) -> None:
     from common import shards
 
-    shards.prepare(args.cohort, args.out, num_classes=args.num_classes,
-                   hu_window=args.window or volumes.DEFAULT_WINDOW,
-                   min_label_fraction=args.min_label_fraction)
+    options = dict(shards.PRESETS[args.preset]) if args.preset else {}
+    if args.window is not None:
+        options["hu_window"] = args.window
+    if args.min_label_fraction is not None:
+        options["min_label_fraction"] = args.min_label_fraction
+    if args.num_classes is not None:
+        options["num_classes"] = args.num_classes
+    shards.prepare(args.cohort, args.out, **options)
+
+
+TRAIN_FIELDS = ("model", "base_filters", "model_options", "epochs", "batch_size", "crop_size", "learning_rate",
+                "lr_decay", "optimizer", "momentum", "weight_decay", "side_weight", "loss", "precision",
+                "test_fraction", "test_cases", "seed")
 
 
 def _train_config(args):
     from common import training
 
-    return training.TrainConfig(
-        data=args.data, out=args.out, model=args.model, base_filters=args.base_filters,
-        model_options=args.model_options,
-        epochs=args.epochs, batch_size=args.batch_size, crop_size=args.crop_size,
-        learning_rate=args.learning_rate, loss=args.loss, precision=args.precision,
-        test_fraction=args.test_fraction, test_cases=args.test_cases, seed=args.seed,
+    return training.preset_config(
+        args.preset, args.epoch_scale, data=args.data, out=args.out,
         verbose=1 if sys.stdout.isatty() else 2,  # a progress bar on a terminal, a line per epoch in logs
+        **{field: getattr(args, field) for field in TRAIN_FIELDS},
     )
 
 
@@ -55,7 +62,7 @@ def cv(args) -> None:
         summary = crossval.run_repeats(config, args.out, args.repeats)
     else:
         summary = crossval.run_cv(config, args.out, args.folds)
-    print(crossval.format_summary(summary))
+    print(crossval.format_summary(summary, args.metrics))
 
 
 def ablation(args) -> None:
@@ -79,7 +86,9 @@ def load_run(path) -> tuple[object, dict]:
     import keras
 
     import common.losses  # noqa: F401  (registers the losses a saved model refers to)
-    import unet_transformer  # noqa: F401  (registers its layers)
+    import acnn_pose  # noqa: F401  (registers its layers)
+    import eas_unet  # noqa: F401  (registers its layers)
+    import unet_transformer  # noqa: F401
 
     path = pathlib.Path(path)
     model_path = path / "model.keras" if path.is_dir() else path
@@ -90,7 +99,7 @@ def load_run(path) -> tuple[object, dict]:
         model = keras.models.load_model(model_path, compile=False)
     except (ValueError, OSError, KeyError) as error:
         raise volumes.DataError(f"{model_path}: cannot be loaded as a Keras model ({error})") from None
-    config = json.loads(config_path.read_text()) if config_path.exists() else {}
+    config = json.loads(config_path.read_text(encoding="utf-8")) if config_path.exists() else {}
     return model, config
 
 
@@ -109,10 +118,10 @@ def evaluate(args) -> None:
     if missing:
         raise volumes.DataError(f"{cohort}: cases {missing} not found")
     results = inference.evaluate_cases(model, [cases[c] for c in wanted], config["num_classes"],
-                                       config["hu_window"], args.batch_size)
+                                       config["hu_window"], args.batch_size, label_map=config.get("label_map"))
     atomic.write_json(pathlib.Path(args.run) / "evaluation.json",
                              {case: {str(k): v for k, v in m.items()} for case, m in results.items()})
-    print(inference.format_table(results, config["class_names"]))
+    print(inference.format_table(results, config["class_names"], args.metrics))
 
 
 def predict(args) -> None:
@@ -140,8 +149,13 @@ def export(args) -> None:
     model, _ = load_run(args.model)
     path = pathlib.Path(args.model)
     name = args.name or (path.name if path.is_dir() else path.name.removesuffix(".keras"))
+    kwargs = {}
+    if any(n.startswith("prediction_") for n in model.output_names):  # a pose model (acnn_pose)
+        from acnn_pose import serving_outputs
+
+        kwargs["outputs"] = serving_outputs(sum(n.startswith("prediction_") for n in model.output_names))
     version_dir = export_module.export_saved_model(model, args.base_dir, name, args.version,
-                                                   server_base_path=args.server_base_path)
+                                                   server_base_path=args.server_base_path, **kwargs)
     print(f"exported {version_dir}")
 
 
@@ -175,3 +189,115 @@ def demo(args) -> None:
 
     demo_module.run(pathlib.Path(args.out), num_cases=args.cases, epochs=args.epochs,
                     base_filters=args.base_filters, seed=args.seed)
+
+
+def synthetic_slides(args) -> None:
+    from common import synthetic_slides as generator
+
+    ids = generator.write_cohort(args.out, slides_per_lab=args.slides, seed=args.seed, size=args.size)
+    print(f"wrote {len(ids)} slides to {args.out}")
+
+
+def triplets(args) -> None:
+    from common import wsi
+
+    manifest = wsi.prepare_triplets(args.slides, args.out, tile_size=args.tile_size,
+                                    max_per_slide=args.max_per_slide, seed=args.seed,
+                                    magnification=args.magnification)
+    total = sum(sum(e["counts"]) for e in manifest["slides"].values())
+    print(f"wrote {total} triplets of {len(manifest['slides'])} slides to {args.out}")
+
+
+def tri_al(args) -> None:
+    from common import tri_al_report, tri_al_study
+    from tri_al import active_learning
+
+    train = active_learning.TrainConfig(learning_rate=args.learning_rate, momentum=args.momentum,
+                                        batch_size=args.batch_size, epochs=args.epochs, patience=args.patience)
+    config = tri_al_study.StudyConfig(
+        data=args.data, out=args.out, strategies=tuple(args.strategy), runs=args.runs, fractions=args.fractions,
+        width=args.width, backbone_weights=args.backbone_weights, source_lab=args.source_lab,
+        target_lab=args.target_lab, target_split=args.target_split, iterations=args.iterations,
+        budget=args.budget, candidates=args.candidates,
+        initial_per_class=args.initial_per_class, source_epochs=args.source_epochs, seed=args.seed, train=train)
+    print(tri_al_report.table_ii(tri_al_study.run_study(config)))
+
+
+def tri_al_report(args) -> None:
+    import keras
+
+    from common import tri_al_report as report
+    from common import tri_al_study
+
+    study = pathlib.Path(args.study)
+    results = tri_al_study.collect_results(study)
+    if not results:
+        raise volumes.DataError(f"{study}: no finished TRI-AL runs (run `zoo tri-al` first)")
+    table = report.table_ii(results)
+    with atomic.atomic_path(study / "table_ii.md") as tmp:
+        tmp.write_text(table)
+    print(table)
+    if (study / "ITER").exists():
+        plan = json.loads((study / "study.json").read_text())
+        data = pathlib.Path(plan["settings"]["data"])
+        manifest = json.loads((data / "triplets.json").read_text())
+        counts = [manifest["slides"][s]["counts"] for s in plan["target"]["train"]]
+        report.plot_shares(study / "fig2_class_shares.png", report.iteration_shares(study, "ITER"),
+                           reference=[sum(c) / max(1, sum(map(sum, counts))) for c in zip(*counts)])
+        print(f"wrote {study / 'fig2_class_shares.png'}")
+        slide = args.slide or manifest["slides"][plan["target"]["test"][0]]["slide"]
+        model = keras.models.load_model(study / "ITER" / "run_0" / "model.keras", compile=False)
+        grid, thumb = report.predict_slide(model, slide)
+        report.plot_slide_map(study / "fig3_slide_map.png", grid, thumb)
+        print(f"wrote {study / 'fig3_slide_map.png'} ({pathlib.Path(slide).name})")
+
+
+def synthetic_pose(args) -> None:
+    from common import synthetic_pose as generator
+
+    counts = generator.write_dataset(args.out, num_images=args.images, seed=args.seed, size=args.size)
+    print(f"wrote {sum(counts.values())} images to {args.out} ({counts['train']} train, {counts['valid']} valid)")
+
+
+def train_pose(args) -> None:
+    from common import pose_training
+
+    pose_training.train_pose(pose_training.PoseTrainConfig(
+        data=args.data, out=args.out, attention=args.attention, num_stacks=args.stacks, features=args.features,
+        input_size=args.input_size, batch_size=args.batch_size, stage_factor=args.stage_factor, seed=args.seed,
+        verbose=1 if sys.stdout.isatty() else 2,
+    ))
+
+
+def _pose_run(path, input_size):
+    model, config = load_run(path)
+    if not any(n.startswith("prediction_") for n in model.output_names):
+        raise volumes.DataError(f"{path}: not a pose model (no prediction_<i> outputs)")
+    size = input_size or config.get("input_size") or model.input_shape[1]
+    if not size:
+        raise ValueError("--input-size: the model does not fix its input size; give it")
+    return model, size
+
+
+def eval_pose(args) -> None:
+    from common import pose_data, pose_eval
+
+    records = pose_data.load_split(args.data, args.split)  # bad data fails before the model loads
+    model, size = _pose_run(args.run, args.input_size)
+    result = pose_eval.evaluate(model, records, size, args.batch_size)
+    run = pathlib.Path(args.run)
+    if run.is_dir():
+        atomic.write_json(run / f"pckh_{args.split}.json", result)
+    name = args.name or (run.name if run.is_dir() else run.name.removesuffix(".keras"))
+    print(pose_eval.format_table({name: result}))
+
+
+def pose_pictures(args) -> None:
+    from common import pose_data, pose_report
+
+    records = pose_data.load_split(args.data, args.split)  # bad data fails before the model loads
+    model, size = _pose_run(args.run, args.input_size)
+    if not 0 <= args.index < len(records):
+        raise ValueError(f"--index: {args.index} is outside the {len(records)} annotations of {args.split}")
+    written = pose_report.write_pictures(model, records[args.index], args.out, size)
+    print("wrote " + ", ".join(str(p) for p in written))

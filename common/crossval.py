@@ -39,7 +39,7 @@ def _plan_units(out: pathlib.Path, units: list[dict]) -> list[dict]:
     """Writes the plan, or checks that a rerun asks for the same one."""
     path = out / "plan.json"
     if path.exists():
-        previous = json.loads(path.read_text())["units"]
+        previous = json.loads(path.read_text(encoding="utf-8"))["units"]
         if previous != units:
             raise ValueError(f"{path}: this folder holds a different split or seeds; use a new output folder")
     else:
@@ -53,7 +53,8 @@ def _score_unit(model, config: training.TrainConfig, manifest: dict, test_cases,
     if missing:
         raise volumes.DataError(f"{manifest['source']}: held-out cases {missing} not found")
     per_case = inference.evaluate_cases(model, [cases[c] for c in test_cases], manifest["num_classes"],
-                                        manifest["hu_window"], config.batch_size, log=log)
+                                        manifest["hu_window"], config.batch_size,
+                                        label_map=manifest.get("label_map"), log=log)
     summary = metrics.summarize(list(per_case.values()))
     return {
         "test_cases": list(test_cases),
@@ -105,8 +106,8 @@ def load_units(out) -> list[dict]:
     plan = out / "plan.json"
     if not plan.exists():
         raise volumes.DataError(f"{out}: not a cross-validation folder (no plan.json)")
-    units = json.loads(plan.read_text())["units"]
-    return [json.loads((out / u["name"] / "metrics.json").read_text())
+    units = json.loads(plan.read_text(encoding="utf-8"))["units"]
+    return [json.loads((out / u["name"] / "metrics.json").read_text(encoding="utf-8"))
             for u in units if (out / u["name"] / "metrics.json").exists()]
 
 
@@ -124,7 +125,7 @@ def summarize_run(out, class_names) -> dict:
     summary = {"units": [u["name"] for u in units], "class_names": list(class_names), "per_class": per_class}
     atomic.write_json(out / "summary.json", summary)
     with atomic.atomic_path(out / "summary.md") as tmp:
-        tmp.write_text(format_summary(summary) + "\n")
+        tmp.write_text(format_summary(summary) + "\n", encoding="utf-8")
     return summary
 
 
@@ -136,7 +137,7 @@ def format_summary(summary: dict, metric_names=("dice", "hd95", "assd")) -> str:
     for label, by_metric in summary["per_class"].items():
         cells = []
         for name in metric_names:
-            scale = 100.0 if name in ("dice", "iou", "voe", "precision", "recall") else 1.0
+            scale = 100.0 if name in metrics.PERCENT_METRICS else 1.0
             stats_ = by_metric[name]
             cells.append(f"{scale * stats_['mean']:.2f} (± {scale * stats_['std']:.2f})")
         lines.append(f"| {summary['class_names'][int(label)]} | " + " | ".join(cells) + " |")

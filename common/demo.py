@@ -62,7 +62,7 @@ def run(out: pathlib.Path, num_cases: int = 14, epochs: int = 12, base_filters: 
                                   test_fraction=0.2, seed=seed)
     model = training.train(config, log=log)
     log(f"[{time.monotonic() - start:5.0f}s] trained")
-    split = json.loads((run_dir / "config.json").read_text())["split"]
+    split = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))["split"]
     cases = {c.case_id: c for c in volumes.find_cases(cohort)}
     held_out = [cases[c] for c in split["test"]]
     results = inference.evaluate_cases(model, held_out, manifest["num_classes"], manifest["hu_window"])

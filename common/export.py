@@ -115,14 +115,14 @@ def update_models_config(base_dir: pathlib.Path, name: str, base_path: str) -> p
     config = model_server_config_pb2.ModelServerConfig()
     if path.exists():
         try:
-            text_format.Parse(path.read_text(), config)
+            text_format.Parse(path.read_text(encoding="utf-8"), config)
         except text_format.ParseError as error:
             raise ValueError(f"{path}: not a model server config ({error})") from None
     entries = config.model_config_list.config
     entry = next((e for e in entries if e.name == name), None) or entries.add()
     entry.name, entry.base_path, entry.model_platform = name, base_path, "tensorflow"
     with atomic.atomic_path(path) as tmp:
-        tmp.write_text(text_format.MessageToString(config))
+        tmp.write_text(text_format.MessageToString(config), encoding="utf-8")
     return path
 
 

@@ -64,8 +64,13 @@ def predict_volume(model, image: sitk.Image, hu_window=volumes.DEFAULT_WINDOW, b
 
 
 def evaluate_cases(model, cases, num_classes: int, hu_window=volumes.DEFAULT_WINDOW, batch_size: int = 8,
-                   stride: int = 16, log=print) -> dict[str, dict[int, dict[str, float]]]:
+                   stride: int = 16, label_map: dict | None = None,
+                   log=print) -> dict[str, dict[int, dict[str, float]]]:
     """Predicts and scores whole held-out volumes.
+
+    Args:
+        label_map: the renumbering the training data had (e.g. LiTS ``{2: 1}``),
+            applied to the reference labels.
 
     Returns:
         {case_id: segmentation_metrics(...)} for classes 1..num_classes-1, with
@@ -74,9 +79,7 @@ def evaluate_cases(model, cases, num_classes: int, hu_window=volumes.DEFAULT_WIN
     results = {}
     for case in cases:
         image = volumes.read_volume(case.image)
-        label = volumes.read_volume(case.label)
-        volumes.check_same_geometry(image, label, case.image, case.label)
-        reference = volumes.check_labels(sitk.GetArrayFromImage(label), num_classes, case.label)
+        reference = sitk.GetArrayFromImage(volumes.read_label(case, image, num_classes, label_map))
         predicted = sitk.GetArrayFromImage(predict_volume(model, image, hu_window, batch_size, stride, case.image))
         results[case.case_id] = metrics.segmentation_metrics(
             predicted, reference, spacing=image.GetSpacing(), labels=range(1, num_classes)
@@ -85,15 +88,22 @@ def evaluate_cases(model, cases, num_classes: int, hu_window=volumes.DEFAULT_WIN
     return results
 
 
-def format_table(results: dict, class_names, metric: str = "dice") -> str:
-    """A Markdown table: one row per class, mean (± std) over cases, in percent for overlaps."""
+def format_table(results: dict, class_names, metric_names=("dice",)) -> str:
+    """A Markdown table: one row per class, mean (± std) over cases; overlaps in percent, distances in mm."""
     summary = metrics.summarize(list(results.values()))
-    scale = 100.0 if metric in ("dice", "iou", "voe", "precision", "recall") else 1.0
-    lines = [f"| class | {metric} (mean ± std over {len(results)} cases) |", "|---|---|"]
-    means = []
+    columns = " | ".join(metric_names)
+    lines = [f"| class ({len(results)} cases) | {columns} |", "|---" * (len(metric_names) + 1) + "|"]
+    means = {name: [] for name in metric_names}
     for label in sorted(summary):
-        stats = summary[label][metric]
-        means.append(stats["mean"])
-        lines.append(f"| {class_names[label]} | {scale * stats['mean']:.2f} (± {scale * stats['std']:.2f}) |")
-    lines.append(f"| **mean** | **{scale * float(np.nanmean(means)):.2f}** |")
+        cells = []
+        for name in metric_names:
+            scale = 100.0 if name in metrics.PERCENT_METRICS else 1.0
+            stats = summary[label][name]
+            means[name].append(stats["mean"])
+            cells.append(f"{scale * stats['mean']:.2f} (± {scale * stats['std']:.2f})")
+        lines.append(f"| {class_names[label]} | " + " | ".join(cells) + " |")
+    if len(summary) > 1:
+        cells = [f"**{(100.0 if n in metrics.PERCENT_METRICS else 1.0) * float(np.nanmean(means[n])):.2f}**"
+                 for n in metric_names]
+        lines.append("| **mean** | " + " | ".join(cells) + " |")
     return "\n".join(lines)

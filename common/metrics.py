@@ -3,6 +3,9 @@
 Overlap metrics (dice, iou, voe, precision, recall) count voxels. Distance
 metrics are in millimetres:
 
+* ``voe``: volumetric overlap error ``1 - |A∩B| / |A∪B|`` (= 1 - iou). The
+  EAS U-Net paper prints ``1 - Dice`` as its formula, but its Table 1 values
+  match neither consistently; we use the standard definition.
 * ``hd``: the symmetric Hausdorff distance between the two voxel sets, the
   quantity SimpleITK's ``HausdorffDistanceImageFilter`` reports.
 * ``hd95`` and ``assd``: surface distances as in medpy and MONAI. The surface
@@ -39,6 +42,10 @@ round(m[1]["dice"], 3)  # 0.75
 
 import numpy as np
 from scipy import ndimage
+
+# The keys of ``segmentation_metrics``; reports print the overlaps in percent, distances in mm.
+METRIC_NAMES = ("dice", "iou", "voe", "precision", "recall", "hd", "hd95", "assd")
+PERCENT_METRICS = ("dice", "iou", "voe", "precision", "recall")
 
 
 def segmentation_metrics(
@@ -233,3 +240,58 @@ def _directed_distances(src, dst, sampling):
         sampling: voxel size in mm in numpy axis order.
     """
     return ndimage.distance_transform_edt(~dst, sampling=sampling)[src]
+
+
+# MPII joint order (the HRNet / mmpose annotation files and the official toolkit).
+MPII_JOINTS = ("r_ankle", "r_knee", "r_hip", "l_hip", "l_knee", "l_ankle", "pelvis", "thorax", "upper_neck",
+               "head_top", "r_wrist", "r_elbow", "r_shoulder", "l_shoulder", "l_elbow", "l_wrist")
+# The columns of the ACNN paper's Table 1: the mean of the two joints of each part.
+PCKH_COLUMNS = {"Head": (8, 9), "Sho.": (12, 13), "Elb.": (11, 14), "Wri.": (10, 15), "Hip": (2, 3),
+                "Kne.": (1, 4), "Ank.": (0, 5)}
+PCKH_TOTAL_JOINTS = (0, 1, 2, 3, 4, 5, 8, 9, 10, 11, 12, 13, 14, 15)  # all but pelvis and thorax
+MPII_HEAD_FACTOR = 0.6  # the toolkit's SC_BIAS: head size = 0.6 x head-box diagonal
+
+
+def pckh(pred, gt, visible, head_boxes, threshold=0.5) -> dict[str, float]:
+    """PCKh as the official MPII toolkit computes it, with the ACNN paper's Table 1 columns.
+
+    A joint is correct when ``distance / head_size <= threshold``, head size
+    being 0.6 x the diagonal of the head box; only annotated (``visible``)
+    joints count.
+
+    Args:
+        pred, gt: (N, 16, 2) pixel coordinates (x, y), MPII joint order.
+        visible: (N, 16) bool, the annotated joints.
+        head_boxes: (N, 2, 2) ``[[x1, y1], [x2, y2]]``.
+        threshold: the fraction of the head size (0.5 for PCKh@0.5).
+
+    Returns:
+        Percentages: the 16 joint names (``MPII_JOINTS``; nan for a joint
+        with no annotated instance), the columns ``Head``, ``Sho.``,
+        ``Elb.``, ``Wri.``, ``Hip``, ``Kne.``, ``Ank.`` (mean of the two
+        joints) and ``Total``, pooled over every annotated instance of the
+        14 joints other than pelvis and thorax (not a mean of columns).
+    """
+    pred, gt = np.asarray(pred, np.float64), np.asarray(gt, np.float64)
+    visible, head_boxes = np.asarray(visible, bool), np.asarray(head_boxes, np.float64)
+    n = gt.shape[0] if gt.ndim == 3 else -1
+    expected = {"pred": (pred.shape, (n, 16, 2)), "gt": (gt.shape, (n, 16, 2)),
+                "visible": (visible.shape, (n, 16)), "head_boxes": (head_boxes.shape, (n, 2, 2))}
+    for name, (shape, want) in expected.items():
+        if shape != want:
+            raise ValueError(f"pckh: {name} must have shape (N, 16, ...) = {want}, got {shape}")
+    head_size = MPII_HEAD_FACTOR * np.linalg.norm(head_boxes[:, 1] - head_boxes[:, 0], axis=-1)
+    if np.any(head_size[visible.any(axis=1)] <= 0):
+        raise ValueError("pckh: head_boxes with zero size for instances with annotated joints")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        normalized = np.linalg.norm(pred - gt, axis=-1) / head_size[:, None]
+    correct = (normalized <= threshold) & visible
+    counts, hits = visible.sum(axis=0), correct.sum(axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        per_joint = 100.0 * hits / counts
+    result = {name: float(value) for name, value in zip(MPII_JOINTS, per_joint)}
+    for column, (a, b) in PCKH_COLUMNS.items():
+        result[column] = float((per_joint[a] + per_joint[b]) / 2)
+    total = list(PCKH_TOTAL_JOINTS)
+    result["Total"] = float(100.0 * hits[total].sum() / counts[total].sum()) if counts[total].sum() else float("nan")
+    return result

@@ -55,30 +55,47 @@ def read_class_names(cohort: pathlib.Path) -> list[str] | None:
     if not path.exists():
         return None
     try:
-        labels = json.loads(path.read_text())["labels"]
+        labels = json.loads(path.read_text(encoding="utf-8"))["labels"]
         return [labels[str(i)] for i in range(len(labels))]
     except (ValueError, KeyError, TypeError) as error:
         raise volumes.DataError(f"{path}: 'labels' must map '0'..'N-1' to class names ({error})") from None
 
 
+# The papers' data recipes; ``zoo prepare --preset NAME`` applies one (explicit options override it).
+PRESETS = {
+    # EAS U-Net (section III.B) on LiTS: HU window [-200, 250], slices where the liver covers at
+    # least 1.5 %, liver = labels 1 (liver) and 2 (tumour) merged.
+    "lits": {"hu_window": (-200.0, 250.0), "min_label_fraction": 0.015, "label_map": {2: 1},
+             "class_names": ["background", "liver"]},
+    # The same with the tumour kept as its own class (the slice filter still counts liver + tumour).
+    "lits_tumour": {"hu_window": (-200.0, 250.0), "min_label_fraction": 0.015, "label_map": None,
+                    "class_names": ["background", "liver", "tumour"]},
+}
+
+
 def prepare(cohort, out_dir, num_classes: int | None = None, hu_window=volumes.DEFAULT_WINDOW,
-            min_label_fraction: float = 0.0, log=print) -> dict:
+            min_label_fraction: float = 0.0, label_map: dict | None = None, class_names=None,
+            log=print) -> dict:
     """Reads every case of a cohort once and writes its shard and the manifest.
 
     Args:
-        cohort: folder with ``images/`` and ``labels/`` (see ``common.volumes``).
+        cohort: folder with ``images/`` and ``labels/``, or a LiTS folder (see
+            ``common.volumes``).
         out_dir: the prepared folder to write.
-        num_classes: number of classes including background; default from the
-            cohort's ``dataset.json`` "labels".
+        num_classes: number of classes including background; default from
+            ``class_names`` or the cohort's ``dataset.json`` "labels".
         hu_window: (low, high) Hounsfield window scaled to [0, 1].
-        min_label_fraction: keep only slices whose labelled fraction is at least this.
+        min_label_fraction: keep only slices whose labelled (non-zero after
+            ``label_map``) fraction is at least this.
+        label_map: renumbers label values before anything else, e.g. ``{2: 1}``.
+        class_names: names of the classes after ``label_map``, background first.
         log: where progress lines go.
 
     Returns:
         The manifest (also written to ``out_dir/dataset.json``).
     """
     cohort, out_dir = pathlib.Path(cohort), pathlib.Path(out_dir)
-    class_names = read_class_names(cohort)
+    class_names = list(class_names) if class_names is not None else read_class_names(cohort)
     if num_classes is None:
         if class_names is None:
             raise ValueError(f"num_classes: not given and {cohort / 'dataset.json'} has no 'labels'")
@@ -90,7 +107,7 @@ def prepare(cohort, out_dir, num_classes: int | None = None, hu_window=volumes.D
     volumes.window(np.zeros(1), hu_window)  # validates the window before any work
     entries = []
     for case in volumes.find_cases(cohort):
-        arrays = volumes.load_case(case, num_classes, hu_window)
+        arrays = volumes.load_case(case, num_classes, hu_window, label_map)
         kept = volumes.keep_slices(arrays.label, min_label_fraction)
         shard = pathlib.Path("shards") / f"{case.case_id}.tfrecord"
         write_shard(arrays, out_dir / shard, kept)
@@ -105,6 +122,7 @@ def prepare(cohort, out_dir, num_classes: int | None = None, hu_window=volumes.D
         "hu_window": [float(hu_window[0]), float(hu_window[1])],
         "orientation": volumes.CANONICAL_ORIENTATION,
         "min_label_fraction": min_label_fraction,
+        "label_map": {str(k): int(v) for k, v in label_map.items()} if label_map else None,
         "cases": entries,
     }
     atomic.write_json(out_dir / MANIFEST, manifest)
@@ -117,7 +135,7 @@ def load_manifest(prepared) -> dict:
     if not path.exists():
         raise volumes.DataError(f"{path}: no manifest; run `zoo prepare` on the cohort first")
     try:
-        manifest = json.loads(path.read_text())
+        manifest = json.loads(path.read_text(encoding="utf-8"))
         for case in manifest["cases"]:
             case["shard"] = str(pathlib.Path(prepared) / case["shard"])
     except (ValueError, KeyError, TypeError) as error:

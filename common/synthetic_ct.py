@@ -356,12 +356,12 @@ def _write_atomic(image: sitk.Image, path: str) -> None:
 
     Args:
         image: Image to write.
-        path: Final ``.nii.gz`` path.
+        path: Final ``.nii.gz`` or ``.nii`` path.
     """
     folder, name = os.path.split(path)
-    tmp = os.path.join(folder, "." + name.replace(".nii.gz", ".tmp.nii.gz"))
+    tmp = os.path.join(folder, ".tmp-" + name)  # hidden, same suffix, so the same format is written
     try:
-        sitk.WriteImage(image, tmp, useCompression=True)
+        sitk.WriteImage(image, tmp, useCompression=name.endswith(".gz"))
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -411,4 +411,68 @@ def write_cohort(out_dir, num_cases: int = 12, seed: int = 0, size=(128, 128, 32
         "name": "synthetic abdominal CT", "seed": seed,
         "labels": {str(i): name for i, name in enumerate(CLASS_NAMES)},
     })
+    return case_ids
+
+
+LITS_LABELS = ("background", "liver", "tumour")  # the LiTS challenge's label values 0, 1, 2
+_TUMOUR_HU_DROP = (35.0, 60.0)  # hypodense lesions in the portal-venous phase
+
+
+def _paint_tumours(image: sitk.Image, liver: np.ndarray, rng: np.random.Generator,
+                   count: int) -> tuple[np.ndarray, np.ndarray]:
+    """Darkens ``count`` ellipsoidal lesions inside the liver; returns (hu, LiTS label 0/1/2)."""
+    hu = sitk.GetArrayFromImage(image)
+    label = liver.astype(np.uint8)
+    spacing = np.array(image.GetSpacing()[::-1])  # (z, y, x) mm
+    inside = np.argwhere(ndimage.binary_erosion(liver, iterations=2))
+    if inside.size == 0:
+        return hu, label
+    zz, yy, xx = np.indices(liver.shape, dtype=np.float32)
+    for _ in range(count):
+        centre = inside[rng.integers(len(inside))]
+        radius = rng.uniform(6.0, 16.0, size=3)  # mm
+        distance = sum(((axis - c) * s / r) ** 2 for axis, c, s, r in zip((zz, yy, xx), centre, spacing, radius))
+        lesion = (distance <= 1.0) & liver
+        soft = ndimage.gaussian_filter(lesion.astype(np.float32), _BLUR_MM / spacing)
+        hu -= np.float32(rng.uniform(*_TUMOUR_HU_DROP)) * soft
+        label[lesion] = 2
+    return hu, label
+
+
+def write_lits_cohort(out_dir, num_cases: int = 12, seed: int = 0, size=(128, 128, 32), spacing=None,
+                      noise_hu: float = 20.0, max_tumours: int = 3) -> list[str]:
+    """Write a cohort in the LiTS challenge's layout: ``volume-N.nii`` + ``segmentation-N.nii``.
+
+    Each case is the ``write_cohort`` phantom of the same seed and index with its
+    liver kept (label 1), 0 to ``max_tumours`` hypodense lesions inside the
+    liver (label 2), and every other organ unlabelled, as in LiTS. Odd cases are
+    stored RAS-like, as ``write_cohort`` does. Returns the case ids
+    (``volume-N``, as ``common.volumes.find_cases`` names them).
+
+    Example:
+        >>> import tempfile
+        >>> write_lits_cohort(tempfile.mkdtemp(), num_cases=2, size=(32, 32, 4))
+        ['volume-0', 'volume-1']
+    """
+    if not isinstance(num_cases, Integral) or isinstance(num_cases, bool) or num_cases < 1:
+        raise ValueError(f"num_cases must be an integer >= 1, got {num_cases!r}")
+    if not isinstance(max_tumours, Integral) or isinstance(max_tumours, bool) or max_tumours < 0:
+        raise ValueError(f"max_tumours must be an integer >= 0, got {max_tumours!r}")
+    size, spacing = _check_args(seed, size, spacing, noise_hu, spacing_optional=True)
+    os.makedirs(out_dir, exist_ok=True)
+    case_ids = []
+    for index in range(num_cases):
+        case_seed, case_spacing = _case_plan(seed, index, spacing)
+        image, organs = make_phantom(case_seed, size, case_spacing, noise_hu)
+        rng = np.random.default_rng([case_seed, 1])
+        liver = sitk.GetArrayFromImage(organs) == _LABEL["liver"]
+        hu, label = _paint_tumours(image, liver, rng, int(rng.integers(max_tumours + 1)))
+        ct, segmentation = sitk.GetImageFromArray(hu), sitk.GetImageFromArray(label)
+        for volume in (ct, segmentation):
+            volume.CopyInformation(image)
+        if index % 2 == 1:
+            ct, segmentation = _flip_to_ras_storage(ct), _flip_to_ras_storage(segmentation)
+        _write_atomic(ct, os.path.join(out_dir, f"volume-{index}.nii"))
+        _write_atomic(segmentation, os.path.join(out_dir, f"segmentation-{index}.nii"))
+        case_ids.append(f"volume-{index}")
     return case_ids

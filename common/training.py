@@ -13,6 +13,7 @@ A run folder holds everything one training writes::
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import pathlib
@@ -90,7 +91,12 @@ class TrainConfig:
     """What ``zoo train`` trains; defaults follow the U-Transformer paper (section 3).
 
     The paper trains with Adam at 1e-4 and an exponential decay (rate not
-    given: we decay by ``lr_decay`` per epoch).
+    given: we decay by ``lr_decay`` per epoch). ``PRESETS`` holds the other
+    papers' recipes. ``optimizer="sgd"`` uses ``momentum``; ``weight_decay``
+    is Keras' decoupled decay (each step ``w -= lr * weight_decay * w``), which
+    equals PyTorch's coupled L2 without momentum and is slightly weaker with it.
+    Models with deep supervision (``eas_unet``) get the loss on their main
+    output plus ``side_weight`` times the same loss on each side output.
     """
 
     data: str
@@ -103,6 +109,10 @@ class TrainConfig:
     crop_size: int | None = None
     learning_rate: float = 1e-4
     lr_decay: float = 0.95
+    optimizer: str = "adam"
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    side_weight: float = 0.4
     loss: str = "ce_dice"
     precision: str = "auto"
     test_fraction: float = 0.2
@@ -121,22 +131,83 @@ class TrainConfig:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {tuple(LOSSES)}, got {self.loss!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        for field in ("lr_decay", "momentum", "weight_decay", "side_weight"):
+            if not getattr(self, field) >= 0:
+                raise ValueError(f"{field} must be >= 0, got {getattr(self, field)}")
+        if self.model not in MODELS:
+            raise ValueError(f"model must be one of {MODELS}, got {self.model!r}")
 
 
 LOSSES = {"ce_dice": losses.CEDiceLoss, "dice": losses.SoftDiceLoss}
+OPTIMIZERS = ("adam", "sgd")
+MODELS = ("unet", "attention_unet", "mhsa", "mhca", "u_transformer", "eas_unet")
+STRIDE = 16  # every segmentation model here pools four times
+
+# The papers' training recipes; ``preset_config`` applies one.
+PRESETS = {
+    # U-Transformer (section 3): Adam 1e-4 with exponential decay: TrainConfig's defaults.
+    "u_transformer": {"model": "u_transformer"},
+    # EAS U-Net (section III.A): SGD 0.01, momentum 0.9, weight decay 1e-4, batch 32, 50 epochs,
+    # 256x256 random crops (III.B); no schedule is given, so the rate stays constant.
+    "eas_unet": {"model": "eas_unet", "optimizer": "sgd", "learning_rate": 0.01, "momentum": 0.9,
+                 "weight_decay": 1e-4, "batch_size": 32, "epochs": 50, "crop_size": 256, "lr_decay": 1.0},
+}
+
+
+def preset_config(preset: str | None, epoch_scale: float = 1.0, **fields) -> TrainConfig:
+    """A TrainConfig from a paper's preset, its epochs scaled by ``epoch_scale``; ``fields`` override.
+
+    Example: ``preset_config("eas_unet", epoch_scale=0.1, data="prep", out="run")``
+    trains the EAS U-Net recipe for 5 epochs instead of 50.
+    """
+    if preset is not None and preset not in PRESETS:
+        raise ValueError(f"preset must be one of {tuple(PRESETS)}, got {preset!r}")
+    if not epoch_scale > 0:
+        raise ValueError(f"epoch_scale must be > 0, got {epoch_scale}")
+    values = {**PRESETS.get(preset, {}), **{k: v for k, v in fields.items() if v is not None}}
+    if "epochs" not in fields or fields["epochs"] is None:
+        epochs = values.get("epochs", TrainConfig.epochs)
+        values["epochs"] = max(1, round(epochs * epoch_scale))
+    return TrainConfig(**values)
 
 
 def build_segmentation_model(config: TrainConfig, num_classes: int) -> keras.Model:
-    """Builds the model named by ``config.model`` (a U-Transformer family variant)."""
-    import unet_transformer
+    """Builds the model named by ``config.model``: a U-Transformer family variant or the EAS U-Net."""
+    if config.model == "eas_unet":
+        import eas_unet
 
+        build = eas_unet.build_model
+    else:
+        import unet_transformer
+
+        build = functools.partial(unet_transformer.build_model, config.model)
     try:
-        return unet_transformer.build_model(
-            config.model, input_shape=(None, None, 1), num_classes=num_classes, base_filters=config.base_filters,
-            **config.model_options,
-        )
+        return build(input_shape=(None, None, 1), num_classes=num_classes, base_filters=config.base_filters,
+                     **config.model_options)
     except TypeError as error:  # an unknown key in model_options
         raise ValueError(f"model_options {config.model_options}: {error}") from None
+
+
+def output_weights(model: keras.Model, side_weight: float) -> dict[str, float]:
+    """The loss weight of each output: 1 for the segmentation, ``side_weight`` for deep-supervision sides."""
+    names = model.output_names
+    if len(names) == 1:
+        return {names[0]: 1.0}
+    extra = [n for n in names[1:] if not n.startswith("side_")]
+    if extra:
+        raise ValueError(f"model_options: outputs {extra} are for inspection, not training "
+                         "(drop return_attention)")
+    return {names[0]: 1.0, **{name: side_weight for name in names[1:]}}
+
+
+def with_targets(dataset: tf.data.Dataset, names) -> tf.data.Dataset:
+    """Repeats the label of each (image, label) pair for every output that has a loss."""
+    if len(names) == 1:
+        return dataset
+    return dataset.map(lambda image, label: (image, {name: label for name in names}),
+                       num_parallel_calls=tf.data.AUTOTUNE)
 
 
 def default_crop(manifest: dict, stride: int) -> int:
@@ -145,15 +216,26 @@ def default_crop(manifest: dict, stride: int) -> int:
     return -(-side // stride) * stride
 
 
-def compile_model(model: keras.Model, config: TrainConfig, num_classes: int, steps_per_epoch: int) -> None:
-    """Adam with exponential decay per epoch, the configured loss, and mean IoU."""
+def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> keras.optimizers.Optimizer:
+    """Adam or SGD (momentum, weight decay) with an exponential decay of the rate per epoch."""
     schedule = keras.optimizers.schedules.ExponentialDecay(
         config.learning_rate, decay_steps=max(steps_per_epoch, 1), decay_rate=config.lr_decay
     )
+    decay = config.weight_decay or None
+    if config.optimizer == "sgd":
+        return keras.optimizers.SGD(schedule, momentum=config.momentum, weight_decay=decay)
+    return keras.optimizers.Adam(schedule, weight_decay=decay)
+
+
+def compile_model(model: keras.Model, config: TrainConfig, num_classes: int, steps_per_epoch: int) -> None:
+    """The configured optimizer and loss (on every supervised output), and mean IoU of the main output."""
+    weights = output_weights(model, config.side_weight)
+    main = model.output_names[0]
     model.compile(
-        optimizer=keras.optimizers.Adam(schedule),
-        loss=LOSSES[config.loss](num_classes=num_classes),
-        metrics=[keras.metrics.MeanIoU(num_classes, sparse_y_pred=False, name="mean_iou")],
+        optimizer=make_optimizer(config, steps_per_epoch),
+        loss={name: LOSSES[config.loss](num_classes=num_classes) for name in weights},
+        loss_weights=weights,
+        metrics={main: [keras.metrics.MeanIoU(num_classes, sparse_y_pred=False, name="mean_iou")]},
     )
 
 
@@ -168,14 +250,13 @@ def train(config: TrainConfig, strategy: tf.distribute.Strategy | None = None, l
     Returns:
         The trained model, also saved as ``<out>/model.keras``.
     """
-    from unet_transformer import STRIDE
-
     config.validate(STRIDE)
     manifest = shards.load_manifest(config.data)
     run_dir = pathlib.Path(config.out)
     split = splits.holdout_split([c["id"] for c in manifest["cases"]], config.test_fraction,
                                  config.seed, config.test_cases)
-    crop = config.crop_size or default_crop(manifest, STRIDE)
+    # Crops no larger than the slices (a 256 preset on 64-pixel slices trains on whole slices).
+    crop = min(config.crop_size or default_crop(manifest, STRIDE), default_crop(manifest, STRIDE))
     by_id = {c["id"]: c for c in manifest["cases"]}
     train_shards = [by_id[i]["shard"] for i in split["train"]]
     num_slices = sum(by_id[i]["slices"] for i in split["train"])
@@ -189,16 +270,18 @@ def train(config: TrainConfig, strategy: tf.distribute.Strategy | None = None, l
         atomic.write_json(run_dir / "config.json", {
             **dataclasses.asdict(config), "crop_size": crop, "precision": precision,
             "num_classes": manifest["num_classes"], "class_names": manifest["class_names"],
-            "hu_window": manifest["hu_window"], "source": manifest.get("source"), "split": split,
+            "hu_window": manifest["hu_window"], "label_map": manifest.get("label_map"),
+            "source": manifest.get("source"), "split": split,
         })
-    dataset = strategy.distribute_datasets_from_function(
-        lambda ctx: pipeline.slice_dataset(train_shards, config.batch_size, crop, training=True,
-                                           seed=config.seed, input_context=ctx)
-    )
     keras.utils.set_random_seed(config.seed)
     with strategy.scope():
         model = build_segmentation_model(config, manifest["num_classes"])
         compile_model(model, config, manifest["num_classes"], steps)
+    targets = list(output_weights(model, config.side_weight))
+    dataset = strategy.distribute_datasets_from_function(
+        lambda ctx: with_targets(pipeline.slice_dataset(train_shards, config.batch_size, crop, training=True,
+                                                        seed=config.seed, input_context=ctx), targets)
+    )
     log(f"training {config.model} ({model.count_params():,} parameters, {precision}) on "
         f"{len(split['train'])} cases / {num_slices} slices, {crop}x{crop} crops, "
         f"{strategy.num_replicas_in_sync} replica(s)")

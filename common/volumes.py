@@ -9,12 +9,18 @@ Every volume is reoriented to ``CANONICAL_ORIENTATION`` ("LPS": identity
 direction, the DICOM display convention) before it becomes an array, so a
 NumPy array ``(z, y, x)`` always shows the patient's right on the image's left
 and anterior at the top, whatever the file stored.
+
+A LiTS folder (the Liver Tumor Segmentation challenge's own layout) works too:
+``volume-<N>.nii`` beside ``segmentation-<N>.nii``, anywhere below the folder
+(the challenge ships them in "Training Batch 1" and "Training Batch 2"). Its
+case ids are ``volume-<N>``, sorted by N.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import pathlib
+import re
 
 import numpy as np
 import SimpleITK as sitk
@@ -57,20 +63,52 @@ def _volume_entries(folder: pathlib.Path) -> dict[str, pathlib.Path]:
     return entries
 
 
+_LITS_VOLUME = re.compile(r"volume-(\d+)(\.nii(?:\.gz)?)$")
+
+
+def find_lits_cases(root, require_labels: bool = True) -> list[Case]:
+    """Lists the cases of a LiTS folder: ``volume-N.nii`` with ``segmentation-N.nii`` beside it.
+
+    Returns:
+        The cases, sorted by N; an empty list when the folder holds no LiTS volume.
+    """
+    root = pathlib.Path(root)
+    found = {}
+    for path in sorted(root.rglob("volume-*.nii*")):
+        match = _LITS_VOLUME.fullmatch(path.name)
+        if not match or any(part.startswith(".") for part in path.relative_to(root).parts):
+            continue
+        number, suffix = int(match.group(1)), match.group(2)
+        if number in found:
+            raise DataError(f"{path}: case {number} also found at {found[number].image}")
+        label = path.with_name(f"segmentation-{match.group(1)}{suffix}")
+        if not label.exists():
+            others = [p for p in path.parent.glob(f"segmentation-{match.group(1)}.nii*")]
+            label = others[0] if others else None
+        if label is None and require_labels:
+            raise DataError(f"{path}: no segmentation-{match.group(1)}.nii beside it (LiTS layout)")
+        found[number] = Case(f"volume-{match.group(1)}", path, label)
+    return [found[n] for n in sorted(found)]
+
+
 def find_cases(root, require_labels: bool = True) -> list[Case]:
-    """Lists the cases of a cohort folder (``images/`` and ``labels/``).
+    """Lists the cases of a cohort folder (``images/`` and ``labels/``, or a LiTS folder).
 
     Args:
         root: the cohort folder.
         require_labels: raise if an image has no label file.
 
     Returns:
-        The cases, sorted by id.
+        The cases, sorted by id (LiTS: by volume number).
     """
     root = pathlib.Path(root)
     images_dir, labels_dir = root / "images", root / "labels"
     if not images_dir.is_dir():
-        raise DataError(f"{root}: no 'images' folder (expected {images_dir})")
+        if root.is_dir():
+            lits = find_lits_cases(root, require_labels)
+            if lits:
+                return lits
+        raise DataError(f"{root}: no 'images' folder (expected {images_dir}) and no LiTS volume-N.nii files")
     images = _volume_entries(images_dir)
     if not images:
         raise DataError(f"{images_dir}: no volumes found ({', '.join(VOLUME_SUFFIXES)} or DICOM folders)")
@@ -176,14 +214,32 @@ class CaseArrays:
     spacing: tuple[float, float, float]
 
 
-def load_case(case: Case, num_classes: int, hu_window=DEFAULT_WINDOW) -> CaseArrays:
-    """Reads, checks, reorients and windows one case."""
+def map_labels(label: np.ndarray, label_map: dict | None) -> np.ndarray:
+    """Renumbers label values, e.g. ``{2: 1}`` merges LiTS tumour into liver; unlisted values stay."""
+    if not label_map:
+        return label
+    mapped = label.copy()
+    for source, target in label_map.items():
+        mapped[label == int(source)] = int(target)
+    return mapped
+
+
+def read_label(case: Case, image: sitk.Image, num_classes: int, label_map: dict | None = None) -> sitk.Image:
+    """Reads a case's label volume, checks its geometry against ``image``, maps and checks its values."""
+    label = read_volume(case.label)
+    check_same_geometry(image, label, case.image, case.label)
+    array = map_labels(sitk.GetArrayFromImage(label), label_map)
+    result = sitk.GetImageFromArray(check_labels(array, num_classes, case.label))
+    result.CopyInformation(label)
+    return result
+
+
+def load_case(case: Case, num_classes: int, hu_window=DEFAULT_WINDOW, label_map: dict | None = None) -> CaseArrays:
+    """Reads, checks, reorients and windows one case (labels renumbered by ``label_map``)."""
     image = read_volume(case.image)
     label_array = None
     if case.label is not None:
-        label = read_volume(case.label)
-        check_same_geometry(image, label, case.image, case.label)
-        label_array = check_labels(sitk.GetArrayFromImage(to_canonical(label)), num_classes, case.label)
+        label_array = sitk.GetArrayFromImage(to_canonical(read_label(case, image, num_classes, label_map)))
     canonical = to_canonical(image)
     return CaseArrays(
         case.case_id,

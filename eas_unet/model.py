@@ -30,10 +30,15 @@ Decisions where the paper is silent:
 
 Training loss (section II.C, ``Loss = CEloss + Diceloss``): cross-entropy
 plus soft Dice on "fused", plus the same CE + Dice on every side output with
-a smaller weight (deep supervision; 0.4 by default, our choice): with
-``deep_supervision=True`` compile with one CE + Dice loss per output and
-``loss_weights=[1.0] + [side_weight] * 4``. Paper defaults (section III.A):
-SGD, learning rate 0.01, momentum 0.9, weight decay 1e-4, batch 32, 50 epochs.
+a smaller weight (deep supervision; 0.4 by default, our choice).
+``common.training`` wires it: ``zoo train DATA RUN --preset eas_unet``
+(or ``training.compile_model``) gives every output a ``CEDiceLoss`` with
+``loss_weights`` 1 for "fused" and ``side_weight`` for each side. The paper's
+recipe (section III.A: SGD, learning rate 0.01, momentum 0.9, weight decay
+1e-4, batch 32, 50 epochs; III.B: HU window [-200, 250], slices with >= 1.5 %
+liver, 256x256 random crops, flips, 90-degree rotations) is the "eas_unet"
+training preset and the "lits" data preset (``zoo prepare --preset lits``).
+Exported models (``common.export``) serve "fused" only.
 """
 
 from __future__ import annotations

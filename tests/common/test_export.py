@@ -146,3 +146,17 @@ def test_a_model_of_several_inputs_serves_them_by_name(tmp_path):
     request = prediction_log_pb2.PredictionLog.FromString(records[0].numpy()).predict_log.request
     assert len(records) == 1 and sorted(request.inputs) == ["tile_high", "tile_low"]
     assert serve(**{k: tf.constant(tf.make_ndarray(v)) for k, v in request.inputs.items()})["probabilities"].shape == (1, 5)
+
+
+def test_eas_unet_serves_its_fused_prediction_only(tmp_path):
+    import eas_unet
+
+    model = eas_unet.build_model(num_classes=2, base_filters=4)
+    version_dir = export.export_saved_model(model, tmp_path, "eas_unet", warmup_sizes=((32, 32),))
+    serve = tf.saved_model.load(str(version_dir)).signatures["serving_default"]
+    assert sorted(serve.structured_outputs) == ["labels", "probabilities"]
+    x = np.random.default_rng(3).random((2, 32, 48, 1), dtype=np.float32)
+    out = serve(image=tf.constant(x))
+    fused = np.asarray(model(x)[0])
+    np.testing.assert_allclose(out["probabilities"].numpy(), fused, atol=1e-5)
+    np.testing.assert_array_equal(out["labels"].numpy(), fused.argmax(-1))
