@@ -144,6 +144,27 @@ def format_summary(summary: dict, metric_names=("dice", "hd95", "assd")) -> str:
     return "\n".join(lines)
 
 
+def format_runs(runs: dict, metric_names=("dice", "voe", "assd", "precision", "recall", "hd")) -> str:
+    """One row per cv folder, ``mean (± std)`` over folds of each class-averaged metric (the papers' Table 1).
+
+    Args:
+        runs: row label -> cross-validation folder.
+        metric_names: the columns; overlaps in percent, distances in mm.
+    """
+    lines = ["| method | " + " | ".join(metric_names) + " |", "|---" * (len(metric_names) + 1) + "|"]
+    for label, folder in runs.items():
+        units = load_units(folder)
+        if not units:
+            raise ValueError(f"{folder}: no finished fold to report")
+        cells = []
+        for name in metric_names:
+            values = [unit_mean(u, name) for u in units]
+            scale = 100.0 if name in metrics.PERCENT_METRICS else 1.0
+            cells.append(f"{scale * np.nanmean(values):.2f} (± {scale * np.nanstd(values):.2f})")
+        lines.append(f"| {label} ({len(units)} folds) | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def unit_mean(unit: dict, metric: str = "dice") -> float:
     """A fold's ``metric`` averaged over its classes (the papers' "averaged over organs")."""
     return float(np.nanmean([by_metric[metric] for by_metric in unit["per_class"].values()]))

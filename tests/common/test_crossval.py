@@ -89,6 +89,18 @@ def test_compare_gives_the_paired_t_test(tmp_path):
         crossval.compare(a, c)
 
 
+def test_runs_as_rows_of_the_papers_table(tmp_path):
+    a = _fake_run(tmp_path, "a", [0.80, 0.90])
+    table = crossval.format_runs({"U-Net": a, "EAS U-Net": _fake_run(tmp_path, "b", [0.70, 0.70])}, ("dice",))
+    # fold means over the two classes: (0.75, 0.85) and (0.65, 0.65)
+    assert table.splitlines() == ["| method | dice |", "|---|---|", "| U-Net (2 folds) | 80.00 (± 5.00) |",
+                                  "| EAS U-Net (2 folds) | 65.00 (± 0.00) |"]
+    (tmp_path / "empty").mkdir()
+    crossval._plan_units(tmp_path / "empty", [{"name": "fold_1", "test_cases": ["c0"], "seed": 0}])
+    with pytest.raises(ValueError, match="empty: no finished fold"):
+        crossval.format_runs({"x": tmp_path / "empty"})
+
+
 def test_repeated_runs_share_the_split_and_differ_in_seed(five_cases, tmp_path):
     config = training.TrainConfig(data=str(five_cases), out="", test_fraction=0.4, seed=5, **TINY)
     summary = crossval.run_repeats(config, tmp_path, repeats=2, log=lambda _: None)
