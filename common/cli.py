@@ -130,7 +130,10 @@ def _add_compare(sub):
     p = sub.add_parser("compare", help="per-fold differences and paired t-test between two cv folders")
     p.add_argument("run_a")
     p.add_argument("run_b")
-    p.add_argument("--metric", default="dice")
+    p.add_argument("--metric", default="dice", help="the metric of the paired t-test (default dice)")
+    p.add_argument("--metrics", type=_metric_names, default=None,
+                   help="also print both runs as rows of a table with these columns, e.g. "
+                        "dice,voe,assd,precision,recall,hd (the EAS U-Net paper's Table 1)")
 
 
 def _add_evaluate(sub):

@@ -75,6 +75,8 @@ def compare(args) -> None:
     from common import crossval
 
     result = crossval.compare(args.run_a, args.run_b, args.metric)
+    if args.metrics:
+        print(crossval.format_runs({args.run_a: args.run_a, args.run_b: args.run_b}, args.metrics) + "\n")
     print(f"| unit | {args.run_a} | {args.run_b} | difference |\n|---|---|---|---|")
     for name, a, b, d in zip(result["units"], result["a"], result["b"], result["difference"]):
         print(f"| {name} | {a:.4f} | {b:.4f} | {d:+.4f} |")
