@@ -118,24 +118,101 @@ def _split_heads(x, heads: int):
     return ops.transpose(x, (0, 2, 1, 3))
 
 
-def multi_head_attention(q, k, v, heads: int):
+# Above this many query tokens, attention is computed in query blocks whose
+# (block, Nk) logits are recomputed in the backward pass (``blocked_attention``):
+# memory then grows linearly in tokens instead of quadratically. 4096 tokens is
+# a 64x64 grid; the full (4096, 4096) float32 logits of 8 heads are 512 MiB a sample.
+BLOCKED_ATTENTION_TOKENS = 4096
+QUERY_BLOCK = 1024
+
+
+def _attention_weights(q, k_t):
+    """softmax(q k^T) in float32 (q already scaled), (B, h, Nq, Nk)."""
+    return ops.softmax(ops.matmul(q, k_t), axis=-1)  # A, eq. 1
+
+
+def _plain_attention(q, k_t, v):
+    attention = _attention_weights(q, k_t)
+    return ops.matmul(ops.cast(attention, v.dtype), v), attention
+
+
+def _block_attention(q_block, k_t, v):
+    return ops.matmul(ops.cast(_attention_weights(q_block, k_t), v.dtype), v)
+
+
+_remat_block_attention = keras.remat(_block_attention)
+
+
+def blocked_attention(q, k_t, v, block: int | None = None):
+    """softmax(q k^T) v computed ``block`` queries at a time, each block recomputed in the backward pass.
+
+    Equal to the plain product (the softmax of each query row runs over all
+    keys, so nothing is approximated); peak memory holds one (block, Nk)
+    logits buffer per head instead of (Nq, Nk). Written by hand because Keras
+    has no memory-efficient attention that runs on every backend.
+
+    Args:
+        q: (B, h, Nq, d) float32, already scaled by 1/sqrt(d).
+        k_t: (B, h, d, Nk) float32.
+        v: (B, h, Nk, d_v).
+        block: queries per block (default ``QUERY_BLOCK``).
+
+    Returns:
+        (B, h, Nq, d_v).
+    """
+    block = block or QUERY_BLOCK
+    shape = ops.shape(q)
+    batch, heads, tokens, depth = shape[0], q.shape[1], shape[2], q.shape[3]
+    pad = (block - tokens % block) % block
+    padded = ops.pad(q, ((0, 0), (0, 0), (0, pad), (0, 0)))
+    blocks = ops.reshape(padded, (batch, heads, -1, block, depth))
+    blocks = ops.transpose(blocks, (2, 0, 1, 3, 4))  # (blocks, B, h, block, d)
+    out = ops.map(lambda q_block: _remat_block_attention(q_block, k_t, v), blocks)
+    out = ops.reshape(ops.transpose(out, (1, 2, 0, 3, 4)), (batch, heads, -1, v.shape[-1]))
+    return out[:, :, :tokens, :]
+
+
+def multi_head_attention(q, k, v, heads: int, return_attention: bool = True,
+                         blocked_above: int | None = BLOCKED_ATTENTION_TOKENS):
     """Eq. 1 per head, softmax(Q K^T / sqrt(d_k)) V, on (B, N, d) tokens.
 
-    Returns the concatenated heads (B, Nq, d) and A (B, heads, Nq, Nk), float32.
+    Args:
+        return_attention: also return A; the product is then never blocked.
+        blocked_above: more query tokens than this switch to ``blocked_attention``
+            (None: never). With a token count unknown when the graph is built,
+            the choice is made at run time.
+
+    Returns:
+        The concatenated heads (B, Nq, d) and A (B, heads, Nq, Nk) float32,
+        or None for A without ``return_attention``.
     """
     q, k, v = (_split_heads(t, heads) for t in (q, k, v))
     d_k = q.shape[-1]
     # Logits and softmax in float32: float16 logits overflow for wide heads. Q is
     # scaled before the product, sparing one (Nq, Nk) buffer.
     q = ops.cast(q, "float32") / math.sqrt(d_k)
-    logits = ops.matmul(q, ops.transpose(ops.cast(k, "float32"), (0, 1, 3, 2)))
-    attention = ops.softmax(logits, axis=-1)  # A, eq. 1
-    out = ops.transpose(ops.matmul(ops.cast(attention, v.dtype), v), (0, 2, 1, 3))
-    return ops.reshape(out, (ops.shape(out)[0], -1, heads * d_k)), attention
+    k_t = ops.transpose(ops.cast(k, "float32"), (0, 1, 3, 2))
+    attention = None
+    if return_attention or blocked_above is None:
+        out, attention = _plain_attention(q, k_t, v)
+    elif q.shape[2] is not None:
+        out = blocked_attention(q, k_t, v) if q.shape[2] > blocked_above else _plain_attention(q, k_t, v)[0]
+    else:
+        out = ops.cond(ops.shape(q)[2] > blocked_above, lambda: blocked_attention(q, k_t, v),
+                       lambda: _plain_attention(q, k_t, v)[0])
+    out = ops.transpose(out, (0, 2, 1, 3))
+    out = ops.reshape(out, (ops.shape(out)[0], -1, heads * d_k))
+    return (out, attention) if return_attention else (out, None)
 
 
 class _AttentionCore(keras.layers.Layer):
-    """Shared by MHSA and MHCA: the W_q, W_k, W_v, W^O projections of width d."""
+    """Shared by MHSA and MHCA: the W_q, W_k, W_v, W^O projections of width d.
+
+    ``blocked_above``: query-token count above which attention runs in
+    recomputed query blocks (``blocked_attention``); None turns blocking off.
+    """
+
+    blocked_above = BLOCKED_ATTENTION_TOKENS
 
     def _make_projections(self, channels: int):
         # Dense on (B, N, d) tokens is a 1x1 conv with bias on the feature map.
@@ -146,13 +223,14 @@ class _AttentionCore(keras.layers.Layer):
         for dense in (self.query, self.key, self.value, self.output_projection):
             dense.build((None, None, channels))
 
-    def _attend(self, qk_map, v_map):
-        """Attention with Q, K from ``qk_map`` and V from ``v_map`` (same grid)."""
+    def _attend(self, qk_map, v_map, return_attention: bool = False):
+        """Attention with Q, K from ``qk_map`` and V from ``v_map`` (same grid); A or None."""
         shape = ops.shape(qk_map)
         channels = qk_map.shape[-1]
         qk = ops.reshape(qk_map, (shape[0], -1, channels))
         v = ops.reshape(v_map, (shape[0], -1, channels))
-        out, attention = multi_head_attention(self.query(qk), self.key(qk), self.value(v), self.heads)
+        out, attention = multi_head_attention(self.query(qk), self.key(qk), self.value(v), self.heads,
+                                              return_attention, self.blocked_above)
         out = ops.reshape(self.output_projection(out), (shape[0], shape[1], shape[2], channels))
         return out, attention
 
@@ -215,7 +293,7 @@ class MultiHeadSelfAttention2D(_AttentionCore):
     def call(self, x, return_attention: bool = False):
         if self.positional_encoding:
             x = _add_positional_encoding(x)
-        y, attention = self._attend(x, x)
+        y, attention = self._attend(x, x, return_attention)
         return (y, attention) if return_attention else y
 
     def get_config(self):
@@ -289,7 +367,7 @@ class MultiHeadCrossAttention(_AttentionCore):
             y_tokens, s_tokens = self.token_pool(y_tokens), self.token_pool(s_tokens)
         if self.positional_encoding:
             y_tokens, s_tokens = _add_positional_encoding(y_tokens), _add_positional_encoding(s_tokens)
-        out, attention = self._attend(y_tokens, s_tokens)  # Q, K from Y; V from S
+        out, attention = self._attend(y_tokens, s_tokens, return_attention)  # Q, K from Y; V from S
         z = ops.sigmoid(self.z_bn(self.z_conv(out)))
         # Crop: "same" token pooling rounds up when S / 2 is not a multiple of token_stride.
         shape = ops.shape(s)
