@@ -193,13 +193,16 @@ def multi_head_attention(q, k, v, heads: int, return_attention: bool = True,
     q = ops.cast(q, "float32") / math.sqrt(d_k)
     k_t = ops.transpose(ops.cast(k, "float32"), (0, 1, 3, 2))
     attention = None
+    tokens = q.shape[2] if isinstance(q.shape[2], int) else None  # JAX shape inference gives symbolic dims
     if return_attention or blocked_above is None:
         out, attention = _plain_attention(q, k_t, v)
-    elif q.shape[2] is not None:
-        out = blocked_attention(q, k_t, v) if q.shape[2] > blocked_above else _plain_attention(q, k_t, v)[0]
-    else:
+    elif tokens is not None:
+        out = blocked_attention(q, k_t, v) if tokens > blocked_above else _plain_attention(q, k_t, v)[0]
+    elif keras.backend.backend() == "tensorflow":  # a graph for any size (SavedModel): decide per call
         out = ops.cond(ops.shape(q)[2] > blocked_above, lambda: blocked_attention(q, k_t, v),
                        lambda: _plain_attention(q, k_t, v)[0])
+    else:  # only shape inference: JAX and PyTorch run with concrete sizes
+        out = _plain_attention(q, k_t, v)[0]
     out = ops.transpose(out, (0, 2, 1, 3))
     out = ops.reshape(out, (ops.shape(out)[0], -1, heads * d_k))
     return (out, attention) if return_attention else (out, None)
