@@ -1,0 +1,116 @@
+"""The ACNN network (Sun et al., section 3, Fig. 3 and 4) and its plain stacked-hourglass base.
+
+Stem (section 3.2, "Inference"): 7x7/2 conv - BN - ReLU, Residual, 2x2
+max-pool, Residual, Residual: 256x256 -> 64x64 features. Then per stage i:
+
+- ``F_i = f(X_i + hourglass(X_i))``, f a Residual and a 1x1 conv-BN-ReLU;
+- ``H_i``: 1x1 conv to K heatmaps (no BN/ReLU, section 3.2);
+- ``P_i``: eq. 4 (``StagePrediction``);
+- ``M_i = f_c(X_i + hourglass(X_i))``, eq. 2: 3x3 conv-BN-ReLU to C/4,
+  1x1 conv to one channel, sigmoid (float32);
+- ``X_{i+1} = F_i * M_i``, eq. 1 (``AttentionMaskGate``).
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+from acnn_pose.layers import BN_MOMENTUM, AttentionMaskGate, Hourglass, Residual, StagePrediction
+
+HOURGLASS_DEPTH = 4
+OUTPUT_STRIDE = 4  # the stem's: 256x256 images give 64x64 heatmaps
+STRIDE = OUTPUT_STRIDE * 2**HOURGLASS_DEPTH  # image sides must be multiples of this
+# Heatmap convs start near zero (HRNet's normal(std=0.001)): with the default init the
+# first hundreds of steps only unlearn random peaks (measured: loss 0.30 -> 0.006 in ~600 steps).
+HEATMAP_STDDEV = 0.001
+# Mask logits start at sigmoid(2) = 0.88, nearly open: when stage B switches the
+# masks on, the frozen heatmap path first sees nearly the features of stage A.
+MASK_BIAS_INIT = 2.0
+
+
+def _check_config(input_shape, num_stacks, num_joints, features):
+    if len(input_shape) != 3 or input_shape[-1] is None:
+        raise ValueError(f"input_shape must be (height, width, channels) with channels set, got {input_shape}")
+    for side in input_shape[:2]:
+        if side is not None and (side <= 0 or side % STRIDE):
+            raise ValueError(f"input_shape {tuple(input_shape)}: height and width must be multiples of {STRIDE} "
+                             f"(stride {OUTPUT_STRIDE} stem, then {HOURGLASS_DEPTH} poolings)")
+    for value, name in ((num_stacks, "num_stacks"), (num_joints, "num_joints")):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if isinstance(features, bool) or not isinstance(features, int) or features < 8 or features % 8:
+        raise ValueError(f"features must be a positive multiple of 8, got {features!r}")
+
+
+def _conv_bn_relu(x, filters: int, kernel: int, name: str, strides: int = 1):
+    x = layers.Conv2D(filters, kernel, strides=strides, padding="same", name=f"{name}_conv")(x)
+    x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn")(x)
+    return layers.Activation("relu", name=f"{name}_relu")(x)
+
+
+def _stem(x, features: int):
+    # The reference widths 64 / 128 / 128 / 256 at features=256, scaled with features.
+    x = _conv_bn_relu(x, features // 4, 7, "stem", strides=2)
+    x = Residual(features // 2, name="stem_res1")(x)
+    x = layers.MaxPooling2D(2, name="stem_pool")(x)
+    x = Residual(features // 2, name="stem_res2")(x)
+    return Residual(features, name="stem_res3")(x)
+
+
+def _mask_head(x, features: int, stage: int):
+    """Eq. 2, f_c: every layer named ``mask_<stage>_*`` (staged training freezes them by name)."""
+    m = _conv_bn_relu(x, features // 4, 3, f"mask_{stage}")
+    m = layers.Conv2D(1, 1, bias_initializer=keras.initializers.Constant(MASK_BIAS_INIT),
+                      name=f"mask_{stage}_logits")(m)
+    return layers.Activation("sigmoid", dtype="float32", name=f"mask_{stage}_sigmoid")(m)
+
+
+def build_model(input_shape=(256, 256, 3), num_stacks: int = 4, num_joints: int = 16, features: int = 256,
+                attention: bool = True) -> keras.Model:
+    """Builds ACNN (``attention=True``) or the plain stacked hourglass it is based on.
+
+    Args:
+        input_shape: (height, width, channels); sides None or multiples of
+            ``STRIDE`` (64). Heatmaps are 4 times smaller.
+        num_stacks: hourglass stages (paper: 4).
+        num_joints: K heatmaps (MPII: 16).
+        features: channels of the hourglasses (paper: 256).
+        attention: add the mask heads and gates of eq. 1 and 2; without, the
+            stages follow one another directly (``X_{i+1} = F_i``) and
+            ``P_i = H_i``.
+
+    Returns:
+        A functional model whose outputs are a list: the stage predictions
+        ``prediction_1`` .. ``prediction_<num_stacks>`` (B, H/4, W/4, K),
+        then, with attention, the masks ``mask_1`` .. ``mask_<num_stacks-1>``
+        (B, H/4, W/4, 1) that gate the next stage; all float32. The last stage
+        makes no mask: nothing follows it.
+
+    Example:
+    >>> model = build_model(input_shape=(64, 64, 3), num_stacks=2, features=16)
+    >>> model.output_names
+    ['prediction_1', 'prediction_2', 'mask_1']
+    """
+    input_shape = tuple(input_shape)
+    _check_config(input_shape, num_stacks, num_joints, features)
+    inputs = keras.Input(shape=input_shape, name="image")
+    x = _stem(inputs, features)
+    predictions, masks, previous, mask = [], [], None, None
+    for stage in range(1, num_stacks + 1):
+        hourglass = Hourglass(features, HOURGLASS_DEPTH, name=f"hourglass_{stage}")(x)
+        y = layers.Add(name=f"stage_{stage}_residual")([x, hourglass])  # X_i + theta(X_i)
+        feature = Residual(features, name=f"stage_{stage}_res")(y)
+        feature = _conv_bn_relu(feature, features, 1, f"stage_{stage}_fc")  # F_i, eq. 1's f
+        init = keras.initializers.RandomNormal(stddev=HEATMAP_STDDEV)
+        heatmap = layers.Conv2D(num_joints, 1, kernel_initializer=init, name=f"heatmap_{stage}")(feature)  # H_i
+        parts = [heatmap] if mask is None else [heatmap, previous, mask]
+        previous = StagePrediction(name=f"prediction_{stage}")(parts)  # P_i, eq. 4 (P_i = H_i without masks)
+        predictions.append(previous)
+        if stage == num_stacks:
+            break
+        x = feature
+        if attention:
+            x, mask = AttentionMaskGate(name=f"gate_{stage}")([feature, _mask_head(y, features, stage)])  # eq. 1
+            masks.append(layers.Identity(dtype="float32", name=f"mask_{stage}")(mask))
+    return keras.Model(inputs, predictions + masks, name="acnn" if attention else "hourglass")

@@ -1,0 +1,155 @@
+"""Staged training (section 3.3): heatmaps first, then the masks, then both.
+
+Stage A trains the heatmap path with every mask forced to ones and the mask
+heads frozen; stage B freezes the heatmap path and trains the mask heads;
+stage C trains everything. RMSprop throughout, the learning rate divided by
+10 at fixed epochs (``STAGES``). ``scaled_stages(factor)`` shortens every
+stage (and its drops) by one factor for short runs.
+
+A run folder gets ``stage_<X>.weights.h5`` after each finished stage and
+``backup/stage_<X>/`` (Keras ``BackupAndRestore``) during one, so rerunning
+the same call resumes: finished stages are loaded, not retrained, and an
+interrupted one continues from its last epoch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pathlib
+import uuid
+
+import keras
+from keras import ops
+
+from acnn_pose.layers import AttentionMaskGate
+
+TRAINS = ("heatmaps", "masks", "all")
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+    """One stage: what it trains (one of ``TRAINS``), RMSprop's rate, epochs, and the epochs where it drops x0.1."""
+
+    name: str
+    trains: str
+    learning_rate: float
+    epochs: int
+    drops: tuple[int, ...]
+
+    def learning_rate_at(self, epoch: int) -> float:
+        return self.learning_rate * 0.1 ** sum(epoch >= drop for drop in self.drops)
+
+
+# Section 3.3: A 200 epochs at 5e-4, B 200 at 2.5e-4 (drops at 120 and 170), C 100 at 2.5e-4 (drops at 50, 70).
+STAGES = (
+    Stage("A", "heatmaps", 5e-4, 200, (120, 170)),
+    Stage("B", "masks", 2.5e-4, 200, (120, 170)),
+    Stage("C", "all", 2.5e-4, 100, (50, 70)),
+)
+
+
+def scaled_stages(factor: float = 1.0, attention: bool = True) -> list[Stage]:
+    """The paper's stages with epochs and drop epochs multiplied by ``factor`` (at least one epoch each).
+
+    Without attention there are no masks to train: stage B is left out.
+    """
+    if not factor > 0:
+        raise ValueError(f"stage factor must be > 0, got {factor!r}")
+    stages = []
+    for stage in STAGES:
+        if stage.trains == "masks" and not attention:
+            continue
+        epochs = max(1, round(stage.epochs * factor))
+        drops = tuple(sorted({max(1, round(d * factor)) for d in stage.drops} - {epochs}))
+        stages.append(dataclasses.replace(stage, epochs=epochs, drops=tuple(d for d in drops if d < epochs)))
+    return stages
+
+
+def is_mask_layer(layer) -> bool:
+    """The mask heads f_c (eq. 2), named ``mask_<stage>_*`` by ``build_model``."""
+    return layer.name.startswith("mask_")
+
+
+def configure_stage(model: keras.Model, stage: Stage) -> None:
+    """Freezes what ``stage`` does not train (``trainable``) and forces the masks to ones in stage A."""
+    if stage.trains not in TRAINS:
+        raise ValueError(f"stage {stage.name}: trains must be one of {TRAINS}, got {stage.trains!r}")
+    for layer in model.layers:
+        if isinstance(layer, AttentionMaskGate):
+            layer.force_ones = stage.trains == "heatmaps"
+        elif is_mask_layer(layer):
+            layer.trainable = stage.trains in ("masks", "all")
+        else:
+            layer.trainable = stage.trains in ("heatmaps", "all")
+
+
+def stacked_mse(y_true, y_pred):
+    """Eq. 3 for every stage, summed: y_pred (B, S, H, W, K) against y_true (B, H, W, K)."""
+    y_true = ops.expand_dims(ops.cast(y_true, "float32"), 1)
+    return ops.sum(ops.mean(ops.square(ops.cast(y_pred, "float32") - y_true), axis=(2, 3, 4)), axis=1)
+
+
+def training_model(model: keras.Model) -> keras.Model:
+    """The predictions P_1..P_S of ``model`` stacked on axis 1, sharing its layers (for ``stacked_mse``)."""
+    predictions = [t for t, name in zip(model.outputs, model.output_names) if name.startswith("prediction_")]
+    if not predictions:
+        raise ValueError(f"model {model.name!r} has no prediction_<i> outputs (build it with acnn_pose.build_model)")
+    return keras.Model(model.inputs, ops.stack(predictions, axis=1), name=f"{model.name}_training")
+
+
+def _save_weights(model: keras.Model, path: pathlib.Path) -> None:
+    tmp = path.with_name(f".{uuid.uuid4().hex[:8]}.tmp.weights.h5")
+    try:
+        model.save_weights(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def train_staged(model: keras.Model, dataset, out, stages=STAGES, steps_per_epoch: int | None = None,
+                 callbacks=(), verbose: int = 2, run_eagerly: bool = False, log=print) -> keras.Model:
+    """Trains ``model`` through ``stages`` in order; rerunning with the same ``out`` resumes.
+
+    Args:
+        model: from ``build_model``.
+        dataset: yields (images, target heatmaps) batches, repeating when
+            ``steps_per_epoch`` is given (e.g. ``common.pose_data.pose_dataset``).
+        out: run folder for per-stage weights, backups and ``history_<X>.csv``.
+        stages: ``STAGES`` or ``scaled_stages(factor)``.
+        steps_per_epoch: batches per epoch.
+        callbacks: more Keras callbacks, added to every stage.
+        run_eagerly: skip graph tracing (tiny models and tests: tracing the
+            hourglass costs more than a few eager steps).
+
+    Returns:
+        ``model``, trained (and configured as the last stage left it).
+    """
+    out = pathlib.Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    trainer = training_model(model)
+    for stage in stages:
+        done = out / f"stage_{stage.name}.weights.h5"
+        configure_stage(model, stage)
+        if done.exists():
+            log(f"stage {stage.name}: already trained, loading {done}")
+            model.load_weights(done)
+            configure_stage(model, stage)
+            continue
+        log(f"stage {stage.name}: trains {stage.trains}, {stage.epochs} epochs, RMSprop {stage.learning_rate:g}, "
+            f"x0.1 at {list(stage.drops)}; {sum(int(ops.size(w)) for w in model.trainable_weights):,} "
+            "trainable parameters")
+        # RMSprop with the Torch constants of the reference code (alpha 0.99, eps 1e-8).
+        trainer.compile(optimizer=keras.optimizers.RMSprop(stage.learning_rate, rho=0.99, epsilon=1e-8),
+                        loss=stacked_mse, run_eagerly=run_eagerly)
+        stage_callbacks = [
+            keras.callbacks.BackupAndRestore(str(out / "backup" / f"stage_{stage.name}")),
+            keras.callbacks.LearningRateScheduler(stage.learning_rate_at),
+            keras.callbacks.CSVLogger(str(out / f"history_{stage.name}.csv"), append=True),
+            *callbacks,
+        ]
+        trainer.fit(dataset, epochs=stage.epochs, steps_per_epoch=steps_per_epoch, callbacks=stage_callbacks,
+                    verbose=verbose, shuffle=False)  # the dataset shuffles itself
+        _save_weights(model, done)
+    return model

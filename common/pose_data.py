@@ -1,0 +1,274 @@
+"""MPII-style pose data: annotation JSON + images -> crops and target heatmaps -> tf.data.
+
+A data folder is laid out as HRNet's and mmpose's ``data/mpii``::
+
+    DATA/annot/train.json    [{"image", "center", "scale", "joints", "joints_vis"}, ...]
+    DATA/annot/valid.json
+    DATA/annot/gt_valid.mat  (optional) the toolkit's head boxes for valid.json
+    DATA/images/<image>
+
+``joints`` are 16 (x, y) pairs in MPII order, 1-based as MATLAB wrote them;
+``center`` and ``scale`` (person height / 200 px) locate the person. As
+HRNet's loader does, the centre moves down by ``15 * scale``, the scale
+grows by 1.25, and centre and joints become 0-based (``- 1``). An entry may
+carry its own ``head_box`` ``[[x1, y1], [x2, y2]]`` (the synthetic data
+does); otherwise head boxes come from ``gt_valid.mat``.
+
+Crops: the square of side ``200 * scale`` (after the 1.25) around the centre,
+rotated, resampled by OpenCV to ``input_size``; heatmaps are 4 times smaller,
+with a Gaussian of sigma 1 at each annotated joint inside the crop. Pixel
+centres sit at integer coordinates; the square's centre maps to the middle of
+the output grid, so the crop and heatmap transforms agree:
+``x_input = 4 (u + 0.5) - 0.5``.
+
+The pipeline reads and warps images with OpenCV inside ``tf.numpy_function``
+(OpenCV releases the GIL, so parallel calls overlap), then batches and
+prefetches in TensorFlow.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import pathlib
+
+import cv2
+import numpy as np
+
+from common.volumes import DataError
+
+NUM_JOINTS = 16
+REQUIRED_KEYS = ("image", "center", "scale", "joints", "joints_vis")
+# MPII left/right pairs: ankles, knees, hips, wrists, elbows, shoulders.
+FLIP_PAIRS = ((0, 5), (1, 4), (2, 3), (10, 15), (11, 14), (12, 13))
+FLIP_PERMUTATION = np.arange(NUM_JOINTS)
+for _a, _b in FLIP_PAIRS:
+    FLIP_PERMUTATION[_a], FLIP_PERMUTATION[_b] = _b, _a
+SCALE_BOX = 1.25  # HRNet's crop margin around the annotated person scale
+CENTER_SHIFT = 15  # HRNet moves the MPII centre down by 15 * scale pixels
+
+
+@dataclasses.dataclass
+class PoseRecord:
+    """One annotated person, 0-based: crop centre and side in pixels, joints, visibility, head box."""
+
+    image: pathlib.Path
+    center: np.ndarray  # (2,) x, y
+    side: float  # crop square side in pixels (200 * scale * 1.25)
+    joints: np.ndarray  # (16, 2)
+    visible: np.ndarray  # (16,) bool
+    head_box: np.ndarray | None = None  # (2, 2) [[x1, y1], [x2, y2]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Augmentation:
+    """Random scale (x in [1 - scale, 1 + scale]), rotation (degrees in +-rotation), flip (probability)."""
+
+    scale: float = 0.25
+    rotation: float = 30.0
+    flip: float = 0.5
+
+    def sample(self, rng: np.random.Generator) -> tuple[float, float, bool]:
+        return (float(rng.uniform(1 - self.scale, 1 + self.scale)), float(rng.uniform(-self.rotation, self.rotation)),
+                bool(rng.random() < self.flip))
+
+
+def _array(entry, key, shape, path, index):
+    try:
+        value = np.asarray(entry[key], dtype=np.float64)
+    except (TypeError, ValueError):
+        raise DataError(f"{path}: entry {index}: '{key}' is not numeric") from None
+    if key == "joints" and value.ndim == 2 and value.shape[0] != NUM_JOINTS:
+        raise DataError(f"{path}: entry {index}: {value.shape[0]} joints, expected {NUM_JOINTS} (MPII order)")
+    if value.shape != shape:
+        raise DataError(f"{path}: entry {index}: '{key}' has shape {value.shape}, expected {shape}")
+    return value
+
+
+def _record(entry, index: int, path: pathlib.Path, image_dir: pathlib.Path) -> PoseRecord:
+    if not isinstance(entry, dict):
+        raise DataError(f"{path}: entry {index} is not an object")
+    missing = [key for key in REQUIRED_KEYS if key not in entry]
+    if missing:
+        raise DataError(f"{path}: entry {index} is missing {', '.join(repr(k) for k in missing)}")
+    joints = _array(entry, "joints", (NUM_JOINTS, 2), path, index)
+    visible = _array(entry, "joints_vis", (NUM_JOINTS,), path, index) > 0
+    center = _array(entry, "center", (2,), path, index)
+    scale = float(np.asarray(entry["scale"], dtype=np.float64).reshape(-1)[0])
+    if not scale > 0:
+        raise DataError(f"{path}: entry {index}: scale must be > 0, got {scale}")
+    image = image_dir / str(entry["image"])
+    if not image.is_file():
+        raise DataError(f"{path}: entry {index}: image {image} does not exist")
+    head_box = _array(entry, "head_box", (2, 2), path, index) - 1 if "head_box" in entry else None
+    center = center + np.array([0.0, CENTER_SHIFT * scale]) - 1  # HRNet's MPII adjustment, then 0-based
+    return PoseRecord(image, center, 200.0 * scale * SCALE_BOX, joints - 1, visible, head_box)
+
+
+def read_annotations(path, image_dir=None) -> list[PoseRecord]:
+    """Reads an HRNet/mmpose MPII annotation file.
+
+    Args:
+        path: the JSON list.
+        image_dir: where ``image`` names are found; default ``../images`` beside ``annot/``.
+
+    Raises:
+        DataError: naming the file (and entry) for a missing file, bad JSON,
+            missing keys, a joint count other than 16, or a missing image.
+    """
+    path = pathlib.Path(path)
+    image_dir = pathlib.Path(image_dir) if image_dir is not None else path.parent.parent / "images"
+    if not path.is_file():
+        raise DataError(f"{path}: no such annotation file")
+    try:
+        entries = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as error:
+        raise DataError(f"{path}: not JSON ({error})") from None
+    if not isinstance(entries, list) or not entries:
+        raise DataError(f"{path}: expected a non-empty JSON list of annotations")
+    return [_record(entry, i, path, image_dir) for i, entry in enumerate(entries)]
+
+
+def read_head_boxes_mat(path, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """Head boxes (N, 2, 2) and annotated-joint flags (N, 16) from the toolkit's ``gt_valid.mat``."""
+    import scipy.io
+
+    path = pathlib.Path(path)
+    try:
+        mat = scipy.io.loadmat(str(path))
+    except (OSError, ValueError) as error:
+        raise DataError(f"{path}: cannot be read as a MATLAB file ({error})") from None
+    if "headboxes_src" not in mat:
+        raise DataError(f"{path}: no 'headboxes_src' (not the toolkit's gt_valid.mat)")
+    boxes = np.transpose(np.asarray(mat["headboxes_src"], np.float64), (2, 0, 1))  # (2 corners, xy, N) -> (N, 2, 2)
+    if boxes.shape != (count, 2, 2):
+        raise DataError(f"{path}: {boxes.shape[0]} head boxes for {count} annotations")
+    visible = np.ones((count, NUM_JOINTS), bool)
+    if "jnt_missing" in mat:
+        visible = np.asarray(mat["jnt_missing"]).T == 0
+    return boxes, visible
+
+
+def split_paths(root, split: str) -> tuple[pathlib.Path, pathlib.Path]:
+    """The annotation file and image folder of ``split`` ("train" or "valid") in a data folder."""
+    root = pathlib.Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: no such data folder")
+    return root / "annot" / f"{split}.json", root / "images"
+
+
+def load_split(root, split: str) -> list[PoseRecord]:
+    """Reads a split; fills in head boxes (and annotated flags) from ``annot/gt_<split>.mat`` when entries lack them."""
+    annotation, images = split_paths(root, split)
+    records = read_annotations(annotation, images)
+    mat = annotation.parent / f"gt_{split}.mat"
+    if any(r.head_box is None for r in records) and mat.is_file():
+        boxes, visible = read_head_boxes_mat(mat, len(records))
+        for record, box, vis in zip(records, boxes, visible):
+            record.head_box, record.visible = box, record.visible & vis
+    return records
+
+
+def crop_matrix(center, side: float, rotation: float, out_size: int, flip: bool = False) -> np.ndarray:
+    """The 2x3 affine taking image coordinates to a ``out_size`` square crop.
+
+    The square of ``side`` pixels around ``center``, rotated by ``rotation``
+    degrees, fills the output; ``flip`` mirrors it left-right.
+    """
+    k = out_size / side
+    angle = math.radians(rotation)
+    linear = k * np.array([[math.cos(angle), math.sin(angle)], [-math.sin(angle), math.cos(angle)]])
+    shift = (out_size - 1) / 2 - linear @ np.asarray(center, np.float64)
+    matrix = np.concatenate([linear, shift[:, None]], axis=1)
+    if flip:
+        matrix[0] = -matrix[0]
+        matrix[0, 2] += out_size - 1
+    return matrix
+
+
+def transform_points(points, matrix) -> np.ndarray:
+    """Applies a 2x3 affine to (..., 2) points."""
+    points = np.asarray(points, np.float64)
+    return points @ matrix[:, :2].T + matrix[:, 2]
+
+
+def flip_joints(joints, visible):
+    """Swaps the MPII left/right pairs (after a mirror the person's left is the old right)."""
+    return np.asarray(joints)[FLIP_PERMUTATION], np.asarray(visible)[FLIP_PERMUTATION]
+
+
+def gaussian_heatmaps(joints, visible, size: int, sigma: float = 1.0) -> np.ndarray:
+    """(size, size, K) float32: exp(-d^2 / 2 sigma^2) around each visible joint inside the map, else zeros."""
+    joints, visible = np.asarray(joints, np.float32), np.asarray(visible, bool)
+    grid = np.arange(size, dtype=np.float32)
+    inside = visible & np.all((joints >= -0.5) & (joints <= size - 0.5), axis=-1)
+    gx = np.exp(-((grid[None, :] - joints[:, :1]) ** 2) / (2 * sigma**2))  # (K, W)
+    gy = np.exp(-((grid[None, :] - joints[:, 1:]) ** 2) / (2 * sigma**2))  # (K, H)
+    maps = gy[:, :, None] * gx[:, None, :] * inside[:, None, None]
+    return np.transpose(maps, (1, 2, 0)).astype(np.float32)
+
+
+def read_image(path) -> np.ndarray:
+    """RGB uint8 image read by OpenCV; DataError naming the file if it cannot be decoded."""
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise DataError(f"{path}: cannot be read as an image")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def prepare_sample(record: PoseRecord, input_size: int = 256, sigma: float = 1.0, augmentation=None, rng=None,
+                   image=None):
+    """One training or evaluation sample.
+
+    Returns:
+        ``(crop, heatmaps, matrix)``: the float32 crop in [0, 1] (input_size,
+        input_size, 3), target heatmaps (input_size / 4, .., 16) and the 2x3
+        matrix from original-image to heatmap coordinates (for decoding).
+    """
+    scale, rotation, flip = augmentation.sample(rng) if augmentation is not None else (1.0, 0.0, False)
+    side = record.side * scale
+    image = read_image(record.image) if image is None else image
+    crop = cv2.warpAffine(image, crop_matrix(record.center, side, rotation, input_size, flip),
+                          (input_size, input_size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+    heatmap_size = input_size // 4
+    matrix = crop_matrix(record.center, side, rotation, heatmap_size, flip)
+    joints, visible = transform_points(record.joints, matrix), record.visible
+    if flip:
+        joints, visible = flip_joints(joints, visible)
+    heatmaps = gaussian_heatmaps(joints, visible, heatmap_size, sigma)
+    return crop.astype(np.float32) / 255.0, heatmaps, matrix
+
+
+def pose_dataset(records: list[PoseRecord], batch_size: int, input_size: int = 256, training: bool = True,
+                 seed: int = 0, augmentation: Augmentation | None = Augmentation(), sigma: float = 1.0):
+    """A tf.data pipeline of (images, heatmaps) batches; training repeats, shuffles and augments.
+
+    Each element draws its augmentation from a generator seeded by the
+    pipeline's own random stream, so a seed gives the same batches.
+    """
+    import tensorflow as tf
+
+    if not records:
+        raise ValueError("records: no annotations to read")
+    if input_size % 64:
+        raise ValueError(f"input_size must be a multiple of 64, got {input_size}")
+    heatmap_size = input_size // 4
+
+    def load(index, element_seed):
+        rng = np.random.default_rng(int(element_seed) & 0x7FFFFFFF)
+        crop, heatmaps, _ = prepare_sample(records[int(index)], input_size, sigma,
+                                           augmentation if training else None, rng)
+        return crop, heatmaps
+
+    def load_tf(index, element_seed):
+        crop, heatmaps = tf.numpy_function(load, [index, element_seed], [tf.float32, tf.float32])
+        return (tf.ensure_shape(crop, (input_size, input_size, 3)),
+                tf.ensure_shape(heatmaps, (heatmap_size, heatmap_size, NUM_JOINTS)))
+
+    dataset = tf.data.Dataset.range(len(records))
+    if training:
+        dataset = dataset.shuffle(len(records), seed=seed, reshuffle_each_iteration=True).repeat()
+    dataset = tf.data.Dataset.zip(dataset, tf.data.Dataset.random(seed=seed))
+    dataset = dataset.map(load_tf, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return dataset.batch(batch_size, drop_remainder=training).prefetch(tf.data.AUTOTUNE)

@@ -1,0 +1,96 @@
+"""Pictures of a pose model on one image: skeleton overlays, heatmaps (paper Fig. 1), attention masks (Fig. 6)."""
+
+from __future__ import annotations
+
+import pathlib
+
+import cv2
+import numpy as np
+
+from common import atomic, pose_data, synthetic_pose
+
+GT_COLOUR, PRED_COLOUR = (255, 60, 60), (60, 255, 60)
+
+
+def _uint8(image) -> np.ndarray:
+    image = np.asarray(image)
+    return image if image.dtype == np.uint8 else (np.clip(image, 0, 1) * 255).astype(np.uint8)
+
+
+def skeleton_overlay(image, joints, visible=None, colour=PRED_COLOUR) -> np.ndarray:
+    """A copy of the RGB image with the MPII skeleton drawn over it (invisible joints skipped)."""
+    out = _uint8(image).copy()
+    visible = np.ones(len(joints), bool) if visible is None else np.asarray(visible, bool)
+    thickness = max(1, out.shape[0] // 128)
+    point = lambda j: tuple(int(round(v)) for v in joints[j])  # noqa: E731
+    for a, b, _ in synthetic_pose.LIMBS + ((8, 9, 0),):
+        if visible[a] and visible[b]:
+            cv2.line(out, point(a), point(b), colour, thickness, cv2.LINE_AA)
+    for j in np.flatnonzero(visible):
+        cv2.circle(out, point(j), thickness + 1, colour, -1, cv2.LINE_AA)
+    return out
+
+
+def heatmap_figure(crop, heatmaps, columns: int = 4) -> np.ndarray:
+    """Fig. 1 (bottom): each joint's heatmap over the crop in a grid, the crop itself on the right.
+
+    Each heatmap is scaled by its own peak, so a weak but well-placed peak shows.
+    """
+    crop = _uint8(crop)
+    side = crop.shape[0] // 2
+    small = cv2.resize(crop, (side, side))
+    tiles = []
+    for k in range(heatmaps.shape[-1]):
+        heat = np.clip(heatmaps[..., k], 0, None)
+        heat = cv2.resize(heat / max(float(heat.max()), 1e-6), (side, side), interpolation=cv2.INTER_LINEAR)
+        colour = cv2.cvtColor(cv2.applyColorMap(_uint8(heat), cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
+        tile = cv2.addWeighted(small, 0.4, colour, 0.6, 0)
+        cv2.putText(tile, str(k), (3, 12), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1, cv2.LINE_AA)
+        tiles.append(tile)
+    while len(tiles) % columns:
+        tiles.append(np.zeros_like(small))
+    grid = np.concatenate([np.concatenate(tiles[i:i + columns], axis=1) for i in range(0, len(tiles), columns)])
+    right = np.zeros((grid.shape[0], crop.shape[1], 3), np.uint8)
+    right[: min(grid.shape[0], crop.shape[0])] = crop[: grid.shape[0]]
+    return np.concatenate([grid, right], axis=1)
+
+
+def mask_figure(crop, masks) -> np.ndarray:
+    """Fig. 6: the crop, then the crop multiplied by each stage's mask (discarded regions dark)."""
+    crop = _uint8(crop)
+    panels = [crop]
+    for mask in masks:
+        up = cv2.resize(np.asarray(mask, np.float32)[..., 0], crop.shape[1::-1], interpolation=cv2.INTER_LINEAR)
+        panels.append((crop * np.clip(up, 0, 1)[..., None]).astype(np.uint8))
+    return np.concatenate(panels, axis=1)
+
+
+def _write_png(path: pathlib.Path, rgb) -> None:
+    with atomic.atomic_path(path) as tmp:
+        if not cv2.imwrite(str(tmp), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
+            raise OSError(f"{path}: OpenCV could not write the image")
+
+
+def write_pictures(model, record: pose_data.PoseRecord, out, input_size: int, prefix: str = "") -> list[pathlib.Path]:
+    """Writes ``<prefix>skeleton.png`` (ground truth red, prediction green on the original image),
+    ``<prefix>heatmaps.png`` (the last prediction) and, for a model with masks, ``<prefix>masks.png``."""
+    from acnn_pose import decode_heatmaps, heatmap_to_image
+
+    out = pathlib.Path(out)
+    crop, _, matrix = pose_data.prepare_sample(record, input_size)
+    outputs = model(crop[None], training=False)
+    outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+    names = model.output_names
+    predictions = [np.asarray(o)[0] for o, n in zip(outputs, names) if n.startswith("prediction_")]
+    masks = [np.asarray(o)[0] for o, n in zip(outputs, names) if n.startswith("mask_")]
+    coords, _ = decode_heatmaps(predictions[-1][None])
+    joints = heatmap_to_image(np.asarray(coords)[0], matrix)
+    image = pose_data.read_image(record.image)
+    overlay = skeleton_overlay(skeleton_overlay(image, record.joints, record.visible, GT_COLOUR), joints)
+    written = {out / f"{prefix}skeleton.png": overlay,
+               out / f"{prefix}heatmaps.png": heatmap_figure(crop, predictions[-1])}
+    if masks:
+        written[out / f"{prefix}masks.png"] = mask_figure(crop, masks)
+    for path, picture in written.items():
+        _write_png(path, picture)
+    return list(written)

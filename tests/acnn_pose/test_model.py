@@ -1,0 +1,129 @@
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+
+import acnn_pose
+
+SHAPE_CASES = [
+    # (build_model kwargs, input shape, prediction shape, number of masks)
+    (dict(input_shape=(64, 64, 3), num_stacks=2, features=16), (2, 64, 64, 3), (2, 16, 16, 16), 1),
+    (dict(input_shape=(None, None, 3), num_stacks=3, features=16), (1, 64, 128, 3), (1, 16, 32, 16), 2),
+    (dict(input_shape=(128, 64, 1), num_stacks=1, num_joints=5, features=16), (1, 128, 64, 1), (1, 32, 16, 5), 0),
+    (dict(input_shape=(64, 64, 3), num_stacks=2, features=24, attention=False), (1, 64, 64, 3), (1, 16, 16, 16), 0),
+]
+
+
+@pytest.mark.parametrize("kwargs, in_shape, pred_shape, num_masks", SHAPE_CASES)
+def test_outputs_are_named_predictions_then_masks(kwargs, in_shape, pred_shape, num_masks):
+    model = acnn_pose.build_model(**kwargs)
+    stacks = kwargs["num_stacks"]
+    assert model.output_names == [f"prediction_{i}" for i in range(1, stacks + 1)] + \
+        [f"mask_{i}" for i in range(1, num_masks + 1)]
+    outputs = model(np.random.rand(*in_shape).astype("float32"))
+    outputs = outputs if isinstance(outputs, list) else [outputs]  # Keras unwraps a single output
+    for output in outputs[:stacks]:
+        assert output.shape == pred_shape
+    for mask in outputs[stacks:]:
+        assert mask.shape == (*pred_shape[:3], 1)
+        assert 0.0 <= float(np.min(mask)) and float(np.max(mask)) <= 1.0
+
+
+ILL_CASES = [
+    (dict(input_shape=(100, 100, 3)), "input_shape"),
+    (dict(input_shape=(256, 256)), "input_shape"),
+    (dict(num_stacks=0), "num_stacks"),
+    (dict(num_joints=0), "num_joints"),
+    (dict(features=20), "features"),
+    (dict(features=True), "features"),
+]
+
+
+@pytest.mark.parametrize("kwargs, argument", ILL_CASES)
+def test_bad_configuration_names_the_argument(kwargs, argument):
+    with pytest.raises(ValueError, match=argument):
+        acnn_pose.build_model(**kwargs)
+
+
+def _trainable(model):
+    return sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+
+
+def test_four_stack_hourglass_parameter_count():
+    plain = acnn_pose.build_model(attention=False)
+    acnn = acnn_pose.build_model(attention=True)
+    mask_heads = sum(layer.count_params() for layer in acnn.layers if layer.name.startswith("mask_"))
+    gates = sum(layer.count_params() for layer in acnn.layers if isinstance(layer, acnn_pose.AttentionMaskGate))
+    print(f"4-stack hourglass: {_trainable(plain):,} trainable ({plain.count_params():,} in all); "
+          f"ACNN: {_trainable(acnn):,} trainable, mask heads {mask_heads:,}")
+    assert 12.5e6 <= _trainable(plain) <= 13.3e6  # SPEC: ~12.9M weights (Newell's 4-stack)
+    assert acnn.count_params() == plain.count_params() + mask_heads + gates
+    assert gates == 3  # one non-trainable switch per gate
+    assert plain.output_shape == [(None, 64, 64, 16)] * 4  # 256x256 in, K x 64 x 64 out (section 3.1)
+
+
+@pytest.fixture(scope="module")
+def acnn():
+    keras.utils.set_random_seed(1)
+    model = acnn_pose.build_model(input_shape=(64, 64, 3), num_stacks=3, features=16)
+    for stage in (1, 2):  # spread the masks over (0, 1) so eq. 4 is tested away from M = 1
+        logits = model.get_layer(f"mask_{stage}_logits")
+        logits.kernel.assign(np.random.default_rng(stage).normal(0, 3, logits.kernel.shape).astype("float32"))
+        logits.bias.assign(np.zeros(1, "float32"))
+    return model
+
+
+def test_equation_4_holds_on_the_outputs(acnn):
+    names = [f"heatmap_{i}" for i in (1, 2, 3)] + [f"stage_{i}_fc_relu" for i in (1, 2)] + ["gate_1", "gate_2"]
+    probe = keras.Model(acnn.input, [acnn.get_layer(n).output for n in names[:5]]
+                        + [acnn.get_layer(n).output[0] for n in names[5:]] + acnn.outputs)
+    x = np.random.default_rng(0).random((2, 64, 64, 3), dtype=np.float32)
+    h1, h2, h3, f1, f2, x2, x3, p1, p2, p3, m1, m2 = (np.asarray(t) for t in probe(x))
+    assert 0.05 < m1.min() and m1.max() < 0.95 or m1.std() > 0.05  # masks are not trivially constant
+    np.testing.assert_array_equal(p1, h1)
+    np.testing.assert_allclose(p2, h2 + p1 * (1 - m1), rtol=1e-5, atol=1e-6)  # eq. 4
+    np.testing.assert_allclose(p3, h3 + p2 * (1 - m2), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(x2, f1 * m1, rtol=1e-5, atol=1e-6)  # eq. 1: X_{i+1} = F_i * M_i
+    np.testing.assert_allclose(x3, f2 * m2, rtol=1e-5, atol=1e-6)
+
+
+def test_mixed_precision_outputs_float32():
+    keras.config.set_dtype_policy("mixed_float16")
+    try:
+        model = acnn_pose.build_model(input_shape=(64, 64, 3), num_stacks=2, features=16)
+        outputs = model(np.random.rand(1, 64, 64, 3).astype("float32"))
+    finally:
+        keras.config.set_dtype_policy("float32")
+    assert model.get_layer("hourglass_1").compute_dtype == "float16"
+    assert [keras.ops.dtype(o) for o in outputs] == ["float32"] * 3
+
+
+def test_reloads_in_a_fresh_process(acnn, tmp_path):
+    x = np.random.default_rng(0).random((2, 64, 64, 3), dtype=np.float32)
+    np.save(tmp_path / "x.npy", x)
+    np.savez(tmp_path / "expected.npz", *[np.asarray(o) for o in acnn(x)])
+    acnn.get_layer("gate_2").force_ones = True  # the switch's state is saved with the weights
+    np.savez(tmp_path / "forced.npz", *[np.asarray(o) for o in acnn(x)])
+    try:
+        acnn.save(tmp_path / "acnn.keras")
+    finally:
+        acnn.get_layer("gate_2").force_ones = False
+    script = textwrap.dedent(f"""
+        import numpy as np, keras
+        import acnn_pose
+        root = {str(tmp_path)!r}
+        model = keras.models.load_model(root + "/acnn.keras")
+        x = np.load(root + "/x.npy")
+        for name in ("forced", "expected"):
+            expected = np.load(f"{{root}}/{{name}}.npz")
+            for i, output in enumerate(model(x)):
+                np.testing.assert_allclose(np.asarray(output), expected[f"arr_{{i}}"], rtol=1e-5, atol=1e-6)
+            model.get_layer("gate_2").force_ones = False
+        print("reloaded", model.output_names)
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "reloaded ['prediction_1', 'prediction_2', 'prediction_3', 'mask_1', 'mask_2']" in done.stdout
