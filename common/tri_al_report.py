@@ -1,0 +1,138 @@
+"""TRI-AL reports: Table II (F1 per class, micro, macro), Fig. 2 (class shares per iteration), Fig. 3 (slide map).
+
+Figures are drawn with OpenCV into PNGs, so no plotting library is needed.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+
+import cv2
+import numpy as np
+
+from common import atomic, wsi
+
+# BGR colours of the five classes (blood, damaged, muscle, stroma, urothelium) in the figures.
+COLOURS = ((40, 40, 220), (40, 90, 140), (180, 120, 240), (190, 215, 250), (160, 40, 110))
+
+
+def table_ii(results: dict, classes=wsi.CLASSES) -> str:
+    """Markdown Table II: F1 (%) per class and micro / macro, mean (std) over runs, one column per model."""
+    names = list(results)
+    header = "| | " + " | ".join(names) + " |\n|---|" + "---|" * len(names) + "\n"
+
+    def cell(runs, values):
+        values = np.asarray(values) * 100
+        return f"{values.mean():.2f}({values.std(ddof=1):.2f})" if len(runs) > 1 else f"{values.mean():.2f}(-)"
+
+    rows = []
+    for index, name in enumerate(classes):
+        rows.append([name.capitalize()] + [cell(results[n], [r["f1"][index] for r in results[n]]) for n in names])
+    rows.append(["Total (micro)"] + [cell(results[n], [r["micro_f1"] for r in results[n]]) for n in names])
+    rows.append(["Total (macro)"] + [cell(results[n], [r["macro_f1"] for r in results[n]]) for n in names])
+    rows.append(["Runs"] + [str(len(results[n])) for n in names])
+    rows.append(["Training triplets"] + [str(round(np.mean([r.get("samples", 0) for r in results[n]])))
+                                         if "samples" in results[n][0] else "source" for n in names])
+    return header + "".join("| " + " | ".join(row) + " |\n" for row in rows)
+
+
+def iteration_shares(out, strategy: str = "ITER") -> np.ndarray:
+    """delta per iteration (rows) and class (columns), mean over the strategy's runs."""
+    runs = []
+    for run in sorted((pathlib.Path(out) / strategy).glob("run_*")):
+        states = sorted(run.glob("iteration_*.json"), key=lambda p: int(p.stem.split("_")[1]))
+        runs.append([json.loads(p.read_text())["delta"] for p in states])
+    if not runs:
+        raise ValueError(f"{out}: no {strategy} runs to plot")
+    length = min(len(r) for r in runs)
+    return np.mean([r[:length] for r in runs], axis=0)
+
+
+def _legend(canvas, x: int, y: int, classes) -> None:
+    for i, name in enumerate(classes):
+        cv2.rectangle(canvas, (x, y + 22 * i), (x + 14, y + 14 + 22 * i), COLOURS[i], -1)
+        cv2.putText(canvas, name, (x + 20, y + 12 + 22 * i), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1,
+                    cv2.LINE_AA)
+
+
+def plot_shares(path, shares: np.ndarray, reference=None, classes=wsi.CLASSES) -> None:
+    """Fig. 2: delta_i per iteration as lines (and, dashed, the class shares of the full training set)."""
+    width, height, margin = 640, 400, 50
+    canvas = np.full((height, width + 140, 3), 255, np.uint8)
+    top = max(0.05, float(np.max(shares)) * 1.15, float(np.max(reference)) * 1.15 if reference is not None else 0)
+
+    def xy(i, value):
+        x = margin + i * (width - 2 * margin) / max(1, len(shares) - 1)
+        return int(x), int(height - margin - value / top * (height - 2 * margin))
+
+    cv2.line(canvas, (margin, height - margin), (width - margin, height - margin), (0, 0, 0), 1)
+    cv2.line(canvas, (margin, margin), (margin, height - margin), (0, 0, 0), 1)
+    for i in range(len(shares)):
+        cv2.putText(canvas, str(i), (xy(i, 0)[0] - 4, height - margin + 18), cv2.FONT_HERSHEY_SIMPLEX, 0.45,
+                    (0, 0, 0), 1, cv2.LINE_AA)
+    for tick in np.linspace(0, top, 5):
+        cv2.putText(canvas, f"{tick:.2f}", (4, xy(0, tick)[1] + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1,
+                    cv2.LINE_AA)
+    for c in range(shares.shape[1]):
+        points = [xy(i, v) for i, v in enumerate(shares[:, c])]
+        for a, b in zip(points, points[1:]):
+            cv2.line(canvas, a, b, COLOURS[c], 2, cv2.LINE_AA)
+        for p in points:
+            cv2.circle(canvas, p, 4, COLOURS[c], -1, cv2.LINE_AA)
+        if reference is not None:
+            y = xy(0, reference[c])[1]
+            for x in range(margin, width - margin, 12):
+                cv2.line(canvas, (x, y), (x + 6, y), COLOURS[c], 1)
+    cv2.putText(canvas, "class share delta_i per iteration (dashed: full training set)", (margin, 30),
+                cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+    _legend(canvas, width, margin, classes)
+    _write_png(path, canvas)
+
+
+def _write_png(path, image) -> None:
+    if pathlib.Path(path).suffix.lower() != ".png":
+        raise ValueError(f"{path}: figures are PNG files; name it .png")
+    _, encoded = cv2.imencode(".png", image)
+    with atomic.atomic_path(path) as tmp:
+        tmp.write_bytes(encoded.tobytes())
+
+
+def predict_slide(model, slide_path, stride: int | None = None, magnification: float | None = None,
+                  batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """Tile predictions on a grid over the slide's tissue: (grid of class indices, -1 on glass; thumbnail)."""
+    tile_size = model.inputs[0].shape[1]
+    slide = wsi.open_slide(slide_path)
+    try:
+        base = wsi.base_magnification(slide, slide_path, magnification)
+        stride = stride or int(round(tile_size * base / wsi.MAGNIFICATIONS[-1]))  # one 40x tile per cell
+        width, height = slide.dimensions
+        rows, cols = height // stride, width // stride
+        level = slide.get_best_level_for_downsample(stride)
+        thumb = np.asarray(slide.read_region((0, 0), level, slide.level_dimensions[level]))[..., :3]
+        small = cv2.resize(thumb, (cols, rows), interpolation=cv2.INTER_AREA)
+        tissue = np.argwhere(small.mean(-1) < 225)  # glass is near white
+        grid = np.full((rows, cols), -1, np.int64)
+        for start in range(0, len(tissue), batch_size):
+            cells = tissue[start:start + batch_size]
+            triplets = [wsi.read_triplet(slide, ((c + 0.5) * stride, (r + 0.5) * stride), base, tile_size)[0]
+                        for r, c in cells]
+            inputs = [np.stack([t[k] for t in triplets]).astype(np.float32) / 255.0 for k in range(3)]
+            grid[cells[:, 0], cells[:, 1]] = np.asarray(model.predict(inputs, verbose=0)).argmax(-1)
+    finally:
+        slide.close()
+    return grid, thumb
+
+
+def plot_slide_map(path, grid: np.ndarray, thumb: np.ndarray, classes=wsi.CLASSES, side: int = 512) -> None:
+    """Fig. 3: the slide beside its colour map of tile predictions."""
+    scale = side / max(thumb.shape[:2])
+    size = (int(thumb.shape[1] * scale), int(thumb.shape[0] * scale))
+    colours = np.array(COLOURS + ((255, 255, 255),), np.uint8)
+    colour_map = cv2.resize(colours[grid], size, interpolation=cv2.INTER_NEAREST)
+    slide = cv2.resize(np.ascontiguousarray(thumb[..., ::-1]), size, interpolation=cv2.INTER_AREA)
+    canvas = np.full((max(size[1], 130), 2 * size[0] + 150, 3), 255, np.uint8)
+    canvas[:size[1], :size[0]] = slide
+    canvas[:size[1], size[0] + 10:2 * size[0] + 10] = colour_map
+    _legend(canvas, 2 * size[0] + 20, 10, classes)
+    _write_png(path, canvas)

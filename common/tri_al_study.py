@@ -1,0 +1,171 @@
+"""The TRI-AL study (paper III): source model, supervised baselines, ITER / OOD / ENT, over several runs.
+
+``run_study(config)`` reads a triplet folder (``common.wsi.prepare_triplets``)
+whose slides come from two laboratories, and writes::
+
+    OUT/study.json                   the settings and the target split by slide (a rerun must match)
+    OUT/source/                      TRI-CNN trained on the source lab: weights, metrics on the target test
+    OUT/SL_<pct>/run_<r>/            TRI-SL on pct % of the target training set
+    OUT/<ITER|OOD|ENT>/run_<r>/      active-learning runs, one state file per iteration
+    OUT/results.json                 test metrics of every finished run, by column of Table II
+
+Every stage is skipped when its state file exists, so rerunning the command
+resumes an interrupted study.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+
+import numpy as np
+
+from common import atomic, wsi
+from tri_al import active_learning as al
+from tri_al import build_model
+
+FRACTIONS = (0.2, 0.4, 0.6, 0.8, 1.0)
+
+
+@dataclasses.dataclass
+class StudyConfig:
+    data: str
+    out: str
+    strategies: tuple = ("supervised", "ITER", "OOD", "ENT")
+    runs: int = 5
+    fractions: tuple = FRACTIONS
+    width: float = 1.0
+    backbone_weights: str | None = None
+    source_lab: str = "A"
+    target_lab: str = "B"
+    target_split: tuple = (0.7, 0.15, 0.15)  # train, val, test shares of the target slides
+    iterations: int = 5
+    budget: int = 20000
+    candidates: int = 30000
+    initial_per_class: int = 25000
+    source_epochs: int = 100
+    seed: int = 0
+    train: al.TrainConfig = dataclasses.field(default_factory=al.TrainConfig)
+
+    def __post_init__(self):
+        unknown = sorted(set(self.strategies) - {"supervised", *al.STRATEGIES})
+        if unknown:
+            raise ValueError(f"strategy must be supervised, ITER, OOD or ENT, got {unknown}")
+        if self.runs < 1:
+            raise ValueError(f"runs must be at least 1, got {self.runs}")
+        if any(not 0 < f <= 1 for f in self.fractions):
+            raise ValueError(f"fractions must lie in (0, 1], got {self.fractions}")
+
+
+def _ids_of(pools: wsi.TripletPools, slides) -> np.ndarray:
+    return np.flatnonzero(np.isin(pools.slide_ids, list(slides)))
+
+
+def _plan(config: StudyConfig, manifest: dict) -> dict:
+    """The slides of each lab and the target split by slide; written once, checked on reruns."""
+    by_lab = {lab: sorted(s for s, e in manifest["slides"].items() if e["lab"] == lab)
+              for lab in (config.source_lab, config.target_lab)}
+    for lab, slides in by_lab.items():
+        if len(slides) < (2 if lab == config.source_lab else 3):
+            raise ValueError(f"{config.data}: lab {lab!r} has {len(slides)} slides; the source lab needs 2 "
+                             "(train, val) and the target lab 3 (train, val, test)")
+    source_slides = by_lab[config.source_lab]
+    source = wsi.split_slides(source_slides, seed=config.seed) if len(source_slides) > 2 \
+        else {"train": source_slides[:1], "val": source_slides[1:], "test": []}
+    # Strategies, runs and fractions only add columns: a rerun may change them.
+    settings = {k: v for k, v in dataclasses.asdict(config).items()
+                if k not in ("out", "strategies", "runs", "fractions")}
+    plan = {"source": {"train": sorted(source["train"] + source["test"]), "val": source["val"]},
+            "target": wsi.split_slides(by_lab[config.target_lab], config.target_split, seed=config.seed),
+            "settings": settings}
+    path = pathlib.Path(config.out) / "study.json"
+    if path.exists():
+        previous = json.loads(path.read_text())
+        if previous["target"] != plan["target"] or previous["settings"] != json.loads(json.dumps(plan["settings"])):
+            raise ValueError(f"{path}: this folder holds a study with other settings; use a new OUT")
+    else:
+        atomic.write_json(path, plan)
+    return plan
+
+
+def _source_model(model, config: StudyConfig, plan: dict, target, target_split, log) -> pathlib.Path:
+    """Trains (or finds) TRI-CNN on the source lab and scores it on the target test slides (Table II, col. 1)."""
+    folder = pathlib.Path(config.out) / "source"
+    weights = folder / "model.weights.h5"
+    if (folder / "metrics.json").exists():
+        return weights
+    source = wsi.load_pools(config.data, plan["source"]["train"] + plan["source"]["val"])
+    split = {"train": _ids_of(source, plan["source"]["train"]), "val": _ids_of(source, plan["source"]["val"])}
+    train_config = dataclasses.replace(config.train, epochs=config.source_epochs)
+    al.train(model, source, split["train"], split["val"], train_config, seed=config.seed)
+    metrics = {"source_val": al.evaluate(model, source, split["val"]),
+               "test": al.evaluate(model, target, target_split["test"])}
+    folder.mkdir(parents=True, exist_ok=True)
+    with atomic.atomic_path(weights) as tmp:
+        model.save_weights(tmp)
+    atomic.write_json(folder / "metrics.json", metrics)
+    log(f"source model: val micro F1 {metrics['source_val']['micro_f1']:.3f} (source lab), "
+        f"test micro F1 {metrics['test']['micro_f1']:.3f} (target lab)")
+    return weights
+
+
+def run_study(config: StudyConfig, log=print) -> dict:
+    """Runs (or resumes) every requested column of Table II and writes ``results.json``."""
+    out = pathlib.Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    manifest = json.loads((pathlib.Path(config.data) / wsi.MANIFEST).read_text()) \
+        if (pathlib.Path(config.data) / wsi.MANIFEST).exists() else None
+    if manifest is None:
+        raise wsi.DataError(f"{pathlib.Path(config.data) / wsi.MANIFEST}: missing; run `zoo triplets` first")
+    plan = _plan(config, manifest)
+    target = wsi.load_pools(config.data, sorted(sum(plan["target"].values(), [])))
+    split = {k: _ids_of(target, v) for k, v in plan["target"].items()}
+    model = build_model(num_classes=len(manifest["classes"]), tile_size=manifest["tile_size"],
+                        backbone_weights=config.backbone_weights, width=config.width)
+    source_weights = _source_model(model, config, plan, target, split, log)
+    for run in range(config.runs):
+        seed = config.seed + run
+        if "supervised" in config.strategies:
+            for fraction in config.fractions:
+                state = al.run_supervised(model, target, split, fraction, out / f"SL_{round(fraction * 100)}" /
+                                          f"run_{run}", config.train, seed=seed, initial_weights=source_weights)
+                log(f"SL {fraction:.0%} run {run}: test micro F1 {state['test']['micro_f1']:.3f}")
+        for strategy in (s for s in al.STRATEGIES if s in config.strategies):
+            al_config = al.ALConfig(strategy, iterations=config.iterations, budget=config.budget,
+                                    candidates=config.candidates, initial_per_class=config.initial_per_class,
+                                    seed=seed, train=config.train)
+            folder = out / strategy / f"run_{run}"
+            states = al.run_active_learning(model, target, split, folder, al_config,
+                                            initial_weights=source_weights)
+            if not (folder / "model.keras").exists():
+                with atomic.atomic_path(folder / "model.keras") as tmp:
+                    model.save(tmp)
+            log(f"{strategy} run {run}: {len(states)} iterations, {len(states[-1]['train_ids'])} samples, "
+                f"test micro F1 {states[-1]['test']['micro_f1']:.3f}")
+    results = collect_results(out)
+    atomic.write_json(out / "results.json", results)
+    return results
+
+
+def collect_results(out) -> dict:
+    """Test metrics of every finished run under ``out``, keyed by Table II's column names."""
+    out = pathlib.Path(out)
+    columns = {}
+    if (out / "source" / "metrics.json").exists():
+        columns["TRI-CNN"] = [json.loads((out / "source" / "metrics.json").read_text())["test"]]
+    for folder in sorted(out.glob("SL_*"), key=lambda p: int(p.name.split("_")[1])):
+        runs = [json.loads(p.read_text()) for p in sorted(folder.glob("run_*/supervised.json"))]
+        if runs:
+            columns[f"TRI-SL({folder.name.split('_')[1]}%)"] = [{**r["test"], "samples": len(r["train_ids"])}
+                                                                 for r in runs]
+    for strategy in al.STRATEGIES:
+        finals = []
+        for run in sorted((out / strategy).glob("run_*")):
+            states = sorted(run.glob("iteration_*.json"), key=lambda p: int(p.stem.split("_")[1]))
+            last = json.loads(states[-1].read_text()) if states else None
+            if last and last["done"]:
+                finals.append({**last["test"], "samples": len(last["train_ids"]), "iterations": len(states)})
+        if finals:
+            columns[f"TRI-AL_{strategy}"] = finals
+    return columns

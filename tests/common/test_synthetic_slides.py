@@ -1,0 +1,60 @@
+import json
+
+import numpy as np
+import openslide
+import pytest
+
+from common import synthetic_slides, wsi
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory):
+    root = tmp_path_factory.mktemp("slides")
+    ids = synthetic_slides.write_cohort(root, slides_per_lab=1, seed=3, size=(512, 768))
+    return root, ids
+
+
+def test_openslide_opens_every_level_with_its_magnification(cohort):
+    root, ids = cohort
+    assert ids == ["labA_000", "labB_000"]
+    slide = openslide.OpenSlide(str(root / "labA_000.tiff"))
+    assert slide.properties["openslide.vendor"] == "generic-tiff"
+    assert slide.level_dimensions == ((768, 512), (192, 128))
+    assert slide.level_downsamples == (1.0, 4.0)
+    assert wsi.base_magnification(slide, "labA_000.tiff") == 40.0  # from mpp 0.25
+    assert "objective-power=40" in slide.properties["tiff.ImageDescription"]
+    level0 = np.asarray(slide.read_region((0, 0), 0, (768, 512)))[..., :3].astype(float)
+    level1 = np.asarray(slide.read_region((0, 0), 1, (192, 128)))[..., :3].astype(float)
+    pooled = level0.reshape(128, 4, 192, 4, 3).mean((1, 3))
+    assert np.abs(pooled - level1).mean() < 2.0  # the pyramid level is the downsampled slide
+
+
+def test_annotations_name_known_classes_inside_the_slide(cohort):
+    root, ids = cohort
+    manifest = json.loads((root / "slides.json").read_text())
+    assert {s: e["lab"] for s, e in manifest["slides"].items()} == {"labA_000": "A", "labB_000": "B"}
+    for slide_id in ids:
+        annotations = wsi.read_annotations(root / f"{slide_id}.geojson", (768, 512))
+        assert annotations, slide_id
+        assert {a.label for a in annotations} <= set(range(len(wsi.CLASSES)))
+        raw = json.loads((root / f"{slide_id}.geojson").read_text())["features"][0]
+        assert raw["properties"]["classification"]["name"].lower() in wsi.CLASSES
+
+
+def test_labs_differ_in_stain_colour_only():
+    rgb = {lab: synthetic_slides.render_slide(np.random.default_rng(0), (256, 256), lab) for lab in "AB"}
+    np.testing.assert_array_equal(rgb["A"][1], rgb["B"][1])  # same tissue layout from the same seed
+    tissue = rgb["A"][1] != 255
+    means = {lab: rgb[lab][0].reshape(16, 16, 16, 16, 3).mean((1, 3))[tissue].mean(0) for lab in "AB"}
+    assert np.abs(means["A"] - means["B"]).max() > 10
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(lab="C"), "lab"),
+    (dict(size=(100, 256)), "size"),
+    (dict(size=(64, 64)), "size"),
+])
+def test_bad_arguments(kwargs, message):
+    arguments = {"size": (256, 256), "lab": "A", **kwargs}
+    with pytest.raises(ValueError, match=message):
+        synthetic_slides.render_slide(np.random.default_rng(0), arguments["size"], arguments["lab"])

@@ -1,0 +1,52 @@
+import cv2
+import numpy as np
+import pytest
+
+import tri_al
+from common import synthetic_slides, tri_al_report
+
+
+def _run(f1, micro, samples=None):
+    result = {"f1": f1, "micro_f1": micro, "macro_f1": float(np.mean(f1))}
+    return result if samples is None else {**result, "samples": samples}
+
+
+def test_table_ii_gives_mean_and_sample_std_in_percent():
+    results = {
+        "TRI-CNN": [_run([0.5, 0.6, 0.7, 0.8, 0.9], 0.75)],
+        "TRI-AL_ITER": [_run([0.9, 0.9, 0.9, 0.9, 0.9], 0.9, 100), _run([0.8, 1.0, 0.9, 0.9, 0.9], 0.8, 120)],
+    }
+    lines = tri_al_report.table_ii(results).splitlines()
+    assert lines[0] == "| | TRI-CNN | TRI-AL_ITER |"
+    assert lines[2] == f"| Blood | 50.00(-) | 85.00({np.std([90, 80], ddof=1):.2f}) |"
+    assert lines[7] == f"| Total (micro) | 75.00(-) | 85.00({np.std([90, 80], ddof=1):.2f}) |"
+    assert lines[8] == "| Total (macro) | 70.00(-) | 90.00(0.00) |"
+    assert lines[9:] == ["| Runs | 1 | 2 |", "| Training triplets | source | 110 |"]
+
+
+def test_class_share_figure(tmp_path):
+    shares = np.array([[0.2] * 5, [0.1, 0.15, 0.2, 0.3, 0.25], [0.05, 0.15, 0.2, 0.35, 0.25]])
+    tri_al_report.plot_shares(tmp_path / "fig2.png", shares, reference=[0.1, 0.2, 0.2, 0.3, 0.2])
+    image = cv2.imread(str(tmp_path / "fig2.png"))
+    assert image.shape == (400, 780, 3)
+    stroma = np.all(image == tri_al_report.COLOURS[3], axis=-1)
+    assert stroma.sum() > 100  # the stroma line and its legend are drawn in its colour
+
+
+def test_slide_map_predicts_tissue_and_leaves_glass_white(tmp_path):
+    rgb, _ = synthetic_slides.render_slide(np.random.default_rng(1), (512, 512), "B")
+    synthetic_slides.write_pyramid(tmp_path / "slide.tiff", rgb)
+    model = tri_al.build_model(tile_size=32, width=1 / 16)
+    grid, thumb = tri_al_report.predict_slide(model, tmp_path / "slide.tiff", stride=64)
+    assert grid.shape == (8, 8) and thumb.shape[2] == 3
+    tissue = cv2.resize(rgb, (8, 8), interpolation=cv2.INTER_AREA).mean(-1) < 225
+    np.testing.assert_array_equal(grid >= 0, tissue)
+    assert set(np.unique(grid[tissue])) <= set(range(5))
+    tri_al_report.plot_slide_map(tmp_path / "fig3.png", grid, thumb)
+    image = cv2.imread(str(tmp_path / "fig3.png"))
+    assert image.shape == (512, 2 * 512 + 150, 3)
+
+
+def test_unwritable_figure_path_is_named(tmp_path):
+    with pytest.raises(ValueError, match="fig.txt"):
+        tri_al_report._write_png(tmp_path / "fig.txt", np.zeros((4, 4, 3), np.uint8))

@@ -1,0 +1,188 @@
+import json
+import types
+
+import numpy as np
+import pytest
+
+import tri_al
+from tri_al import active_learning as al
+
+TILE = 32
+CLASSES = 5
+
+
+@pytest.mark.parametrize("fnr, budget", [
+    ([0.1, 0.3, 0.0, 0.6, 0.0], 100),
+    ([0.05, 0.2, 0.13, 0.41, 0.07], 20000),
+    ([0.33, 0.33, 0.33, 0.01, 0.0], 7),
+    ([1.0, 0.5], 3),
+])
+def test_allocation_sums_to_the_budget_and_follows_the_fnr_shares(fnr, budget):
+    counts = tri_al.allocate_by_fnr(fnr, budget)
+    assert sum(counts) == budget and all(isinstance(c, int) for c in counts)
+    exact = np.asarray(fnr) * budget / np.sum(fnr)  # N_i = FNR_i * S / sum(FNR)
+    assert np.all(np.abs(np.asarray(counts) - exact) < 1)
+    assert all(c == 0 for c, f in zip(counts, fnr) if f == 0)
+
+
+def test_allocation_examples():
+    assert tri_al.allocate_by_fnr([0.1, 0.3, 0.0, 0.6, 0.0], 100) == [10, 30, 0, 60, 0]
+    assert tri_al.allocate_by_fnr([0.2, 0.2, 0.2, 0.2, 0.2], 20000) == [4000] * 5
+
+
+@pytest.mark.parametrize("budget, expected", [(20000, [4000] * 5), (7, [2, 2, 1, 1, 1]), (0, [0] * 5)])
+def test_all_zero_fnr_splits_equally(budget, expected):
+    assert tri_al.allocate_by_fnr([0.0] * 5, budget) == expected
+
+
+@pytest.mark.parametrize("fnr, budget, argument", [
+    ([], 10, "fnr"), ([0.1, -0.2], 10, "fnr"), ([0.1, 1.5], 10, "fnr"), ([0.1, float("nan")], 10, "fnr"),
+    ([0.1, 0.2], -1, "budget"), ([0.1, 0.2], 2.5, "budget"),
+])
+def test_allocation_rejects_bad_input(fnr, budget, argument):
+    with pytest.raises(ValueError, match=argument):
+        tri_al.allocate_by_fnr(fnr, budget)
+
+
+def test_a_short_pool_gives_what_it_has():
+    pools = {0: np.arange(5), 1: np.arange(100, 200), 2: np.arange(300, 340)}
+    drawn, short = al.draw_by_class(pools, [10, 10, 10], np.random.default_rng(0))
+    assert short and len(drawn) == 25
+    assert set(np.arange(5)) <= set(drawn.tolist())
+    drawn, short = al.draw_by_class(pools, [5, 10, 10], np.random.default_rng(0))
+    assert not short and len(drawn) == 25 and len(set(drawn.tolist())) == 25
+
+
+def test_entropy_keeps_exactly_the_highest_entropy_candidates():
+    rng = np.random.default_rng(4)
+    logits = rng.normal(size=(200, CLASSES)) * rng.uniform(0.1, 5, size=(200, 1))
+    probabilities = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+    ids = rng.permutation(1000)[:200]
+    chosen = al.select_highest_entropy(ids, probabilities, 30)
+    h = al.entropy(probabilities)
+    assert len(chosen) == 30
+    assert set(chosen.tolist()) == set(ids[np.argsort(-h)[:30]].tolist())
+    assert h[np.isin(ids, chosen)].min() >= h[~np.isin(ids, chosen)].max()
+    uniform = np.full((4, CLASSES), 1 / CLASSES)
+    np.testing.assert_allclose(al.entropy(uniform), np.log(CLASSES))
+    assert al.select_highest_entropy(np.array([9, 3, 7, 1]), uniform, 2).tolist() == [1, 3]  # ties: lower id
+
+
+def test_class_metrics_f1_fnr_micro_macro():
+    y_true = np.array([0, 0, 0, 1, 1, 2, 2, 2, 2, 3])
+    y_pred = np.array([0, 0, 1, 1, 1, 2, 2, 0, 3, 3])
+    m = al.class_metrics(y_true, y_pred, 5)
+    np.testing.assert_allclose(m["f1"], [2 * 2 / (4 + 1 + 1), 2 * 2 / (4 + 1), 2 * 2 / (4 + 2), 2 / 3, 0.0])
+    np.testing.assert_allclose(m["fnr"], [1 / 3, 0, 0.5, 0, 0])
+    assert m["micro_f1"] == pytest.approx(0.7)  # single-label: micro F1 is accuracy
+    assert m["macro_f1"] == pytest.approx(np.mean(m["f1"]))
+
+
+@pytest.fixture(scope="module")
+def tiny_data():
+    """150 triplets whose class shows as a colour cast, so a tiny TRI-CNN learns something."""
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(CLASSES), 30)
+    cast = np.array([[200, 40, 40], [90, 60, 30], [220, 120, 160], [240, 200, 200], [80, 0, 160]])[labels]
+    tiles = [(cast[:, None, None, :] * rng.uniform(0.6, 1.0, (len(labels), TILE, TILE, 1))).astype(np.uint8)
+             for _ in range(3)]
+    ids = rng.permutation(len(labels))
+    split = {"train": np.sort(ids[:100]), "val": np.sort(ids[100:125]), "test": np.sort(ids[125:])}
+    return types.SimpleNamespace(tiles=tiles, labels=labels), split
+
+
+@pytest.fixture(scope="module")
+def model():
+    """One tiny TRI-CNN for every run here: each run starts from ``source_weights``, whatever ran before."""
+    return tri_al.build_model(tile_size=TILE, width=1 / 16)
+
+
+@pytest.fixture(scope="module")
+def source_weights(model, tmp_path_factory):
+    path = tmp_path_factory.mktemp("source") / "source.weights.h5"
+    model.save_weights(path)
+    return path
+
+
+TRAIN = al.TrainConfig(learning_rate=1e-3, momentum=0.9, batch_size=16, epochs=1)
+
+
+def _config(strategy, **kwargs):
+    return al.ALConfig(strategy, **{"iterations": 4, "budget": 10, "candidates": 15, "initial_per_class": 3,
+                                    "seed": 5, "train": TRAIN, **kwargs})
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_interrupted_loop_resumes_with_identical_selections(tiny_data, model, source_weights, tmp_path):
+    data, split = tiny_data
+    whole = al.run_active_learning(model, data, split, tmp_path / "whole", _config("ITER"), source_weights)
+
+    def stop_after_2(j, state):
+        if j == 2:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        al.run_active_learning(model, data, split, tmp_path / "cut", _config("ITER"), source_weights, stop_after_2)
+    assert sorted(p.name for p in (tmp_path / "cut").glob("*.json")) == [f"iteration_{j}.json" for j in range(3)]
+    stamps = [(tmp_path / "cut" / f"iteration_{j}.json").stat().st_mtime_ns for j in range(3)]
+    fresh = tri_al.build_model(tile_size=TILE, width=1 / 16)  # a new process would start from new weights
+    resumed = al.run_active_learning(fresh, data, split, tmp_path / "cut", _config("ITER"), source_weights)
+    assert [(tmp_path / "cut" / f"iteration_{j}.json").stat().st_mtime_ns for j in range(3)] == stamps
+    assert len(whole) == len(resumed) == 4 and whole[-1]["done"] and not whole[-1]["selected"]
+    for a, b in zip(whole, resumed):
+        assert a["selected"] == b["selected"] and a["train_ids"] == b["train_ids"]
+        np.testing.assert_allclose(a["val"]["fnr"], b["val"]["fnr"])
+    assert len(whole[1]["train_ids"]) == len(whole[0]["train_ids"]) + 10  # S = 10 drawn per iteration
+    assert sum(whole[0]["delta"]) == pytest.approx(1.0)
+    for state in whole[:-1]:
+        assert np.bincount(data.labels[state["selected"]], minlength=CLASSES).tolist() == state["requested"]
+        assert state["requested"] == tri_al.allocate_by_fnr(state["val"]["fnr"], 10)
+
+
+def test_ood_stops_once_a_class_pool_runs_short(tiny_data, model, source_weights, tmp_path):
+    data, split = tiny_data
+    states = al.run_active_learning(model, data, split, tmp_path, _config("OOD", budget=40), source_weights)
+    assert [s["exhausted"] for s in states][-2:] == [True, False] and states[-1]["done"]
+    assert not any(s["exhausted"] for s in states[:-2])
+    short = states[-2]
+    got = np.bincount(data.labels[short["selected"]], minlength=CLASSES)
+    assert (got <= short["requested"]).all() and (got < short["requested"]).any()
+    pool_sizes = np.bincount(data.labels[split["train"]], minlength=CLASSES) - \
+        np.bincount(data.labels[short["train_ids"]], minlength=CLASSES)
+    np.testing.assert_array_equal(got, np.minimum(short["requested"], pool_sizes))  # what was left
+
+
+def test_ent_keeps_the_highest_entropy_of_class_distributed_candidates(tiny_data, model, source_weights, tmp_path):
+    data, split = tiny_data
+    states = al.run_active_learning(model, data, split, tmp_path, _config("ENT", iterations=2), source_weights)
+    first = states[0]
+    shares = np.bincount(data.labels[split["train"]], minlength=CLASSES)
+    assert first["requested"] == al._largest_remainder(shares, 15)
+    assert np.bincount(data.labels[first["candidates"]], minlength=CLASSES).tolist() == first["requested"]
+    model.load_weights(tmp_path / "iteration_0.weights.h5")
+    h = al.entropy(al.predict(model, data, np.asarray(first["candidates"])))
+    top = np.asarray(first["candidates"])[np.argsort(-h, kind="stable")[:10]]
+    assert sorted(first["selected"]) == sorted(top.tolist())
+
+
+def test_supervised_baseline_trains_on_a_fraction_and_resumes(tiny_data, model, source_weights, tmp_path):
+    data, split = tiny_data
+    state = al.run_supervised(model, data, split, 0.4, tmp_path, TRAIN, seed=1, initial_weights=source_weights)
+    assert len(state["train_ids"]) == 40 and set(state["train_ids"]) <= set(split["train"].tolist())
+    assert json.loads((tmp_path / "supervised.json").read_text()) == state
+    stamp = (tmp_path / "supervised.json").stat().st_mtime_ns
+    assert al.run_supervised(model, data, split, 0.4, tmp_path, TRAIN, seed=1) == state
+    assert (tmp_path / "supervised.json").stat().st_mtime_ns == stamp
+    with pytest.raises(ValueError, match="fraction"):
+        al.run_supervised(model, data, split, 0.0, tmp_path / "x", TRAIN)
+
+
+@pytest.mark.parametrize("kwargs, argument", [
+    (dict(strategy="RANDOM"), "strategy"), (dict(budget=0), "budget"), (dict(iterations=0), "iterations"),
+])
+def test_bad_loop_configuration(kwargs, argument):
+    with pytest.raises(ValueError, match=argument):
+        al.ALConfig(**kwargs)
