@@ -1,4 +1,4 @@
-"""``python -m benchmarks NAME [options]``: train, infer, data.
+"""``python -m benchmarks NAME [options]``: train, infer, data, gpu-check.
 
 Each prints one JSON line per figure. Peak memory is the process's peak
 resident set size (``ru_maxrss``), so run one benchmark per process.
@@ -106,7 +106,14 @@ def bench_data(args) -> None:
           slices_per_s=round(args.steps * args.batch / seconds, 1))
 
 
-BENCHMARKS = {"train": bench_train, "infer": bench_infer, "data": bench_data}
+def bench_gpu_check(args) -> int:
+    """Every model: mixed-precision training steps on Keras' JAX backend (no TensorFlow needed)."""
+    from benchmarks.gpu_check import gpu_check
+
+    return gpu_check(args)
+
+
+BENCHMARKS = {"train": bench_train, "infer": bench_infer, "data": bench_data, "gpu-check": bench_gpu_check}
 
 
 def main(argv=None) -> int:
@@ -123,11 +130,12 @@ def main(argv=None) -> int:
     parser.add_argument("--model-options", type=json.loads, default={},
                         help='more build_model arguments as JSON, e.g. \'{"token_stride": [1, 2, 1, 1]}\'')
     parser.add_argument("--data", help="prepared folder for `data` (default: a synthetic one)")
+    parser.add_argument("--steps-per-execution", type=int, default=1, help="gpu-check: steps per compiled call")
+    parser.add_argument("--only", nargs="*", help="gpu-check: only these models")
     args = parser.parse_args(argv)
     if args.warmup < 1 or args.steps < 1:
         parser.error("--warmup and --steps must be >= 1")
-    BENCHMARKS[args.name](args)
-    return 0
+    return BENCHMARKS[args.name](args) or 0
 
 
 if __name__ == "__main__":
