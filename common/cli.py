@@ -297,6 +297,8 @@ def _add_eval_pose(sub):
     p.add_argument("--input-size", type=int, default=None, help="crop side (default: the run's)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--name", default=None, help="row name in the table (default: the run folder's name)")
+    p.add_argument("--stage", choices=("A", "B", "C"), default=None,
+                   help="score the weights the run had after this training stage (RUN/stage_X.weights.h5)")
 
 
 def _add_pose_pictures(sub):

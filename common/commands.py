@@ -237,12 +237,12 @@ def tri_al_report(args) -> None:
         raise volumes.DataError(f"{study}: no finished TRI-AL runs (run `zoo tri-al` first)")
     table = report.table_ii(results)
     with atomic.atomic_path(study / "table_ii.md") as tmp:
-        tmp.write_text(table)
+        tmp.write_text(table, encoding="utf-8")
     print(table)
     if (study / "ITER").exists():
-        plan = json.loads((study / "study.json").read_text())
+        plan = json.loads((study / "study.json").read_text(encoding="utf-8"))
         data = pathlib.Path(plan["settings"]["data"])
-        manifest = json.loads((data / "triplets.json").read_text())
+        manifest = json.loads((data / "triplets.json").read_text(encoding="utf-8"))
         counts = [manifest["slides"][s]["counts"] for s in plan["target"]["train"]]
         report.plot_shares(study / "fig2_class_shares.png", report.iteration_shares(study, "ITER"),
                            reference=[sum(c) / max(1, sum(map(sum, counts))) for c in zip(*counts)])
@@ -286,10 +286,17 @@ def eval_pose(args) -> None:
 
     records = pose_data.load_split(args.data, args.split)  # bad data fails before the model loads
     model, size = _pose_run(args.run, args.input_size)
-    result = pose_eval.evaluate(model, records, size, args.batch_size)
     run = pathlib.Path(args.run)
+    suffix = ""
+    if args.stage:
+        weights = run / f"stage_{args.stage}.weights.h5"
+        if not weights.exists():
+            raise volumes.DataError(f"{weights}: no such file (stage {args.stage} not trained in this run)")
+        model.load_weights(weights)
+        suffix = f"_stage_{args.stage}"
+    result = pose_eval.evaluate(model, records, size, args.batch_size)
     if run.is_dir():
-        atomic.write_json(run / f"pckh_{args.split}.json", result)
+        atomic.write_json(run / f"pckh_{args.split}{suffix}.json", result)
     name = args.name or (run.name if run.is_dir() else run.name.removesuffix(".keras"))
     print(pose_eval.format_table({name: result}))
 

@@ -122,7 +122,7 @@ def read_annotations(path, image_dir=None) -> list[PoseRecord]:
     if not path.is_file():
         raise DataError(f"{path}: no such annotation file")
     try:
-        entries = json.loads(path.read_text())
+        entries = json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as error:
         raise DataError(f"{path}: not JSON ({error})") from None
     if not isinstance(entries, list) or not entries:

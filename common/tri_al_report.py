@@ -42,7 +42,7 @@ def iteration_shares(out, strategy: str = "ITER") -> np.ndarray:
     runs = []
     for run in sorted((pathlib.Path(out) / strategy).glob("run_*")):
         states = sorted(run.glob("iteration_*.json"), key=lambda p: int(p.stem.split("_")[1]))
-        runs.append([json.loads(p.read_text())["delta"] for p in states])
+        runs.append([json.loads(p.read_text(encoding="utf-8"))["delta"] for p in states])
     if not runs:
         raise ValueError(f"{out}: no {strategy} runs to plot")
     length = min(len(r) for r in runs)

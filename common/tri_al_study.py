@@ -81,7 +81,7 @@ def _plan(config: StudyConfig, manifest: dict) -> dict:
             "settings": settings}
     path = pathlib.Path(config.out) / "study.json"
     if path.exists():
-        previous = json.loads(path.read_text())
+        previous = json.loads(path.read_text(encoding="utf-8"))
         if previous["target"] != plan["target"] or previous["settings"] != json.loads(json.dumps(plan["settings"])):
             raise ValueError(f"{path}: this folder holds a study with other settings; use a new OUT")
     else:
@@ -114,7 +114,7 @@ def run_study(config: StudyConfig, log=print) -> dict:
     """Runs (or resumes) every requested column of Table II and writes ``results.json``."""
     out = pathlib.Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
-    manifest = json.loads((pathlib.Path(config.data) / wsi.MANIFEST).read_text()) \
+    manifest = json.loads((pathlib.Path(config.data) / wsi.MANIFEST).read_text(encoding="utf-8")) \
         if (pathlib.Path(config.data) / wsi.MANIFEST).exists() else None
     if manifest is None:
         raise wsi.DataError(f"{pathlib.Path(config.data) / wsi.MANIFEST}: missing; run `zoo triplets` first")
@@ -153,9 +153,9 @@ def collect_results(out) -> dict:
     out = pathlib.Path(out)
     columns = {}
     if (out / "source" / "metrics.json").exists():
-        columns["TRI-CNN"] = [json.loads((out / "source" / "metrics.json").read_text())["test"]]
+        columns["TRI-CNN"] = [json.loads((out / "source" / "metrics.json").read_text(encoding="utf-8"))["test"]]
     for folder in sorted(out.glob("SL_*"), key=lambda p: int(p.name.split("_")[1])):
-        runs = [json.loads(p.read_text()) for p in sorted(folder.glob("run_*/supervised.json"))]
+        runs = [json.loads(p.read_text(encoding="utf-8")) for p in sorted(folder.glob("run_*/supervised.json"))]
         if runs:
             columns[f"TRI-SL({folder.name.split('_')[1]}%)"] = [{**r["test"], "samples": len(r["train_ids"])}
                                                                  for r in runs]
@@ -163,7 +163,7 @@ def collect_results(out) -> dict:
         finals = []
         for run in sorted((out / strategy).glob("run_*")):
             states = sorted(run.glob("iteration_*.json"), key=lambda p: int(p.stem.split("_")[1]))
-            last = json.loads(states[-1].read_text()) if states else None
+            last = json.loads(states[-1].read_text(encoding="utf-8")) if states else None
             if last and last["done"]:
                 finals.append({**last["test"], "samples": len(last["train_ids"]), "iterations": len(states)})
         if finals:

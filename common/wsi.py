@@ -116,7 +116,7 @@ def read_annotations(path, slide_size: tuple[int, int]) -> list[Annotation]:
     the slide (``slide_size`` = (width, height)) raises ``DataError`` naming the file.
     """
     try:
-        payload = json.loads(pathlib.Path(path).read_text())
+        payload = json.loads(pathlib.Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
         raise DataError(f"{path}: not readable as GeoJSON ({error})") from None
     features = payload.get("features", []) if isinstance(payload, dict) else payload
@@ -211,7 +211,7 @@ def _slide_list(slides) -> dict[str, dict]:
     folder = pathlib.Path(slides)
     manifest = folder / "slides.json"
     if manifest.exists():
-        entries = json.loads(manifest.read_text())["slides"]
+        entries = json.loads(manifest.read_text(encoding="utf-8"))["slides"]
         return {k: {**v, "slide": folder / v["slide"], "annotations": folder / v["annotations"]}
                 for k, v in entries.items()}
     found = {}
@@ -263,7 +263,7 @@ def load_pools(prepared, slide_ids=None) -> TripletPools:
     """Concatenates the shards of ``slide_ids`` (default all, sorted) in a fixed order."""
     prepared = pathlib.Path(prepared)
     try:
-        manifest = json.loads((prepared / MANIFEST).read_text())
+        manifest = json.loads((prepared / MANIFEST).read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
         raise DataError(f"{prepared / MANIFEST}: not a triplet folder ({error})") from None
     slide_ids = sorted(manifest["slides"]) if slide_ids is None else list(slide_ids)

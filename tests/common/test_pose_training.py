@@ -58,6 +58,26 @@ def test_eval_pose_prints_the_table_1_columns(zoo, data, run):
     assert 0.0 <= saved["Total"] <= 100.0 and len(saved) == 16 + 8
 
 
+def test_eval_pose_scores_the_weights_of_a_stage(data, run, capsys):
+    from common import cli
+
+    out, _ = run
+    assert cli.main(["eval-pose", str(out), str(data), "--stage", "A"]) == 0
+    stage_a = json.loads((out / "pckh_valid_stage_A.json").read_text())
+    assert cli.main(["eval-pose", str(out), str(data), "--stage", "C"]) == 0
+    stage_c = json.loads((out / "pckh_valid_stage_C.json").read_text())
+    assert cli.main(["eval-pose", str(out), str(data)]) == 0
+    assert json.loads((out / "pckh_valid.json").read_text()) == stage_c  # the final model is stage C's
+    assert set(stage_a) == set(stage_c)
+    (out / "stage_B.weights.h5").rename(out / "moved.h5")
+    try:
+        capsys.readouterr()
+        assert cli.main(["eval-pose", str(out), str(data), "--stage", "B"]) == 2
+        assert "stage_B.weights.h5: no such file" in capsys.readouterr().err
+    finally:
+        (out / "moved.h5").rename(out / "stage_B.weights.h5")
+
+
 def test_pose_pictures(data, run, tmp_path, capsys):
     out, _ = run
     assert cli.main(["pose-pictures", str(out), str(data), str(tmp_path)]) == 0

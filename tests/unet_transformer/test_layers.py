@@ -158,14 +158,14 @@ def test_bad_configuration_names_the_argument(make, shapes, argument):
 
 
 def _outputs_and_gradients(layer, inputs):
-    """The layer's output and the gradients of a weighted sum of it w.r.t. its weights and inputs."""
+    """The layer's output and the gradients of a weighted mean of it w.r.t. its weights and inputs."""
     import tensorflow as tf
 
     inputs = [tf.constant(x) for x in inputs]
     with tf.GradientTape() as tape:
         tape.watch(inputs)
         out = layer(inputs if len(inputs) > 1 else inputs[0], training=True)
-        loss = tf.reduce_sum(out * tf.reshape(tf.cast(tf.range(tf.size(out)) % 7, out.dtype), tf.shape(out)))
+        loss = tf.reduce_mean(out * tf.reshape(tf.cast(tf.range(tf.size(out)) % 7, out.dtype), tf.shape(out)))
     grads = tape.gradient(loss, layer.trainable_weights + inputs)
     return [out.numpy()] + [g.numpy() for g in grads]
 
