@@ -284,7 +284,7 @@ def run_active_learning(model, data, split, out, config: ALConfig, initial_weigh
     for j in range(config.max_iterations if config.strategy == "OOD" else config.iterations):
         state_path, weights_path = out / f"iteration_{j}.json", out / f"iteration_{j}.weights.h5"
         if state_path.exists():
-            state = json.loads(state_path.read_text())
+            state = json.loads(state_path.read_text(encoding="utf-8"))
         else:
             if weights is not None:
                 load_weights(model, weights)
@@ -318,7 +318,7 @@ def run_supervised(model, data, split, fraction: float, out, config: TrainConfig
     out = pathlib.Path(out)
     state_path = out / "supervised.json"
     if state_path.exists():
-        return json.loads(state_path.read_text())
+        return json.loads(state_path.read_text(encoding="utf-8"))
     train_ids = np.sort(np.asarray(split["train"], np.int64))
     rng = np.random.default_rng([seed, 2, round(fraction * 1000)])
     subset = np.sort(rng.choice(train_ids, max(1, round(fraction * len(train_ids))), replace=False))
