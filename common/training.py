@@ -17,7 +17,6 @@ import functools
 import json
 import os
 import pathlib
-import tempfile
 
 import keras
 import tensorflow as tf
@@ -41,6 +40,31 @@ def configure_precision(precision: str = "auto") -> str:
     return precision
 
 
+class MultiWorkerMirroredStrategy(tf.distribute.MultiWorkerMirroredStrategy):
+    """TensorFlow's multi-worker strategy with the ``reduce`` that Keras 3's ``fit`` expects.
+
+    Keras 3 does not train under the plain strategy (keras-team/keras#20585):
+    ``fit`` learns a distributed batch's shapes by reducing the whole
+    ``(x, y)`` structure in one ``reduce`` call, which the collective strategy
+    takes one value at a time and not as uint8 (our labels); and it averages
+    each scalar loss and metric across workers with ``axis=0``, which a scalar
+    does not have. This ``reduce`` maps over structures, reduces integers as
+    int32 and scalars with ``axis=None``; nothing else changes.
+    """
+
+    _REDUCIBLE = (tf.float16, tf.bfloat16, tf.float32, tf.float64, tf.int32, tf.int64)
+
+    def reduce(self, reduce_op, value, axis):
+        if tf.nest.is_nested(value):
+            return tf.nest.map_structure(lambda v: self.reduce(reduce_op, v, axis), value)
+        local = value.values[0] if isinstance(value, tf.distribute.DistributedValues) else value
+        if axis is not None and getattr(local, "shape", None) is not None and local.shape.rank == 0:
+            axis = None
+        if isinstance(value, tf.distribute.DistributedValues) and local.dtype not in self._REDUCIBLE:
+            value = self.run(lambda t: tf.cast(t, tf.int32), args=(value,))
+        return super().reduce(reduce_op, value, axis)
+
+
 def choose_strategy() -> tf.distribute.Strategy:
     """Picks the strategy the machine calls for.
 
@@ -51,7 +75,7 @@ def choose_strategy() -> tf.distribute.Strategy:
     tf_config = json.loads(os.environ.get("TF_CONFIG", "{}") or "{}")
     workers = tf_config.get("cluster", {}).get("worker", [])
     if len(workers) > 1:
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        return MultiWorkerMirroredStrategy()
     if len(tf.config.list_logical_devices("GPU")) > 1:
         return tf.distribute.MirroredStrategy()
     return tf.distribute.get_strategy()
@@ -65,10 +89,39 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
     return resolver.task_type == "chief" or (resolver.task_type == "worker" and resolver.task_id == 0)
 
 
+class BackupAndRestore(keras.callbacks.BackupAndRestore):
+    """Keras' resume callback, written atomically by the chief and read by every worker.
+
+    Every worker restores from the chief's ``RUN/backup`` (``RUN`` must be a
+    folder all workers see, as TensorFlow's multi-worker guide asks of
+    checkpoints), so all resume at the same epoch with the same weights; only
+    the chief writes it, each file under a temporary name renamed into place,
+    so a worker killed while saving leaves the last complete backup.
+    """
+
+    def __init__(self, backup_dir, chief: bool = True):
+        super().__init__(str(backup_dir))
+        self.chief = chief
+
+    def _save_model(self):
+        if not self.chief:
+            return
+        weights = pathlib.Path(self._weights_path)
+        weights.parent.mkdir(parents=True, exist_ok=True)
+        tmp = weights.with_name(f".tmp-{weights.name}")
+        self.model.save_weights(str(tmp), overwrite=True)
+        os.replace(tmp, weights)  # weights first: a kill before the metadata redoes one epoch
+        atomic.write_json(self._training_metadata_path, {"epoch": self._current_epoch,
+                                                         "batch": self._last_batch_seen})
+
+    def on_train_end(self, logs=None):
+        if self.chief:
+            super().on_train_end(logs)
+
+
 def make_callbacks(run_dir: pathlib.Path, chief: bool = True) -> list[keras.callbacks.Callback]:
-    """Resume state, checkpoints and logs; non-chief workers back up to a scratch folder."""
-    backup_dir = run_dir / "backup" if chief else pathlib.Path(tempfile.mkdtemp(prefix="zoo-backup-"))
-    callbacks = [keras.callbacks.BackupAndRestore(str(backup_dir))]
+    """Checkpoints and logs on the chief; resume state (``RUN/backup``) for every worker."""
+    callbacks = []
     if chief:
         (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
         callbacks += [
@@ -76,7 +129,8 @@ def make_callbacks(run_dir: pathlib.Path, chief: bool = True) -> list[keras.call
             keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
             keras.callbacks.TensorBoard(str(run_dir / "logs"), write_graph=False),
         ]
-    return callbacks
+    # Last, so an epoch's log line is written before its backup: a kill in between redoes the epoch.
+    return callbacks + [BackupAndRestore(run_dir / "backup", chief)]
 
 
 def save_model_atomic(model: keras.Model, path) -> pathlib.Path:
@@ -261,8 +315,8 @@ def train(config: TrainConfig, strategy: tf.distribute.Strategy | None = None, l
     train_shards = [by_id[i]["shard"] for i in split["train"]]
     num_slices = sum(by_id[i]["slices"] for i in split["train"])
 
+    strategy = strategy or choose_strategy()  # first: collective ops must be set up before TensorFlow starts
     precision = configure_precision(config.precision)
-    strategy = strategy or choose_strategy()
     global_batch = config.batch_size * strategy.num_replicas_in_sync
     steps = -(-num_slices // global_batch)
     chief = is_chief(strategy)
