@@ -28,12 +28,26 @@ def _segmentation(build):
         rng = np.random.default_rng(0)
         x = rng.random((batch, size, size, 1), dtype=np.float32)
         y = rng.integers(0, 8, (batch, size, size))
-        return model, x, [y] * len(model.outputs)
+        return model, x, [y] * len(model.outputs), "segmentation"
+    return case
+
+
+def _regression(build, inputs: int, channels: int = 3, stride: int = 1):
+    """Heatmaps, masks or class probabilities: random targets of each output's shape, mean squared error."""
+    def case(size: int, batch: int, base: int):
+        size = -(-size // stride) * stride
+        model = build(size, base)
+        rng = np.random.default_rng(0)
+        x = [rng.random((batch, size, size, channels), dtype=np.float32) for _ in range(inputs)]
+        targets = [rng.random((batch, *o.shape[1:]), dtype=np.float32) for o in model.outputs]
+        return model, x if inputs > 1 else x[0], targets, "mse"
     return case
 
 
 def _cases():
+    import acnn_pose
     import eas_unet
+    import tri_al
     import unet_transformer.model
 
     cases = {}
@@ -41,6 +55,14 @@ def _cases():
         cases[variant] = _segmentation(
             lambda base, v=variant: unet_transformer.build_model(v, num_classes=8, base_filters=base))
     cases["eas_unet"] = _segmentation(lambda base: eas_unet.build_model(num_classes=8, base_filters=base))
+    # ACNN and the hourglass at --size rounded up to their stride 64, 4 stacks of 4 x base features
+    # (256 at base 64, the paper's)
+    for name, attention in (("hourglass", False), ("acnn", True)):
+        cases[name] = _regression(lambda size, base, a=attention: acnn_pose.build_model(
+            input_shape=(size, size, 3), features=4 * base, attention=a), inputs=1, stride=64)
+    # TRI-CNN: three tiles of --size pixels, VGG16 width base / 64 (1.0, the exact VGG16, at base 64)
+    cases["tri_cnn"] = _regression(lambda size, base: tri_al.build_model(tile_size=size, width=base / 64),
+                                   inputs=3)
     return cases
 
 
@@ -57,15 +79,18 @@ def gpu_check(args) -> int:
         if args.only and name not in args.only:
             continue
         keras.backend.clear_session()
-        model, x, targets = make(args.size, args.batch, args.base)
+        model, x, targets, kind = make(args.size, args.batch, args.base)
         classes = model.outputs[0].shape[-1]
-        model.compile(optimizer=keras.optimizers.Adam(1e-4), loss=[CEDiceLoss(classes) for _ in targets],
-                      steps_per_execution=args.steps_per_execution)
+        loss = [CEDiceLoss(classes) if kind == "segmentation" else "mse" for _ in targets]
+        model.compile(optimizer=keras.optimizers.Adam(1e-4), loss=loss, steps_per_execution=args.steps_per_execution)
         losses = [float(np.ravel(model.train_on_batch(x, targets))[0])]  # also compiles the step
 
+        def tile(a, steps):
+            return np.tile(a, (steps,) + (1,) * (a.ndim - 1))
+
         def fit(steps):  # model.fit, so that steps_per_execution takes effect
-            repeat = (steps,) + (1,) * (x.ndim - 1)
-            history = model.fit(np.tile(x, repeat), [np.tile(t, repeat[:t.ndim]) for t in targets],
+            inputs = [tile(a, steps) for a in x] if isinstance(x, list) else tile(x, steps)
+            history = model.fit(inputs, [tile(t, steps) for t in targets],
                                 batch_size=args.batch, epochs=1, verbose=0, shuffle=False)
             return float(history.history["loss"][-1])
 
@@ -73,7 +98,7 @@ def gpu_check(args) -> int:
         start = time.perf_counter()
         losses.append(fit(args.steps))
         seconds = time.perf_counter() - start
-        output = model(x[:1])
+        output = model([a[:1] for a in x] if isinstance(x, list) else x[:1])
         dtype = str((output[0] if isinstance(output, (list, tuple)) else output).dtype)
         ok = bool(np.all(np.isfinite(losses))) and dtype == "float32"
         failures += not ok
