@@ -133,6 +133,21 @@ def make_callbacks(run_dir: pathlib.Path, chief: bool = True) -> list[keras.call
     return callbacks + [BackupAndRestore(run_dir / "backup", chief)]
 
 
+def synchronize_batch_norm(model: keras.Model, synchronized: bool) -> int:
+    """Sets ``synchronized`` on every BatchNormalization layer (nested ones too); returns how many.
+
+    With several replicas, batch statistics are then computed over the global
+    batch, so every replica (and worker) keeps the same moving statistics, as
+    synchronous data parallelism promises. The flag is TensorFlow-only, so
+    ``train`` turns it off again before writing ``model.keras``, which then
+    loads on every backend.
+    """
+    layers = [layer for layer in model._flatten_layers() if isinstance(layer, keras.layers.BatchNormalization)]
+    for layer in layers:
+        layer.synchronized = synchronized
+    return len(layers)
+
+
 def save_model_atomic(model: keras.Model, path) -> pathlib.Path:
     """Saves a ``.keras`` file atomically."""
     with atomic.atomic_path(path) as tmp:
@@ -331,6 +346,8 @@ def train(config: TrainConfig, strategy: tf.distribute.Strategy | None = None, l
     with strategy.scope():
         model = build_segmentation_model(config, manifest["num_classes"])
         compile_model(model, config, manifest["num_classes"], steps)
+    replicated = strategy.num_replicas_in_sync > 1
+    synchronize_batch_norm(model, replicated)
     targets = list(output_weights(model, config.side_weight))
     dataset = strategy.distribute_datasets_from_function(
         lambda ctx: with_targets(pipeline.slice_dataset(train_shards, config.batch_size, crop, training=True,
@@ -342,6 +359,7 @@ def train(config: TrainConfig, strategy: tf.distribute.Strategy | None = None, l
     model.fit(dataset, epochs=config.epochs, steps_per_epoch=steps,
               callbacks=make_callbacks(run_dir, chief), verbose=config.verbose,
               shuffle=False)  # the dataset shuffles itself
+    synchronize_batch_norm(model, False)
     if chief:
         save_model_atomic(model, run_dir / "model.keras")
     return model

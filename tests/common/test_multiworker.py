@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+import zipfile
 
 import numpy as np
 import pytest
@@ -70,14 +71,16 @@ def test_two_workers_train_one_model_and_only_the_chief_writes(trained):
     assert (run / "model.keras").is_file() and (run / "checkpoints" / "last.keras").is_file()
     assert (run / "config.json").is_file()
     assert _epochs(run) == [0, 1]  # one writer: a second one would have doubled the log
+    with zipfile.ZipFile(run / "model.keras") as saved:  # synchronized batch norm is TensorFlow-only:
+        config = saved.read("config.json").decode()      # the saved model loads on every backend
+    assert '"synchronized": false' in config and '"synchronized": true' not in config
     assert sorted(p.name for p in run.iterdir()) == ["checkpoints", "config.json", "history.csv", "logs",
                                                       "model.keras"]  # the backup is gone once training ends
 
 
 def test_both_workers_end_with_identical_weights(tiny_prepared, tmp_path):
-    # Each worker writes its final trainable weights; the non-chief's go to a scratch file for this check.
-    # BatchNorm's moving statistics are not compared: each replica averages its own batches (as under
-    # MirroredStrategy on one machine), and the chief's are the ones saved.
+    # Each worker writes all its final weights, BatchNorm's moving statistics included (synchronized
+    # batch norm); the non-chief's go to a scratch file for this check.
     ports = _free_ports(2)
     cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
     script = (
@@ -88,7 +91,7 @@ def test_both_workers_end_with_identical_weights(tiny_prepared, tmp_path):
         "config = training.TrainConfig(data=sys.argv[1], out=sys.argv[2], base_filters=2, epochs=1, batch_size=2,\n"
         "    crop_size=32, learning_rate=1e-3, test_cases=['case_000'], verbose=0)\n"
         "model = training.train(config, strategy=strategy, log=lambda _: None)\n"
-        "np.savez(sys.argv[3], *[np.asarray(w) for w in model.trainable_weights])\n"
+        "np.savez(sys.argv[3], *model.get_weights())\n"
     )
     workers = []
     for index in range(2):
