@@ -18,8 +18,10 @@ import json
 import os
 import pathlib
 
+import eas_unet
 import keras
 import tensorflow as tf
+import unet_transformer
 
 from common import atomic, losses, pipeline, shards, splits
 
@@ -211,8 +213,8 @@ class TrainConfig:
 
 LOSSES = {"ce_dice": losses.CEDiceLoss, "dice": losses.SoftDiceLoss}
 OPTIMIZERS = ("adam", "sgd")
-MODELS = ("unet", "attention_unet", "mhsa", "mhca", "u_transformer", "eas_unet")
-STRIDE = 16  # every segmentation model here pools four times
+MODELS = (*unet_transformer.VARIANTS, "eas_unet")
+STRIDE = unet_transformer.STRIDE  # the EAS U-Net pools as often (eas_unet.STRIDE, tested equal)
 
 # The papers' training recipes; ``preset_config`` applies one.
 PRESETS = {
@@ -245,12 +247,8 @@ def preset_config(preset: str | None, epoch_scale: float = 1.0, **fields) -> Tra
 def build_segmentation_model(config: TrainConfig, num_classes: int) -> keras.Model:
     """Builds the model named by ``config.model``: a U-Transformer family variant or the EAS U-Net."""
     if config.model == "eas_unet":
-        import eas_unet
-
         build = eas_unet.build_model
     else:
-        import unet_transformer
-
         build = functools.partial(unet_transformer.build_model, config.model)
     try:
         return build(input_shape=(None, None, 1), num_classes=num_classes, base_filters=config.base_filters,
