@@ -1,4 +1,4 @@
-"""``python -m benchmarks NAME [options]``: train, infer, data, gpu-check.
+"""``python -m benchmarks NAME [options]``: train, infer, input, serving, predict-volume, vs-torch, gpu-check.
 
 Each prints one JSON line per figure. Peak memory is the process's peak
 resident set size (``ru_maxrss``), so run one benchmark per process.
@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import pathlib
 import platform
 import resource
 import sys
@@ -83,27 +84,129 @@ def bench_infer(args) -> None:
           images_per_s=round(args.steps * args.batch / seconds, 2))
 
 
-def bench_data(args) -> None:
-    """Slices/s the tf.data pipeline delivers from prepared shards (training mode, augmented)."""
-    from common import pipeline, shards, synthetic_ct
+def _prepared_folder(args, num_cases: int = 8) -> str:
+    """``--data``, or a prepared synthetic cohort of ``num_cases`` 128x128x32 cases in a temporary folder."""
+    from common import shards, synthetic_ct
 
-    prepared = args.data
-    if prepared is None:
-        workdir = tempfile.mkdtemp(prefix="zoo-bench-")
-        synthetic_ct.write_cohort(f"{workdir}/cohort", num_cases=8, seed=0)
-        shards.prepare(f"{workdir}/cohort", f"{workdir}/prepared", log=lambda _: None)
-        prepared = f"{workdir}/prepared"
-    files = [c["shard"] for c in shards.load_manifest(prepared)["cases"]]
-    dataset = pipeline.slice_dataset(files, args.batch, args.size, training=True)
-    iterator = iter(dataset)
-    for _ in range(args.warmup):
+    if args.data is not None:
+        return args.data
+    workdir = tempfile.mkdtemp(prefix="zoo-bench-")
+    synthetic_ct.write_cohort(f"{workdir}/cohort", num_cases=num_cases, seed=0)
+    shards.prepare(f"{workdir}/cohort", f"{workdir}/prepared", log=lambda _: None)
+    return f"{workdir}/prepared"
+
+
+def _time_batches(iterator, warmup: int, steps: int) -> float:
+    for _ in range(warmup):
         next(iterator)
     start = time.perf_counter()
-    for _ in range(args.steps):
+    for _ in range(steps):
         next(iterator)
+    return time.perf_counter() - start
+
+
+PIPELINE_BATCHES = 200
+
+
+def bench_input(args) -> None:
+    """Slices/s the tf.data pipeline delivers against the images/s training consumes from it, in one process."""
+    from common import pipeline, shards, training
+
+    prepared = _prepared_folder(args)
+    manifest = shards.load_manifest(prepared)
+    files = [c["shard"] for c in manifest["cases"]]
+    classes = manifest["num_classes"]
+    dataset = pipeline.slice_dataset(files, args.batch, args.size, training=True, seed=0)
+    batches = max(args.steps, PIPELINE_BATCHES)  # well past what prefetching holds
+    delivered = batches * args.batch / _time_batches(iter(dataset), args.warmup, batches)
+
+    config = training.TrainConfig(data=prepared, out="", model=args.model, base_filters=args.base,
+                                  batch_size=args.batch, precision=args.precision, **_model_options(args))
+    training.configure_precision(config.precision)
+    model = training.build_segmentation_model(config, classes)
+    training.compile_model(model, config, classes, steps_per_epoch=args.steps)
+    data = training.with_targets(pipeline.slice_dataset(files, args.batch, args.size, training=True, seed=0),
+                                 list(training.output_weights(model, config.side_weight)))
+    model.fit(data, epochs=1, steps_per_epoch=args.warmup, verbose=0, shuffle=False)
+    start = time.perf_counter()
+    model.fit(data, epochs=1, steps_per_epoch=args.steps, verbose=0, shuffle=False)
+    consumed = args.steps * args.batch / (time.perf_counter() - start)
+    _emit(benchmark="input", model=args.model, base=args.base, size=args.size, batch=args.batch,
+          pipeline_slices_per_s=round(delivered, 1), training_images_per_s=round(consumed, 2),
+          ratio=round(delivered / consumed, 1))
+
+
+def _model_options(args) -> dict:
+    return {"model_options": args.model_options} if args.model_options else {}
+
+
+def bench_serving(args) -> None:
+    """The exported SavedModel's serving_default against ``model.predict`` on the same batches, alternating."""
+    import statistics
+
+    import numpy as np
+    import tensorflow as tf
+
+    from common import export
+
+    model = _model(args)
+    x, _ = _random_batch(args)
+    folder = export.export_saved_model(model, tempfile.mkdtemp(prefix="zoo-bench-"), "bench",
+                                       warmup_sizes=((args.size, args.size),))
+    serve = tf.saved_model.load(str(folder)).signatures[export.SIGNATURE]
+    image = tf.constant(x)
+    np.testing.assert_allclose(serve(image=image)["probabilities"].numpy(), model.predict(x, verbose=0),
+                               atol=1e-4)  # the same computation, or the comparison means nothing
+    ways = {"saved_model": lambda: serve(image=image)["labels"].numpy(),
+            "predict": lambda: model.predict(x, batch_size=args.batch, verbose=0)}
+    for run in ways.values():
+        for _ in range(args.warmup):
+            run()
+    ratios = []
+    for round_index in range(args.rounds):
+        speed = {}
+        for way, run in ways.items():
+            start = time.perf_counter()
+            for _ in range(args.steps):
+                run()
+            speed[way] = args.steps * args.batch / (time.perf_counter() - start)
+        ratios.append(speed["saved_model"] / speed["predict"])
+        _emit(benchmark="serving", round=round_index + 1, model=args.model, base=args.base, size=args.size,
+              batch=args.batch, saved_model_images_per_s=round(speed["saved_model"], 2),
+              predict_images_per_s=round(speed["predict"], 2), ratio=round(ratios[-1], 3))
+    _emit(benchmark="serving", model=args.model, rounds=args.rounds, median_ratio=round(statistics.median(ratios), 3))
+
+
+def bench_predict_volume(args) -> None:
+    """``zoo predict`` on a synthetic CT of --size x --size x --depth voxels, timed end to end (read to write)."""
+    import SimpleITK as sitk
+
+    from common import cli, synthetic_ct, training
+
+    workdir = tempfile.mkdtemp(prefix="zoo-bench-")
+    image, _ = synthetic_ct.make_phantom(0, size=(args.size, args.size, args.depth),
+                                         spacing=(350.0 / args.size, 350.0 / args.size, 2.5))
+    sitk.WriteImage(image, f"{workdir}/ct.nii.gz")
+    run = pathlib.Path(workdir, "run")
+    run.mkdir()
+    training.save_model_atomic(_model(args), run / "model.keras")
+    start = time.perf_counter()
+    status = cli.main(["predict", str(run), f"{workdir}/ct.nii.gz", f"{workdir}/labels.nii.gz",
+                       "--batch-size", str(args.batch)])
     seconds = time.perf_counter() - start
-    _emit(benchmark="data", size=args.size, batch=args.batch,
-          slices_per_s=round(args.steps * args.batch / seconds, 1))
+    if status:
+        raise SystemExit(status)
+    _emit(benchmark="predict-volume", model=args.model, base=args.base, volume=[args.size, args.size, args.depth],
+          batch=args.batch, seconds=round(seconds, 1), slices_per_s=round(args.depth / seconds, 2))
+
+
+def bench_vs_torch(args) -> int:
+    """Training images/s of the zoo against PyTorch eager on the same network (benchmarks.vs_torch)."""
+    from benchmarks.vs_torch import vs_torch
+
+    vs_torch(args.model, args.base, args.size, args.batch, args.classes, args.steps, args.warmup, args.rounds,
+             _emit)
+    return 0
 
 
 def bench_gpu_check(args) -> int:
@@ -113,7 +216,9 @@ def bench_gpu_check(args) -> int:
     return gpu_check(args)
 
 
-BENCHMARKS = {"train": bench_train, "infer": bench_infer, "data": bench_data, "gpu-check": bench_gpu_check}
+BENCHMARKS = {"train": bench_train, "infer": bench_infer, "input": bench_input,
+              "serving": bench_serving, "predict-volume": bench_predict_volume, "vs-torch": bench_vs_torch,
+              "gpu-check": bench_gpu_check}
 
 
 def main(argv=None) -> int:
@@ -129,7 +234,9 @@ def main(argv=None) -> int:
     parser.add_argument("--precision", default="float32")
     parser.add_argument("--model-options", type=json.loads, default={},
                         help='more build_model arguments as JSON, e.g. \'{"token_stride": [1, 2, 1, 1]}\'')
-    parser.add_argument("--data", help="prepared folder for `data` (default: a synthetic one)")
+    parser.add_argument("--data", help="prepared folder for `data` and `input` (default: a synthetic one)")
+    parser.add_argument("--rounds", type=int, default=3, help="vs-torch, serving: alternating rounds")
+    parser.add_argument("--depth", type=int, default=100, help="predict-volume: slices of the volume")
     parser.add_argument("--steps-per-execution", type=int, default=1, help="gpu-check: steps per compiled call")
     parser.add_argument("--only", nargs="*", help="gpu-check: only these models")
     args = parser.parse_args(argv)
