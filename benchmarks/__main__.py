@@ -1,4 +1,5 @@
-"""``python -m benchmarks NAME [options]``: train, infer, input, serving, predict-volume, vs-torch, gpu-check.
+"""``python -m benchmarks NAME [options]``: train, infer, input, serving, predict-volume, vs-torch, speed-settings,
+gpu-check.
 
 Each prints one JSON line per figure. Peak memory is the process's peak
 resident set size (``ru_maxrss``), so run one benchmark per process.
@@ -11,7 +12,6 @@ import json
 import os
 import pathlib
 import platform
-import resource
 import sys
 import tempfile
 import time
@@ -20,13 +20,11 @@ import time
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-
-def _peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+from benchmarks.timing import peak_rss_mib, random_batch, timed_fit  # noqa: E402  (after the environment is set)
 
 
 def _emit(**figures) -> None:
-    print(json.dumps({**figures, "peak_rss_mib": round(_peak_rss_mib(), 1), "machine": platform.machine(),
+    print(json.dumps({"peak_rss_mib": round(peak_rss_mib(), 1), **figures, "machine": platform.machine(),
                       "cpus": os.cpu_count(), "date": time.strftime("%Y-%m-%d")}), flush=True)
 
 
@@ -38,12 +36,7 @@ def _model(args):
 
 
 def _random_batch(args):
-    import numpy as np
-
-    rng = np.random.default_rng(0)
-    x = rng.random((args.batch, args.size, args.size, 1), dtype=np.float32)
-    y = rng.integers(0, args.classes, (args.batch, args.size, args.size)).astype(np.uint8)
-    return x, y
+    return random_batch(args.batch, args.size, args.classes)
 
 
 def bench_train(args) -> None:
@@ -60,9 +53,7 @@ def bench_train(args) -> None:
     x, y = _random_batch(args)
     data = tf.data.Dataset.from_tensors((x, y)).repeat().prefetch(tf.data.AUTOTUNE)
     model.fit(data, epochs=1, steps_per_epoch=args.warmup, verbose=0, shuffle=False)  # traces and compiles the step
-    start = time.perf_counter()
-    model.fit(data, epochs=1, steps_per_epoch=args.steps, verbose=0, shuffle=False)
-    seconds = time.perf_counter() - start
+    seconds = timed_fit(model, data, args.steps)
     _emit(benchmark="train", model=args.model, base=args.base, size=args.size, batch=args.batch,
           model_options=args.model_options,
           precision=args.precision, parameters=model.count_params(),
@@ -128,9 +119,7 @@ def bench_input(args) -> None:
     data = training.with_targets(pipeline.slice_dataset(files, args.batch, args.size, training=True, seed=0),
                                  list(training.output_weights(model, config.side_weight)))
     model.fit(data, epochs=1, steps_per_epoch=args.warmup, verbose=0, shuffle=False)
-    start = time.perf_counter()
-    model.fit(data, epochs=1, steps_per_epoch=args.steps, verbose=0, shuffle=False)
-    consumed = args.steps * args.batch / (time.perf_counter() - start)
+    consumed = args.steps * args.batch / timed_fit(model, data, args.steps)
     _emit(benchmark="input", model=args.model, base=args.base, size=args.size, batch=args.batch,
           pipeline_slices_per_s=round(delivered, 1), training_images_per_s=round(consumed, 2),
           ratio=round(delivered / consumed, 1))
@@ -205,9 +194,15 @@ def bench_vs_torch(args) -> int:
     from benchmarks.vs_torch import vs_torch
 
     vs_torch(args.model, args.base, args.size, args.batch, args.classes, args.steps, args.warmup, args.rounds,
-             _emit)
+             _emit, args.torch_attention)
     return 0
 
+
+def bench_speed_settings(args) -> None:
+    """Training images/s of the zoo's defaults against each speed setting changed (benchmarks.speed_settings)."""
+    from benchmarks.speed_settings import speed_settings
+
+    speed_settings(args, _emit)
 
 def bench_gpu_check(args) -> int:
     """Every model: mixed-precision training steps on Keras' JAX backend (no TensorFlow needed)."""
@@ -218,6 +213,7 @@ def bench_gpu_check(args) -> int:
 
 BENCHMARKS = {"train": bench_train, "infer": bench_infer, "input": bench_input,
               "serving": bench_serving, "predict-volume": bench_predict_volume, "vs-torch": bench_vs_torch,
+              "speed-settings": bench_speed_settings,
               "gpu-check": bench_gpu_check}
 
 
@@ -236,9 +232,12 @@ def main(argv=None) -> int:
                         help='more build_model arguments as JSON, e.g. \'{"token_stride": [1, 2, 1, 1]}\'')
     parser.add_argument("--data", help="prepared folder for `data` and `input` (default: a synthetic one)")
     parser.add_argument("--rounds", type=int, default=3, help="vs-torch, serving: alternating rounds")
+    parser.add_argument("--torch-attention", default="fused", choices=("fused", "plain"),
+                        help="vs-torch: PyTorch's attention, F.scaled_dot_product_attention or op by op")
     parser.add_argument("--depth", type=int, default=100, help="predict-volume: slices of the volume")
     parser.add_argument("--steps-per-execution", type=int, default=1, help="gpu-check: steps per compiled call")
-    parser.add_argument("--only", nargs="*", help="gpu-check: only these models")
+    parser.add_argument("--only", nargs="*", help="gpu-check: only these models; speed-settings: only these "
+                        "settings, the first the reference (default: all)")
     args = parser.parse_args(argv)
     if args.warmup < 1 or args.steps < 1:
         parser.error("--warmup and --steps must be >= 1")

@@ -13,25 +13,17 @@ then ``pip install -e '.[bench]'``.
 
 from __future__ import annotations
 
-import concurrent.futures
-import multiprocessing
 import statistics
 import time
 
 import numpy as np
 
-
-def random_batch(batch: int, size: int, classes: int, seed: int = 0):
-    """The images (B, S, S, 1) float32 and labels (B, S, S) uint8 both frameworks train on."""
-    rng = np.random.default_rng(seed)
-    images = rng.random((batch, size, size, 1), dtype=np.float32)
-    labels = rng.integers(0, classes, (batch, size, size)).astype(np.uint8)
-    return images, labels
+from benchmarks.timing import in_fresh_process, peak_rss_mib, random_batch, timed_fit
 
 
 def keras_images_per_s(model_name: str, base: int, size: int, batch: int, classes: int, steps: int,
-                       warmup: int) -> tuple[float, int]:
-    """Training images/s of ``common.training`` on one repeated batch; and the trainable parameter count."""
+                       warmup: int, torch_attention: str) -> tuple[float, int, float]:
+    """Training images/s of ``common.training`` on one repeated batch; trainable parameters; peak MiB."""
     import tensorflow as tf
 
     from common import training
@@ -44,22 +36,25 @@ def keras_images_per_s(model_name: str, base: int, size: int, batch: int, classe
     images, labels = random_batch(batch, size, classes)
     data = tf.data.Dataset.from_tensors((images, labels)).repeat().prefetch(tf.data.AUTOTUNE)
     model.fit(data, epochs=1, steps_per_epoch=warmup, verbose=0, shuffle=False)  # traces the step
-    start = time.perf_counter()
-    model.fit(data, epochs=1, steps_per_epoch=steps, verbose=0, shuffle=False)
-    seconds = time.perf_counter() - start
+    seconds = timed_fit(model, data, steps)
     parameters = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
-    return steps * batch / seconds, parameters
+    return steps * batch / seconds, parameters, peak_rss_mib()
 
 
 def torch_images_per_s(model_name: str, base: int, size: int, batch: int, classes: int, steps: int,
-                       warmup: int) -> tuple[float, int]:
-    """Training images/s of the PyTorch reference in eager mode on the same batch; and its parameter count."""
+                       warmup: int, torch_attention: str) -> tuple[float, int, float]:
+    """Training images/s of the PyTorch reference in eager mode on the same batch; parameters; peak MiB.
+
+    ``torch_attention``: "fused" (``F.scaled_dot_product_attention``, what a
+    PyTorch user writes) or "plain" (softmax(QK^T)V op by op, as Keras runs it).
+    """
     import torch
 
     from benchmarks import torch_reference
 
     torch.manual_seed(0)
-    module = torch_reference.build(model_name, base, num_classes=classes)
+    module = torch_reference.build(model_name, base, num_classes=classes,
+                                   fused_attention=torch_attention == "fused")
     optimizer = torch_reference.make_optimizer(module)
     images, labels = random_batch(batch, size, classes)
     images = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()  # NCHW, PyTorch's layout
@@ -70,39 +65,36 @@ def torch_images_per_s(model_name: str, base: int, size: int, batch: int, classe
     for _ in range(steps):
         torch_reference.train_step(module, optimizer, images, labels, classes)
     seconds = time.perf_counter() - start
-    return steps * batch / seconds, torch_reference.parameter_count(module)
+    return steps * batch / seconds, torch_reference.parameter_count(module), peak_rss_mib()
 
 
 RUNNERS = {"keras": keras_images_per_s, "torch": torch_images_per_s}
 
 
-def _in_fresh_process(framework: str, *args) -> tuple[float, int]:
-    context = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(1, mp_context=context) as pool:
-        return pool.submit(RUNNERS[framework], *args).result()
-
-
 def vs_torch(model_name: str, base: int, size: int, batch: int, classes: int, steps: int, warmup: int,
-             rounds: int, emit) -> float:
+             rounds: int, emit, torch_attention: str = "fused") -> float:
     """Runs ``rounds`` alternating keras/torch rounds; emits one line per round and the median; returns it."""
     if model_name not in ("unet", "u_transformer"):
         raise ValueError(f"--model must be unet or u_transformer for vs-torch, got {model_name!r}")
+    if torch_attention not in ("fused", "plain"):
+        raise ValueError(f"--torch-attention must be fused or plain, got {torch_attention!r}")
     ratios = []
     for round_index in range(rounds):
         figures = {}
         for framework in RUNNERS:
-            images_per_s, parameters = _in_fresh_process(framework, model_name, base, size, batch, classes,
-                                                         steps, warmup)
-            figures[framework] = (images_per_s, parameters)
-        (keras_speed, keras_params), (torch_speed, torch_params) = figures["keras"], figures["torch"]
+            figures[framework] = in_fresh_process(RUNNERS[framework], model_name, base, size, batch, classes,
+                                                  steps, warmup, torch_attention)
+        (keras_speed, keras_params, keras_peak), (torch_speed, torch_params, torch_peak) = (figures["keras"],
+                                                                                          figures["torch"])
         if abs(torch_params - keras_params) > 0.005 * keras_params:
             raise RuntimeError(f"the PyTorch reference has {torch_params:,} parameters, the Keras model "
                                f"{keras_params:,}: not the same network")
         ratios.append(keras_speed / torch_speed)
-        emit(benchmark="vs-torch", round=round_index + 1, model=model_name, base=base, size=size, batch=batch,
+        emit(benchmark="vs-torch", peak_rss_mib=None, round=round_index + 1, model=model_name, base=base, size=size, batch=batch,
              keras_images_per_s=round(keras_speed, 2), torch_images_per_s=round(torch_speed, 2),
-             ratio=round(ratios[-1], 3), keras_parameters=keras_params, torch_parameters=torch_params)
+             ratio=round(ratios[-1], 3), keras_parameters=keras_params, torch_parameters=torch_params,
+             torch_attention=torch_attention, keras_peak_rss_mib=round(keras_peak), torch_peak_rss_mib=round(torch_peak))
     median = statistics.median(ratios)
-    emit(benchmark="vs-torch", model=model_name, base=base, size=size, batch=batch, rounds=rounds,
-         median_ratio=round(median, 3))
+    emit(benchmark="vs-torch", peak_rss_mib=None, model=model_name, base=base, size=size, batch=batch, rounds=rounds,
+         torch_attention=torch_attention, median_ratio=round(median, 3))
     return median
