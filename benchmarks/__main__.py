@@ -1,5 +1,5 @@
 """``python -m benchmarks NAME [options]``: train, infer, input, serving, predict-volume, vs-torch, speed-settings,
-gpu-check.
+profile, gpu-check.
 
 Each prints one JSON line per figure. Peak memory is the process's peak
 resident set size (``ru_maxrss``), so run one benchmark per process.
@@ -204,6 +204,13 @@ def bench_speed_settings(args) -> None:
 
     speed_settings(args, _emit)
 
+def bench_profile(args) -> None:
+    """Op time of a training step by layer and op type (benchmarks.step_profile)."""
+    from benchmarks.step_profile import profile
+
+    profile(args, _emit)
+
+
 def bench_gpu_check(args) -> int:
     """Every model: mixed-precision training steps on Keras' JAX backend (no TensorFlow needed)."""
     from benchmarks.gpu_check import gpu_check
@@ -213,7 +220,7 @@ def bench_gpu_check(args) -> int:
 
 BENCHMARKS = {"train": bench_train, "infer": bench_infer, "input": bench_input,
               "serving": bench_serving, "predict-volume": bench_predict_volume, "vs-torch": bench_vs_torch,
-              "speed-settings": bench_speed_settings,
+              "speed-settings": bench_speed_settings, "profile": bench_profile,
               "gpu-check": bench_gpu_check}
 
 
@@ -234,6 +241,7 @@ def main(argv=None) -> int:
     parser.add_argument("--rounds", type=int, default=3, help="vs-torch, serving: alternating rounds")
     parser.add_argument("--torch-attention", default="fused", choices=("fused", "plain"),
                         help="vs-torch: PyTorch's attention, F.scaled_dot_product_attention or op by op")
+    parser.add_argument("--top", type=int, default=12, help="profile: lines per table")
     parser.add_argument("--depth", type=int, default=100, help="predict-volume: slices of the volume")
     parser.add_argument("--steps-per-execution", type=int, default=1, help="gpu-check: steps per compiled call")
     parser.add_argument("--only", nargs="*", help="gpu-check: only these models; speed-settings: only these "
