@@ -22,8 +22,11 @@ from benchmarks.timing import in_fresh_process, peak_rss_mib, random_batch, time
 
 
 def keras_images_per_s(model_name: str, base: int, size: int, batch: int, classes: int, steps: int,
-                       warmup: int, torch_attention: str) -> tuple[float, int, float]:
-    """Training images/s of ``common.training`` on one repeated batch; trainable parameters; peak MiB."""
+                       warmup: int, _torch_attention: str) -> tuple[float, int, float]:
+    """Training images/s of ``common.training`` on one repeated batch; trainable parameters; peak MiB.
+
+    (The last argument is the PyTorch runner's; both runners take the same arguments.)
+    """
     import tensorflow as tf
 
     from common import training
