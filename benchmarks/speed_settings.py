@@ -1,7 +1,7 @@
 """``python -m benchmarks speed-settings``: the zoo's training speed defaults, each measured before and after.
 
-Every setting trains the model ``zoo train`` builds on one repeated random
-batch in a fresh process (several models in one process disturbed each
+Every setting trains the model ``zoo train`` builds (``zoo train-pose``'s
+with ``--model acnn``) on one repeated random batch in a fresh process (several models in one process disturbed each
 other's timings here), settings alternating, ``--rounds`` times; one JSON line
 per measurement, then each setting's median images/s relative to the first.
 
@@ -21,9 +21,38 @@ from benchmarks.timing import in_fresh_process, random_batch, timed_fit
 SETTINGS = ("zoo", "keras_batch_norm", "xla", "steps_per_execution_4", "inter_op_1", "intra_op_1")
 
 
+def _compiled_model(model_name: str, base: int, size: int, batch: int, classes: int, steps: int):
+    """The model as the zoo trains it, compiled, and one random batch for it.
+
+    Segmentation models: ``common.training.compile_model``. "acnn": ACNN with
+    2 stacks of ``2 * base`` features and mean squared error on every stage's
+    heatmaps, fused batch norm on, as ``zoo train-pose`` trains it.
+    """
+    from common import training
+
+    if model_name != "acnn":
+        config = training.TrainConfig(data="", out="", model=model_name, base_filters=base, batch_size=batch,
+                                      precision="float32")
+        training.configure_precision(config.precision)
+        model = training.build_segmentation_model(config, classes)
+        training.compile_model(model, config, classes, steps_per_epoch=steps)
+        return model, random_batch(batch, size, classes)
+    import acnn_pose
+    import keras
+    import numpy as np
+
+    model = acnn_pose.build_model((size, size, 3), num_stacks=2, features=2 * base)
+    model.compile(optimizer=keras.optimizers.RMSprop(2.5e-4), loss=["mse"] * len(model.outputs))
+    training.fuse_batch_norm(model)
+    rng = np.random.default_rng(0)
+    images = rng.random((batch, size, size, 3), dtype=np.float32)
+    heatmaps = tuple(rng.random((batch, *output.shape[1:]), dtype=np.float32) for output in model.outputs)
+    return model, (images, heatmaps)
+
+
 def images_per_s(setting: str, model_name: str, base: int, size: int, batch: int, classes: int, steps: int,
                  warmup: int) -> float:
-    """Training images/s of the zoo's compiled model with ``setting`` changed."""
+    """Training images/s of the zoo's compiled model with ``setting`` changed (--model: a segmentation model or acnn)."""
     import tensorflow as tf
 
     if setting == "inter_op_1":
@@ -35,11 +64,7 @@ def images_per_s(setting: str, model_name: str, base: int, size: int, batch: int
     from common import training
 
     keras.utils.set_random_seed(0)
-    config = training.TrainConfig(data="", out="", model=model_name, base_filters=base, batch_size=batch,
-                                  precision="float32")
-    training.configure_precision(config.precision)
-    model = training.build_segmentation_model(config, classes)
-    training.compile_model(model, config, classes, steps_per_epoch=steps)
+    model, (inputs, targets) = _compiled_model(model_name, base, size, batch, classes, steps)
     if setting == "keras_batch_norm":  # undo fuse_batch_norm
         for layer in model._flatten_layers():
             if isinstance(layer.call, training._FusedBatchNormCall):
@@ -49,8 +74,7 @@ def images_per_s(setting: str, model_name: str, base: int, size: int, batch: int
         model.compile(optimizer=model.optimizer, loss=compiled["loss"], loss_weights=compiled["loss_weights"],
                       metrics=compiled["metrics"], jit_compile=setting == "xla",
                       steps_per_execution=4 if setting == "steps_per_execution_4" else 1)
-    images, labels = random_batch(batch, size, classes)
-    data = tf.data.Dataset.from_tensors((images, labels)).repeat().prefetch(tf.data.AUTOTUNE)
+    data = tf.data.Dataset.from_tensors((inputs, targets)).repeat().prefetch(tf.data.AUTOTUNE)
     model.fit(data, epochs=1, steps_per_epoch=4 * warmup, verbose=0, shuffle=False)  # traces the step
     return steps * batch / timed_fit(model, data, steps)
 
