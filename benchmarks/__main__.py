@@ -20,7 +20,7 @@ import time
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from benchmarks.timing import peak_rss_mib, random_batch, timed_fit  # noqa: E402  (after the environment is set)
+from benchmarks.timing import compiled_zoo_model, peak_rss_mib, random_batch, timed_fit  # noqa: E402
 
 
 def _emit(**figures) -> None:
@@ -45,13 +45,11 @@ def bench_train(args) -> None:
 
     from common import training
 
-    training.configure_precision(args.precision)
-    model = _model(args)
-    config = training.TrainConfig(data="", out="", model=args.model, base_filters=args.base,
-                                  batch_size=args.batch)
-    training.compile_model(model, config, args.classes, steps_per_epoch=args.steps)
-    x, y = _random_batch(args)
-    data = tf.data.Dataset.from_tensors((x, y)).repeat().prefetch(tf.data.AUTOTUNE)
+    model = compiled_zoo_model(args.model, args.base, args.batch, args.classes, args.steps, args.precision,
+                               args.model_options)
+    data = training.with_targets(tf.data.Dataset.from_tensors(_random_batch(args)).repeat(),
+                                 list(training.output_weights(model, training.TrainConfig.side_weight)))
+    data = data.prefetch(tf.data.AUTOTUNE)
     model.fit(data, epochs=1, steps_per_epoch=args.warmup, verbose=0, shuffle=False)  # traces and compiles the step
     seconds = timed_fit(model, data, args.steps)
     _emit(benchmark="train", model=args.model, base=args.base, size=args.size, batch=args.batch,
@@ -111,22 +109,15 @@ def bench_input(args) -> None:
     batches = max(args.steps, PIPELINE_BATCHES)  # well past what prefetching holds
     delivered = batches * args.batch / _time_batches(iter(dataset), args.warmup, batches)
 
-    config = training.TrainConfig(data=prepared, out="", model=args.model, base_filters=args.base,
-                                  batch_size=args.batch, precision=args.precision, **_model_options(args))
-    training.configure_precision(config.precision)
-    model = training.build_segmentation_model(config, classes)
-    training.compile_model(model, config, classes, steps_per_epoch=args.steps)
+    model = compiled_zoo_model(args.model, args.base, args.batch, classes, args.steps, args.precision,
+                               args.model_options)
     data = training.with_targets(pipeline.slice_dataset(files, args.batch, args.size, training=True, seed=0),
-                                 list(training.output_weights(model, config.side_weight)))
+                                 list(training.output_weights(model, training.TrainConfig.side_weight)))
     model.fit(data, epochs=1, steps_per_epoch=args.warmup, verbose=0, shuffle=False)
     consumed = args.steps * args.batch / timed_fit(model, data, args.steps)
     _emit(benchmark="input", model=args.model, base=args.base, size=args.size, batch=args.batch,
           pipeline_slices_per_s=round(delivered, 1), training_images_per_s=round(consumed, 2),
           ratio=round(delivered / consumed, 1))
-
-
-def _model_options(args) -> dict:
-    return {"model_options": args.model_options} if args.model_options else {}
 
 
 def bench_serving(args) -> None:
@@ -204,6 +195,7 @@ def bench_speed_settings(args) -> None:
 
     speed_settings(args, _emit)
 
+
 def bench_profile(args) -> None:
     """Op time of a training step by layer and op type (benchmarks.step_profile)."""
     from benchmarks.step_profile import profile
@@ -237,7 +229,7 @@ def main(argv=None) -> int:
     parser.add_argument("--precision", default="float32")
     parser.add_argument("--model-options", type=json.loads, default={},
                         help='more build_model arguments as JSON, e.g. \'{"token_stride": [1, 2, 1, 1]}\'')
-    parser.add_argument("--data", help="prepared folder for `data` and `input` (default: a synthetic one)")
+    parser.add_argument("--data", help="prepared folder for `input` (default: a synthetic one)")
     parser.add_argument("--rounds", type=int, default=3, help="vs-torch, serving: alternating rounds")
     parser.add_argument("--torch-attention", default="fused", choices=("fused", "plain"),
                         help="vs-torch: PyTorch's attention, F.scaled_dot_product_attention or op by op")

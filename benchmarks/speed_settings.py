@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import statistics
 
-from benchmarks.timing import in_fresh_process, random_batch, timed_fit
+from benchmarks.timing import compiled_zoo_model, in_fresh_process, random_batch, timed_fit
 
 SETTINGS = ("zoo", "keras_batch_norm", "xla", "steps_per_execution_4", "inter_op_1", "intra_op_1")
 
@@ -31,12 +31,7 @@ def _compiled_model(model_name: str, base: int, size: int, batch: int, classes: 
     from common import training
 
     if model_name != "acnn":
-        config = training.TrainConfig(data="", out="", model=model_name, base_filters=base, batch_size=batch,
-                                      precision="float32")
-        training.configure_precision(config.precision)
-        model = training.build_segmentation_model(config, classes)
-        training.compile_model(model, config, classes, steps_per_epoch=steps)
-        return model, random_batch(batch, size, classes)
+        return compiled_zoo_model(model_name, base, batch, classes, steps), random_batch(batch, size, classes)
     import acnn_pose
     import keras
     import numpy as np

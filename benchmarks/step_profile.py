@@ -15,7 +15,7 @@ import pathlib
 import re
 import tempfile
 
-from benchmarks.timing import random_batch
+from benchmarks.timing import compiled_zoo_model, random_batch
 
 # The model's own layer names (unet_transformer.model), else the loss and optimizer.
 _LAYER = re.compile(r"/(mhca\d|mhsa|gate\d|enc\d|dec\d|bottleneck|up\d|pool\d|concat\d|logits|probabilities|"
@@ -46,14 +46,8 @@ def profile(args, emit) -> None:
     import keras
     import tensorflow as tf
 
-    from common import training
-
     keras.utils.set_random_seed(0)
-    config = training.TrainConfig(data="", out="", model=args.model, base_filters=args.base, batch_size=args.batch,
-                                  precision="float32")
-    training.configure_precision(config.precision)
-    model = training.build_segmentation_model(config, args.classes)
-    training.compile_model(model, config, args.classes, steps_per_epoch=args.steps)
+    model = compiled_zoo_model(args.model, args.base, args.batch, args.classes, args.steps)
     images, labels = random_batch(args.batch, args.size, args.classes)
     data = tf.data.Dataset.from_tensors((images, labels)).repeat()
     model.fit(data, epochs=1, steps_per_epoch=args.warmup, verbose=0, shuffle=False)

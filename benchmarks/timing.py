@@ -30,6 +30,19 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def compiled_zoo_model(model_name: str, base: int, batch: int, classes: int, steps_per_epoch: int,
+                       precision: str = "float32", model_options: dict | None = None):
+    """The segmentation model ``zoo train`` builds, compiled as it compiles it (``common.training``)."""
+    from common import training
+
+    config = training.TrainConfig(data="", out="", model=model_name, base_filters=base, batch_size=batch,
+                                  precision=precision, model_options=model_options or {})
+    training.configure_precision(config.precision)
+    model = training.build_segmentation_model(config, classes)
+    training.compile_model(model, config, classes, steps_per_epoch=steps_per_epoch)
+    return model
+
+
 def timed_fit(model, data, steps: int) -> float:
     """Seconds from the start of the first training step to the end of the last, in one ``model.fit``.
 

@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 
-from benchmarks.timing import in_fresh_process, peak_rss_mib, random_batch, timed_fit
+from benchmarks.timing import compiled_zoo_model, in_fresh_process, peak_rss_mib, random_batch, timed_fit
 
 
 def keras_images_per_s(model_name: str, base: int, size: int, batch: int, classes: int, steps: int,
@@ -29,13 +29,7 @@ def keras_images_per_s(model_name: str, base: int, size: int, batch: int, classe
     """
     import tensorflow as tf
 
-    from common import training
-
-    config = training.TrainConfig(data="", out="", model=model_name, base_filters=base, batch_size=batch,
-                                  precision="float32")
-    training.configure_precision(config.precision)
-    model = training.build_segmentation_model(config, classes)
-    training.compile_model(model, config, classes, steps_per_epoch=steps)
+    model = compiled_zoo_model(model_name, base, batch, classes, steps)
     images, labels = random_batch(batch, size, classes)
     data = tf.data.Dataset.from_tensors((images, labels)).repeat().prefetch(tf.data.AUTOTUNE)
     model.fit(data, epochs=1, steps_per_epoch=warmup, verbose=0, shuffle=False)  # traces the step
