@@ -18,7 +18,7 @@ TINY_SPACING = (5.4, 5.4, 8.0)
 
 @pytest.fixture(scope="session")
 def tiny_cohort(tmp_path_factory) -> pathlib.Path:
-    from common import synthetic_ct
+    from common.ct import synthetic as synthetic_ct
 
     root = tmp_path_factory.mktemp("cohort")
     synthetic_ct.write_cohort(root, num_cases=4, seed=1, size=TINY_SIZE, spacing=TINY_SPACING)
@@ -27,7 +27,7 @@ def tiny_cohort(tmp_path_factory) -> pathlib.Path:
 
 @pytest.fixture(scope="session")
 def tiny_prepared(tiny_cohort, tmp_path_factory) -> pathlib.Path:
-    from common import shards
+    from common.ct import shards
 
     out = tmp_path_factory.mktemp("prepared")
     shards.prepare(tiny_cohort, out, log=lambda _: None)

@@ -40,7 +40,7 @@ JAX_SCRIPT = textwrap.dedent('''
     import numpy as np
     import keras
     {imports}
-    from common.losses import CEDiceLoss
+    from common.nn.losses import CEDiceLoss
 
     assert keras.backend.backend() == "jax", keras.backend.backend()
     folder, models = sys.argv[1], json.loads(sys.argv[2])
@@ -78,9 +78,10 @@ JAX_SCRIPT = textwrap.dedent('''
 
 @pytest.fixture(scope="module")
 def jax_report(tmp_path_factory):
+    import keras
+
     import acnn_pose  # noqa: F401  (the build expressions name the packages)
     import eas_unet  # noqa: F401
-    import keras
     import tri_al  # noqa: F401
     import unet_transformer  # noqa: F401
 

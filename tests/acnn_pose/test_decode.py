@@ -8,7 +8,8 @@ import pytest
 
 import acnn_pose
 from acnn_pose import decode
-from common import export, pose_data
+from common.pose import data as pose_data
+from common.serve import export
 
 
 def _gaussian(size, x, y, sigma=1.0):

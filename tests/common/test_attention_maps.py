@@ -2,8 +2,8 @@ import cv2
 import numpy as np
 import pytest
 
-from common import attention_maps
 import unet_transformer
+from common.studies import attention_maps
 
 KWARGS = dict(input_shape=(None, None, 1), num_classes=3, base_filters=4, heads=2)
 

@@ -99,7 +99,7 @@ def test_export_command_writes_a_version_and_the_server_config(zoo, keras_file, 
 
 
 def test_load_run_reads_the_run_config(tmp_path, keras_file):
-    from common import commands
+    from common.cli import commands
 
     model, config = commands.load_run(keras_file)
     assert model.output_shape[-1] == 8 and config == {}
@@ -110,7 +110,8 @@ def test_load_run_reads_the_run_config(tmp_path, keras_file):
 
 
 def test_synthetic_ct_command_writes_a_cohort(tmp_path, capsys):
-    from common import cli, volumes
+    from common import cli
+    from common.ct import volumes
 
     assert cli.main(["synthetic-ct", str(tmp_path), "--cases", "2", "--size", "32,32,4",
                      "--spacing", "10.8,10.8,20"]) == 0
@@ -123,7 +124,8 @@ def test_synthetic_ct_command_writes_a_cohort(tmp_path, capsys):
 
 
 def test_training_options_override_the_preset():
-    from common import cli, commands
+    from common import cli
+    from common.cli import commands
 
     args = cli.build_parser().parse_args(["cv", "prep", "run", "--preset", "eas_unet", "--epoch-scale", "0.2",
                                           "--batch-size", "8", "--model", "unet", "--metrics", "dice,voe,hd"])

@@ -3,7 +3,10 @@ import json
 import numpy as np
 import pytest
 
-from common import crossval, shards, synthetic_ct, training
+from common.ct import shards
+from common.ct import synthetic as synthetic_ct
+from common.train import crossval
+from common.train import segmentation as training
 
 TINY = dict(base_filters=2, epochs=1, batch_size=4, crop_size=32, learning_rate=1e-3)
 
@@ -113,7 +116,7 @@ def test_repeated_runs_share_the_split_and_differ_in_seed(five_cases, tmp_path):
 
 
 def test_ablation_table_has_paired_tests_against_the_unet(tmp_path):
-    from common import ablation
+    from common.studies import ablation
 
     settings = {"U-Net": None, "MHSA": None}
     _fake_run(tmp_path, "u_net", [0.80, 0.82, 0.79, 0.85, 0.81])

@@ -2,7 +2,7 @@ import json
 
 import cv2
 
-from common import demo
+from common.studies import demo
 
 
 def test_demo_runs_end_to_end_on_a_small_cohort(tmp_path):

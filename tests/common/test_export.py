@@ -9,8 +9,8 @@ import pytest
 import tensorflow as tf
 from tensorflow_serving.apis import prediction_log_pb2
 
-from common import export
 import unet_transformer
+from common.serve import export
 
 
 @pytest.fixture(scope="module")

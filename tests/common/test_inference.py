@@ -2,8 +2,9 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from common import inference, volumes
 import unet_transformer
+from common import errors
+from common.ct import inference, volumes
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +54,7 @@ def test_slices_are_padded_to_the_stride_and_cropped_back(model):
 
 def test_fixed_size_model_refuses_other_slices():
     fixed = unet_transformer.build_model("unet", input_shape=(32, 32, 1), num_classes=2, base_filters=2)
-    with pytest.raises(volumes.DataError, match=r"ct.nii: slices are 36x40 but the model takes 32x32"):
+    with pytest.raises(errors.DataError, match=r"ct.nii: slices are 36x40 but the model takes 32x32"):
         inference.predict_volume(fixed, _ct(), source="ct.nii")
 
 

@@ -5,7 +5,9 @@ import pytest
 import SimpleITK as sitk
 import tensorflow as tf
 
-from common import cli, shards, synthetic_ct, volumes
+from common import cli, errors
+from common.ct import shards, volumes
+from common.ct import synthetic as synthetic_ct
 
 
 def _pair(folder, number, label: np.ndarray, spacing=(1.0, 1.0, 2.0), label_spacing=None):
@@ -40,19 +42,19 @@ def test_lits_names_are_paired_and_sorted_by_number(tmp_path):
 def test_a_volume_without_its_segmentation_is_named(tmp_path):
     _pair(tmp_path, 0, np.zeros((2, 8, 8)))
     sitk.WriteImage(sitk.Image(8, 8, 2, sitk.sitkFloat32), str(tmp_path / "volume-7.nii"))
-    with pytest.raises(volumes.DataError, match=r"volume-7.nii: no segmentation-7.nii beside it"):
+    with pytest.raises(errors.DataError, match=r"volume-7.nii: no segmentation-7.nii beside it"):
         volumes.find_cases(tmp_path)
 
 
 def test_a_folder_that_is_neither_layout_is_refused(tmp_path):
     (tmp_path / "notes.txt").write_text("x")
-    with pytest.raises(volumes.DataError, match="no 'images' folder .* and no LiTS volume-N.nii"):
+    with pytest.raises(errors.DataError, match="no 'images' folder .* and no LiTS volume-N.nii"):
         volumes.find_cases(tmp_path)
 
 
 def test_a_segmentation_of_other_geometry_names_the_file(tmp_path):
     _pair(tmp_path, 3, np.zeros((2, 8, 8)), label_spacing=(1.0, 1.0, 3.0))
-    with pytest.raises(volumes.DataError, match=r"segmentation-3.nii: label spacing .* differs from image "
+    with pytest.raises(errors.DataError, match=r"segmentation-3.nii: label spacing .* differs from image "
                                                  r".*volume-3.nii spacing"):
         shards.prepare(tmp_path, tmp_path / "prepared", **shards.PRESETS["lits"], log=lambda _: None)
 

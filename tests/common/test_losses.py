@@ -1,10 +1,10 @@
-"""Tests of common.losses: values against NumPy, training, serialization, dtype."""
+"""Tests of common.nn.losses: values against NumPy, training, serialization, dtype."""
 
 import keras
 import numpy as np
 import pytest
 
-from common.losses import CEDiceLoss, SoftDiceLoss
+from common.nn.losses import CEDiceLoss, SoftDiceLoss
 
 NUM_CLASSES = 3
 

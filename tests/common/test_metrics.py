@@ -1,4 +1,4 @@
-"""Tests of common.metrics against SimpleITK and hand-computed cases."""
+"""Tests of common.ct.metrics against SimpleITK and hand-computed cases."""
 
 import math
 
@@ -7,7 +7,7 @@ import pytest
 import SimpleITK as sitk
 from scipy import ndimage
 
-from common.metrics import mean_foreground_dice, segmentation_metrics, summarize
+from common.ct.metrics import mean_foreground_dice, segmentation_metrics, summarize
 
 ANISOTROPIC = (0.7, 0.9, 2.5)  # (x, y, z) mm, SimpleITK order
 SHAPE = (14, 20, 24)  # (z, y, x)

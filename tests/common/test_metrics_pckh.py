@@ -1,9 +1,9 @@
-"""``common.metrics.pckh`` on a constructed case whose answers are computed by hand."""
+"""``common.ct.metrics.pckh`` on a constructed case whose answers are computed by hand."""
 
 import numpy as np
 import pytest
 
-from common import metrics
+from common.ct import metrics
 
 
 def _case():

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from common import pipeline, shards
+from common.ct import pipeline, shards
 
 
 def _batches(ds, n):

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import scipy.io
 
-from common import pose_data
-from common.pose_data import DataError
+from common.pose import data as pose_data
+from common.pose.data import DataError
 
 RED, BLUE = (255, 0, 0), (0, 0, 255)
 

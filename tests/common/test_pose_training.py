@@ -6,7 +6,9 @@ import cv2
 import numpy as np
 import pytest
 
-from common import cli, pose_training, synthetic_pose
+from common import cli
+from common.pose import synthetic as synthetic_pose
+from common.train import pose as pose_training
 
 TINY = dict(num_stacks=2, features=16, input_size=64, batch_size=4, stage_factor=0.001, run_eagerly=True, verbose=0)
 

@@ -8,9 +8,10 @@ import pytest
 import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
-from common import export
-from common import serving_client, volumes
 import unet_transformer
+from common.ct import volumes
+from common.serve import client as serving_client
+from common.serve import export
 
 
 class SavedModelServicer(prediction_service_pb2_grpc.PredictionServiceServicer):

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from common import shards, volumes
+from common import errors
+from common.ct import shards, volumes
 
 
 def test_one_shard_per_case_and_manifest(tiny_cohort, tiny_prepared):
@@ -45,7 +46,7 @@ def test_num_classes_required_without_dataset_json(tiny_cohort, tmp_path):
         (cohort / sub / src.name).write_bytes(src.read_bytes())
     with pytest.raises(ValueError, match="num_classes"):
         shards.prepare(cohort, tmp_path / "p")
-    with pytest.raises(volumes.DataError, match="case_000.nii.gz: label values .* outside the 3 classes"):
+    with pytest.raises(errors.DataError, match="case_000.nii.gz: label values .* outside the 3 classes"):
         shards.prepare(cohort, tmp_path / "p", num_classes=3)
     manifest = shards.prepare(cohort, tmp_path / "p", num_classes=8, log=lambda _: None)
     assert manifest["class_names"][:2] == ["background", "class_1"]

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from common import synthetic_ct
-from common.synthetic_ct import CLASS_NAMES, make_phantom, write_cohort
+from common.ct import synthetic as synthetic_ct
+from common.ct.synthetic import CLASS_NAMES, make_phantom, write_cohort
 
 # Intended mean HU per label (blur and noise included), from the module's contrast-phase table.
 HU_RANGES = {

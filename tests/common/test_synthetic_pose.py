@@ -3,7 +3,8 @@ import json
 import numpy as np
 import pytest
 
-from common import pose_data, synthetic_pose
+from common.pose import data as pose_data
+from common.pose import synthetic as synthetic_pose
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,8 @@ import numpy as np
 import openslide
 import pytest
 
-from common import synthetic_slides, wsi
+from common.slides import synthetic as synthetic_slides
+from common.slides import wsi
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,9 @@ import keras
 import numpy as np
 import pytest
 
-from common import losses, training
 import unet_transformer
+from common.nn import losses
+from common.train import segmentation as training
 
 
 def test_mixed_float16_gives_float32_and_a_finite_step():
@@ -50,7 +51,7 @@ def test_mirrored_strategy_on_two_cpus_trains_one_epoch(tiny_prepared, tmp_path)
         import tensorflow as tf
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-        from common import training
+        from common.train import segmentation as training
         strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
         config = training.TrainConfig(data={str(tiny_prepared)!r}, out={str(tmp_path / 'run')!r},
                                       base_filters=4, epochs=1, batch_size=4, crop_size=32, learning_rate=1e-3)

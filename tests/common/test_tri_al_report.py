@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 
 import tri_al
-from common import synthetic_slides, tri_al_report
+from common.slides import synthetic as synthetic_slides
+from common.studies import tri_al_report
 
 
 def _run(f1, micro, samples=None):

@@ -4,7 +4,9 @@ import cv2
 import numpy as np
 import pytest
 
-from common import synthetic_slides, tri_al_study, wsi
+from common.slides import synthetic as synthetic_slides
+from common.slides import wsi
+from common.studies import tri_al as tri_al_study
 
 TINY = ["--width", "0.0625", "--runs", "2", "--iterations", "2", "--budget", "6", "--candidates", "9",
         "--initial-per-class", "2", "--epochs", "1", "--source-epochs", "1", "--learning-rate", "1e-3",

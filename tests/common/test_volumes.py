@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from common import volumes
+from common import errors
+from common.ct import volumes
 
 
 def _volume(shape=(6, 10, 12), spacing=(0.8, 0.8, 2.5), seed=0, dtype=np.int16):
@@ -43,16 +44,16 @@ def test_read_dicom_series(tmp_path):
 def test_unreadable_file_names_it(tmp_path):
     path = tmp_path / "broken.nii.gz"
     path.write_bytes(b"not a nifti file")
-    with pytest.raises(volumes.DataError, match="broken.nii.gz"):
+    with pytest.raises(errors.DataError, match="broken.nii.gz"):
         volumes.read_volume(path)
-    with pytest.raises(volumes.DataError, match="missing.nii.gz: no such file"):
+    with pytest.raises(errors.DataError, match="missing.nii.gz: no such file"):
         volumes.read_volume(tmp_path / "missing.nii.gz")
 
 
 def test_2d_image_is_refused(tmp_path):
     path = tmp_path / "slice.nii.gz"
     sitk.WriteImage(sitk.Image(16, 16, sitk.sitkInt16), str(path))
-    with pytest.raises(volumes.DataError, match=r"slice.nii.gz: expected a 3D volume, got a 2D image"):
+    with pytest.raises(errors.DataError, match=r"slice.nii.gz: expected a 3D volume, got a 2D image"):
         volumes.read_volume(path)
 
 
@@ -71,7 +72,7 @@ def test_geometry_mismatch_names_label_file(what):
         label.SetOrigin((0.0, 0.0, 0.0))
     else:
         label.SetDirection((-1, 0, 0, 0, -1, 0, 0, 0, 1))
-    with pytest.raises(volumes.DataError, match=f"lab.nii: label {what} .* differs from image img.nii {what}"):
+    with pytest.raises(errors.DataError, match=f"lab.nii: label {what} .* differs from image img.nii {what}"):
         volumes.check_same_geometry(image, label, "img.nii", "lab.nii")
 
 
@@ -95,7 +96,7 @@ def test_window_scales_to_unit_range():
 def test_check_labels_rejects_values_outside_classes():
     label = np.zeros((2, 4, 4), np.int16)
     label[0, 0, 0] = 9
-    with pytest.raises(volumes.DataError, match=r"seg.nii: label values \[9\] outside the 8 classes"):
+    with pytest.raises(errors.DataError, match=r"seg.nii: label values \[9\] outside the 8 classes"):
         volumes.check_labels(label, 8, "seg.nii")
     assert volumes.check_labels(np.clip(label, 0, 7), 8, "seg.nii").dtype == np.uint8
 
@@ -116,7 +117,7 @@ def test_find_cases_requires_labels(tmp_path):
     sitk.WriteImage(_volume(), str(tmp_path / "images" / "a.nii.gz"))
     sitk.WriteImage(_volume(), str(tmp_path / "images" / "b.mha"))
     sitk.WriteImage(_volume(), str(tmp_path / "labels" / "a.nii.gz"))
-    with pytest.raises(volumes.DataError, match="b.mha: no label volume for case 'b'"):
+    with pytest.raises(errors.DataError, match="b.mha: no label volume for case 'b'"):
         volumes.find_cases(tmp_path)
     cases = volumes.find_cases(tmp_path, require_labels=False)
     assert [(c.case_id, c.label is not None) for c in cases] == [("a", True), ("b", False)]

@@ -4,8 +4,9 @@ import cv2
 import numpy as np
 import pytest
 
-from common import synthetic_slides, wsi
-from common.volumes import DataError
+from common.errors import DataError
+from common.slides import synthetic as synthetic_slides
+from common.slides import wsi
 
 TILE = 32
 

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 import eas_unet
-from eas_unet.model import DEPTH
 import unet_transformer
+from eas_unet.model import DEPTH
 
 SIDES = ["side_1", "side_2", "side_3", "side_4"]
 

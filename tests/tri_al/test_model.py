@@ -101,7 +101,7 @@ def test_saved_model_reloads_in_a_fresh_process(tiny, tmp_path):
 def test_exports_through_the_common_code_with_named_tiles(tiny, tmp_path):
     import tensorflow as tf
 
-    from common import export
+    from common.serve import export
 
     version = export.export_saved_model(tiny, tmp_path, "tri_cnn")
     serve = tf.saved_model.load(str(version)).signatures["serving_default"]

@@ -36,7 +36,7 @@ import pathlib
 import cv2
 import numpy as np
 
-from common.volumes import DataError
+from common.errors import DataError
 
 NUM_JOINTS = 16
 REQUIRED_KEYS = ("image", "center", "scale", "joints", "joints_vis")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from common.shards import parse_example
+from common.ct.shards import parse_example
 
 AUTOTUNE = tf.data.AUTOTUNE
 

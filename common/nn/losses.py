@@ -14,7 +14,7 @@ Example:
 
 ```python
 import keras
-from common.losses import CEDiceLoss
+from common.nn.losses import CEDiceLoss
 
 model = keras.Sequential([
     keras.Input((8, 8, 1)), keras.layers.Conv2D(3, 1, activation="softmax")])

@@ -7,7 +7,7 @@ file. A prepared folder holds::
     PREPARED/shards/<case>.tfrecord  one tf.train.Example per kept axial slice
 
 Slices are stored windowed (float32 in [0, 1]) in the canonical orientation of
-``common.volumes``, with their uint8 labels.
+``common.ct.volumes``, with their uint8 labels.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ import pathlib
 import numpy as np
 import tensorflow as tf
 
-from common import atomic, volumes
+from common import atomic, errors
+from common.ct import volumes
 
 MANIFEST = "dataset.json"
 FORMAT_VERSION = 1
@@ -58,7 +59,7 @@ def read_class_names(cohort: pathlib.Path) -> list[str] | None:
         labels = json.loads(path.read_text(encoding="utf-8"))["labels"]
         return [labels[str(i)] for i in range(len(labels))]
     except (ValueError, KeyError, TypeError) as error:
-        raise volumes.DataError(f"{path}: 'labels' must map '0'..'N-1' to class names ({error})") from None
+        raise errors.DataError(f"{path}: 'labels' must map '0'..'N-1' to class names ({error})") from None
 
 
 # The papers' data recipes; ``zoo prepare --preset NAME`` applies one (explicit options override it).
@@ -80,7 +81,7 @@ def prepare(cohort, out_dir, num_classes: int | None = None, hu_window=volumes.D
 
     Args:
         cohort: folder with ``images/`` and ``labels/``, or a LiTS folder (see
-            ``common.volumes``).
+            ``common.ct.volumes``).
         out_dir: the prepared folder to write.
         num_classes: number of classes including background; default from
             ``class_names`` or the cohort's ``dataset.json`` "labels".
@@ -133,13 +134,13 @@ def load_manifest(prepared) -> dict:
     """Reads a prepared folder's manifest, with shard paths made absolute."""
     path = pathlib.Path(prepared) / MANIFEST
     if not path.exists():
-        raise volumes.DataError(f"{path}: no manifest; run `zoo prepare` on the cohort first")
+        raise errors.DataError(f"{path}: no manifest; run `zoo prepare` on the cohort first")
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
         for case in manifest["cases"]:
             case["shard"] = str(pathlib.Path(prepared) / case["shard"])
     except (ValueError, KeyError, TypeError) as error:
-        raise volumes.DataError(f"{path}: not a zoo manifest ({error})") from None
+        raise errors.DataError(f"{path}: not a zoo manifest ({error})") from None
     return manifest
 
 

@@ -18,12 +18,14 @@ import json
 import os
 import pathlib
 
-import eas_unet
 import keras
 import tensorflow as tf
-import unet_transformer
 
-from common import atomic, losses, pipeline, shards, splits
+import eas_unet
+import unet_transformer
+from common import atomic
+from common.ct import pipeline, shards, splits
+from common.nn import losses
 
 
 def configure_precision(precision: str = "auto") -> str:

@@ -1,6 +1,6 @@
 """Synthetic pose data: articulated stick figures with the 16 MPII joints on cluttered backgrounds.
 
-``write_dataset(out, num_images)`` writes the layout ``common.pose_data``
+``write_dataset(out, num_images)`` writes the layout ``common.pose.data``
 reads (``images/``, ``annot/train.json``, ``annot/valid.json``), in the
 HRNet/mmpose form with 1-based joints and an extra ``head_box`` per entry, so
 the real loader is what reads it.

@@ -6,14 +6,15 @@ import json
 import pathlib
 import sys
 
-from common import atomic, volumes
+from common import atomic, errors
+from common.ct import volumes
 
 # Formats written as one file, so a temporary file renamed into place is atomic.
 SINGLE_FILE_SUFFIXES = (".nii.gz", ".nii", ".mha", ".nrrd")
 
 
 def synthetic_ct(args) -> None:
-    from common import synthetic_ct as generator
+    from common.ct import synthetic as generator
 
     write = generator.write_lits_cohort if args.layout == "lits" else generator.write_cohort
     ids = write(args.out, num_cases=args.cases, seed=args.seed, size=args.size, spacing=args.spacing)
@@ -21,7 +22,7 @@ def synthetic_ct(args) -> None:
 
 
 def prepare(args) -> None:
-    from common import shards
+    from common.ct import shards
 
     options = dict(shards.PRESETS[args.preset]) if args.preset else {}
     if args.window is not None:
@@ -39,7 +40,7 @@ TRAIN_FIELDS = ("model", "base_filters", "model_options", "epochs", "batch_size"
 
 
 def _train_config(args):
-    from common import training
+    from common.train import segmentation as training
 
     return training.preset_config(
         args.preset, args.epoch_scale, data=args.data, out=args.out,
@@ -49,13 +50,13 @@ def _train_config(args):
 
 
 def train(args) -> None:
-    from common import training
+    from common.train import segmentation as training
 
     training.train(_train_config(args))
 
 
 def cv(args) -> None:
-    from common import crossval
+    from common.train import crossval
 
     config = _train_config(args)
     if args.repeats:
@@ -66,13 +67,13 @@ def cv(args) -> None:
 
 
 def ablation(args) -> None:
-    from common import ablation as ablation_module
+    from common.studies import ablation as ablation_module
 
     print(ablation_module.run_study(_train_config(args), args.out, args.table, args.folds))
 
 
 def compare(args) -> None:
-    from common import crossval
+    from common.train import crossval
 
     result = crossval.compare(args.run_a, args.run_b, args.metric)
     if args.metrics:
@@ -87,8 +88,8 @@ def load_run(path) -> tuple[object, dict]:
     """Loads a model from a run folder or a ``.keras`` file, with the run's config if any."""
     import keras
 
-    import common.losses  # noqa: F401  (registers the losses a saved model refers to)
     import acnn_pose  # noqa: F401  (registers its layers)
+    import common.nn.losses  # noqa: F401  (registers the losses a saved model refers to)
     import eas_unet  # noqa: F401  (registers its layers)
     import unet_transformer  # noqa: F401
 
@@ -96,21 +97,21 @@ def load_run(path) -> tuple[object, dict]:
     model_path = path / "model.keras" if path.is_dir() else path
     config_path = model_path.parent / "config.json"
     if not model_path.exists():
-        raise volumes.DataError(f"{model_path}: no such model (train one with `zoo train`)")
+        raise errors.DataError(f"{model_path}: no such model (train one with `zoo train`)")
     try:
         model = keras.models.load_model(model_path, compile=False)
     except (ValueError, OSError, KeyError) as error:
-        raise volumes.DataError(f"{model_path}: cannot be loaded as a Keras model ({error})") from None
+        raise errors.DataError(f"{model_path}: cannot be loaded as a Keras model ({error})") from None
     config = json.loads(config_path.read_text(encoding="utf-8")) if config_path.exists() else {}
     return model, config
 
 
 def evaluate(args) -> None:
-    from common import inference
+    from common.ct import inference
 
     model, config = load_run(args.run)
     if not config:
-        raise volumes.DataError(f"{args.run}: not a run folder (no config.json)")
+        raise errors.DataError(f"{args.run}: not a run folder (no config.json)")
     cohort = args.cohort or config.get("source")
     if not cohort:
         raise ValueError("--cohort: the run does not record its cohort; give it")
@@ -118,7 +119,7 @@ def evaluate(args) -> None:
     cases = {c.case_id: c for c in volumes.find_cases(cohort)}
     missing = sorted(set(wanted) - set(cases))
     if missing:
-        raise volumes.DataError(f"{cohort}: cases {missing} not found")
+        raise errors.DataError(f"{cohort}: cases {missing} not found")
     results = inference.evaluate_cases(model, [cases[c] for c in wanted], config["num_classes"],
                                        config["hu_window"], args.batch_size, label_map=config.get("label_map"))
     atomic.write_json(pathlib.Path(args.run) / "evaluation.json",
@@ -129,7 +130,7 @@ def evaluate(args) -> None:
 def predict(args) -> None:
     import SimpleITK as sitk
 
-    from common import inference
+    from common.ct import inference
 
     output = pathlib.Path(args.output)
     if output.resolve() == pathlib.Path(args.input).resolve():
@@ -146,7 +147,7 @@ def predict(args) -> None:
 
 
 def export(args) -> None:
-    from common import export as export_module
+    from common.serve import export as export_module
 
     model, _ = load_run(args.model)
     path = pathlib.Path(args.model)
@@ -162,7 +163,7 @@ def export(args) -> None:
 
 
 def request(args) -> None:
-    from common import serving_client
+    from common.serve import client as serving_client
 
     image = volumes.read_slice(args.input, args.slice, args.window or volumes.DEFAULT_WINDOW)
     labels = serving_client.predict_labels(args.server, args.name, image)
@@ -173,7 +174,7 @@ def request(args) -> None:
 def attention_map(args) -> None:
     import numpy as np
 
-    from common import attention_maps
+    from common.studies import attention_maps
 
     model, config = load_run(args.model)
     hu_window = args.window or config.get("hu_window", volumes.DEFAULT_WINDOW)
@@ -187,21 +188,21 @@ def attention_map(args) -> None:
 
 
 def demo(args) -> None:
-    from common import demo as demo_module
+    from common.studies import demo as demo_module
 
     demo_module.run(pathlib.Path(args.out), num_cases=args.cases, epochs=args.epochs,
                     base_filters=args.base_filters, seed=args.seed)
 
 
 def synthetic_slides(args) -> None:
-    from common import synthetic_slides as generator
+    from common.slides import synthetic as generator
 
     ids = generator.write_cohort(args.out, slides_per_lab=args.slides, seed=args.seed, size=args.size)
     print(f"wrote {len(ids)} slides to {args.out}")
 
 
 def triplets(args) -> None:
-    from common import wsi
+    from common.slides import wsi
 
     manifest = wsi.prepare_triplets(args.slides, args.out, tile_size=args.tile_size,
                                     max_per_slide=args.max_per_slide, seed=args.seed,
@@ -211,7 +212,8 @@ def triplets(args) -> None:
 
 
 def tri_al(args) -> None:
-    from common import tri_al_report, tri_al_study
+    from common.studies import tri_al as tri_al_study
+    from common.studies import tri_al_report
     from tri_al import active_learning
 
     train = active_learning.TrainConfig(learning_rate=args.learning_rate, momentum=args.momentum,
@@ -228,13 +230,13 @@ def tri_al(args) -> None:
 def tri_al_report(args) -> None:
     import keras
 
-    from common import tri_al_report as report
-    from common import tri_al_study
+    from common.studies import tri_al as tri_al_study
+    from common.studies import tri_al_report as report
 
     study = pathlib.Path(args.study)
     results = tri_al_study.collect_results(study)
     if not results:
-        raise volumes.DataError(f"{study}: no finished TRI-AL runs (run `zoo tri-al` first)")
+        raise errors.DataError(f"{study}: no finished TRI-AL runs (run `zoo tri-al` first)")
     table = report.table_ii(results)
     with atomic.atomic_path(study / "table_ii.md") as tmp:
         tmp.write_text(table, encoding="utf-8")
@@ -255,14 +257,14 @@ def tri_al_report(args) -> None:
 
 
 def synthetic_pose(args) -> None:
-    from common import synthetic_pose as generator
+    from common.pose import synthetic as generator
 
     counts = generator.write_dataset(args.out, num_images=args.images, seed=args.seed, size=args.size)
     print(f"wrote {sum(counts.values())} images to {args.out} ({counts['train']} train, {counts['valid']} valid)")
 
 
 def train_pose(args) -> None:
-    from common import pose_training
+    from common.train import pose as pose_training
 
     pose_training.train_pose(pose_training.PoseTrainConfig(
         data=args.data, out=args.out, attention=args.attention, num_stacks=args.stacks, features=args.features,
@@ -274,7 +276,7 @@ def train_pose(args) -> None:
 def _pose_run(path, input_size):
     model, config = load_run(path)
     if not any(n.startswith("prediction_") for n in model.output_names):
-        raise volumes.DataError(f"{path}: not a pose model (no prediction_<i> outputs)")
+        raise errors.DataError(f"{path}: not a pose model (no prediction_<i> outputs)")
     size = input_size or config.get("input_size") or model.input_shape[1]
     if not size:
         raise ValueError("--input-size: the model does not fix its input size; give it")
@@ -282,7 +284,8 @@ def _pose_run(path, input_size):
 
 
 def eval_pose(args) -> None:
-    from common import pose_data, pose_eval
+    from common.pose import data as pose_data
+    from common.pose import evaluate as pose_eval
 
     records = pose_data.load_split(args.data, args.split)  # bad data fails before the model loads
     model, size = _pose_run(args.run, args.input_size)
@@ -291,7 +294,7 @@ def eval_pose(args) -> None:
     if args.stage:
         weights = run / f"stage_{args.stage}.weights.h5"
         if not weights.exists():
-            raise volumes.DataError(f"{weights}: no such file (stage {args.stage} not trained in this run)")
+            raise errors.DataError(f"{weights}: no such file (stage {args.stage} not trained in this run)")
         model.load_weights(weights)
         suffix = f"_stage_{args.stage}"
     result = pose_eval.evaluate(model, records, size, args.batch_size)
@@ -302,7 +305,8 @@ def eval_pose(args) -> None:
 
 
 def pose_pictures(args) -> None:
-    from common import pose_data, pose_report
+    from common.pose import data as pose_data
+    from common.studies import pose_pictures as pose_report
 
     records = pose_data.load_split(args.data, args.split)  # bad data fails before the model loads
     model, size = _pose_run(args.run, args.input_size)

@@ -7,7 +7,9 @@ import pathlib
 import cv2
 import numpy as np
 
-from common import atomic, pose_data, synthetic_pose
+from common import atomic
+from common.pose import data as pose_data
+from common.pose import synthetic as synthetic_pose
 
 GT_COLOUR, PRED_COLOUR = (255, 60, 60), (60, 255, 60)
 

@@ -1,6 +1,6 @@
 """The TRI-AL study (paper III): source model, supervised baselines, ITER / OOD / ENT, over several runs.
 
-``run_study(config)`` reads a triplet folder (``common.wsi.prepare_triplets``)
+``run_study(config)`` reads a triplet folder (``common.slides.wsi.prepare_triplets``)
 whose slides come from two laboratories, and writes::
 
     OUT/study.json                   the settings and the target split by slide (a rerun must match)
@@ -21,7 +21,8 @@ import pathlib
 
 import numpy as np
 
-from common import atomic, wsi
+from common import atomic
+from common.slides import wsi
 from tri_al import active_learning as al
 from tri_al import build_model
 

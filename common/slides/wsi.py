@@ -29,7 +29,7 @@ import cv2
 import numpy as np
 
 from common import atomic
-from common.volumes import DataError
+from common.errors import DataError
 
 CLASSES = ("blood", "damaged", "muscle", "stroma", "urothelium")
 MAGNIFICATIONS = (2.5, 10.0, 40.0)

@@ -17,7 +17,9 @@ import pathlib
 
 import keras
 
-from common import atomic, pose_data, training
+from common import atomic
+from common.pose import data as pose_data
+from common.train import segmentation as training
 
 
 @dataclasses.dataclass

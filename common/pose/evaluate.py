@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from common import metrics, pose_data
+from common.ct import metrics
+from common.pose import data as pose_data
 
 TABLE_COLUMNS = ("Head", "Sho.", "Elb.", "Wri.", "Hip", "Kne.", "Ank.", "Total")
 

@@ -1,7 +1,7 @@
 """The U-Transformer paper's comparisons as one command: Tables 1 and 3 by cross-validation.
 
 Each setting is a ``build_model`` configuration trained and scored by
-``common.crossval.run_cv`` in its own folder (so an interrupted study resumes
+``common.train.crossval.run_cv`` in its own folder (so an interrupted study resumes
 where it stopped), on the same folds; the table reports mean Dice (± std over
 folds) and the paired t-test p-value of each setting against the U-Net.
 """
@@ -13,7 +13,9 @@ import pathlib
 
 import numpy as np
 
-from common import atomic, crossval, training
+from common import atomic
+from common.train import crossval
+from common.train import segmentation as training
 
 # name -> (variant, build_model options); paper Table 1 (variants) and Table 3 (ablation).
 TABLE_1 = {

@@ -11,6 +11,8 @@ import json
 import os
 import sys
 
+from common import errors
+
 # Before TensorFlow is imported anywhere: oneDNN is faster on AVX2 CPUs (SPEC,
 # "speed defaults") and TensorFlow's start-up chatter hides our own output.
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
@@ -93,7 +95,7 @@ def _train_options(p):
 
 
 def _metric_names(text: str) -> tuple[str, ...]:
-    from common.metrics import METRIC_NAMES
+    from common.ct.metrics import METRIC_NAMES
 
     names = tuple(n for n in text.split(",") if n)
     unknown = [n for n in names if n not in METRIC_NAMES]
@@ -324,11 +326,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from common import commands, volumes
+    from common.cli import commands
+    from common.ct import volumes
 
     try:
         return getattr(commands, args.command.replace("-", "_"))(args) or 0
-    except (volumes.DataError, ValueError, OSError) as error:
+    except (errors.DataError, ValueError, OSError) as error:
         print(f"zoo {args.command}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

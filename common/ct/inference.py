@@ -10,7 +10,8 @@ from __future__ import annotations
 import numpy as np
 import SimpleITK as sitk
 
-from common import metrics, volumes
+from common import errors
+from common.ct import metrics, volumes
 
 
 def slice_size_check(model, height: int, width: int, source) -> None:
@@ -20,7 +21,7 @@ def slice_size_check(model, height: int, width: int, source) -> None:
     """
     fixed_h, fixed_w = model.input_shape[1:3]
     if (fixed_h is not None and fixed_h != height) or (fixed_w is not None and fixed_w != width):
-        raise volumes.DataError(
+        raise errors.DataError(
             f"{source}: slices are {height}x{width} but the model takes {fixed_h}x{fixed_w} inputs"
         )
 

@@ -25,14 +25,12 @@ import re
 import numpy as np
 import SimpleITK as sitk
 
+from common.errors import DataError
+
 CANONICAL_ORIENTATION = "LPS"
 VOLUME_SUFFIXES = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".nhdr")
 # Abdominal soft-tissue window (level 40, width 400), the usual one for organs.
 DEFAULT_WINDOW = (-160.0, 240.0)
-
-
-class DataError(ValueError):
-    """Unreadable or inconsistent input data; the message names the file."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -11,7 +11,8 @@ import pathlib
 import cv2
 import numpy as np
 
-from common import atomic, wsi
+from common import atomic
+from common.slides import wsi
 
 # BGR colours of the five classes (blood, damaged, muscle, stroma, urothelium) in the figures.
 COLOURS = ((40, 40, 220), (40, 90, 140), (180, 120, 240), (190, 215, 250), (160, 40, 110))

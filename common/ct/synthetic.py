@@ -447,7 +447,7 @@ def write_lits_cohort(out_dir, num_cases: int = 12, seed: int = 0, size=(128, 12
     liver kept (label 1), 0 to ``max_tumours`` hypodense lesions inside the
     liver (label 2), and every other organ unlabelled, as in LiTS. Odd cases are
     stored RAS-like, as ``write_cohort`` does. Returns the case ids
-    (``volume-N``, as ``common.volumes.find_cases`` names them).
+    (``volume-N``, as ``common.ct.volumes.find_cases`` names them).
 
     Example:
         >>> import tempfile

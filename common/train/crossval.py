@@ -1,7 +1,7 @@
 """The papers' protocol: K-fold cross-validation over cases, mean ± std, paired t-tests.
 
 ``run_cv`` writes one folder per fold (a normal run folder, see
-``common.training``) plus, once the fold is scored, its ``metrics.json``::
+``common.train.segmentation``) plus, once the fold is scored, its ``metrics.json``::
 
     OUT/plan.json            the units: fold (or repeat) names, held-out cases, seeds
     OUT/fold_1/ ... fold_K/  run folders; metrics.json marks a finished fold
@@ -23,7 +23,9 @@ import keras
 import numpy as np
 from scipy import stats
 
-from common import atomic, inference, metrics, shards, splits, training, volumes
+from common import atomic, errors
+from common.ct import inference, metrics, shards, splits, volumes
+from common.train import segmentation as training
 
 
 def kfold(case_ids, k: int = 5, seed: int = 0) -> list[list[str]]:
@@ -51,7 +53,7 @@ def _score_unit(model, config: training.TrainConfig, manifest: dict, test_cases,
     cases = {c.case_id: c for c in volumes.find_cases(manifest["source"])}
     missing = sorted(set(test_cases) - set(cases))
     if missing:
-        raise volumes.DataError(f"{manifest['source']}: held-out cases {missing} not found")
+        raise errors.DataError(f"{manifest['source']}: held-out cases {missing} not found")
     per_case = inference.evaluate_cases(model, [cases[c] for c in test_cases], manifest["num_classes"],
                                         manifest["hu_window"], config.batch_size,
                                         label_map=manifest.get("label_map"), log=log)
@@ -105,7 +107,7 @@ def load_units(out) -> list[dict]:
     out = pathlib.Path(out)
     plan = out / "plan.json"
     if not plan.exists():
-        raise volumes.DataError(f"{out}: not a cross-validation folder (no plan.json)")
+        raise errors.DataError(f"{out}: not a cross-validation folder (no plan.json)")
     units = json.loads(plan.read_text(encoding="utf-8"))["units"]
     return [json.loads((out / u["name"] / "metrics.json").read_text(encoding="utf-8"))
             for u in units if (out / u["name"] / "metrics.json").exists()]

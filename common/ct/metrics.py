@@ -31,7 +31,7 @@ Example:
 
 ```python
 import numpy as np
-from common.metrics import segmentation_metrics
+from common.ct.metrics import segmentation_metrics
 
 ref = np.zeros((4, 8, 8), np.uint8); ref[1:3, 2:6, 2:6] = 1
 pred = np.zeros_like(ref); pred[1:3, 2:6, 3:7] = 1

@@ -14,7 +14,10 @@ import cv2
 import numpy as np
 import SimpleITK as sitk
 
-from common import atomic, inference, shards, synthetic_ct, training, volumes
+from common import atomic
+from common.ct import inference, shards, volumes
+from common.ct import synthetic as synthetic_ct
+from common.train import segmentation as training
 
 # BGR colours of classes 1..7 (liver, spleen, kidneys, stomach, gallbladder, pancreas).
 PALETTE = np.array([(0, 0, 0), (60, 76, 231), (182, 89, 155), (219, 152, 52), (156, 188, 26),
