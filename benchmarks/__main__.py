@@ -40,10 +40,10 @@ def _random_batch(args):
 
 
 def bench_train(args) -> None:
-    """Training images/s of the zoo's way of training (common.training.compile_model + fit)."""
+    """Training images/s of the zoo's way of training (common.train.segmentation.compile_model + fit)."""
     import tensorflow as tf
 
-    from common import training
+    from common.train import segmentation as training
 
     model = compiled_zoo_model(args.model, args.base, args.batch, args.classes, args.steps, args.precision,
                                args.model_options)
@@ -75,7 +75,8 @@ def bench_infer(args) -> None:
 
 def _prepared_folder(args, num_cases: int = 8) -> str:
     """``--data``, or a prepared synthetic cohort of ``num_cases`` 128x128x32 cases in a temporary folder."""
-    from common import shards, synthetic_ct
+    from common.ct import shards
+    from common.ct import synthetic as synthetic_ct
 
     if args.data is not None:
         return args.data
@@ -99,7 +100,8 @@ PIPELINE_BATCHES = 200
 
 def bench_input(args) -> None:
     """Slices/s the tf.data pipeline delivers against the images/s training consumes from it, in one process."""
-    from common import pipeline, shards, training
+    from common.ct import pipeline, shards
+    from common.train import segmentation as training
 
     prepared = _prepared_folder(args)
     manifest = shards.load_manifest(prepared)
@@ -127,7 +129,7 @@ def bench_serving(args) -> None:
     import numpy as np
     import tensorflow as tf
 
-    from common import export
+    from common.serve import export
 
     model = _model(args)
     x, _ = _random_batch(args)
@@ -161,7 +163,9 @@ def bench_predict_volume(args) -> None:
     """``zoo predict`` on a synthetic CT of --size x --size x --depth voxels, timed end to end (read to write)."""
     import SimpleITK as sitk
 
-    from common import cli, synthetic_ct, training
+    from common import cli
+    from common.ct import synthetic as synthetic_ct
+    from common.train import segmentation as training
 
     workdir = tempfile.mkdtemp(prefix="zoo-bench-")
     image, _ = synthetic_ct.make_phantom(0, size=(args.size, args.size, args.depth),

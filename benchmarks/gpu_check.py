@@ -1,7 +1,7 @@
 """``python -m benchmarks gpu-check``: every model trains under mixed_float16 on Keras' JAX backend.
 
 Written for the lent GPU machine, which has JAX but no TensorFlow: it imports
-only ``keras``, the model packages and ``common.losses`` (all keras-only), and
+only ``keras``, the model packages and ``common.nn.losses`` (all keras-only), and
 sets ``KERAS_BACKEND=jax`` unless a backend is chosen already. For each model
 it prints one JSON line: the device, a few training steps' losses (all must
 be finite), the output dtype (float32 whatever the policy) and images/s.
@@ -70,7 +70,7 @@ def gpu_check(args) -> int:
     os.environ.setdefault("KERAS_BACKEND", "jax")
     import keras
 
-    from common.losses import CEDiceLoss
+    from common.nn.losses import CEDiceLoss
 
     keras.config.set_dtype_policy(args.precision)
     devices = _devices()

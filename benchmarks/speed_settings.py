@@ -24,17 +24,18 @@ SETTINGS = ("zoo", "keras_batch_norm", "xla", "steps_per_execution_4", "inter_op
 def _compiled_model(model_name: str, base: int, size: int, batch: int, classes: int, steps: int):
     """The model as the zoo trains it, compiled, and one random batch for it.
 
-    Segmentation models: ``common.training.compile_model``. "acnn": ACNN with
+    Segmentation models: ``common.train.segmentation.compile_model``. "acnn": ACNN with
     2 stacks of ``2 * base`` features and mean squared error on every stage's
     heatmaps, fused batch norm on, as ``zoo train-pose`` trains it.
     """
-    from common import training
+    from common.train import segmentation as training
 
     if model_name != "acnn":
         return compiled_zoo_model(model_name, base, batch, classes, steps), random_batch(batch, size, classes)
-    import acnn_pose
     import keras
     import numpy as np
+
+    import acnn_pose
 
     model = acnn_pose.build_model((size, size, 3), num_stacks=2, features=2 * base)
     model.compile(optimizer=keras.optimizers.RMSprop(2.5e-4), loss=["mse"] * len(model.outputs))
@@ -56,7 +57,7 @@ def images_per_s(setting: str, model_name: str, base: int, size: int, batch: int
         tf.config.threading.set_intra_op_parallelism_threads(1)
     import keras
 
-    from common import training
+    from common.train import segmentation as training
 
     keras.utils.set_random_seed(0)
     model, (inputs, targets) = _compiled_model(model_name, base, size, batch, classes, steps)

@@ -201,7 +201,7 @@ def parameter_count(module: nn.Module) -> int:
 
 
 def ce_dice_loss(logits: torch.Tensor, labels: torch.Tensor, num_classes: int, smooth: float = 1e-5):
-    """``common.losses.CEDiceLoss``: mean cross-entropy + 1 - mean soft Dice over the foreground classes.
+    """``common.nn.losses.CEDiceLoss``: mean cross-entropy + 1 - mean soft Dice over the foreground classes.
 
     Dice pools each class's overlap over batch and space; background (class 0)
     is left out. ``logits`` (B, C, H, W), ``labels`` (B, H, W) integers.

@@ -1,6 +1,6 @@
 """``python -m benchmarks vs-torch``: the zoo's training against PyTorch eager on the same network.
 
-Each round trains the Keras model the zoo's way (``common.training``: the
+Each round trains the Keras model the zoo's way (``common.train.segmentation``: the
 model ``zoo train`` builds, its compile, ``model.fit`` on a prefetched
 tf.data stream) and the same network in PyTorch (``benchmarks.torch_reference``)
 on identical random data, keras first, then torch, each in a fresh process so
@@ -23,7 +23,7 @@ from benchmarks.timing import compiled_zoo_model, in_fresh_process, peak_rss_mib
 
 def keras_images_per_s(model_name: str, base: int, size: int, batch: int, classes: int, steps: int,
                        warmup: int, _torch_attention: str) -> tuple[float, int, float]:
-    """Training images/s of ``common.training`` on one repeated batch; trainable parameters; peak MiB.
+    """Training images/s of ``common.train.segmentation`` on one repeated batch; trainable parameters; peak MiB.
 
     (The last argument is the PyTorch runner's; both runners take the same arguments.)
     """
