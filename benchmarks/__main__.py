@@ -45,6 +45,7 @@ def bench_train(args) -> None:
 
     from common.train import segmentation as training
 
+    from common.train import callbacks
     model = compiled_zoo_model(args.model, args.base, args.batch, args.classes, args.steps, args.precision,
                                args.model_options)
     data = training.with_targets(tf.data.Dataset.from_tensors(_random_batch(args)).repeat(),
@@ -173,7 +174,7 @@ def bench_predict_volume(args) -> None:
     sitk.WriteImage(image, f"{workdir}/ct.nii.gz")
     run = pathlib.Path(workdir, "run")
     run.mkdir()
-    training.save_model_atomic(_model(args), run / "model.keras")
+    callbacks.save_model_atomic(_model(args), run / "model.keras")
     start = time.perf_counter()
     status = cli.main(["predict", str(run), f"{workdir}/ct.nii.gz", f"{workdir}/labels.nii.gz",
                        "--batch-size", str(args.batch)])

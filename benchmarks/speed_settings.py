@@ -30,6 +30,7 @@ def _compiled_model(model_name: str, base: int, size: int, batch: int, classes: 
     """
     from common.train import segmentation as training
 
+    from common.train import batch_norm
     if model_name != "acnn":
         return compiled_zoo_model(model_name, base, batch, classes, steps), random_batch(batch, size, classes)
     import keras
@@ -39,7 +40,7 @@ def _compiled_model(model_name: str, base: int, size: int, batch: int, classes: 
 
     model = acnn_pose.build_model((size, size, 3), num_stacks=2, features=2 * base)
     model.compile(optimizer=keras.optimizers.RMSprop(2.5e-4), loss=["mse"] * len(model.outputs))
-    training.fuse_batch_norm(model)
+    batch_norm.fuse_batch_norm(model)
     rng = np.random.default_rng(0)
     images = rng.random((batch, size, size, 3), dtype=np.float32)
     heatmaps = tuple(rng.random((batch, *output.shape[1:]), dtype=np.float32) for output in model.outputs)
@@ -63,7 +64,7 @@ def images_per_s(setting: str, model_name: str, base: int, size: int, batch: int
     model, (inputs, targets) = _compiled_model(model_name, base, size, batch, classes, steps)
     if setting == "keras_batch_norm":  # undo fuse_batch_norm
         for layer in model._flatten_layers():
-            if isinstance(layer.call, training._FusedBatchNormCall):
+            if isinstance(layer.call, batch_norm._FusedBatchNormCall):
                 layer.call = layer.call.keras_call
     elif setting in ("xla", "steps_per_execution_4"):
         compiled = model._compile_config.config

@@ -35,9 +35,10 @@ def compiled_zoo_model(model_name: str, base: int, batch: int, classes: int, ste
     """The segmentation model ``zoo train`` builds, compiled as it compiles it (``common.train.segmentation``)."""
     from common.train import segmentation as training
 
+    from common.train import distribute
     config = training.TrainConfig(data="", out="", model=model_name, base_filters=base, batch_size=batch,
                                   precision=precision, model_options=model_options or {})
-    training.configure_precision(config.precision)
+    distribute.configure_precision(config.precision)
     model = training.build_segmentation_model(config, classes)
     training.compile_model(model, config, classes, steps_per_epoch=steps_per_epoch)
     return model

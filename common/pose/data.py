@@ -37,14 +37,9 @@ import cv2
 import numpy as np
 
 from common.errors import DataError
+from common.pose.mpii import FLIP_PERMUTATION, NUM_JOINTS
 
-NUM_JOINTS = 16
 REQUIRED_KEYS = ("image", "center", "scale", "joints", "joints_vis")
-# MPII left/right pairs: ankles, knees, hips, wrists, elbows, shoulders.
-FLIP_PAIRS = ((0, 5), (1, 4), (2, 3), (10, 15), (11, 14), (12, 13))
-FLIP_PERMUTATION = np.arange(NUM_JOINTS)
-for _a, _b in FLIP_PAIRS:
-    FLIP_PERMUTATION[_a], FLIP_PERMUTATION[_b] = _b, _a
 SCALE_BOX = 1.25  # HRNet's crop margin around the annotated person scale
 CENTER_SHIFT = 15  # HRNet moves the MPII centre down by 15 * scale pixels
 
@@ -191,6 +186,17 @@ def transform_points(points, matrix) -> np.ndarray:
     """Applies a 2x3 affine to (..., 2) points."""
     points = np.asarray(points, np.float64)
     return points @ matrix[:, :2].T + matrix[:, 2]
+
+
+def inverse_transform_points(points, matrices) -> np.ndarray:
+    """Maps (..., K, 2) points back through the inverse of (..., 2, 3) affines (one per sample, or one for all).
+
+    With ``crop_matrix`` at the heatmap's size, it takes decoded heatmap
+    coordinates back to the original image.
+    """
+    points, matrices = np.asarray(points, np.float64), np.asarray(matrices, np.float64)
+    linear, shift = matrices[..., :, :2], matrices[..., :, 2]
+    return np.einsum("...ij,...kj->...ki", np.linalg.inv(linear), points - shift[..., None, :])
 
 
 def flip_joints(joints, visible):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from common.ct import metrics
 from common.pose import data as pose_data
+from common.pose import mpii
 
 TABLE_COLUMNS = ("Head", "Sho.", "Elb.", "Wri.", "Hip", "Kne.", "Ank.", "Total")
 
@@ -21,16 +21,17 @@ def last_prediction(model, outputs):
 
 def predict_records(model, records, input_size: int, batch_size: int = 8) -> tuple[np.ndarray, np.ndarray]:
     """Keypoints (N, 16, 2) in original-image coordinates and peak scores (N, 16)."""
-    from acnn_pose import decode_heatmaps, heatmap_to_image
+    from common import registry
 
+    keypoints = registry.entry_of(model).keypoints
     coords, scores = [], []
     for start in range(0, len(records), batch_size):
         batch = [pose_data.prepare_sample(r, input_size) for r in records[start:start + batch_size]]
         images = np.stack([b[0] for b in batch])
         matrices = np.stack([b[2] for b in batch])
         heatmaps = last_prediction(model, model(images, training=False))
-        hm_coords, hm_scores = decode_heatmaps(heatmaps)
-        coords.append(heatmap_to_image(np.asarray(hm_coords), matrices))
+        hm_coords, hm_scores = keypoints(heatmaps)
+        coords.append(pose_data.inverse_transform_points(np.asarray(hm_coords), matrices))
         scores.append(np.asarray(hm_scores))
     return np.concatenate(coords), np.concatenate(scores)
 
@@ -45,7 +46,7 @@ def evaluate(model, records, input_size: int, batch_size: int = 8, threshold: fl
     gt = np.stack([r.joints for r in records])
     visible = np.stack([r.visible for r in records])
     boxes = np.stack([r.head_box for r in records])
-    return metrics.pckh(pred, gt, visible, boxes, threshold)
+    return mpii.pckh(pred, gt, visible, boxes, threshold)
 
 
 def format_table(rows: dict[str, dict[str, float]]) -> str:

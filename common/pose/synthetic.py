@@ -22,10 +22,8 @@ import cv2
 import numpy as np
 
 from common import atomic
+from common.pose.mpii import LIMBS
 
-# (joint a, joint b, palette index): legs, torso, arms, neck.
-LIMBS = ((0, 1, 0), (1, 2, 1), (5, 4, 0), (4, 3, 1), (2, 3, 2), (2, 6, 2), (3, 6, 2), (6, 7, 2), (7, 12, 3),
-         (7, 13, 3), (12, 11, 4), (11, 10, 5), (13, 14, 4), (14, 15, 5), (7, 8, 6))
 PALETTE = ((230, 60, 60), (240, 160, 40), (60, 200, 90), (200, 200, 60), (60, 120, 240), (170, 70, 220),
            (240, 240, 240))
 HEAD_COLOUR = (250, 210, 170)

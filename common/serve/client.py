@@ -14,7 +14,6 @@ import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 from common import atomic
-from common.ct import volumes
 
 
 def request_for(image: np.ndarray, name: str, signature: str = "serving_default") -> predict_pb2.PredictRequest:

@@ -12,7 +12,6 @@ import time
 
 import cv2
 import numpy as np
-import SimpleITK as sitk
 
 from common import atomic
 from common.ct import inference, shards, volumes

@@ -9,7 +9,7 @@ import numpy as np
 
 from common import atomic
 from common.pose import data as pose_data
-from common.pose import synthetic as synthetic_pose
+from common.pose import mpii
 
 GT_COLOUR, PRED_COLOUR = (255, 60, 60), (60, 255, 60)
 
@@ -25,7 +25,7 @@ def skeleton_overlay(image, joints, visible=None, colour=PRED_COLOUR) -> np.ndar
     visible = np.ones(len(joints), bool) if visible is None else np.asarray(visible, bool)
     thickness = max(1, out.shape[0] // 128)
     point = lambda j: tuple(int(round(v)) for v in joints[j])  # noqa: E731
-    for a, b, _ in synthetic_pose.LIMBS + ((8, 9, 0),):
+    for a, b, _ in mpii.LIMBS + ((8, 9, 0),):
         if visible[a] and visible[b]:
             cv2.line(out, point(a), point(b), colour, thickness, cv2.LINE_AA)
     for j in np.flatnonzero(visible):
@@ -76,7 +76,7 @@ def _write_png(path: pathlib.Path, rgb) -> None:
 def write_pictures(model, record: pose_data.PoseRecord, out, input_size: int, prefix: str = "") -> list[pathlib.Path]:
     """Writes ``<prefix>skeleton.png`` (ground truth red, prediction green on the original image),
     ``<prefix>heatmaps.png`` (the last prediction) and, for a model with masks, ``<prefix>masks.png``."""
-    from acnn_pose import decode_heatmaps, heatmap_to_image
+    from acnn_pose import decode_heatmaps
 
     out = pathlib.Path(out)
     crop, _, matrix = pose_data.prepare_sample(record, input_size)
@@ -86,7 +86,7 @@ def write_pictures(model, record: pose_data.PoseRecord, out, input_size: int, pr
     predictions = [np.asarray(o)[0] for o, n in zip(outputs, names) if n.startswith("prediction_")]
     masks = [np.asarray(o)[0] for o, n in zip(outputs, names) if n.startswith("mask_")]
     coords, _ = decode_heatmaps(predictions[-1][None])
-    joints = heatmap_to_image(np.asarray(coords)[0], matrix)
+    joints = pose_data.inverse_transform_points(np.asarray(coords)[0], matrix)
     image = pose_data.read_image(record.image)
     overlay = skeleton_overlay(skeleton_overlay(image, record.joints, record.visible, GT_COLOUR), joints)
     written = {out / f"{prefix}skeleton.png": overlay,

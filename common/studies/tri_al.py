@@ -25,6 +25,7 @@ from common import atomic
 from common.slides import wsi
 from tri_al import active_learning as al
 from tri_al import build_model
+from tri_al.active_learning import TrainConfig  # noqa: F401  (the CLI configures a study through here)
 
 FRACTIONS = (0.2, 0.4, 0.6, 0.8, 1.0)
 

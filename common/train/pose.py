@@ -17,9 +17,10 @@ import pathlib
 
 import keras
 
-from common import atomic
+from common import atomic, registry
 from common.pose import data as pose_data
-from common.train import segmentation as training
+from common.pose import mpii
+from common.train import batch_norm
 
 
 @dataclasses.dataclass
@@ -38,6 +39,11 @@ class PoseTrainConfig:
     verbose: int = 2
     run_eagerly: bool = False  # for tiny models (tests), where tracing costs more than the steps
 
+    @property
+    def model(self) -> str:
+        """The registry's name of what is trained: ACNN, or Newell's hourglass without attention."""
+        return "acnn" if self.attention else "hourglass"
+
     def validate(self) -> None:
         for field in ("num_stacks", "features", "batch_size"):
             if getattr(self, field) < 1:
@@ -50,25 +56,24 @@ class PoseTrainConfig:
 
 def train_pose(config: PoseTrainConfig, log=print) -> keras.Model:
     """Trains ACNN (or the plain hourglass) through the scaled stages; rerunning resumes."""
-    import acnn_pose
-
+    entry = registry.get(config.model)
     config.validate()
     records = pose_data.load_split(config.data, "train")
     run_dir = pathlib.Path(config.out)
-    stages = acnn_pose.scaled_stages(config.stage_factor, config.attention)
+    stages = entry.stages(config.stage_factor)
     atomic.write_json(run_dir / "config.json", {
         **dataclasses.asdict(config), "train_images": len(records),
-        "stages": [dataclasses.asdict(s) for s in stages],
+        "model": entry.name, "stages": [dataclasses.asdict(s) for s in stages],
     })
     keras.utils.set_random_seed(config.seed)
-    model = acnn_pose.build_model((config.input_size, config.input_size, 3), config.num_stacks,
-                                  pose_data.NUM_JOINTS, config.features, config.attention)
+    model = entry.build(input_shape=(config.input_size, config.input_size, 3), num_stacks=config.num_stacks,
+                        num_joints=mpii.NUM_JOINTS, features=config.features)
     log(f"training {model.name} ({model.count_params():,} parameters) on {len(records)} people, "
         f"{config.input_size}x{config.input_size}, stages {', '.join(f'{s.name}:{s.epochs}' for s in stages)}")
-    training.fuse_batch_norm(model)  # TensorFlow's fused kernel: 1.28x the images/s (docs/performance.md)
+    batch_norm.fuse_batch_norm(model)  # TensorFlow's fused kernel: 1.28x the images/s (docs/performance.md)
     dataset = pose_data.pose_dataset(records, config.batch_size, config.input_size, training=True, seed=config.seed)
     steps = math.ceil(len(records) / config.batch_size)
-    acnn_pose.train_staged(model, dataset, run_dir, stages, steps_per_epoch=steps, verbose=config.verbose,
+    entry.fit(model, dataset, run_dir, stages, steps_per_epoch=steps, verbose=config.verbose,
                            run_eagerly=config.run_eagerly, log=log)
     with atomic.atomic_path(run_dir / "model.keras") as tmp:
         model.save(tmp)

@@ -99,14 +99,14 @@ def test_export_command_writes_a_version_and_the_server_config(zoo, keras_file, 
 
 
 def test_load_run_reads_the_run_config(tmp_path, keras_file):
-    from common.cli import commands
+    from common import registry
 
-    model, config = commands.load_run(keras_file)
+    model, config = registry.load_run(keras_file)
     assert model.output_shape[-1] == 8 and config == {}
     broken = tmp_path / "broken.keras"
     broken.write_bytes(b"not a zip")
     with pytest.raises(ValueError, match="broken.keras: cannot be loaded as a Keras model"):
-        commands.load_run(broken)
+        registry.load_run(broken)
 
 
 def test_synthetic_ct_command_writes_a_cohort(tmp_path, capsys):
@@ -125,15 +125,15 @@ def test_synthetic_ct_command_writes_a_cohort(tmp_path, capsys):
 
 def test_training_options_override_the_preset():
     from common import cli
-    from common.cli import commands
+    from common.cli.train import train_config
 
     args = cli.build_parser().parse_args(["cv", "prep", "run", "--preset", "eas_unet", "--epoch-scale", "0.2",
                                           "--batch-size", "8", "--model", "unet", "--metrics", "dice,voe,hd"])
-    config = commands._train_config(args)
+    config = train_config(args)
     assert (config.model, config.optimizer, config.epochs, config.batch_size, config.learning_rate) == (
         "unet", "sgd", 10, 8, 0.01)
     assert args.metrics == ("dice", "voe", "hd")
-    plain = commands._train_config(cli.build_parser().parse_args(["train", "prep", "run"]))
+    plain = train_config(cli.build_parser().parse_args(["train", "prep", "run"]))
     assert (plain.model, plain.optimizer, plain.epochs, plain.learning_rate) == ("unet", "adam", 50, 1e-4)
 
 

@@ -1,9 +1,9 @@
-"""``common.ct.metrics.pckh`` on a constructed case whose answers are computed by hand."""
+"""``common.pose.mpii.pckh`` on a constructed case whose answers are computed by hand."""
 
 import numpy as np
 import pytest
 
-from common.ct import metrics
+from common.pose import mpii
 
 
 def _case():
@@ -33,7 +33,7 @@ def _case():
 
 
 def test_pckh_matches_the_hand_computed_table():
-    result = metrics.pckh(*_case())
+    result = mpii.pckh(*_case())
     expected_joints = {"r_ankle": 100, "l_ankle": 50, "upper_neck": 50, "head_top": 50, "r_shoulder": 100,
                        "l_shoulder": 100, "r_wrist": 50, "l_wrist": 100, "pelvis": 50, "thorax": 50}
     for name, value in expected_joints.items():
@@ -49,9 +49,9 @@ def test_pckh_matches_the_hand_computed_table():
 
 def test_threshold_and_missing_joints():
     pred, gt, visible, boxes = _case()
-    assert metrics.pckh(pred, gt, visible, boxes, threshold=1.0)["Total"] == 100.0  # every miss is within 2x
+    assert mpii.pckh(pred, gt, visible, boxes, threshold=1.0)["Total"] == 100.0  # every miss is within 2x
     visible[:, 4] = False
-    result = metrics.pckh(pred, gt, visible, boxes)
+    result = mpii.pckh(pred, gt, visible, boxes)
     assert np.isnan(result["l_knee"]) and np.isnan(result["Kne."])
     assert result["Total"] == 100 * 20 / 24
 
@@ -64,4 +64,4 @@ def test_threshold_and_missing_joints():
 ])
 def test_bad_shapes_are_named(change, message):
     with pytest.raises(ValueError, match=message):
-        metrics.pckh(*change(_case()))
+        mpii.pckh(*change(_case()))

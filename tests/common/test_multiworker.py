@@ -86,8 +86,9 @@ def test_both_workers_end_with_identical_weights(tiny_prepared, tmp_path):
     script = (
         "import sys\n"
         "import numpy as np\n"
-        "from common import training\n"
-        "strategy = training.MultiWorkerMirroredStrategy()\n"
+        "from common.train import distribute\n"
+        "from common.train import segmentation as training\n"
+        "strategy = distribute.MultiWorkerMirroredStrategy()\n"
         "config = training.TrainConfig(data=sys.argv[1], out=sys.argv[2], base_filters=2, epochs=1, batch_size=2,\n"
         "    crop_size=32, learning_rate=1e-3, test_cases=['case_000'], verbose=0)\n"
         "model = training.train(config, strategy=strategy, log=lambda _: None)\n"

@@ -6,6 +6,7 @@ import pytest
 import scipy.io
 
 from common.pose import data as pose_data
+from common.pose import mpii
 from common.pose.data import DataError
 
 RED, BLUE = (255, 0, 0), (0, 0, 255)
@@ -128,7 +129,7 @@ def test_flip_swaps_left_and_right_joints(tmp_path):
     np.testing.assert_allclose(flipped, crop[:, ::-1], atol=1 / 255)  # the crop is mirrored
     # After the mirror the red wrist is the person's left wrist: its heatmap is now channel 15.
     assert _colour_at_joint(flipped, flipped_maps, 15) == RED and _colour_at_joint(flipped, flipped_maps, 10) == BLUE
-    assert sorted(map(tuple, pose_data.FLIP_PAIRS)) == [(0, 5), (1, 4), (2, 3), (10, 15), (11, 14), (12, 13)]
+    assert sorted(map(tuple, mpii.FLIP_PAIRS)) == [(0, 5), (1, 4), (2, 3), (10, 15), (11, 14), (12, 13)]
     joints, visible = pose_data.flip_joints(np.arange(32).reshape(16, 2), np.arange(16) < 3)
     assert joints[:, 0].tolist() == [10, 8, 6, 4, 2, 0, 12, 14, 16, 18, 30, 28, 26, 24, 22, 20]
     assert visible.tolist() == [False] * 3 + [True] * 3 + [False] * 10  # joints 0-2 became 5-3

@@ -1,0 +1,60 @@
+"""Argument types and help shared by the subcommands' parsers."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def numbers(cast, names: str):
+    """An argparse type for comma-separated numbers, e.g. ``numbers(int, "ROW,COL")``."""
+    count = len(names.split(","))
+
+    def parse(text: str) -> tuple:
+        try:
+            values = tuple(cast(v) for v in text.split(","))
+        except ValueError:
+            values = ()
+        if len(values) != count:
+            raise argparse.ArgumentTypeError(f"expected {names}, got {text!r}")
+        return values
+
+    return parse
+
+
+hu_window = numbers(float, "LOW,HIGH")
+
+
+def json_object(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"not JSON: {error}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object, got {text!r}")
+    return value
+
+
+def case_list(text: str) -> list[str]:
+    return [c for c in text.split(",") if c]
+
+
+def metric_names(text: str) -> tuple[str, ...]:
+    from common.ct.metrics import METRIC_NAMES
+
+    names = tuple(n for n in text.split(",") if n)
+    unknown = [n for n in names if n not in METRIC_NAMES]
+    if not names or unknown:
+        raise argparse.ArgumentTypeError(f"metrics must be among {', '.join(METRIC_NAMES)}, got {text!r}")
+    return names
+
+
+METRICS_HELP = ("table columns, comma-separated (default dice,hd95,assd; the EAS U-Net paper's Table 1: "
+                 "dice,voe,assd,precision,recall,hd)")
+
+
+def fractions(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.split(",") if v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated fractions, got {text!r}") from None

@@ -1,0 +1,124 @@
+"""Pose: ``zoo synthetic-pose``, ``train-pose``, ``eval-pose``, ``pose-pictures``."""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+import sys
+
+from common import atomic, errors
+
+
+def _add_synthetic_pose(sub):
+    p = sub.add_parser("synthetic-pose", help="write synthetic stick-figure pose data (images/, annot/*.json)")
+    p.add_argument("out", help="data folder to write")
+    p.add_argument("--images", type=int, default=200, help="images (the last 20%% are the valid split)")
+    p.add_argument("--size", type=int, default=256, help="image side in pixels")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(handler=synthetic_pose)
+
+
+def _add_train_pose(sub):
+    p = sub.add_parser("train-pose", help="ACNN staged training A/B/C (or the plain hourglass) on MPII-style data")
+    p.add_argument("data", help="data folder with annot/train.json and images/ (MPII or zoo synthetic-pose)")
+    p.add_argument("out", help="run folder (rerun the same command to resume)")
+    p.add_argument("--attention", action=argparse.BooleanOptionalAction, default=True,
+                   help="ACNN's attention masks (--no-attention: the plain stacked hourglass)")
+    p.add_argument("--stacks", type=int, default=4)
+    p.add_argument("--features", type=int, default=256)
+    p.add_argument("--input-size", type=int, default=256, help="crop side, a multiple of 64")
+    p.add_argument("--batch-size", type=int, default=12)
+    p.add_argument("--stage-factor", type=float, default=1.0,
+                   help="multiplies every stage's epochs and drop epochs (paper: 200, 200, 100)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(handler=train_pose)
+
+
+def _add_eval_pose(sub):
+    p = sub.add_parser("eval-pose", help="PCKh@0.5 of a pose run, with the paper's Table 1 columns")
+    p.add_argument("run", help="run folder (zoo train-pose) or .keras file")
+    p.add_argument("data", help="data folder")
+    p.add_argument("--split", default="valid", help="annotation file annot/SPLIT.json (default valid)")
+    p.add_argument("--input-size", type=int, default=None, help="crop side (default: the run's)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--name", default=None, help="row name in the table (default: the run folder's name)")
+    p.add_argument("--stage", choices=("A", "B", "C"), default=None,
+                   help="score the weights the run had after this training stage (RUN/stage_X.weights.h5)")
+    p.set_defaults(handler=eval_pose)
+
+
+def _add_pose_pictures(sub):
+    p = sub.add_parser("pose-pictures", help="skeleton overlay, heatmaps (Fig. 1) and attention masks (Fig. 6) as PNG")
+    p.add_argument("run", help="run folder (zoo train-pose) or .keras file")
+    p.add_argument("data", help="data folder")
+    p.add_argument("out", help="folder for the PNG files")
+    p.add_argument("--split", default="valid")
+    p.add_argument("--index", type=int, default=0, help="which annotation of the split")
+    p.add_argument("--input-size", type=int, default=None, help="crop side (default: the run's)")
+    p.set_defaults(handler=pose_pictures)
+
+
+def synthetic_pose(args) -> None:
+    from common.pose import synthetic as generator
+
+    counts = generator.write_dataset(args.out, num_images=args.images, seed=args.seed, size=args.size)
+    print(f"wrote {sum(counts.values())} images to {args.out} ({counts['train']} train, {counts['valid']} valid)")
+
+
+def train_pose(args) -> None:
+    from common.train import pose as pose_training
+
+    pose_training.train_pose(pose_training.PoseTrainConfig(
+        data=args.data, out=args.out, attention=args.attention, num_stacks=args.stacks, features=args.features,
+        input_size=args.input_size, batch_size=args.batch_size, stage_factor=args.stage_factor, seed=args.seed,
+        verbose=1 if sys.stdout.isatty() else 2,
+    ))
+
+
+def _pose_run(path, input_size):
+    from common import registry
+
+    model, config = registry.load_run(path)
+    if registry.entry_of(model, config).task != "pose":
+        raise errors.DataError(f"{path}: not a pose model (no prediction_<i> outputs)")
+    size = input_size or config.get("input_size") or model.input_shape[1]
+    if not size:
+        raise ValueError("--input-size: the model does not fix its input size; give it")
+    return model, size
+
+
+def eval_pose(args) -> None:
+    from common.pose import data as pose_data
+    from common.pose import evaluate as pose_eval
+
+    records = pose_data.load_split(args.data, args.split)  # bad data fails before the model loads
+    model, size = _pose_run(args.run, args.input_size)
+    run = pathlib.Path(args.run)
+    suffix = ""
+    if args.stage:
+        weights = run / f"stage_{args.stage}.weights.h5"
+        if not weights.exists():
+            raise errors.DataError(f"{weights}: no such file (stage {args.stage} not trained in this run)")
+        model.load_weights(weights)
+        suffix = f"_stage_{args.stage}"
+    result = pose_eval.evaluate(model, records, size, args.batch_size)
+    if run.is_dir():
+        atomic.write_json(run / f"pckh_{args.split}{suffix}.json", result)
+    name = args.name or (run.name if run.is_dir() else run.name.removesuffix(".keras"))
+    print(pose_eval.format_table({name: result}))
+
+
+def pose_pictures(args) -> None:
+    from common.pose import data as pose_data
+    from common.studies import pose_pictures as pose_report
+
+    records = pose_data.load_split(args.data, args.split)  # bad data fails before the model loads
+    model, size = _pose_run(args.run, args.input_size)
+    if not 0 <= args.index < len(records):
+        raise ValueError(f"--index: {args.index} is outside the {len(records)} annotations of {args.split}")
+    written = pose_report.write_pictures(model, records[args.index], args.out, size)
+    print("wrote " + ", ".join(str(p) for p in written))
+
+
+# Each subcommand's parser, in the order ``zoo --help`` lists them.
+PARSERS = (_add_synthetic_pose, _add_train_pose, _add_eval_pose, _add_pose_pictures)

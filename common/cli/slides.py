@@ -1,0 +1,130 @@
+"""Whole slides and TRI-AL: ``zoo synthetic-slides``, ``triplets``, ``tri-al``, ``tri-al-report``."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+
+from common import atomic, errors
+from common.cli import options
+
+
+def _add_synthetic_slides(sub):
+    p = sub.add_parser("synthetic-slides", help="write synthetic two-lab whole slides (tiled TIFF + QuPath GeoJSON)")
+    p.add_argument("out", help="folder to write")
+    p.add_argument("--slides", type=int, default=6, help="slides per laboratory (labs A and B)")
+    p.add_argument("--size", type=options.numbers(int, "H,W"), default=(2048, 2048), help="level-0 pixels H,W at 40x")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(handler=synthetic_slides)
+
+
+def _add_triplets(sub):
+    p = sub.add_parser("triplets", help="sample triplets (2.5x, 10x, 40x) in annotated slides, one shard per slide")
+    p.add_argument("slides", help="folder of slides with <name>.geojson annotations beside them")
+    p.add_argument("out", help="triplet folder to write (a rerun skips written slides)")
+    p.add_argument("--tile-size", type=int, default=128)
+    p.add_argument("--max-per-slide", type=int, default=500)
+    p.add_argument("--magnification", type=float, default=None,
+                   help="objective power of level 0 (default: from the slide's properties)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(handler=triplets)
+
+
+def _add_tri_al(sub):
+    p = sub.add_parser("tri-al", help="TRI-AL study: source model, TRI-SL baselines, ITER/OOD/ENT (resumes)")
+    p.add_argument("data", help="triplet folder (zoo triplets) with slides of two labs")
+    p.add_argument("out", help="study folder (rerun the same command to resume)")
+    p.add_argument("--strategy", nargs="+", default=["supervised", "ITER", "OOD", "ENT"],
+                   choices=("supervised", "ITER", "OOD", "ENT"))
+    p.add_argument("--runs", type=int, default=5)
+    p.add_argument("--fractions", type=options.fractions, default=(0.2, 0.4, 0.6, 0.8, 1.0), help="TRI-SL data shares")
+    p.add_argument("--width", type=float, default=1.0, help="VGG16 width multiplier (<1: CPU-sized deviation)")
+    p.add_argument("--backbone-weights", default=None, help="local VGG16 no-top weights file (width 1 only)")
+    p.add_argument("--source-lab", default="A")
+    p.add_argument("--target-lab", default="B")
+    p.add_argument("--target-split", type=options.numbers(float, "TRAIN,VAL,TEST"), default=(0.7, 0.15, 0.15),
+                   help="shares of the target lab's slides (split by slide)")
+    p.add_argument("--iterations", type=int, default=5, help="J of ITER and ENT")
+    p.add_argument("--budget", type=int, default=20000, help="S, samples drawn per iteration")
+    p.add_argument("--candidates", type=int, default=30000, help="ENT candidates per iteration")
+    p.add_argument("--initial-per-class", type=int, default=25000, help="X0 per class")
+    p.add_argument("--epochs", type=int, default=100, help="most epochs per round (early stopping, patience)")
+    p.add_argument("--source-epochs", type=int, default=100)
+    p.add_argument("--patience", type=int, default=5)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--learning-rate", type=float, default=1.5e-4)
+    p.add_argument("--momentum", type=float, default=0.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(handler=tri_al)
+
+
+def _add_tri_al_report(sub):
+    p = sub.add_parser("tri-al-report", help="Table II (Markdown), Fig. 2 and Fig. 3 (PNG) of a TRI-AL study")
+    p.add_argument("study", help="study folder (zoo tri-al)")
+    p.add_argument("--slide", default=None, help="slide for Fig. 3 (default: the first target test slide)")
+    p.set_defaults(handler=tri_al_report)
+
+
+def synthetic_slides(args) -> None:
+    from common.slides import synthetic as generator
+
+    ids = generator.write_cohort(args.out, slides_per_lab=args.slides, seed=args.seed, size=args.size)
+    print(f"wrote {len(ids)} slides to {args.out}")
+
+
+def triplets(args) -> None:
+    from common.slides import wsi
+
+    manifest = wsi.prepare_triplets(args.slides, args.out, tile_size=args.tile_size,
+                                    max_per_slide=args.max_per_slide, seed=args.seed,
+                                    magnification=args.magnification)
+    total = sum(sum(e["counts"]) for e in manifest["slides"].values())
+    print(f"wrote {total} triplets of {len(manifest['slides'])} slides to {args.out}")
+
+
+def tri_al(args) -> None:
+    from common.studies import tri_al as tri_al_study
+    from common.studies import tri_al_report
+
+    train = tri_al_study.TrainConfig(learning_rate=args.learning_rate, momentum=args.momentum,
+                                        batch_size=args.batch_size, epochs=args.epochs, patience=args.patience)
+    config = tri_al_study.StudyConfig(
+        data=args.data, out=args.out, strategies=tuple(args.strategy), runs=args.runs, fractions=args.fractions,
+        width=args.width, backbone_weights=args.backbone_weights, source_lab=args.source_lab,
+        target_lab=args.target_lab, target_split=args.target_split, iterations=args.iterations,
+        budget=args.budget, candidates=args.candidates,
+        initial_per_class=args.initial_per_class, source_epochs=args.source_epochs, seed=args.seed, train=train)
+    print(tri_al_report.table_ii(tri_al_study.run_study(config)))
+
+
+def tri_al_report(args) -> None:
+    import keras
+
+    from common.studies import tri_al as tri_al_study
+    from common.studies import tri_al_report as report
+
+    study = pathlib.Path(args.study)
+    results = tri_al_study.collect_results(study)
+    if not results:
+        raise errors.DataError(f"{study}: no finished TRI-AL runs (run `zoo tri-al` first)")
+    table = report.table_ii(results)
+    with atomic.atomic_path(study / "table_ii.md") as tmp:
+        tmp.write_text(table, encoding="utf-8")
+    print(table)
+    if (study / "ITER").exists():
+        plan = json.loads((study / "study.json").read_text(encoding="utf-8"))
+        data = pathlib.Path(plan["settings"]["data"])
+        manifest = json.loads((data / "triplets.json").read_text(encoding="utf-8"))
+        counts = [manifest["slides"][s]["counts"] for s in plan["target"]["train"]]
+        report.plot_shares(study / "fig2_class_shares.png", report.iteration_shares(study, "ITER"),
+                           reference=[sum(c) / max(1, sum(map(sum, counts))) for c in zip(*counts)])
+        print(f"wrote {study / 'fig2_class_shares.png'}")
+        slide = args.slide or manifest["slides"][plan["target"]["test"][0]]["slide"]
+        model = keras.models.load_model(study / "ITER" / "run_0" / "model.keras", compile=False)
+        grid, thumb = report.predict_slide(model, slide)
+        report.plot_slide_map(study / "fig3_slide_map.png", grid, thumb)
+        print(f"wrote {study / 'fig3_slide_map.png'} ({pathlib.Path(slide).name})")
+
+
+# Each subcommand's parser, in the order ``zoo --help`` lists them.
+PARSERS = (_add_synthetic_slides, _add_triplets, _add_tri_al, _add_tri_al_report)

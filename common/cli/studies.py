@@ -1,0 +1,74 @@
+"""The end-to-end demo and the U-Transformer studies: ``zoo demo``, ``ablation``, ``attention-map``."""
+
+from __future__ import annotations
+
+import pathlib
+
+from common.cli import options
+from common.cli.train import train_config, train_options
+from common.ct import volumes
+
+
+def _add_demo(sub):
+    p = sub.add_parser("demo", help="synthetic cohort -> prepare -> train -> evaluate, end to end")
+    p.add_argument("--out", default="demo_output")
+    p.add_argument("--cases", type=int, default=14)
+    p.add_argument("--epochs", type=int, default=12)
+    p.add_argument("--base-filters", type=int, default=16)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(handler=demo)
+
+
+def _add_ablation(sub):
+    p = sub.add_parser("ablation", help="U-Transformer paper Tables 1/3: every setting by cross-validation")
+    train_options(p)
+    p.add_argument("--table", default="table1", choices=("table1", "table3"))
+    p.add_argument("--folds", type=int, default=5)
+    p.set_defaults(handler=ablation)
+
+
+def _add_attention_map(sub):
+    p = sub.add_parser("attention-map", help="cross-attention of each MHCA level for one pixel, as a PNG")
+    p.add_argument("model", help="run folder or .keras file of an mhca / u_transformer model")
+    p.add_argument("input", help="CT volume")
+    p.add_argument("output", help="PNG to write")
+    p.add_argument("--slice", type=int, default=None, help="axial slice index (default: the middle one)")
+    p.add_argument("--pixel", type=options.numbers(int, "ROW,COL"), required=True,
+                   help="ROW,COL of the query pixel in the slice")
+    p.add_argument("--window", type=options.hu_window, default=None, help="HU window LOW,HIGH (default: the run's)")
+    p.set_defaults(handler=attention_map)
+
+
+def demo(args) -> None:
+    from common.studies import demo as demo_module
+
+    demo_module.run(pathlib.Path(args.out), num_cases=args.cases, epochs=args.epochs,
+                    base_filters=args.base_filters, seed=args.seed)
+
+
+def ablation(args) -> None:
+    from common.studies import ablation as ablation_module
+
+    print(ablation_module.run_study(train_config(args), args.out, args.table, args.folds))
+
+
+def attention_map(args) -> None:
+    import numpy as np
+
+    from common import registry
+    from common.studies import attention_maps
+
+    model, config = registry.load_run(args.model)
+    hu_window = args.window or config.get("hu_window", volumes.DEFAULT_WINDOW)
+    image = volumes.read_slice(args.input, args.slice, hu_window)
+    height, width = image.shape
+    stride = registry.entry_of(model, config).stride
+    padded = np.pad(image, ((0, -height % stride), (0, -width % stride)))
+    maps = attention_maps.cross_attention_maps(model, padded, tuple(args.pixel))
+    maps = {name: m[:height, :width] for name, m in maps.items()}
+    attention_maps.render(args.output, image, maps, tuple(args.pixel))
+    print(f"wrote {args.output}: {', '.join(maps)}")
+
+
+# Each subcommand's parser, in the order ``zoo --help`` lists them.
+PARSERS = (_add_demo, _add_ablation, _add_attention_map)

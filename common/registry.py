@@ -1,0 +1,151 @@
+"""The model registry: every model the zoo trains, loads and serves, by name.
+
+Generic code (training, cross-validation, the CLI, export) asks this module
+and never imports a model package: adding a model is one ``register`` call
+below. An entry says how to build the model, its total stride (image sides
+must be multiples of it), its task, how its outputs are served, and, where
+its paper trains it its own way, that procedure::
+
+    >>> from common import registry
+    >>> registry.get("eas_unet").task, registry.get("eas_unet").stride
+    ('segmentation', 16)
+    >>> registry.names("pose")
+    ('acnn', 'hourglass')
+
+Importing this module imports the four model packages, which registers
+their custom layers with Keras, so any saved ``.keras`` file of the zoo
+loads afterwards (``load_run``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import pathlib
+from typing import Callable
+
+import keras
+
+import acnn_pose
+import eas_unet
+import tri_al
+import unet_transformer
+from common.errors import DataError
+from common.nn import losses  # noqa: F401  (registers the losses a compiled model may refer to)
+
+TASKS = ("segmentation", "pose", "tiles")
+
+
+@dataclasses.dataclass(frozen=True)
+class Entry:
+    """One model of the zoo.
+
+    Attributes:
+        name: what ``--model`` and ``config.json`` call it.
+        task: "segmentation" (CT slices -> class probabilities), "pose"
+            (image -> stacked heatmaps) or "tiles" (three tiles -> class).
+        build: ``build(**kwargs) -> keras.Model``, the package's ``build_model``.
+        stride: image sides must be multiples of it.
+        serving_outputs: ``serving_outputs(model)`` gives the ``outputs``
+            callable of ``common.serve.export`` (None: probabilities and labels).
+        keypoints: pose models: ``keypoints(heatmaps) -> (coords, scores)`` in
+            heatmap pixels.
+        stages: pose models: ``stages(factor)``, the paper's training stages
+            with epochs scaled by ``factor``; ``fit`` runs them.
+        fit: the paper's own training procedure where it has one.
+    """
+
+    name: str
+    task: str
+    build: Callable[..., keras.Model]
+    stride: int
+    serving_outputs: Callable | None = None
+    keypoints: Callable | None = None
+    stages: Callable | None = None
+    fit: Callable | None = None
+
+
+_ENTRIES: dict[str, Entry] = {}
+
+
+def register(entry: Entry) -> Entry:
+    """Adds ``entry``; a name may be registered once."""
+    if entry.task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS}, got {entry.task!r}")
+    if entry.name in _ENTRIES:
+        raise ValueError(f"model {entry.name!r} is registered already")
+    _ENTRIES[entry.name] = entry
+    return entry
+
+
+def names(task: str | None = None) -> tuple[str, ...]:
+    """Registered model names, of one task or all, in registration order."""
+    return tuple(n for n, e in _ENTRIES.items() if task is None or e.task == task)
+
+
+def get(name: str) -> Entry:
+    """The entry of ``name``; ValueError naming the choices for an unknown one."""
+    if name not in _ENTRIES:
+        raise ValueError(f"model must be one of {names()}, got {name!r}")
+    return _ENTRIES[name]
+
+
+def build(name: str, **kwargs) -> keras.Model:
+    """Builds model ``name``; an argument it does not take is a ValueError naming it."""
+    try:
+        return get(name).build(**kwargs)
+    except TypeError as error:  # an unknown keyword
+        raise ValueError(f"{name}: {error}") from None
+
+
+def entry_of(model: keras.Model, config: dict | None = None) -> Entry:
+    """The entry a loaded model belongs to: its run's ``config["model"]``, else its outputs' names.
+
+    A ``.keras`` file without its run folder names no model; the tasks'
+    outputs tell them apart (pose: ``prediction_<i>``; tiles: three inputs).
+    """
+    if config and config.get("model") in _ENTRIES:
+        return _ENTRIES[config["model"]]
+    if any(name.startswith("prediction_") for name in model.output_names):
+        return get("acnn" if any(name.startswith("mask_") for name in model.output_names) else "hourglass")
+    if len(model.inputs) == len(tri_al.INPUT_NAMES):
+        return get("tri_cnn")
+    return get("unet")  # every segmentation model serves and loads alike
+
+
+def load_run(path) -> tuple[keras.Model, dict]:
+    """Loads a model from a run folder (``RUN/model.keras``) or a ``.keras`` file, with the run's config if any."""
+    path = pathlib.Path(path)
+    model_path = path / "model.keras" if path.is_dir() else path
+    config_path = model_path.parent / "config.json"
+    if not model_path.exists():
+        raise DataError(f"{model_path}: no such model (train one with `zoo train`)")
+    try:
+        model = keras.models.load_model(model_path, compile=False)
+    except (ValueError, OSError, KeyError) as error:
+        raise DataError(f"{model_path}: cannot be loaded as a Keras model ({error})") from None
+    config = json.loads(config_path.read_text(encoding="utf-8")) if config_path.exists() else {}
+    return model, config
+
+
+# U-Transformer (paper 000) and its baselines; EAS U-Net (paper 001).
+for _variant in unet_transformer.VARIANTS:
+    register(Entry(_variant, "segmentation", functools.partial(unet_transformer.build_model, _variant),
+                   unet_transformer.STRIDE))
+register(Entry("eas_unet", "segmentation", eas_unet.build_model, eas_unet.STRIDE))
+
+
+def _pose_serving(model: keras.Model):
+    return acnn_pose.serving_outputs(sum(n.startswith("prediction_") for n in model.output_names))
+
+
+# ACNN (paper 003) and Newell's stacked hourglass, trained by ACNN's stages (section 3.3).
+for _name, _attention in (("acnn", True), ("hourglass", False)):
+    register(Entry(_name, "pose", functools.partial(acnn_pose.build_model, attention=_attention), acnn_pose.STRIDE,
+                   serving_outputs=_pose_serving, keypoints=acnn_pose.decode_heatmaps,
+                   stages=functools.partial(acnn_pose.scaled_stages, attention=_attention),
+                   fit=acnn_pose.train_staged))
+
+# TRI-CNN (paper 004): three VGG16 branches on 2.5x, 10x and 40x tiles.
+register(Entry("tri_cnn", "tiles", tri_al.build_model, stride=32))
