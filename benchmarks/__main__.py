@@ -44,8 +44,6 @@ def bench_train(args) -> None:
     import tensorflow as tf
 
     from common.train import segmentation as training
-
-    from common.train import callbacks
     model = compiled_zoo_model(args.model, args.base, args.batch, args.classes, args.steps, args.precision,
                                args.model_options)
     data = training.with_targets(tf.data.Dataset.from_tensors(_random_batch(args)).repeat(),
@@ -166,7 +164,7 @@ def bench_predict_volume(args) -> None:
 
     from common import cli
     from common.ct import synthetic as synthetic_ct
-    from common.train import segmentation as training
+    from common.train import callbacks
 
     workdir = tempfile.mkdtemp(prefix="zoo-bench-")
     image, _ = synthetic_ct.make_phantom(0, size=(args.size, args.size, args.depth),

@@ -28,7 +28,6 @@ def _compiled_model(model_name: str, base: int, size: int, batch: int, classes: 
     2 stacks of ``2 * base`` features and mean squared error on every stage's
     heatmaps, fused batch norm on, as ``zoo train-pose`` trains it.
     """
-    from common.train import segmentation as training
 
     from common.train import batch_norm
     if model_name != "acnn":
@@ -58,7 +57,7 @@ def images_per_s(setting: str, model_name: str, base: int, size: int, batch: int
         tf.config.threading.set_intra_op_parallelism_threads(1)
     import keras
 
-    from common.train import segmentation as training
+    from common.train import batch_norm
 
     keras.utils.set_random_seed(0)
     model, (inputs, targets) = _compiled_model(model_name, base, size, batch, classes, steps)

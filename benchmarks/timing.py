@@ -33,9 +33,8 @@ def peak_rss_mib() -> float:
 def compiled_zoo_model(model_name: str, base: int, batch: int, classes: int, steps_per_epoch: int,
                        precision: str = "float32", model_options: dict | None = None):
     """The segmentation model ``zoo train`` builds, compiled as it compiles it (``common.train.segmentation``)."""
-    from common.train import segmentation as training
-
     from common.train import distribute
+    from common.train import segmentation as training
     config = training.TrainConfig(data="", out="", model=model_name, base_filters=base, batch_size=batch,
                                   precision=precision, model_options=model_options or {})
     distribute.configure_precision(config.precision)

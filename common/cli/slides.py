@@ -73,9 +73,8 @@ def synthetic_slides(args) -> None:
 
 
 def triplets(args) -> None:
-    from common.slides import wsi
-
-    manifest = wsi.prepare_triplets(args.slides, args.out, tile_size=args.tile_size,
+    from common.slides import triplets
+    manifest = triplets.prepare_triplets(args.slides, args.out, tile_size=args.tile_size,
                                     max_per_slide=args.max_per_slide, seed=args.seed,
                                     magnification=args.magnification)
     total = sum(sum(e["counts"]) for e in manifest["slides"].values())

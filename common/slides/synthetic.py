@@ -25,8 +25,8 @@ import numpy as np
 import tifffile
 
 from common import atomic
+from common.slides.annotations import CLASSES
 
-CLASSES = ("blood", "damaged", "muscle", "stroma", "urothelium")
 BASE_MAGNIFICATION = 40.0
 MPP = 0.25  # micrometres per level-0 pixel: the usual 40x scan
 GRID = 16  # the label map is drawn at 1/GRID resolution, then upsampled

@@ -1,6 +1,6 @@
 """The TRI-AL study (paper III): source model, supervised baselines, ITER / OOD / ENT, over several runs.
 
-``run_study(config)`` reads a triplet folder (``common.slides.wsi.prepare_triplets``)
+``run_study(config)`` reads a triplet folder (``common.slides.triplets.prepare_triplets``)
 whose slides come from two laboratories, and writes::
 
     OUT/study.json                   the settings and the target split by slide (a rerun must match)
@@ -21,8 +21,8 @@ import pathlib
 
 import numpy as np
 
-from common import atomic
-from common.slides import wsi
+from common import atomic, errors
+from common.slides import triplets
 from tri_al import active_learning as al
 from tri_al import build_model
 from tri_al.active_learning import TrainConfig  # noqa: F401  (the CLI configures a study through here)
@@ -60,7 +60,7 @@ class StudyConfig:
             raise ValueError(f"fractions must lie in (0, 1], got {self.fractions}")
 
 
-def _ids_of(pools: wsi.TripletPools, slides) -> np.ndarray:
+def _ids_of(pools: triplets.TripletPools, slides) -> np.ndarray:
     return np.flatnonzero(np.isin(pools.slide_ids, list(slides)))
 
 
@@ -73,13 +73,13 @@ def _plan(config: StudyConfig, manifest: dict) -> dict:
             raise ValueError(f"{config.data}: lab {lab!r} has {len(slides)} slides; the source lab needs 2 "
                              "(train, val) and the target lab 3 (train, val, test)")
     source_slides = by_lab[config.source_lab]
-    source = wsi.split_slides(source_slides, seed=config.seed) if len(source_slides) > 2 \
+    source = triplets.split_slides(source_slides, seed=config.seed) if len(source_slides) > 2 \
         else {"train": source_slides[:1], "val": source_slides[1:], "test": []}
     # Strategies, runs and fractions only add columns: a rerun may change them.
     settings = {k: v for k, v in dataclasses.asdict(config).items()
                 if k not in ("out", "strategies", "runs", "fractions")}
     plan = {"source": {"train": sorted(source["train"] + source["test"]), "val": source["val"]},
-            "target": wsi.split_slides(by_lab[config.target_lab], config.target_split, seed=config.seed),
+            "target": triplets.split_slides(by_lab[config.target_lab], config.target_split, seed=config.seed),
             "settings": settings}
     path = pathlib.Path(config.out) / "study.json"
     if path.exists():
@@ -97,7 +97,7 @@ def _source_model(model, config: StudyConfig, plan: dict, target, target_split, 
     weights = folder / "model.weights.h5"
     if (folder / "metrics.json").exists():
         return weights
-    source = wsi.load_pools(config.data, plan["source"]["train"] + plan["source"]["val"])
+    source = triplets.load_pools(config.data, plan["source"]["train"] + plan["source"]["val"])
     split = {"train": _ids_of(source, plan["source"]["train"]), "val": _ids_of(source, plan["source"]["val"])}
     train_config = dataclasses.replace(config.train, epochs=config.source_epochs)
     al.train(model, source, split["train"], split["val"], train_config, seed=config.seed)
@@ -116,12 +116,12 @@ def run_study(config: StudyConfig, log=print) -> dict:
     """Runs (or resumes) every requested column of Table II and writes ``results.json``."""
     out = pathlib.Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
-    manifest = json.loads((pathlib.Path(config.data) / wsi.MANIFEST).read_text(encoding="utf-8")) \
-        if (pathlib.Path(config.data) / wsi.MANIFEST).exists() else None
+    manifest = json.loads((pathlib.Path(config.data) / triplets.MANIFEST).read_text(encoding="utf-8")) \
+        if (pathlib.Path(config.data) / triplets.MANIFEST).exists() else None
     if manifest is None:
-        raise wsi.DataError(f"{pathlib.Path(config.data) / wsi.MANIFEST}: missing; run `zoo triplets` first")
+        raise errors.DataError(f"{pathlib.Path(config.data) / triplets.MANIFEST}: missing; run `zoo triplets` first")
     plan = _plan(config, manifest)
-    target = wsi.load_pools(config.data, sorted(sum(plan["target"].values(), [])))
+    target = triplets.load_pools(config.data, sorted(sum(plan["target"].values(), [])))
     split = {k: _ids_of(target, v) for k, v in plan["target"].items()}
     model = build_model(num_classes=len(manifest["classes"]), tile_size=manifest["tile_size"],
                         backbone_weights=config.backbone_weights, width=config.width)

@@ -12,13 +12,13 @@ import cv2
 import numpy as np
 
 from common import atomic
-from common.slides import wsi
+from common.slides import annotations, reader
 
 # BGR colours of the five classes (blood, damaged, muscle, stroma, urothelium) in the figures.
 COLOURS = ((40, 40, 220), (40, 90, 140), (180, 120, 240), (190, 215, 250), (160, 40, 110))
 
 
-def table_ii(results: dict, classes=wsi.CLASSES) -> str:
+def table_ii(results: dict, classes=annotations.CLASSES) -> str:
     """Markdown Table II: F1 (%) per class and micro / macro, mean (std) over runs, one column per model."""
     names = list(results)
     header = "| | " + " | ".join(names) + " |\n|---|" + "---|" * len(names) + "\n"
@@ -57,7 +57,7 @@ def _legend(canvas, x: int, y: int, classes) -> None:
                     cv2.LINE_AA)
 
 
-def plot_shares(path, shares: np.ndarray, reference=None, classes=wsi.CLASSES) -> None:
+def plot_shares(path, shares: np.ndarray, reference=None, classes=annotations.CLASSES) -> None:
     """Fig. 2: delta_i per iteration as lines (and, dashed, the class shares of the full training set)."""
     width, height, margin = 640, 400, 50
     canvas = np.full((height, width + 140, 3), 255, np.uint8)
@@ -103,10 +103,10 @@ def predict_slide(model, slide_path, stride: int | None = None, magnification: f
                   batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
     """Tile predictions on a grid over the slide's tissue: (grid of class indices, -1 on glass; thumbnail)."""
     tile_size = model.inputs[0].shape[1]
-    slide = wsi.open_slide(slide_path)
+    slide = reader.open_slide(slide_path)
     try:
-        base = wsi.base_magnification(slide, slide_path, magnification)
-        stride = stride or int(round(tile_size * base / wsi.MAGNIFICATIONS[-1]))  # one 40x tile per cell
+        base = reader.base_magnification(slide, slide_path, magnification)
+        stride = stride or int(round(tile_size * base / reader.MAGNIFICATIONS[-1]))  # one 40x tile per cell
         width, height = slide.dimensions
         rows, cols = height // stride, width // stride
         level = slide.get_best_level_for_downsample(stride)
@@ -116,7 +116,7 @@ def predict_slide(model, slide_path, stride: int | None = None, magnification: f
         grid = np.full((rows, cols), -1, np.int64)
         for start in range(0, len(tissue), batch_size):
             cells = tissue[start:start + batch_size]
-            triplets = [wsi.read_triplet(slide, ((c + 0.5) * stride, (r + 0.5) * stride), base, tile_size)[0]
+            triplets = [reader.read_triplet(slide, ((c + 0.5) * stride, (r + 0.5) * stride), base, tile_size)[0]
                         for r, c in cells]
             inputs = [np.stack([t[k] for t in triplets]).astype(np.float32) / 255.0 for k in range(3)]
             grid[cells[:, 0], cells[:, 1]] = np.asarray(model.predict(inputs, verbose=0)).argmax(-1)
@@ -125,7 +125,7 @@ def predict_slide(model, slide_path, stride: int | None = None, magnification: f
     return grid, thumb
 
 
-def plot_slide_map(path, grid: np.ndarray, thumb: np.ndarray, classes=wsi.CLASSES, side: int = 512) -> None:
+def plot_slide_map(path, grid: np.ndarray, thumb: np.ndarray, classes=annotations.CLASSES, side: int = 512) -> None:
     """Fig. 3: the slide beside its colour map of tile predictions."""
     scale = side / max(thumb.shape[:2])
     size = (int(thumb.shape[1] * scale), int(thumb.shape[0] * scale))

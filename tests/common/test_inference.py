@@ -4,7 +4,7 @@ import SimpleITK as sitk
 
 import unet_transformer
 from common import errors
-from common.ct import inference, volumes
+from common.ct import inference
 
 
 @pytest.fixture(scope="module")

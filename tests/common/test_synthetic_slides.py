@@ -4,8 +4,8 @@ import numpy as np
 import openslide
 import pytest
 
+from common.slides import annotations, reader
 from common.slides import synthetic as synthetic_slides
-from common.slides import wsi
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +22,7 @@ def test_openslide_opens_every_level_with_its_magnification(cohort):
     assert slide.properties["openslide.vendor"] == "generic-tiff"
     assert slide.level_dimensions == ((768, 512), (192, 128))
     assert slide.level_downsamples == (1.0, 4.0)
-    assert wsi.base_magnification(slide, "labA_000.tiff") == 40.0  # from mpp 0.25
+    assert reader.base_magnification(slide, "labA_000.tiff") == 40.0  # from mpp 0.25
     assert "objective-power=40" in slide.properties["tiff.ImageDescription"]
     level0 = np.asarray(slide.read_region((0, 0), 0, (768, 512)))[..., :3].astype(float)
     level1 = np.asarray(slide.read_region((0, 0), 1, (192, 128)))[..., :3].astype(float)
@@ -35,11 +35,11 @@ def test_annotations_name_known_classes_inside_the_slide(cohort):
     manifest = json.loads((root / "slides.json").read_text())
     assert {s: e["lab"] for s, e in manifest["slides"].items()} == {"labA_000": "A", "labB_000": "B"}
     for slide_id in ids:
-        annotations = wsi.read_annotations(root / f"{slide_id}.geojson", (768, 512))
-        assert annotations, slide_id
-        assert {a.label for a in annotations} <= set(range(len(wsi.CLASSES)))
+        regions = annotations.read_annotations(root / f"{slide_id}.geojson", (768, 512))
+        assert regions, slide_id
+        assert {a.label for a in regions} <= set(range(len(annotations.CLASSES)))
         raw = json.loads((root / f"{slide_id}.geojson").read_text())["features"][0]
-        assert raw["properties"]["classification"]["name"].lower() in wsi.CLASSES
+        assert raw["properties"]["classification"]["name"].lower() in annotations.CLASSES
 
 
 def test_labs_differ_in_stain_colour_only():

@@ -13,10 +13,10 @@ import pytest
 
 import unet_transformer
 from common.nn import losses
+from common.train import batch_norm, distribute
 from common.train import segmentation as training
 
 
-from common.train import batch_norm, distribute
 def test_mixed_float16_gives_float32_and_a_finite_step():
     previous = keras.config.dtype_policy()
     try:

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from common.slides import synthetic as synthetic_slides
-from common.slides import wsi
+from common.slides import triplets
 from common.studies import tri_al as tri_al_study
 
 TINY = ["--width", "0.0625", "--runs", "2", "--iterations", "2", "--budget", "6", "--candidates", "9",
@@ -18,7 +18,7 @@ def study(tmp_path_factory):
     """Two labs of three slides, their triplets, and the folder a `zoo tri-al` run writes into."""
     root = tmp_path_factory.mktemp("tri_al_study")
     synthetic_slides.write_cohort(root / "slides", slides_per_lab=3, seed=2, size=(512, 512))
-    wsi.prepare_triplets(root / "slides", root / "triplets", tile_size=32, max_per_slide=15, log=lambda _: None)
+    triplets.prepare_triplets(root / "slides", root / "triplets", tile_size=32, max_per_slide=15, log=lambda _: None)
     return root
 
 
@@ -54,7 +54,7 @@ def test_study_runs_resumes_and_reports_table_ii_and_figures(zoo, study):
 
 def test_rerun_with_other_settings_is_refused(study, tmp_path):
     config = tri_al_study.StudyConfig(data=str(study / "triplets"), out=str(tmp_path), width=0.0625, runs=1)
-    tri_al_study._plan(config, json.loads((study / "triplets" / wsi.MANIFEST).read_text()))
+    tri_al_study._plan(config, json.loads((study / "triplets" / triplets.MANIFEST).read_text()))
     other = tri_al_study.StudyConfig(data=str(study / "triplets"), out=str(tmp_path), width=0.125, runs=1)
     with pytest.raises(ValueError, match="other settings"):
         tri_al_study.run_study(other)
@@ -72,4 +72,4 @@ def test_a_lab_with_too_few_slides_is_named(study, tmp_path):
     config = tri_al_study.StudyConfig(data=str(study / "triplets"), out=str(tmp_path), target_lab="C")
     with pytest.raises(ValueError, match="lab 'C' has 0 slides"):
         tri_al_study.run_study(config)
-    assert np.isin(["labA_000"], list(json.loads((study / "triplets" / wsi.MANIFEST).read_text())["slides"])).all()
+    assert np.isin(["labA_000"], list(json.loads((study / "triplets" / triplets.MANIFEST).read_text())["slides"])).all()

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from common.errors import DataError
+from common.slides import annotations, reader, triplets
 from common.slides import synthetic as synthetic_slides
-from common.slides import wsi
 
 TILE = 32
 
@@ -27,7 +27,7 @@ def textured_slide(tmp_path_factory):
 def cohort(tmp_path_factory):
     root = tmp_path_factory.mktemp("cohort")
     synthetic_slides.write_cohort(root / "slides", slides_per_lab=3, seed=5, size=(512, 512))
-    manifest = wsi.prepare_triplets(root / "slides", root / "triplets", tile_size=TILE, max_per_slide=20,
+    manifest = triplets.prepare_triplets(root / "slides", root / "triplets", tile_size=TILE, max_per_slide=20,
                                     log=lambda _: None)
     return root, manifest
 
@@ -38,11 +38,11 @@ def _pool(tile, factor):
 
 
 def test_triplet_tiles_share_their_centre_and_cover_16_4_1_times_the_side(textured_slide):
-    slide = wsi.open_slide(textured_slide)
-    base = wsi.base_magnification(slide, textured_slide)
+    slide = reader.open_slide(textured_slide)
+    base = reader.base_magnification(slide, textured_slide)
     assert slide.level_count == 3 and base == 40.0
     center = (1024.0, 896.0)
-    (t25, t10, t40), boxes = wsi.read_triplet(slide, center, base, TILE)
+    (t25, t10, t40), boxes = reader.read_triplet(slide, center, base, TILE)
     assert all(t.shape == (TILE, TILE, 3) and t.dtype == np.uint8 for t in (t25, t10, t40))
     sides = [b[2] - b[0] for b in boxes]
     print("level-0 sides of the 2.5x, 10x, 40x tiles:", sides, "areas / 40x:", [s * s / sides[2] ** 2 for s in sides])
@@ -53,7 +53,7 @@ def test_triplet_tiles_share_their_centre_and_cover_16_4_1_times_the_side(textur
     middle = slice(TILE // 2 - TILE // 8, TILE // 2 + TILE // 8)
     assert np.abs(t10[middle, middle].astype(float) - _pool(t40, 4)).mean() < 1.0
     assert np.abs(t25[middle, middle].astype(float) - _pool(t10, 4)).mean() < 1.0
-    shifted = wsi.read_triplet(slide, (center[0] + 8, center[1]), base, TILE)[0][2]
+    shifted = reader.read_triplet(slide, (center[0] + 8, center[1]), base, TILE)[0][2]
     assert np.abs(shifted.astype(float) - t40).mean() > 5  # the comparison above would notice a shift
     full = np.asarray(slide.read_region((1024 - 16, 896 - 16), 0, (TILE, TILE)))[..., :3]
     np.testing.assert_array_equal(t40, full)
@@ -61,8 +61,8 @@ def test_triplet_tiles_share_their_centre_and_cover_16_4_1_times_the_side(textur
 
 
 def test_tiles_are_padded_with_white_at_the_border(textured_slide):
-    slide = wsi.open_slide(textured_slide)
-    (t25, _, t40), _ = wsi.read_triplet(slide, (0.0, 0.0), 40.0, TILE)
+    slide = reader.open_slide(textured_slide)
+    (t25, _, t40), _ = reader.read_triplet(slide, (0.0, 0.0), 40.0, TILE)
     assert (t25[:TILE // 2, :] == 255).all() and (t25[:, :TILE // 2] == 255).all()
     assert (t25[TILE // 2 + 1:, TILE // 2 + 1:] < 255).any()
     assert (t40[:TILE // 2, :TILE // 2] == 255).all()
@@ -70,10 +70,10 @@ def test_tiles_are_padded_with_white_at_the_border(textured_slide):
 
 
 def test_base_magnification_given_or_from_properties(textured_slide):
-    slide = wsi.open_slide(textured_slide)
-    assert wsi.base_magnification(slide, textured_slide, given=20) == 20.0
+    slide = reader.open_slide(textured_slide)
+    assert reader.base_magnification(slide, textured_slide, given=20) == 20.0
     with pytest.raises(ValueError, match="magnification"):
-        wsi.read_tile(slide, (100, 100), 40.0, 20.0, TILE)  # 40x tiles from a 20x scan
+        reader.read_tile(slide, (100, 100), 40.0, 20.0, TILE)  # 40x tiles from a 20x scan
     slide.close()
 
 
@@ -81,12 +81,12 @@ def test_points_fall_inside_their_polygon_and_outside_its_hole():
     outline = np.array([[100, 100], [500, 100], [500, 500], [100, 500]], float)
     hole = np.array([[200, 200], [400, 200], [400, 400], [200, 400]], float)
     triangle = np.array([[600, 100], [900, 100], [600, 400]], float)
-    annotations = [wsi.Annotation(3, (outline, hole)), wsi.Annotation(0, (triangle,))]
-    points, labels = wsi.sample_points(annotations, 500, np.random.default_rng(1))
+    regions = [annotations.Annotation(3, (outline, hole)), annotations.Annotation(0, (triangle,))]
+    points, labels = annotations.sample_points(regions, 500, np.random.default_rng(1))
     assert len(points) == 500 and set(labels.tolist()) == {0, 3}
-    for annotation in annotations:
+    for annotation in regions:
         mine = points[labels == annotation.label]
-        assert wsi.inside(mine, annotation.rings).all()
+        assert annotations.inside(mine, annotation.rings).all()
     in_hole = (points[:, 0] > 200) & (points[:, 0] < 400) & (points[:, 1] > 200) & (points[:, 1] < 400)
     assert not in_hole.any()
     # Shares follow the areas: 160000 - 40000 for stroma against 45000 for blood.
@@ -101,16 +101,16 @@ def test_prepared_shards_hold_each_slides_triplets(cohort):
         assert shard["tile_40x"].shape == (sum(entry["counts"]), TILE, TILE, 3) and sum(entry["counts"]) <= 20
         assert np.bincount(shard["label"], minlength=5).tolist() == entry["counts"]
     stamp = (root / "triplets" / "shards" / "labA_000.npz").stat().st_mtime_ns
-    wsi.prepare_triplets(root / "slides", root / "triplets", tile_size=TILE, max_per_slide=20, log=lambda _: None)
+    triplets.prepare_triplets(root / "slides", root / "triplets", tile_size=TILE, max_per_slide=20, log=lambda _: None)
     assert (root / "triplets" / "shards" / "labA_000.npz").stat().st_mtime_ns == stamp  # rerun skips
 
 
 def test_no_slide_contributes_to_both_training_and_test(cohort):
     root, manifest = cohort
-    split = wsi.split_slides(manifest["slides"], seed=2)
+    split = triplets.split_slides(manifest["slides"], seed=2)
     assert sorted(sum(split.values(), [])) == sorted(manifest["slides"])
     assert not set(split["train"]) & set(split["test"]) and not set(split["val"]) & set(split["test"])
-    pools = wsi.load_pools(root / "triplets")
+    pools = triplets.load_pools(root / "triplets")
     assert len(pools) == sum(sum(e["counts"]) for e in manifest["slides"].values())
     train_slides = set(pools.slide_ids[np.isin(pools.slide_ids, split["train"])])
     test_slides = set(pools.slide_ids[np.isin(pools.slide_ids, split["test"])])
@@ -126,11 +126,11 @@ def _geojson(path, name, ring):
 
 def test_qupath_exports_old_and_new_read_alike(tmp_path):
     ring = [[10, 10], [100, 10], [100, 100], [10, 10]]
-    new = wsi.read_annotations(_geojson(tmp_path / "new.geojson", "Muscle", ring), (200, 200))
+    new = annotations.read_annotations(_geojson(tmp_path / "new.geojson", "Muscle", ring), (200, 200))
     old = [{"type": "Feature", "properties": {"classification": "muscle"},
             "geometry": {"type": "MultiPolygon", "coordinates": [[ring], [[[150, 150], [160, 150], [150, 160]]]]}}]
     (tmp_path / "old.geojson").write_text(json.dumps(old))
-    multi = wsi.read_annotations(tmp_path / "old.geojson", (200, 200))
+    multi = annotations.read_annotations(tmp_path / "old.geojson", (200, 200))
     assert [a.label for a in new] == [2] and [a.label for a in multi] == [2, 2]
     np.testing.assert_array_equal(new[0].rings[0], multi[0].rings[0])
 
@@ -139,16 +139,16 @@ def test_bad_inputs_name_the_file(tmp_path, textured_slide):
     not_a_slide = tmp_path / "broken.tiff"
     not_a_slide.write_bytes(b"not a tiff at all")
     with pytest.raises(DataError, match="broken.tiff.*cannot be opened"):
-        wsi.open_slide(not_a_slide)
+        reader.open_slide(not_a_slide)
     ring = [[10, 10], [100, 10], [100, 100], [10, 10]]
     with pytest.raises(DataError, match=r"tumour.geojson.*unknown class 'Tumour'"):
-        wsi.read_annotations(_geojson(tmp_path / "tumour.geojson", "Tumour", ring), (2048, 2048))
+        annotations.read_annotations(_geojson(tmp_path / "tumour.geojson", "Tumour", ring), (2048, 2048))
     outside = [[10, 10], [3000, 10], [100, 100], [10, 10]]
     with pytest.raises(DataError, match=r"outside.geojson.*outside the slide"):
-        wsi.extract_slide(textured_slide, _geojson(tmp_path / "outside.geojson", "Stroma", outside), TILE)
+        triplets.extract_slide(textured_slide, _geojson(tmp_path / "outside.geojson", "Stroma", outside), TILE)
     (tmp_path / "nameless.geojson").write_text(json.dumps([{"geometry": {"type": "Polygon", "coordinates": [ring]}}]))
     with pytest.raises(DataError, match="nameless.geojson.*no classification"):
-        wsi.read_annotations(tmp_path / "nameless.geojson", (2048, 2048))
+        annotations.read_annotations(tmp_path / "nameless.geojson", (2048, 2048))
 
 
 def test_cli_reports_an_unreadable_slide_in_one_line(zoo, tmp_path):
