@@ -45,3 +45,23 @@ def write_json(path, payload) -> None:
     """Writes ``payload`` as indented JSON, atomically."""
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(payload, indent=2), encoding="utf-8")
+
+
+def write_image(path, image, rgb: bool = False, params=()) -> None:
+    """Writes an image with OpenCV (format from the suffix: .png, .jpg), atomically.
+
+    Args:
+        path: the file to write.
+        image: uint8 array, (H, W) or (H, W, 3) in OpenCV's BGR order, or RGB with ``rgb=True``.
+        rgb: convert RGB to BGR first.
+        params: OpenCV's ``imwrite`` flags, e.g. ``(cv2.IMWRITE_JPEG_QUALITY, 95)``.
+
+    Raises:
+        OSError naming the file when OpenCV cannot write it.
+    """
+    import cv2  # imported here: the rest of this module is stdlib only (the model packages use it)
+
+    pixels = cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if rgb else image
+    with atomic_path(path) as tmp:
+        if not cv2.imwrite(str(tmp), pixels, list(params)):
+            raise OSError(f"{path}: OpenCV could not write the image")

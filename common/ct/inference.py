@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import SimpleITK as sitk
 
-from common import errors
+from common import errors, tables
 from common.ct import metrics, volumes
 
 
@@ -92,19 +92,12 @@ def evaluate_cases(model, cases, num_classes: int, hu_window=volumes.DEFAULT_WIN
 def format_table(results: dict, class_names, metric_names=("dice",)) -> str:
     """A Markdown table: one row per class, mean (± std) over cases; overlaps in percent, distances in mm."""
     summary = metrics.summarize(list(results.values()))
-    columns = " | ".join(metric_names)
-    lines = [f"| class ({len(results)} cases) | {columns} |", "|---" * (len(metric_names) + 1) + "|"]
-    means = {name: [] for name in metric_names}
+    rows = []
     for label in sorted(summary):
-        cells = []
-        for name in metric_names:
-            scale = 100.0 if name in metrics.PERCENT_METRICS else 1.0
-            stats = summary[label][name]
-            means[name].append(stats["mean"])
-            cells.append(f"{scale * stats['mean']:.2f} (± {scale * stats['std']:.2f})")
-        lines.append(f"| {class_names[label]} | " + " | ".join(cells) + " |")
-    if len(summary) > 1:
-        cells = [f"**{(100.0 if n in metrics.PERCENT_METRICS else 1.0) * float(np.nanmean(means[n])):.2f}**"
+        cells = [tables.mean_std(summary[label][n]["mean"], summary[label][n]["std"], metrics.scale_of(n))
                  for n in metric_names]
-        lines.append("| **mean** | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        rows.append([class_names[label], *cells])
+    if len(summary) > 1:
+        means = {n: float(np.nanmean([summary[label][n]["mean"] for label in summary])) for n in metric_names}
+        rows.append(["**mean**", *(f"**{metrics.scale_of(n) * means[n]:.2f}**" for n in metric_names)])
+    return tables.markdown([f"class ({len(results)} cases)", *metric_names], rows)

@@ -48,6 +48,11 @@ METRIC_NAMES = ("dice", "iou", "voe", "precision", "recall", "hd", "hd95", "assd
 PERCENT_METRICS = ("dice", "iou", "voe", "precision", "recall")
 
 
+def scale_of(name: str) -> float:
+    """What reports multiply a metric by: 100 for the overlaps (percent), 1 for distances (mm)."""
+    return 100.0 if name in PERCENT_METRICS else 1.0
+
+
 def segmentation_metrics(
     pred, ref, spacing=(1.0, 1.0, 1.0), labels=None
 ) -> dict[int, dict[str, float]]:

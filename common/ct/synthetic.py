@@ -352,20 +352,9 @@ def _flip_to_ras_storage(image: sitk.Image) -> sitk.Image:
 
 
 def _write_atomic(image: sitk.Image, path: str) -> None:
-    """Write ``image`` to ``path`` through a temporary file in the same directory, then rename.
-
-    Args:
-        image: Image to write.
-        path: Final ``.nii.gz`` or ``.nii`` path.
-    """
-    folder, name = os.path.split(path)
-    tmp = os.path.join(folder, ".tmp-" + name)  # hidden, same suffix, so the same format is written
-    try:
-        sitk.WriteImage(image, tmp, useCompression=name.endswith(".gz"))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    """Writes a volume through ``atomic.atomic_path`` (the suffix, hence the format, is kept)."""
+    with atomic.atomic_path(path) as tmp:
+        sitk.WriteImage(image, str(tmp), useCompression=str(path).endswith(".gz"))
 
 
 def write_cohort(out_dir, num_cases: int = 12, seed: int = 0, size=(128, 128, 32), spacing=None,

@@ -137,9 +137,7 @@ def write_dataset(out, num_images: int = 200, seed: int = 0, size: int = 256) ->
     for index in range(num_images):
         image, entry = render_example(rng, size)
         name = f"{index:05d}.jpg"
-        with atomic.atomic_path(out / "images" / name) as tmp:
-            if not cv2.imwrite(str(tmp), cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95]):
-                raise OSError(f"{out / 'images' / name}: OpenCV could not write the image")
+        atomic.write_image(out / "images" / name, image, rgb=True, params=(cv2.IMWRITE_JPEG_QUALITY, 95))
         entries.append({"image": name, **entry})
     num_valid = max(1, int(round(num_images * VALID_FRACTION)))
     splits = {"train": entries[:-num_valid], "valid": entries[-num_valid:]}

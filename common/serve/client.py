@@ -38,12 +38,9 @@ def predict_labels(target: str, name: str, image: np.ndarray, timeout: float = 3
 
 
 def write_labels(path, labels: np.ndarray) -> None:
-    """Writes a label map as a PNG of class indices or a ``.npy`` array."""
-    import cv2
-
-    with atomic.atomic_path(path) as tmp:
-        if str(path).endswith(".npy"):
-            with open(tmp, "wb") as handle:
-                np.save(handle, labels)
-        elif not cv2.imwrite(str(tmp), labels.astype(np.uint8)):
-            raise OSError(f"{path}: could not write (use .png or .npy)")
+    """Writes a label map as a ``.npy`` array, else an image of class indices (PNG)."""
+    if not str(path).endswith(".npy"):
+        atomic.write_image(path, labels.astype(np.uint8))
+        return
+    with atomic.atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        np.save(handle, labels)

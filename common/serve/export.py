@@ -53,7 +53,9 @@ def float32_twin(model: keras.Model) -> keras.Model:
 
 def next_version(model_dir: pathlib.Path) -> int:
     """One more than the largest integer-named version folder (1 when there is none)."""
-    versions = [int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit()] if model_dir.exists() else []
+    if not model_dir.exists():
+        return 1
+    versions = [int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit()]
     return max(versions, default=0) + 1
 
 

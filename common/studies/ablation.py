@@ -13,7 +13,7 @@ import pathlib
 
 import numpy as np
 
-from common import atomic
+from common import atomic, tables
 from common.train import crossval
 from common.train import segmentation as training
 
@@ -61,11 +61,10 @@ def format_study(out, settings) -> str:
     """One row of mean Dice % (± std over folds) per setting, with the paired t-test against U-Net."""
     out = pathlib.Path(out)
     baseline = out / folder_name("U-Net")
-    lines = ["| setting | Dice % (mean ± std over folds) | p vs U-Net (paired t-test) |", "|---|---|---|"]
+    rows = []
     for setting in settings:
         units = crossval.load_units(out / folder_name(setting))
         dice = [crossval.unit_mean(u, "dice") for u in units]
-        mean, std = 100 * float(np.mean(dice)), 100 * float(np.std(dice))
         p = "—" if setting == "U-Net" else f"{crossval.compare(baseline, out / folder_name(setting))['p_value']:.3g}"
-        lines.append(f"| {setting} | {mean:.2f} (± {std:.2f}) | {p} |")
-    return "\n".join(lines)
+        rows.append([setting, tables.mean_std(float(np.mean(dice)), float(np.std(dice)), scale=100), p])
+    return tables.markdown(["setting", "Dice % (mean ± std over folds)", "p vs U-Net (paired t-test)"], rows)

@@ -80,6 +80,4 @@ def render(path, image: np.ndarray, maps: dict[str, np.ndarray], pixel: tuple[in
         cv2.drawMarker(panel, centre, (255, 255, 255), cv2.MARKER_CROSS, 6 * scale, 2)
         cv2.putText(panel, name, (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1, cv2.LINE_AA)
         panels.append(panel)
-    with atomic.atomic_path(path) as tmp:
-        if not cv2.imwrite(str(tmp), np.concatenate(panels, axis=1)):
-            raise OSError(f"{path}: could not write the PNG")
+    atomic.write_image(path, np.concatenate(panels, axis=1))

@@ -38,9 +38,7 @@ def save_overlay_png(path, image: np.ndarray, reference: np.ndarray, predicted: 
         cv2.putText(panel, title, (3, 11), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (255, 255, 255), 1, cv2.LINE_AA)
     strip = np.concatenate(panels, axis=1)
     strip = cv2.resize(strip, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
-    with atomic.atomic_path(path) as tmp:
-        if not cv2.imwrite(str(tmp), strip):
-            raise OSError(f"{path}: could not write the PNG")
+    atomic.write_image(path, strip)
 
 
 def _overlay_of_case(model, case: volumes.Case, hu_window, path) -> None:

@@ -67,12 +67,6 @@ def mask_figure(crop, masks) -> np.ndarray:
     return np.concatenate(panels, axis=1)
 
 
-def _write_png(path: pathlib.Path, rgb) -> None:
-    with atomic.atomic_path(path) as tmp:
-        if not cv2.imwrite(str(tmp), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
-            raise OSError(f"{path}: OpenCV could not write the image")
-
-
 def write_pictures(model, record: pose_data.PoseRecord, out, input_size: int, prefix: str = "") -> list[pathlib.Path]:
     """Writes ``<prefix>skeleton.png`` (ground truth red, prediction green on the original image),
     ``<prefix>heatmaps.png`` (the last prediction) and, for a model with masks, ``<prefix>masks.png``."""
@@ -94,5 +88,5 @@ def write_pictures(model, record: pose_data.PoseRecord, out, input_size: int, pr
     if masks:
         written[out / f"{prefix}masks.png"] = mask_figure(crop, masks)
     for path, picture in written.items():
-        _write_png(path, picture)
+        atomic.write_image(path, picture, rgb=True)
     return list(written)

@@ -11,7 +11,7 @@ import pathlib
 import cv2
 import numpy as np
 
-from common import atomic
+from common import atomic, tables
 from common.slides import annotations, reader
 
 # BGR colours of the five classes (blood, damaged, muscle, stroma, urothelium) in the figures.
@@ -21,7 +21,6 @@ COLOURS = ((40, 40, 220), (40, 90, 140), (180, 120, 240), (190, 215, 250), (160,
 def table_ii(results: dict, classes=annotations.CLASSES) -> str:
     """Markdown Table II: F1 (%) per class and micro / macro, mean (std) over runs, one column per model."""
     names = list(results)
-    header = "| | " + " | ".join(names) + " |\n|---|" + "---|" * len(names) + "\n"
 
     def cell(runs, values):
         values = np.asarray(values) * 100
@@ -35,7 +34,7 @@ def table_ii(results: dict, classes=annotations.CLASSES) -> str:
     rows.append(["Runs"] + [str(len(results[n])) for n in names])
     rows.append(["Training triplets"] + [str(round(np.mean([r.get("samples", 0) for r in results[n]])))
                                          if "samples" in results[n][0] else "source" for n in names])
-    return header + "".join("| " + " | ".join(row) + " |\n" for row in rows)
+    return tables.markdown(["", *names], rows) + "\n"
 
 
 def iteration_shares(out, strategy: str = "ITER") -> np.ndarray:
@@ -94,9 +93,7 @@ def plot_shares(path, shares: np.ndarray, reference=None, classes=annotations.CL
 def _write_png(path, image) -> None:
     if pathlib.Path(path).suffix.lower() != ".png":
         raise ValueError(f"{path}: figures are PNG files; name it .png")
-    _, encoded = cv2.imencode(".png", image)
-    with atomic.atomic_path(path) as tmp:
-        tmp.write_bytes(encoded.tobytes())
+    atomic.write_image(path, image)
 
 
 def predict_slide(model, slide_path, stride: int | None = None, magnification: float | None = None,

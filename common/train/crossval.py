@@ -23,7 +23,7 @@ import keras
 import numpy as np
 from scipy import stats
 
-from common import atomic, errors
+from common import atomic, errors, tables
 from common.ct import inference, metrics, shards, splits, volumes
 from common.train import segmentation as training
 
@@ -133,17 +133,13 @@ def summarize_run(out, class_names) -> dict:
 
 def format_summary(summary: dict, metric_names=("dice", "hd95", "assd")) -> str:
     """The papers' table: one row per class, ``mean (± std)`` over folds; overlaps in percent."""
-    header = "| class | " + " | ".join(metric_names) + " |"
-    lines = [f"{len(summary['units'])} folds/runs: " + ", ".join(summary["units"]), "", header,
-             "|---" * (len(metric_names) + 1) + "|"]
+    rows = []
     for label, by_metric in summary["per_class"].items():
-        cells = []
-        for name in metric_names:
-            scale = 100.0 if name in metrics.PERCENT_METRICS else 1.0
-            stats_ = by_metric[name]
-            cells.append(f"{scale * stats_['mean']:.2f} (± {scale * stats_['std']:.2f})")
-        lines.append(f"| {summary['class_names'][int(label)]} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        cells = [tables.mean_std(by_metric[name]["mean"], by_metric[name]["std"], metrics.scale_of(name))
+                 for name in metric_names]
+        rows.append([summary["class_names"][int(label)], *cells])
+    units = f"{len(summary['units'])} folds/runs: " + ", ".join(summary["units"])
+    return units + "\n\n" + tables.markdown(["class", *metric_names], rows)
 
 
 def format_runs(runs: dict, metric_names=("dice", "voe", "assd", "precision", "recall", "hd")) -> str:
@@ -153,7 +149,7 @@ def format_runs(runs: dict, metric_names=("dice", "voe", "assd", "precision", "r
         runs: row label -> cross-validation folder.
         metric_names: the columns; overlaps in percent, distances in mm.
     """
-    lines = ["| method | " + " | ".join(metric_names) + " |", "|---" * (len(metric_names) + 1) + "|"]
+    rows = []
     for label, folder in runs.items():
         units = load_units(folder)
         if not units:
@@ -161,10 +157,9 @@ def format_runs(runs: dict, metric_names=("dice", "voe", "assd", "precision", "r
         cells = []
         for name in metric_names:
             values = [unit_mean(u, name) for u in units]
-            scale = 100.0 if name in metrics.PERCENT_METRICS else 1.0
-            cells.append(f"{scale * np.nanmean(values):.2f} (± {scale * np.nanstd(values):.2f})")
-        lines.append(f"| {label} ({len(units)} folds) | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+            cells.append(tables.mean_std(np.nanmean(values), np.nanstd(values), metrics.scale_of(name)))
+        rows.append([f"{label} ({len(units)} folds)", *cells])
+    return tables.markdown(["method", *metric_names], rows)
 
 
 def unit_mean(unit: dict, metric: str = "dice") -> float:
