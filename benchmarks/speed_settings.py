@@ -48,7 +48,7 @@ def _compiled_model(model_name: str, base: int, size: int, batch: int, classes: 
 
 def images_per_s(setting: str, model_name: str, base: int, size: int, batch: int, classes: int, steps: int,
                  warmup: int) -> float:
-    """Training images/s of the zoo's compiled model with ``setting`` changed (--model: a segmentation model or acnn)."""
+    """Training images/s of the zoo's compiled model with ``setting`` changed (--model: segmentation or acnn)."""
     import tensorflow as tf
 
     if setting == "inter_op_1":
@@ -85,8 +85,9 @@ def speed_settings(args, emit) -> None:
         for setting in settings:
             speeds[setting].append(in_fresh_process(images_per_s, setting, args.model, args.base, args.size,
                                                     args.batch, args.classes, args.steps, args.warmup))
-            emit(benchmark="speed-settings", peak_rss_mib=None, round=round_index + 1, setting=setting, model=args.model,
-                 base=args.base, size=args.size, batch=args.batch, images_per_s=round(speeds[setting][-1], 2))
+            emit(benchmark="speed-settings", peak_rss_mib=None, round=round_index + 1, setting=setting,
+                 model=args.model, base=args.base, size=args.size, batch=args.batch,
+                 images_per_s=round(speeds[setting][-1], 2))
     reference = statistics.median(speeds[settings[0]])
     for setting in settings:
         median = statistics.median(speeds[setting])

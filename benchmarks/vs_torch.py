@@ -87,10 +87,11 @@ def vs_torch(model_name: str, base: int, size: int, batch: int, classes: int, st
             raise RuntimeError(f"the PyTorch reference has {torch_params:,} parameters, the Keras model "
                                f"{keras_params:,}: not the same network")
         ratios.append(keras_speed / torch_speed)
-        emit(benchmark="vs-torch", peak_rss_mib=None, round=round_index + 1, model=model_name, base=base, size=size, batch=batch,
-             keras_images_per_s=round(keras_speed, 2), torch_images_per_s=round(torch_speed, 2),
+        emit(benchmark="vs-torch", peak_rss_mib=None, round=round_index + 1, model=model_name, base=base, size=size,
+             batch=batch, keras_images_per_s=round(keras_speed, 2), torch_images_per_s=round(torch_speed, 2),
              ratio=round(ratios[-1], 3), keras_parameters=keras_params, torch_parameters=torch_params,
-             torch_attention=torch_attention, keras_peak_rss_mib=round(keras_peak), torch_peak_rss_mib=round(torch_peak))
+             torch_attention=torch_attention, keras_peak_rss_mib=round(keras_peak),
+             torch_peak_rss_mib=round(torch_peak))
     median = statistics.median(ratios)
     emit(benchmark="vs-torch", peak_rss_mib=None, model=model_name, base=base, size=size, batch=batch, rounds=rounds,
          torch_attention=torch_attention, median_ratio=round(median, 3))

@@ -9,6 +9,8 @@ import sys
 
 import pytest
 
+from tests import helpers
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 # 64 px slices at twice the default spacing keep the phantom's anatomy in view.
@@ -44,3 +46,43 @@ def run_zoo(*args, timeout: float = 300, **kwargs) -> subprocess.CompletedProces
 @pytest.fixture
 def zoo():
     return run_zoo
+
+
+@pytest.fixture(scope="session")
+def pose_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pose_data")
+    from common.pose import synthetic as synthetic_pose
+
+    synthetic_pose.write_dataset(root, num_images=10, seed=0, size=96)
+    return root
+
+
+@pytest.fixture(scope="session")
+def pose_run(pose_data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    from common.train import pose as pose_training
+
+    lines = []
+    config = pose_training.PoseTrainConfig(str(pose_data), str(out), **helpers.TINY_POSE)
+    pose_training.train_pose(config, log=lines.append)
+    return out, lines
+
+
+@pytest.fixture(scope="session")
+def keras_file(tmp_path_factory):
+    """A tiny U-Net (base 2, 8 classes) of free input size, saved."""
+    import unet_transformer
+
+    path = tmp_path_factory.mktemp("model") / "tiny.keras"
+    unet_transformer.build_model("unet", num_classes=8, base_filters=2).save(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def fixed_keras_file(tmp_path_factory):
+    """The same U-Net fixed to 32x32 inputs, saved."""
+    import unet_transformer
+
+    path = tmp_path_factory.mktemp("model") / "fixed.keras"
+    unet_transformer.build_model("unet", input_shape=(32, 32, 1), num_classes=8, base_filters=2).save(path)
+    return path

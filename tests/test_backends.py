@@ -98,8 +98,9 @@ def jax_report(tmp_path_factory):
         model.save(folder / f"{name}.keras")
         keras.backend.clear_session()
     env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}
-    done = subprocess.run([sys.executable, "-c", JAX_SCRIPT.format(imports=IMPORTS, segmentation=sorted(SEGMENTATION)), str(folder),
-                           json.dumps(MODELS)], capture_output=True, text=True, timeout=600, env=env)
+    script = JAX_SCRIPT.format(imports=IMPORTS, segmentation=sorted(SEGMENTATION))
+    done = subprocess.run([sys.executable, "-c", script, str(folder), json.dumps(MODELS)], capture_output=True,
+                          text=True, timeout=600, env=env)
     assert done.returncode == 0, done.stderr[-4000:]
     line = next(line for line in done.stdout.splitlines() if line.startswith("REPORT "))
     return json.loads(line[len("REPORT "):])

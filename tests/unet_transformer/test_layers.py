@@ -6,7 +6,6 @@ import pytest
 from keras import ops
 
 from unet_transformer import AttentionGate, MultiHeadCrossAttention, MultiHeadSelfAttention2D, PositionalEncoding2D
-from unet_transformer.layers import upsample_bilinear
 
 RNG = np.random.default_rng(0)
 
@@ -101,13 +100,6 @@ def test_attention_gate_shapes_and_alpha():
     assert gate.theta.kernel.shape == (2, 2, 6, 3)  # 2x2 strided W_x to C_s // 2 channels
 
 
-@pytest.mark.parametrize("factor", [2, 3, 4])
-def test_upsample_bilinear_matches_image_resize(factor):
-    x = RNG.random((2, 5, 7, 3), dtype=np.float32)
-    expected = ops.image.resize(x, (5 * factor, 7 * factor), interpolation="bilinear")
-    np.testing.assert_allclose(np.asarray(upsample_bilinear(x, factor)), np.asarray(expected), atol=1e-6)
-
-
 def test_attention_in_float32_under_mixed_precision():
     keras.config.set_dtype_policy("mixed_float16")
     try:
@@ -155,64 +147,3 @@ def test_bad_configuration_names_the_argument(make, shapes, argument):
         layer = make()
         inputs = [np.zeros(shape, "float32") for shape in shapes]
         layer(inputs if len(inputs) > 1 else inputs[0])
-
-
-def _outputs_and_gradients(layer, inputs):
-    """The layer's output and the gradients of a weighted mean of it w.r.t. its weights and inputs."""
-    import tensorflow as tf
-
-    inputs = [tf.constant(x) for x in inputs]
-    with tf.GradientTape() as tape:
-        tape.watch(inputs)
-        out = layer(inputs if len(inputs) > 1 else inputs[0], training=True)
-        loss = tf.reduce_mean(out * tf.reshape(tf.cast(tf.range(tf.size(out)) % 7, out.dtype), tf.shape(out)))
-    grads = tape.gradient(loss, layer.trainable_weights + inputs)
-    return [out.numpy()] + [g.numpy() for g in grads]
-
-
-@pytest.mark.parametrize("make, shapes", [
-    (lambda: MultiHeadSelfAttention2D(heads=2), [(2, 12, 10, 8)]),                       # 120 tokens
-    (lambda: MultiHeadCrossAttention(heads=2), [(1, 24, 20, 8), (1, 12, 10, 16)]),      # 120 tokens
-])
-def test_blocked_attention_equals_plain_attention_with_gradients(make, shapes):
-    from unet_transformer import layers as attention_layers
-
-    inputs = [RNG.normal(size=s).astype("float32") for s in shapes]
-    plain = make()
-    plain.blocked_above = None
-    blocked = make()
-    blocked.blocked_above = 16
-    plain(inputs if len(inputs) > 1 else inputs[0])
-    blocked(inputs if len(inputs) > 1 else inputs[0])
-    blocked.set_weights(plain.get_weights())
-    original = attention_layers.QUERY_BLOCK
-    attention_layers.QUERY_BLOCK = 32  # 120 tokens: three full blocks and a padded one
-    try:
-        expected, got = _outputs_and_gradients(plain, inputs), _outputs_and_gradients(blocked, inputs)
-    finally:
-        attention_layers.QUERY_BLOCK = original
-    assert len(expected) == len(got) > 8
-    for e, g in zip(expected, got):
-        np.testing.assert_allclose(g, e, atol=1e-5, rtol=1e-5)
-
-
-def test_blocked_attention_is_chosen_at_run_time_for_unknown_sizes():
-    import tensorflow as tf
-
-    from unet_transformer.layers import blocked_attention, multi_head_attention
-
-    q, k, v = (RNG.normal(size=(1, 50, 8)).astype("float32") for _ in range(3))
-    spec = tf.TensorSpec((None, None, 8))
-    dynamic = tf.function(lambda q, k, v: multi_head_attention(q, k, v, 2, return_attention=False,
-                                                               blocked_above=16)[0], input_signature=[spec] * 3)
-    expected, attention = multi_head_attention(q, k, v, 2)
-    np.testing.assert_allclose(dynamic(q, k, v).numpy(), expected.numpy(), atol=1e-6)
-    np.testing.assert_allclose(dynamic(q[:, :9], k[:, :9], v[:, :9]).numpy(),
-                               multi_head_attention(q[:, :9], k[:, :9], v[:, :9], 2)[0].numpy(), atol=1e-6)
-    assert tuple(attention.shape) == (1, 2, 50, 50)
-    scaled = np.transpose(q.reshape(1, 50, 2, 4), (0, 2, 1, 3)) / 2.0
-    k_t = np.transpose(k.reshape(1, 50, 2, 4), (0, 2, 3, 1))
-    v_heads = np.transpose(v.reshape(1, 50, 2, 4), (0, 2, 1, 3))
-    direct = ops.matmul(ops.softmax(ops.matmul(scaled, k_t), axis=-1), v_heads)
-    np.testing.assert_allclose(np.asarray(blocked_attention(scaled, k_t, v_heads, block=16)), np.asarray(direct),
-                               atol=1e-6)

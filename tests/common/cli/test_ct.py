@@ -1,25 +1,13 @@
-"""The `zoo` command line, in fresh processes: outputs, and one-line errors on bad input."""
+"""The CT commands of `zoo`: outputs, and one-line errors on bad input."""
 
 import shutil
 
+import numpy as np
 import pytest
 import SimpleITK as sitk
 
-import unet_transformer
-
-
-@pytest.fixture(scope="module")
-def keras_file(tmp_path_factory):
-    path = tmp_path_factory.mktemp("model") / "tiny.keras"
-    unet_transformer.build_model("unet", num_classes=8, base_filters=2).save(path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def fixed_keras_file(tmp_path_factory):
-    path = tmp_path_factory.mktemp("model") / "fixed.keras"
-    unet_transformer.build_model("unet", input_shape=(32, 32, 1), num_classes=8, base_filters=2).save(path)
-    return path
+from common import cli
+from common.ct import shards, volumes
 
 
 def _assert_one_line_error(done, *fragments):
@@ -82,32 +70,6 @@ def test_input_size_the_model_cannot_take(zoo, tiny_cohort, tiny_prepared, fixed
     assert not (tmp_path / "run").exists()
 
 
-def test_errors_in_process_are_one_line_on_stderr(capsys, tmp_path):
-    from common import cli
-
-    assert cli.main(["evaluate", str(tmp_path)]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("zoo evaluate: error:") and str(tmp_path) in err[0]
-
-
-def test_export_command_writes_a_version_and_the_server_config(zoo, keras_file, tmp_path):
-    done = zoo("export", keras_file, tmp_path / "serving", "--server-base-path", "/models/tiny")
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert (tmp_path / "serving" / "tiny" / "1" / "saved_model.pb").exists()
-    assert 'base_path: "/models/tiny"' in (tmp_path / "serving" / "models.config").read_text()
-
-
-def test_load_run_reads_the_run_config(tmp_path, keras_file):
-    from common import registry
-
-    model, config = registry.load_run(keras_file)
-    assert model.output_shape[-1] == 8 and config == {}
-    broken = tmp_path / "broken.keras"
-    broken.write_bytes(b"not a zip")
-    with pytest.raises(ValueError, match="broken.keras: cannot be loaded as a Keras model"):
-        registry.load_run(broken)
-
-
 def test_synthetic_ct_command_writes_a_cohort(tmp_path, capsys):
     from common import cli
     from common.ct import volumes
@@ -122,23 +84,23 @@ def test_synthetic_ct_command_writes_a_cohort(tmp_path, capsys):
     assert exit_info.value.code == 2 and "expected X,Y,Z" in capsys.readouterr().err
 
 
-def test_training_options_override_the_preset():
-    from common import cli
-    from common.cli.train import train_config
-
-    args = cli.build_parser().parse_args(["cv", "prep", "run", "--preset", "eas_unet", "--epoch-scale", "0.2",
-                                          "--batch-size", "8", "--model", "unet", "--metrics", "dice,voe,hd"])
-    config = train_config(args)
-    assert (config.model, config.optimizer, config.epochs, config.batch_size, config.learning_rate) == (
-        "unet", "sgd", 10, 8, 0.01)
-    assert args.metrics == ("dice", "voe", "hd")
-    plain = train_config(cli.build_parser().parse_args(["train", "prep", "run"]))
-    assert (plain.model, plain.optimizer, plain.epochs, plain.learning_rate) == ("unet", "adam", 50, 1e-4)
-
-
-def test_unknown_metric_is_refused(capsys):
-    from common import cli
-
-    with pytest.raises(SystemExit) as exit_info:
-        cli.build_parser().parse_args(["cv", "prep", "run", "--metrics", "dice,jaccard"])
-    assert exit_info.value.code == 2 and "metrics must be among" in capsys.readouterr().err
+def test_synthetic_lits_cohort_through_the_cli(tmp_path, capsys):
+    cohort = tmp_path / "cohort"
+    assert cli.main(["synthetic-ct", str(cohort), "--layout", "lits", "--cases", "3", "--size", "48,48,6",
+                     "--spacing", "7,7,10"]) == 0
+    assert sorted(p.name for p in cohort.iterdir()) == [
+        "segmentation-0.nii", "segmentation-1.nii", "segmentation-2.nii", "volume-0.nii", "volume-1.nii",
+        "volume-2.nii"]
+    values = set()
+    for case in volumes.find_cases(cohort):
+        image = volumes.read_volume(case.image)
+        label = volumes.read_label(case, image, 3)
+        values |= set(np.unique(sitk.GetArrayFromImage(label)).tolist())
+    assert values <= {0, 1, 2} and 1 in values
+    assert cli.main(["prepare", str(cohort), str(tmp_path / "prepared"), "--preset", "lits"]) == 0
+    manifest = shards.load_manifest(tmp_path / "prepared")
+    assert [c["id"] for c in manifest["cases"]] == ["volume-0", "volume-1", "volume-2"]
+    (cohort / "segmentation-1.nii").unlink()
+    capsys.readouterr()
+    assert cli.main(["prepare", str(cohort), str(tmp_path / "again"), "--preset", "lits"]) == 2
+    assert "volume-1.nii: no segmentation-1.nii beside it" in capsys.readouterr().err

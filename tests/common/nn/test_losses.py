@@ -69,7 +69,7 @@ def test_ce_dice_loss_matches_numpy():
 
 
 @pytest.mark.parametrize(
-    "loss", [SoftDiceLoss(NUM_CLASSES), CEDiceLoss(NUM_CLASSES)], ids=lambda l: l.name
+    "loss", [SoftDiceLoss(NUM_CLASSES), CEDiceLoss(NUM_CLASSES)], ids=lambda loss: loss.name
 )
 def test_loss_trains_a_tiny_model_for_one_step(loss):
     keras.utils.set_random_seed(0)
@@ -90,7 +90,7 @@ def test_loss_trains_a_tiny_model_for_one_step(loss):
     "loss",
     [SoftDiceLoss(4, include_background=True, smooth=0.5, name="d"),
      CEDiceLoss(4, dice_weight=2.0, include_background=True, name="c")],
-    ids=lambda l: l.name,
+    ids=lambda loss: loss.name,
 )
 def test_get_config_round_trips(loss):
     restored = keras.losses.deserialize(keras.losses.serialize(loss))

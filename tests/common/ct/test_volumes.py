@@ -3,7 +3,8 @@ import pytest
 import SimpleITK as sitk
 
 from common import errors
-from common.ct import volumes
+from common.ct import shards, volumes
+from tests import helpers
 
 
 def _volume(shape=(6, 10, 12), spacing=(0.8, 0.8, 2.5), seed=0, dtype=np.int16):
@@ -121,3 +122,36 @@ def test_find_cases_requires_labels(tmp_path):
         volumes.find_cases(tmp_path)
     cases = volumes.find_cases(tmp_path, require_labels=False)
     assert [(c.case_id, c.label is not None) for c in cases] == [("a", True), ("b", False)]
+
+
+def test_lits_names_are_paired_and_sorted_by_number(tmp_path):
+    label = np.zeros((2, 8, 8), np.uint8)
+    helpers.lits_pair(tmp_path / "Training Batch 2", 10, label)
+    helpers.lits_pair(tmp_path / "Training Batch 1", 2, label)
+    helpers.lits_pair(tmp_path / "Training Batch 1", 0, label)
+    cases = volumes.find_cases(tmp_path)
+    assert [c.case_id for c in cases] == ["volume-0", "volume-2", "volume-10"]
+    for case in cases:
+        number = case.case_id.split("-")[1]
+        assert case.image.name == f"volume-{number}.nii" and case.label.name == f"segmentation-{number}.nii"
+        assert case.label.parent == case.image.parent
+
+
+def test_a_volume_without_its_segmentation_is_named(tmp_path):
+    helpers.lits_pair(tmp_path, 0, np.zeros((2, 8, 8)))
+    sitk.WriteImage(sitk.Image(8, 8, 2, sitk.sitkFloat32), str(tmp_path / "volume-7.nii"))
+    with pytest.raises(errors.DataError, match=r"volume-7.nii: no segmentation-7.nii beside it"):
+        volumes.find_cases(tmp_path)
+
+
+def test_a_folder_that_is_neither_layout_is_refused(tmp_path):
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(errors.DataError, match="no 'images' folder .* and no LiTS volume-N.nii"):
+        volumes.find_cases(tmp_path)
+
+
+def test_a_segmentation_of_other_geometry_names_the_file(tmp_path):
+    helpers.lits_pair(tmp_path, 3, np.zeros((2, 8, 8)), label_spacing=(1.0, 1.0, 3.0))
+    with pytest.raises(errors.DataError, match=r"segmentation-3.nii: label spacing .* differs from image "
+                                                 r".*volume-3.nii spacing"):
+        shards.prepare(tmp_path, tmp_path / "prepared", **shards.PRESETS["lits"], log=lambda _: None)

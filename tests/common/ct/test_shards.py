@@ -6,6 +6,7 @@ import tensorflow as tf
 
 from common import errors
 from common.ct import shards, volumes
+from tests import helpers
 
 
 def test_one_shard_per_case_and_manifest(tiny_cohort, tiny_prepared):
@@ -51,3 +52,38 @@ def test_num_classes_required_without_dataset_json(tiny_cohort, tmp_path):
     manifest = shards.prepare(cohort, tmp_path / "p", num_classes=8, log=lambda _: None)
     assert manifest["class_names"][:2] == ["background", "class_1"]
     assert json.loads((tmp_path / "p" / "dataset.json").read_text())["num_classes"] == 8
+
+
+def _slices_of(shard) -> list[int]:
+    return [int(tf.train.Example.FromString(record.numpy()).features.feature["slice"].int64_list.value[0])
+            for record in tf.data.TFRecordDataset(str(shard))]
+
+
+def test_lits_preset_keeps_exactly_the_slices_with_enough_liver(tmp_path):
+    # 100 x 100 slices: 1.5 % is 150 pixels. Tumour (2) counts as liver.
+    liver_pixels = [0, 149, 150, 151, 100, 3000]
+    label = np.zeros((len(liver_pixels), 100, 100), np.uint8)
+    for z, count in enumerate(liver_pixels):
+        label[z].flat[:count] = 1
+    label[4].flat[100:150] = 2  # 100 liver + 50 tumour = 150
+    label[5].flat[:40] = 2
+    helpers.lits_pair(tmp_path / "lits", 0, label)
+    manifest = shards.prepare(tmp_path / "lits", tmp_path / "prepared", **shards.PRESETS["lits"], log=lambda _: None)
+    assert _slices_of(tmp_path / "prepared" / manifest["cases"][0]["shard"]) == [2, 3, 4, 5]
+    assert manifest["class_names"] == ["background", "liver"] and manifest["label_map"] == {"2": 1}
+    assert manifest["hu_window"] == [-200.0, 250.0] and manifest["min_label_fraction"] == 0.015
+    arrays = volumes.load_case(volumes.find_cases(tmp_path / "lits")[0], 2, label_map={2: 1})
+    assert set(np.unique(arrays.label)) == {0, 1}
+    assert arrays.image.min() == 0.0 and arrays.image.max() == 1.0  # -300..300 HU clipped to [-200, 250]
+
+
+def test_tumour_preset_keeps_three_classes(tmp_path):
+    label = np.zeros((1, 20, 20), np.uint8)
+    label[0, :5] = 1
+    label[0, 5:7] = 2
+    helpers.lits_pair(tmp_path / "lits", 4, label)
+    manifest = shards.prepare(tmp_path / "lits", tmp_path / "prepared", **shards.PRESETS["lits_tumour"],
+                              log=lambda _: None)
+    assert manifest["num_classes"] == 3 and manifest["label_map"] is None
+    arrays = volumes.load_case(volumes.find_cases(tmp_path / "lits")[0], 3)
+    assert np.bincount(arrays.label.ravel()).tolist() == [260, 100, 40]

@@ -7,6 +7,7 @@ from common.ct import shards
 from common.ct import synthetic as synthetic_ct
 from common.train import crossval
 from common.train import segmentation as training
+from tests import helpers
 
 TINY = dict(base_filters=2, epochs=1, batch_size=4, crop_size=32, learning_rate=1e-3)
 
@@ -66,35 +67,23 @@ def test_interrupted_cv_resumes_with_the_same_folds(five_cases, tmp_path, monkey
         crossval.run_cv(config, tmp_path, folds=4, log=lambda _: None)
 
 
-def _fake_run(root, name, dice_values):
-    out = root / name
-    units = [{"name": f"fold_{i + 1}", "test_cases": [f"c{i}"], "seed": 0} for i in range(len(dice_values))]
-    crossval._plan_units(out, units)
-    for unit, dice in zip(units, dice_values):
-        (out / unit["name"]).mkdir()
-        (out / unit["name"] / "metrics.json").write_text(json.dumps(
-            {"name": unit["name"], "test_cases": unit["test_cases"],
-             "per_class": {"1": {"dice": dice}, "2": {"dice": dice - 0.1}}}))
-    return out
-
-
 def test_compare_gives_the_paired_t_test(tmp_path):
     from scipy import stats
 
-    a = _fake_run(tmp_path, "a", [0.80, 0.82, 0.79, 0.85, 0.81])
-    b = _fake_run(tmp_path, "b", [0.83, 0.84, 0.80, 0.88, 0.82])
+    a = helpers.fake_cv_run(tmp_path, "a", [0.80, 0.82, 0.79, 0.85, 0.81])
+    b = helpers.fake_cv_run(tmp_path, "b", [0.83, 0.84, 0.80, 0.88, 0.82])
     result = crossval.compare(a, b)
     np.testing.assert_allclose(result["difference"], [0.03, 0.02, 0.01, 0.03, 0.01], atol=1e-12)
     assert result["p_value"] == pytest.approx(stats.ttest_rel([0.78, 0.79, 0.75, 0.83, 0.77],
                                                               [0.75, 0.77, 0.74, 0.80, 0.76]).pvalue)
-    c = _fake_run(tmp_path, "c", [0.8, 0.8])
+    c = helpers.fake_cv_run(tmp_path, "c", [0.8, 0.8])
     with pytest.raises(ValueError, match="same finished folds"):
         crossval.compare(a, c)
 
 
 def test_runs_as_rows_of_the_papers_table(tmp_path):
-    a = _fake_run(tmp_path, "a", [0.80, 0.90])
-    table = crossval.format_runs({"U-Net": a, "EAS U-Net": _fake_run(tmp_path, "b", [0.70, 0.70])}, ("dice",))
+    a = helpers.fake_cv_run(tmp_path, "a", [0.80, 0.90])
+    table = crossval.format_runs({"U-Net": a, "EAS U-Net": helpers.fake_cv_run(tmp_path, "b", [0.70, 0.70])}, ("dice",))
     # fold means over the two classes: (0.75, 0.85) and (0.65, 0.65)
     assert table.splitlines() == ["| method | dice |", "|---|---|", "| U-Net (2 folds) | 80.00 (± 5.00) |",
                                   "| EAS U-Net (2 folds) | 65.00 (± 0.00) |"]
@@ -113,17 +102,3 @@ def test_repeated_runs_share_the_split_and_differ_in_seed(five_cases, tmp_path):
     assert [json.loads((tmp_path / u / "config.json").read_text())["seed"] for u in ("run_1", "run_2")] == [5, 6]
     with pytest.raises(ValueError, match="repeats"):
         crossval.run_repeats(config, tmp_path / "x", repeats=1)
-
-
-def test_ablation_table_has_paired_tests_against_the_unet(tmp_path):
-    from common.studies import ablation
-
-    settings = {"U-Net": None, "MHSA": None}
-    _fake_run(tmp_path, "u_net", [0.80, 0.82, 0.79, 0.85, 0.81])
-    _fake_run(tmp_path, "mhsa", [0.83, 0.84, 0.80, 0.88, 0.82])
-    table = ablation.format_study(tmp_path, settings)
-    assert "| U-Net | 76.40 (± 2.06) | — |" in table
-    p = crossval.compare(tmp_path / "u_net", tmp_path / "mhsa")["p_value"]
-    assert f"| MHSA | 78.40 (± 2.65) | {p:.3g} |" in table
-    with pytest.raises(ValueError, match="table"):
-        ablation.run_study(training.TrainConfig(data="d", out="o"), tmp_path, table="table2")

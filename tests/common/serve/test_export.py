@@ -145,7 +145,8 @@ def test_a_model_of_several_inputs_serves_them_by_name(tmp_path):
     records = list(tf.data.TFRecordDataset(str(version_dir / "assets.extra" / export.WARMUP_FILE)))
     request = prediction_log_pb2.PredictionLog.FromString(records[0].numpy()).predict_log.request
     assert len(records) == 1 and sorted(request.inputs) == ["tile_high", "tile_low"]
-    assert serve(**{k: tf.constant(tf.make_ndarray(v)) for k, v in request.inputs.items()})["probabilities"].shape == (1, 5)
+    served = serve(**{k: tf.constant(tf.make_ndarray(v)) for k, v in request.inputs.items()})
+    assert served["probabilities"].shape == (1, 5)
 
 
 def test_eas_unet_serves_its_fused_prediction_only(tmp_path):

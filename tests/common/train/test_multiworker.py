@@ -105,7 +105,8 @@ def test_both_workers_end_with_identical_weights(tiny_prepared, tmp_path):
     logs = _wait(workers)
     assert [w.returncode for w in workers] == [0, 0], "\n".join(log[-3000:] for log in logs)
     # Separate run folders here: the chief's holds the checkpoints and the model, the other worker's nothing.
-    assert (tmp_path / "run_0" / "checkpoints" / "last.keras").is_file() and (tmp_path / "run_0" / "model.keras").is_file()
+    assert (tmp_path / "run_0" / "checkpoints" / "last.keras").is_file()
+    assert (tmp_path / "run_0" / "model.keras").is_file()
     assert not (tmp_path / "run_1").exists() or not any(p.is_file() for p in (tmp_path / "run_1").rglob("*"))
     a, b = np.load(tmp_path / "final_0.npz"), np.load(tmp_path / "final_1.npz")
     assert a.files == b.files and len(a.files) > 20

@@ -1,0 +1,46 @@
+"""``zoo eval-pose --stage`` and the pose commands bad-data errors."""
+
+import json
+
+import pytest
+
+from common import cli
+
+
+def test_eval_pose_scores_the_weights_of_a_stage(pose_data, pose_run, capsys):
+    from common import cli
+
+    out, _ = pose_run
+    assert cli.main(["eval-pose", str(out), str(pose_data), "--stage", "A"]) == 0
+    stage_a = json.loads((out / "pckh_valid_stage_A.json").read_text())
+    assert cli.main(["eval-pose", str(out), str(pose_data), "--stage", "C"]) == 0
+    stage_c = json.loads((out / "pckh_valid_stage_C.json").read_text())
+    assert cli.main(["eval-pose", str(out), str(pose_data)]) == 0
+    assert json.loads((out / "pckh_valid.json").read_text()) == stage_c  # the final model is stage C's
+    assert set(stage_a) == set(stage_c)
+    (out / "stage_B.weights.h5").rename(out / "moved.h5")
+    try:
+        capsys.readouterr()
+        assert cli.main(["eval-pose", str(out), str(pose_data), "--stage", "B"]) == 2
+        assert "stage_B.weights.h5: no such file" in capsys.readouterr().err
+    finally:
+        (out / "moved.h5").rename(out / "stage_B.weights.h5")
+
+
+@pytest.mark.parametrize("break_data, message", [
+    (lambda root: (root / "annot" / "valid.json").write_text(json.dumps([{"image": "00000.jpg"}])), "missing"),
+    (lambda root: (root / "annot" / "valid.json").write_text(json.dumps(
+        [{"image": "00000.jpg", "center": [1, 1], "scale": 1, "joints": [[0, 0]] * 14, "joints_vis": [1] * 14}])),
+     "14 joints, expected 16"),
+    (lambda root: (root / "images" / "00008.jpg").unlink(), "00008.jpg does not exist"),
+])
+def test_bad_data_is_one_line_and_exit_2(pose_data, pose_run, tmp_path, capsys, break_data, message):
+    import shutil
+
+    broken = tmp_path / "data"
+    shutil.copytree(pose_data, broken)
+    break_data(broken)
+    assert cli.main(["eval-pose", str(pose_run[0]), str(broken)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("zoo eval-pose: error: ") and message in error and "valid.json" in error
+    assert len(error.splitlines()) == 1

@@ -1,0 +1,25 @@
+"""The training options of `zoo train`/`cv`: presets, overrides, metric names."""
+
+import pytest
+
+
+def test_training_options_override_the_preset():
+    from common import cli
+    from common.cli.train import train_config
+
+    args = cli.build_parser().parse_args(["cv", "prep", "run", "--preset", "eas_unet", "--epoch-scale", "0.2",
+                                          "--batch-size", "8", "--model", "unet", "--metrics", "dice,voe,hd"])
+    config = train_config(args)
+    assert (config.model, config.optimizer, config.epochs, config.batch_size, config.learning_rate) == (
+        "unet", "sgd", 10, 8, 0.01)
+    assert args.metrics == ("dice", "voe", "hd")
+    plain = train_config(cli.build_parser().parse_args(["train", "prep", "run"]))
+    assert (plain.model, plain.optimizer, plain.epochs, plain.learning_rate) == ("unet", "adam", 50, 1e-4)
+
+
+def test_unknown_metric_is_refused(capsys):
+    from common import cli
+
+    with pytest.raises(SystemExit) as exit_info:
+        cli.build_parser().parse_args(["cv", "prep", "run", "--metrics", "dice,jaccard"])
+    assert exit_info.value.code == 2 and "metrics must be among" in capsys.readouterr().err

@@ -1,0 +1,47 @@
+"""Resume: a killed training reruns from its last completed epoch."""
+
+import csv
+import json
+import re
+import signal
+import subprocess
+import sys
+import time
+
+
+def _completed_epochs(history):
+    if not history.exists():
+        return 0
+    return len(list(csv.DictReader(open(history))))
+
+
+def _backed_up_epochs(run) -> int:
+    metadata = run / "backup" / "training_metadata.json"
+    try:
+        return json.loads(metadata.read_text(encoding="utf-8"))["epoch"]
+    except (OSError, ValueError):
+        return 0
+
+
+def test_killed_training_resumes_from_last_completed_epoch(tiny_prepared, tmp_path):
+    run = tmp_path / "run"
+    command = [sys.executable, "-m", "common.cli", "train", tiny_prepared, run, "--base-filters", "8",
+               "--epochs", "6", "--batch-size", "4", "--crop-size", "64", "--test-fraction", "0.25"]
+    first = subprocess.Popen(list(map(str, command)), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 240
+    while _backed_up_epochs(run) < 2 and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    backed_up = _backed_up_epochs(run)
+    assert 2 <= backed_up < 6, "training was not interrupted mid-run"
+    assert not (run / "model.keras").exists()
+    logged_before = _completed_epochs(run / "history.csv")
+
+    second = subprocess.run(list(map(str, command)), capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0, second.stderr[-3000:]
+    first_epoch = int(re.search(r"Epoch (\d+)/6", second.stdout).group(1))
+    assert first_epoch == backed_up + 1  # resumes after the last backed-up epoch
+    epochs = [int(r["epoch"]) for r in csv.DictReader(open(run / "history.csv"))]
+    assert epochs[logged_before:] == list(range(backed_up, 6)) and sorted(set(epochs)) == list(range(6))
+    assert (run / "model.keras").exists() and not (run / "backup").exists()

@@ -1,0 +1,30 @@
+"""``zoo train-pose``: ACNN staged training on a tiny synthetic set (conftest: pose_run)."""
+
+import json
+
+import pytest
+
+from common.train import pose as pose_training
+from tests import helpers
+
+
+def test_train_pose_runs_the_three_stages_and_saves(pose_run):
+    out, lines = pose_run
+    assert lines[0].startswith("training acnn (") and "stages A:1, B:1, C:1" in lines[0]
+    assert [line.split(":")[0] for line in lines[1:]] == ["stage A", "stage B", "stage C"]
+    config = json.loads((out / "config.json").read_text())
+    assert config["train_images"] == 8 and [s["name"] for s in config["stages"]] == ["A", "B", "C"]
+    assert (out / "model.keras").is_file() and (out / "history_C.csv").is_file()
+
+
+def test_rerun_resumes_without_training(pose_data, pose_run):
+    out, _ = pose_run
+    lines = []
+    config = pose_training.PoseTrainConfig(str(pose_data), str(out), **helpers.TINY_POSE)
+    pose_training.train_pose(config, log=lines.append)
+    assert [line.split(",")[0] for line in lines[1:]] == [f"stage {s}: already trained" for s in "ABC"]
+
+
+def test_bad_training_configuration(pose_data, tmp_path):
+    with pytest.raises(ValueError, match="input_size"):
+        pose_training.train_pose(pose_training.PoseTrainConfig(str(pose_data), str(tmp_path), input_size=100))

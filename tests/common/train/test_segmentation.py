@@ -1,0 +1,56 @@
+"""``zoo train``: its configuration, the papers presets, deep supervision."""
+
+import csv
+
+import keras
+import numpy as np
+import pytest
+
+import unet_transformer
+from common.train import segmentation as training
+
+
+@pytest.mark.parametrize("field, value", [("epochs", 0), ("batch_size", 0), ("crop_size", 40),
+                                          ("learning_rate", 0.0), ("loss", "focal"), ("optimizer", "lamb"),
+                                          ("momentum", -0.1), ("weight_decay", -1.0), ("model", "unet3d")])
+def test_bad_train_config_names_the_field(field, value):
+    config = training.TrainConfig(data="d", out="o", **{field: value})
+    with pytest.raises(ValueError, match=field):
+        config.validate()
+
+
+def test_eas_unet_preset_is_the_papers_recipe_scaled():
+    config = training.preset_config("eas_unet", epoch_scale=0.1, data="d", out="o")
+    assert (config.model, config.optimizer, config.learning_rate, config.momentum, config.weight_decay,
+            config.batch_size, config.crop_size, config.epochs) == ("eas_unet", "sgd", 0.01, 0.9, 1e-4, 32, 256, 5)
+    explicit = training.preset_config("eas_unet", epoch_scale=0.1, data="d", out="o", epochs=7, batch_size=4,
+                                      model="unet", seed=None)
+    assert (explicit.epochs, explicit.batch_size, explicit.model, explicit.seed) == (7, 4, "unet", 0)
+    optimizer = training.make_optimizer(config, steps_per_epoch=10)
+    assert isinstance(optimizer, keras.optimizers.SGD)
+    assert optimizer.momentum == 0.9 and optimizer.weight_decay == pytest.approx(1e-4)
+    assert training.preset_config(None, data="d", out="o").optimizer == "adam"
+    with pytest.raises(ValueError, match="preset"):
+        training.preset_config("unet_pp", data="d", out="o")
+
+
+def test_deep_supervision_loss_is_fused_plus_weighted_sides(tiny_prepared, tmp_path):
+    config = training.preset_config("eas_unet", epoch_scale=0.02, data=str(tiny_prepared), out=str(tmp_path),
+                                    base_filters=4, batch_size=4, crop_size=32, side_weight=0.25)
+    model = training.train(config, log=lambda _: None)
+    assert model.output_names == ["fused", "side_1", "side_2", "side_3", "side_4"]
+    rows = list(csv.DictReader(open(tmp_path / "history.csv")))
+    assert len(rows) == 1
+    for row in rows:
+        sides = sum(float(row[f"side_{i}_loss"]) for i in range(1, 5))
+        assert float(row["loss"]) == pytest.approx(float(row["fused_loss"]) + 0.25 * sides, rel=1e-4)
+    assert "fused_mean_iou" in rows[0] and "side_1_mean_iou" not in rows[0]
+    reloaded = keras.models.load_model(tmp_path / "model.keras", compile=False)
+    x = np.random.default_rng(0).random((1, 32, 32, 1), dtype=np.float32)
+    np.testing.assert_allclose(np.asarray(reloaded(x)[0]), np.asarray(model(x)[0]), atol=1e-6)
+
+
+def test_attention_outputs_are_not_trained():
+    model = unet_transformer.build_model("mhsa", num_classes=2, base_filters=4, heads=2, return_attention=True)
+    with pytest.raises(ValueError, match="return_attention"):
+        training.output_weights(model, 0.4)
