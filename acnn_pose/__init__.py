@@ -1,8 +1,8 @@
 """ACNN (Sun et al.): a self-attention stacked hourglass for human pose estimation.
 
 Public API: ``build_model``, the custom layers, the staged training of
-section 3.3 and keypoint decoding. Imports keras and numpy only, so it also
-runs under Keras' JAX backend.
+section 3.3 and keypoint decoding. Imports keras, numpy and the keras-only
+``common.nn`` only, so it also runs under Keras' JAX backend.
 
 Decisions where the paper is vague:
 

@@ -75,7 +75,7 @@ def heatmap_to_input(coords, stride: int = OUTPUT_STRIDE):
 
 
 def serving_outputs(num_stacks: int, stride: int = OUTPUT_STRIDE):
-    """The ``outputs`` callable for ``common.export``: the last prediction and its keypoints.
+    """The ``outputs`` callable for ``common.serve.export``: the last prediction and its keypoints.
 
     Returns a function of the model's output list giving ``heatmaps`` (the
     last P), ``keypoints`` (B, K, 2) in input-image pixels (x, y) and

@@ -12,13 +12,7 @@ from __future__ import annotations
 import keras
 from keras import layers, ops
 
-# PyTorch's BN momentum 0.1 (the reference code's), in Keras' convention.
-BN_MOMENTUM = 0.9
-
-
-def _check_positive(value, name: str):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+from common.nn.ops import BN_MOMENTUM, check_positive_int  # BN: the reference code's PyTorch 0.1
 
 
 @keras.saving.register_keras_serializable(package="acnn_pose")
@@ -39,7 +33,7 @@ class Residual(keras.layers.Layer):
 
     def __init__(self, filters: int, **kwargs):
         super().__init__(**kwargs)
-        _check_positive(filters, "filters")
+        check_positive_int(filters, "filters")
         if filters % 2:
             raise ValueError(f"filters must be even (the bottleneck is filters / 2 wide), got {filters}")
         self.filters = filters
@@ -100,8 +94,8 @@ class Hourglass(keras.layers.Layer):
 
     def __init__(self, filters: int, depth: int = 4, **kwargs):
         super().__init__(**kwargs)
-        _check_positive(filters, "filters")
-        _check_positive(depth, "depth")
+        check_positive_int(filters, "filters")
+        check_positive_int(depth, "depth")
         self.filters = filters
         self.depth = depth
 

@@ -16,7 +16,8 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from acnn_pose.layers import BN_MOMENTUM, AttentionMaskGate, Hourglass, Residual, StagePrediction
+from acnn_pose.layers import AttentionMaskGate, Hourglass, Residual, StagePrediction
+from common.nn.ops import BN_MOMENTUM, check_input_shape, check_positive_int
 
 HOURGLASS_DEPTH = 4
 OUTPUT_STRIDE = 4  # the stem's: 256x256 images give 64x64 heatmaps
@@ -30,15 +31,9 @@ MASK_BIAS_INIT = 2.0
 
 
 def _check_config(input_shape, num_stacks, num_joints, features):
-    if len(input_shape) != 3 or input_shape[-1] is None:
-        raise ValueError(f"input_shape must be (height, width, channels) with channels set, got {input_shape}")
-    for side in input_shape[:2]:
-        if side is not None and (side <= 0 or side % STRIDE):
-            raise ValueError(f"input_shape {tuple(input_shape)}: height and width must be multiples of {STRIDE} "
-                             f"(stride {OUTPUT_STRIDE} stem, then {HOURGLASS_DEPTH} poolings)")
-    for value, name in ((num_stacks, "num_stacks"), (num_joints, "num_joints")):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    check_input_shape(input_shape, STRIDE, f"stride {OUTPUT_STRIDE} stem, then {HOURGLASS_DEPTH} poolings")
+    check_positive_int(num_stacks, "num_stacks")
+    check_positive_int(num_joints, "num_joints")
     if isinstance(features, bool) or not isinstance(features, int) or features < 8 or features % 8:
         raise ValueError(f"features must be a positive multiple of 8, got {features!r}")
 

@@ -115,7 +115,7 @@ def train_staged(model: keras.Model, dataset, out, stages=STAGES, steps_per_epoc
     Args:
         model: from ``build_model``.
         dataset: yields (images, target heatmaps) batches, repeating when
-            ``steps_per_epoch`` is given (e.g. ``common.pose_data.pose_dataset``).
+            ``steps_per_epoch`` is given (e.g. ``common.pose.data.pose_dataset``).
         out: run folder for per-stage weights, backups and ``history_<X>.csv``.
         stages: ``STAGES`` or ``scaled_stages(factor)``.
         steps_per_epoch: batches per epoch.

@@ -1,7 +1,7 @@
 """EAS U-Net (Wang et al., 2024): ECA-attention and separable convolutions for liver segmentation.
 
-Public API: ``build_model`` and the custom layers. Imports keras only, so it
-also runs under Keras' JAX backend.
+Public API: ``build_model`` and the custom layers. Imports keras and the
+keras-only ``common.nn`` only, so it also runs under Keras' JAX backend.
 """
 
 from eas_unet.layers import ECA, EASPyramid, SeparableConvBNHSwish

@@ -17,8 +17,11 @@ Decisions where the paper is silent:
   base 64, more than the whole U-Net baseline.
 - The pyramid's activation is h-swish throughout (reasons in ``EASPyramid``).
 - ``_BilinearUpsampling2D`` (internal, registered so saved models reload)
-  upsamples the side outputs: ``UpSampling2D(interpolation="bilinear")``
-  fails on symbolic height/width in TensorFlow graphs.
+  upsamples the side outputs with ``common.nn.ops.upsample_bilinear``:
+  ``UpSampling2D(interpolation="bilinear")`` fails on symbolic height/width
+  in TensorFlow graphs.
+- BatchNormalization momentum is ``common.nn.ops.BN_MOMENTUM`` (0.9,
+  PyTorch's 0.1; the authors trained in PyTorch).
 """
 
 from __future__ import annotations
@@ -28,18 +31,10 @@ import math
 import keras
 from keras import layers, ops
 
-from unet_transformer.layers import upsample_bilinear
+from common.nn.ops import BN_MOMENTUM, check_positive_int, upsample_bilinear
 
-# BatchNormalization momentum 0.9 (PyTorch's 0.1), as in unet_transformer: Keras'
-# 0.99 let the running statistics lag far behind the weights in short CPU runs.
-BN_MOMENTUM = 0.9
 LEAKY_RELU_SLOPE = 0.01  # PyTorch's default; see the module docstring
 ASPP_RATES = (6, 12, 18)  # Fig. 5 (DeepLabV3's rates for output stride 16)
-
-
-def _check_positive_int(value, name: str, where: str):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{where}: {name} must be a positive integer, got {value!r}")
 
 
 def eca_kernel_size(channels: int, gamma: float = 2, b: float = 1) -> int:
@@ -72,7 +67,7 @@ class SeparableConvBNHSwish(keras.layers.Layer):
     def __init__(self, filters: int, kernel_size: int = 3, dilation_rate: int = 1, **kwargs):
         super().__init__(**kwargs)
         for name, value in [("filters", filters), ("kernel_size", kernel_size), ("dilation_rate", dilation_rate)]:
-            _check_positive_int(value, name, type(self).__name__)
+            check_positive_int(value, name, type(self).__name__)
         self.filters = filters
         self.kernel_size = kernel_size
         self.dilation_rate = dilation_rate
@@ -180,12 +175,12 @@ class EASPyramid(keras.layers.Layer):
 
     def __init__(self, filters: int, dilation_rates=ASPP_RATES, **kwargs):
         super().__init__(**kwargs)
-        _check_positive_int(filters, "filters", "EASPyramid")
+        check_positive_int(filters, "filters", "EASPyramid")
         if not isinstance(dilation_rates, (list, tuple)) or not dilation_rates:
             raise ValueError(f"EASPyramid: dilation_rates must be a non-empty list of positive integers, "
                              f"got {dilation_rates!r}")
         for rate in dilation_rates:
-            _check_positive_int(rate, "every dilation rate", "EASPyramid")
+            check_positive_int(rate, "every dilation rate", "EASPyramid")
         self.filters = filters
         self.dilation_rates = tuple(dilation_rates)
 
@@ -237,7 +232,7 @@ class _BilinearUpsampling2D(keras.layers.Layer):
 
     def __init__(self, factor: int, **kwargs):
         super().__init__(**kwargs)
-        _check_positive_int(factor, "factor", "_BilinearUpsampling2D")
+        check_positive_int(factor, "factor", "_BilinearUpsampling2D")
         self.factor = factor
 
     def call(self, x):

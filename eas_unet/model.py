@@ -31,14 +31,14 @@ Decisions where the paper is silent:
 Training loss (section II.C, ``Loss = CEloss + Diceloss``): cross-entropy
 plus soft Dice on "fused", plus the same CE + Dice on every side output with
 a smaller weight (deep supervision; 0.4 by default, our choice).
-``common.training`` wires it: ``zoo train DATA RUN --preset eas_unet``
+``common.train.segmentation`` wires it: ``zoo train DATA RUN --preset eas_unet``
 (or ``training.compile_model``) gives every output a ``CEDiceLoss`` with
 ``loss_weights`` 1 for "fused" and ``side_weight`` for each side. The paper's
 recipe (section III.A: SGD, learning rate 0.01, momentum 0.9, weight decay
 1e-4, batch 32, 50 epochs; III.B: HU window [-200, 250], slices with >= 1.5 %
 liver, 256x256 random crops, flips, 90-degree rotations) is the "eas_unet"
 training preset and the "lits" data preset (``zoo prepare --preset lits``).
-Exported models (``common.export``) serve "fused" only.
+Exported models (``common.serve.export``) serve "fused" only.
 """
 
 from __future__ import annotations
@@ -46,8 +46,8 @@ from __future__ import annotations
 import keras
 from keras import layers
 
+from common.nn.ops import check_input_shape, check_positive_int, is_positive_int
 from eas_unet.layers import EASPyramid, SeparableConvBNHSwish, _BilinearUpsampling2D
-from unet_transformer.model import check_input_shape
 
 DEPTH = 4  # poolings; the total stride is 2**DEPTH
 STRIDE = 2**DEPTH
@@ -60,16 +60,11 @@ def eas_block(x, filters: int, name: str):
     return x
 
 
-def _positive_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
-
-
 def _validate(input_shape, num_classes, base_filters, deep_supervision):
-    check_input_shape(input_shape, "EAS U-Net")  # same depth and stride as the U-Net baseline
-    if not _positive_int(num_classes) or num_classes < 2:
+    check_input_shape(input_shape, STRIDE, f"the EAS U-Net pools {DEPTH} times")  # as the U-Net baseline
+    if not is_positive_int(num_classes) or num_classes < 2:
         raise ValueError(f"num_classes must be an integer >= 2 (background included), got {num_classes!r}")
-    if not _positive_int(base_filters):
-        raise ValueError(f"base_filters must be a positive integer, got {base_filters!r}")
+    check_positive_int(base_filters, "base_filters")
     if not isinstance(deep_supervision, bool):
         raise ValueError(f"deep_supervision must be True or False, got {deep_supervision!r}")
 

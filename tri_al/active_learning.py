@@ -3,7 +3,7 @@
 Everything here takes plain arrays: ``data`` has ``tiles`` (three uint8
 arrays (N, T, T, 3) in 2.5x, 10x, 40x order) and ``labels`` (N,); a sample id
 is an index into them. ``split`` maps "train", "val", "test" to id arrays,
-split by slide upstream (``common.wsi.split_slides``).
+split by slide upstream (``common.slides.triplets.split_slides``).
 
 A run writes, per iteration j, ``iteration_<j>.weights.h5`` and then
 ``iteration_<j>.json`` (training ids, drawn ids, FNR, validation and test

@@ -1,7 +1,8 @@
 """U-Transformer (Petit et al., MLMI 2021): U-Net with self- and cross-attention.
 
-Public API: ``build_model`` and the custom layers. Imports keras only, so it
-also runs under Keras' JAX backend.
+Public API: ``build_model`` and the custom layers (the computation behind
+them is in ``unet_transformer.ops``). Imports keras, numpy and the keras-only
+``common.nn`` only, so it also runs under Keras' JAX backend.
 """
 
 from unet_transformer.layers import (

@@ -3,7 +3,10 @@
 ``PositionalEncoding2D`` and ``MultiHeadSelfAttention2D`` (MHSA, section 2.1,
 Fig. 3), ``MultiHeadCrossAttention`` (MHCA, section 2.2, Fig. 4) and, for the
 paper's baseline, the Attention U-Net gate ``AttentionGate`` (Oktay et al.
-2018; Schlemper et al. 2019, the paper's [11]).
+2018; Schlemper et al. 2019, the paper's [11]). Both attention modules compute
+eq. 1, ``Attention(Q, K, V) = softmax(Q K^T / sqrt(d_k)) V = A V``, per head
+(``multi_head_attention``); how it is computed within memory bounds lives in
+``unet_transformer.ops``.
 
 Decisions where the paper is silent:
 
@@ -22,9 +25,10 @@ Decisions where the paper is silent:
   attention sees) with "same" padding; the gate Z is upsampled bilinearly by
   2 * token_stride and cropped to S, so every input size divisible by the
   U-Net stride still works.
-- Bilinear upsampling is written with ``keras.ops`` (``upsample_bilinear``,
-  equal to ``ops.image.resize``): ``UpSampling2D(interpolation="bilinear")``
-  fails on symbolic height/width in TensorFlow graphs.
+- Bilinear upsampling is written with ``keras.ops``
+  (``common.nn.ops.upsample_bilinear``, equal to ``ops.image.resize``):
+  ``UpSampling2D(interpolation="bilinear")`` fails on symbolic height/width
+  in TensorFlow graphs.
 - Positional encodings are computed from each call's dynamic shape: no image
   size is frozen into the graph.
 """
@@ -34,12 +38,16 @@ from __future__ import annotations
 import math
 
 import keras
-import numpy as np
 from keras import layers, ops
 
-# Same BN momentum as the backbone (model.BN_MOMENTUM, rationale there); a
-# constant here because model.py imports this module.
-_BN_MOMENTUM = 0.9
+from common.nn.ops import BN_MOMENTUM, check_positive_int, is_positive_int, upsample_bilinear
+from unet_transformer.ops import (
+    BLOCKED_ATTENTION_TOKENS,
+    add_positional_encoding,
+    merge_heads,
+    softmax_product,
+    split_heads,
+)
 
 
 def _check_channels(channels, where: str):
@@ -55,164 +63,36 @@ def _check_heads(heads, channels, where: str):
         raise ValueError(f"{where}: heads={heads!r} must be a positive divisor of the attention width {channels}")
 
 
-def sinusoidal_encoding_2d(height, width, channels: int):
-    """The fixed 2D encoding, (height, width, channels) float32.
-
-    Channels [0, C/2) encode the column x, [C/2, C) the row y, each as
-    interleaved sin(p * omega_i), cos(p * omega_i) with
-    omega_i = exp(-ln(10000) * 2i / (C/2)). ``height`` and ``width`` may be
-    symbolic (``ops.shape`` entries).
-    """
-    half = channels // 2
-    omega = np.exp(-math.log(10000.0) * np.arange(0, half, 2) / half).astype("float32")
-
-    def encode(length):  # (length, C/2): sin, cos interleaved
-        angle = ops.expand_dims(ops.arange(length, dtype="float32"), -1) * omega
-        return ops.reshape(ops.stack([ops.sin(angle), ops.cos(angle)], axis=-1), (-1, half))
-
-    pe_x = ops.broadcast_to(ops.expand_dims(encode(width), 0), (height, width, half))
-    pe_y = ops.broadcast_to(ops.expand_dims(encode(height), 1), (height, width, half))
-    return ops.concatenate([pe_x, pe_y], axis=-1)
-
-
-def _along(x, axis: int, index):
-    key = [slice(None)] * 4
-    key[axis] = index
-    return x[tuple(key)]
-
-
-def _upsample_axis(x, factor: int, axis: int):
-    # Output r of input cell i samples position i + (r + 0.5) / factor - 0.5,
-    # between x[i] and its neighbour on that side; edges clamped.
-    padded = ops.concatenate([_along(x, axis, slice(0, 1)), x, _along(x, axis, slice(-1, None))], axis=axis)
-    previous, following = _along(padded, axis, slice(0, -2)), _along(padded, axis, slice(2, None))
-    phases = []
-    for r in range(factor):
-        offset = (r + 0.5) / factor - 0.5
-        neighbour = previous if offset < 0 else following
-        phases.append(x + abs(offset) * (neighbour - x))
-    shape = ops.shape(x)
-    new_shape = [shape[0], shape[1], shape[2], x.shape[-1]]
-    new_shape[axis] = -1
-    return ops.reshape(ops.stack(phases, axis=axis + 1), new_shape)
-
-
-def upsample_bilinear(x, factor: int):
-    """Bilinear upsampling of (B, H, W, C) by an integer factor.
-
-    Matches ``ops.image.resize(x, (H * factor, W * factor))`` (half-pixel
-    centres), but also on symbolic H, W: ``UpSampling2D(interpolation=
-    "bilinear")`` needs static sizes under TensorFlow graphs.
-    """
-    return x if factor == 1 else _upsample_axis(_upsample_axis(x, factor, 1), factor, 2)
-
-
-def _add_positional_encoding(x):
-    shape = ops.shape(x)
-    return x + ops.cast(sinusoidal_encoding_2d(shape[1], shape[2], x.shape[-1]), x.dtype)
-
-
-def _split_heads(x, heads: int):
-    """(B, N, d) -> (B, heads, N, d / heads)."""
-    x = ops.reshape(x, (ops.shape(x)[0], -1, heads, x.shape[-1] // heads))
-    return ops.transpose(x, (0, 2, 1, 3))
-
-
-# Above this many query tokens, attention is computed in query blocks whose
-# (block, Nk) logits are recomputed in the backward pass (``blocked_attention``):
-# memory then grows linearly in tokens instead of quadratically. 4096 tokens is
-# a 64x64 grid; the full (4096, 4096) float32 logits of 8 heads are 512 MiB a sample.
-BLOCKED_ATTENTION_TOKENS = 4096
-QUERY_BLOCK = 1024
-
-
-def _attention_weights(q, k_t):
-    """softmax(q k^T) in float32 (q already scaled), (B, h, Nq, Nk)."""
-    return ops.softmax(ops.matmul(q, k_t), axis=-1)  # A, eq. 1
-
-
-def _plain_attention(q, k_t, v):
-    attention = _attention_weights(q, k_t)
-    return ops.matmul(ops.cast(attention, v.dtype), v), attention
-
-
-def _block_attention(q_block, k_t, v):
-    return ops.matmul(ops.cast(_attention_weights(q_block, k_t), v.dtype), v)
-
-
-_remat_block_attention = keras.remat(_block_attention)
-
-
-def blocked_attention(q, k_t, v, block: int | None = None):
-    """softmax(q k^T) v computed ``block`` queries at a time, each block recomputed in the backward pass.
-
-    Equal to the plain product (the softmax of each query row runs over all
-    keys, so nothing is approximated); peak memory holds one (block, Nk)
-    logits buffer per head instead of (Nq, Nk). Written by hand because Keras
-    has no memory-efficient attention that runs on every backend.
-
-    Args:
-        q: (B, h, Nq, d) float32, already scaled by 1/sqrt(d).
-        k_t: (B, h, d, Nk) float32.
-        v: (B, h, Nk, d_v).
-        block: queries per block (default ``QUERY_BLOCK``).
-
-    Returns:
-        (B, h, Nq, d_v).
-    """
-    block = block or QUERY_BLOCK
-    shape = ops.shape(q)
-    batch, heads, tokens, depth = shape[0], q.shape[1], shape[2], q.shape[3]
-    pad = (block - tokens % block) % block
-    padded = ops.pad(q, ((0, 0), (0, 0), (0, pad), (0, 0)))
-    blocks = ops.reshape(padded, (batch, heads, -1, block, depth))
-    blocks = ops.transpose(blocks, (2, 0, 1, 3, 4))  # (blocks, B, h, block, d)
-    out = ops.map(lambda q_block: _remat_block_attention(q_block, k_t, v), blocks)
-    out = ops.reshape(ops.transpose(out, (1, 2, 0, 3, 4)), (batch, heads, -1, v.shape[-1]))
-    return out[:, :, :tokens, :]
-
-
 def multi_head_attention(q, k, v, heads: int, return_attention: bool = True,
                          blocked_above: int | None = BLOCKED_ATTENTION_TOKENS):
-    """Eq. 1 per head, softmax(Q K^T / sqrt(d_k)) V, on (B, N, d) tokens.
+    """Eq. 1 per head, ``softmax(Q K^T / sqrt(d_k)) V = A V``, on (B, N, d) tokens.
 
     Args:
+        q, k, v: the embedded tokens X W_q, X W_k, X W_v, split here into
+            ``heads`` heads of width d_k = d / heads.
         return_attention: also return A; the product is then never blocked.
-        blocked_above: more query tokens than this switch to ``blocked_attention``
-            (None: never). With a token count unknown when the graph is built,
-            the choice is made at run time.
+        blocked_above: more query tokens than this compute A V in recomputed
+            query blocks (``ops.blocked_attention``; None: never).
 
     Returns:
         The concatenated heads (B, Nq, d) and A (B, heads, Nq, Nk) float32,
         or None for A without ``return_attention``.
     """
-    q, k, v = (_split_heads(t, heads) for t in (q, k, v))
+    q, k, v = (split_heads(t, heads) for t in (q, k, v))
     d_k = q.shape[-1]
     # Logits and softmax in float32: float16 logits overflow for wide heads. Q is
     # scaled before the product, sparing one (Nq, Nk) buffer.
-    q = ops.cast(q, "float32") / math.sqrt(d_k)
-    k_t = ops.transpose(ops.cast(k, "float32"), (0, 1, 3, 2))
-    attention = None
-    tokens = q.shape[2] if isinstance(q.shape[2], int) else None  # JAX shape inference gives symbolic dims
-    if return_attention or blocked_above is None:
-        out, attention = _plain_attention(q, k_t, v)
-    elif tokens is not None:
-        out = blocked_attention(q, k_t, v) if tokens > blocked_above else _plain_attention(q, k_t, v)[0]
-    elif keras.backend.backend() == "tensorflow":  # a graph for any size (SavedModel): decide per call
-        out = ops.cond(ops.shape(q)[2] > blocked_above, lambda: blocked_attention(q, k_t, v),
-                       lambda: _plain_attention(q, k_t, v)[0])
-    else:  # only shape inference: JAX and PyTorch run with concrete sizes
-        out = _plain_attention(q, k_t, v)[0]
-    out = ops.transpose(out, (0, 2, 1, 3))
-    out = ops.reshape(out, (ops.shape(out)[0], -1, heads * d_k))
-    return (out, attention) if return_attention else (out, None)
+    q = ops.cast(q, "float32") / math.sqrt(d_k)  # Q / sqrt(d_k)
+    k_t = ops.transpose(ops.cast(k, "float32"), (0, 1, 3, 2))  # K^T
+    out, attention = softmax_product(q, k_t, v, return_attention, blocked_above)  # A V, A = softmax(.), eq. 1
+    return merge_heads(out), attention
 
 
 class _AttentionCore(keras.layers.Layer):
-    """Shared by MHSA and MHCA: the W_q, W_k, W_v, W^O projections of width d.
+    """Shared by MHSA and MHCA: the W_q, W_k, W_v, W^O projections of width d around eq. 1.
 
     ``blocked_above``: query-token count above which attention runs in
-    recomputed query blocks (``blocked_attention``); None turns blocking off.
+    recomputed query blocks (``ops.blocked_attention``); None turns blocking off.
     """
 
     blocked_above = BLOCKED_ATTENTION_TOKENS
@@ -227,7 +107,7 @@ class _AttentionCore(keras.layers.Layer):
             dense.build((None, None, channels))
 
     def _attend(self, qk_map, v_map, return_attention: bool = False):
-        """Attention with Q, K from ``qk_map`` and V from ``v_map`` (same grid); A or None."""
+        """Eq. 1 with Q, K from ``qk_map`` and V from ``v_map`` (same grid), merged by W^O; A or None."""
         shape = ops.shape(qk_map)
         channels = qk_map.shape[-1]
         qk = ops.reshape(qk_map, (shape[0], -1, channels))
@@ -242,8 +122,11 @@ class _AttentionCore(keras.layers.Layer):
 class PositionalEncoding2D(keras.layers.Layer):
     """Adds the fixed 2D sinusoidal encoding to a channels-last feature map.
 
-    No weights; the height and width are read from each input, so one layer
-    serves every image size. Channels must be divisible by 4.
+    PE's first C/2 channels encode the column x, the last C/2 the row y, as
+    interleaved sin/cos of p * omega_i, omega_i = exp(-ln(10000) * 2i / (C/2))
+    (``ops.sinusoidal_encoding_2d``). No weights; the height and width are
+    read from each input, so one layer serves every image size. Channels must
+    be divisible by 4.
 
     Example:
     >>> import numpy as np
@@ -256,7 +139,7 @@ class PositionalEncoding2D(keras.layers.Layer):
         _check_channels(input_shape[-1], self.name)
 
     def call(self, x):
-        return _add_positional_encoding(x)
+        return add_positional_encoding(x)  # X + PE
 
 
 @keras.saving.register_keras_serializable(package="unet_transformer")
@@ -295,8 +178,8 @@ class MultiHeadSelfAttention2D(_AttentionCore):
 
     def call(self, x, return_attention: bool = False):
         if self.positional_encoding:
-            x = _add_positional_encoding(x)
-        y, attention = self._attend(x, x, return_attention)
+            x = add_positional_encoding(x)  # X + PE (section 2.1)
+        y, attention = self._attend(x, x, return_attention)  # Q, K, V all from X: eq. 1, Fig. 3
         return (y, attention) if return_attention else y
 
     def get_config(self):
@@ -334,15 +217,14 @@ class MultiHeadCrossAttention(_AttentionCore):
 
     def __init__(self, heads: int = 8, positional_encoding: bool = True, token_stride: int = 1, **kwargs):
         super().__init__(**kwargs)
-        if isinstance(token_stride, bool) or not isinstance(token_stride, int) or token_stride < 1:
-            raise ValueError(f"token_stride must be a positive integer, got {token_stride!r}")
+        check_positive_int(token_stride, "token_stride")
         self.heads = heads
         self.positional_encoding = positional_encoding
         self.token_stride = token_stride
 
     def _conv_bn(self, channels, in_shape, prefix):
         conv = layers.Conv2D(channels, 1, use_bias=False, dtype=self.dtype_policy, name=f"{prefix}_conv")
-        bn = layers.BatchNormalization(momentum=_BN_MOMENTUM, dtype=self.dtype_policy, name=f"{prefix}_bn")
+        bn = layers.BatchNormalization(momentum=BN_MOMENTUM, dtype=self.dtype_policy, name=f"{prefix}_bn")
         conv.build(in_shape)
         bn.build((None, None, None, channels))
         return conv, bn
@@ -369,13 +251,13 @@ class MultiHeadCrossAttention(_AttentionCore):
         if self.token_pool is not None:
             y_tokens, s_tokens = self.token_pool(y_tokens), self.token_pool(s_tokens)
         if self.positional_encoding:
-            y_tokens, s_tokens = _add_positional_encoding(y_tokens), _add_positional_encoding(s_tokens)
-        out, attention = self._attend(y_tokens, s_tokens, return_attention)  # Q, K from Y; V from S
-        z = ops.sigmoid(self.z_bn(self.z_conv(out)))
+            y_tokens, s_tokens = add_positional_encoding(y_tokens), add_positional_encoding(s_tokens)
+        out, attention = self._attend(y_tokens, s_tokens, return_attention)  # Q, K from Y; V from S: eq. 1
+        z = ops.sigmoid(self.z_bn(self.z_conv(out)))  # Z, Fig. 4
         # Crop: "same" token pooling rounds up when S / 2 is not a multiple of token_stride.
         shape = ops.shape(s)
         z = upsample_bilinear(z, 2 * self.token_stride)[:, : shape[1], : shape[2], :]
-        return (z * s, attention) if return_attention else z * s
+        return (z * s, attention) if return_attention else z * s  # Z (.) S, Fig. 4
 
     def compute_output_spec(self, inputs, return_attention: bool = False):
         # Not traced: Keras' JAX backend gives S and Y the same symbolic size, though Y is half of S.
@@ -418,7 +300,7 @@ class AttentionGate(keras.layers.Layer):
 
     def __init__(self, inter_channels: int | None = None, **kwargs):
         super().__init__(**kwargs)
-        if inter_channels is not None and (not isinstance(inter_channels, int) or inter_channels < 1):
+        if inter_channels is not None and not is_positive_int(inter_channels):
             raise ValueError(f"inter_channels must be None or a positive integer, got {inter_channels!r}")
         self.inter_channels = inter_channels
 
@@ -431,7 +313,7 @@ class AttentionGate(keras.layers.Layer):
         self.phi = layers.Conv2D(inter, 1, dtype=policy, name="phi")
         self.psi = layers.Conv2D(1, 1, dtype=policy, name="psi")
         self.out_conv = layers.Conv2D(channels, 1, use_bias=False, dtype=policy, name="out_conv")
-        self.out_bn = layers.BatchNormalization(momentum=_BN_MOMENTUM, dtype=policy, name="out_bn")
+        self.out_bn = layers.BatchNormalization(momentum=BN_MOMENTUM, dtype=policy, name="out_bn")
         self.theta.build(s_shape)
         self.phi.build(g_shape)
         self.psi.build((None, None, None, inter))
