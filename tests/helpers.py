@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+
 import numpy as np
 
 # A 2-stack hourglass of 16 features on 64 px crops, stages of one epoch (conftest's pose_run trains it once).
@@ -47,3 +53,61 @@ def fake_cv_run(root, name, dice_values):
             {"name": unit["name"], "test_cases": unit["test_cases"],
              "per_class": {"1": {"dice": dice}, "2": {"dice": dice - 0.1}}}))
     return out
+
+
+def zoo_train_killed_after(epochs: int, argv, env=None) -> subprocess.Popen:
+    """Starts ``zoo train ARGV`` in a fresh process that SIGKILLs itself once epoch ``epochs`` is backed up.
+
+    A crash at a known point instead of a kill after polling: the zoo's callbacks (checkpoint, log,
+    backup) have run for that epoch, the next epoch has not started.
+    """
+    script = textwrap.dedent(f"""
+        import os, signal, sys
+        import keras
+        from common.cli import build_parser
+        from common.cli.train import train_config
+        from common.train import segmentation
+
+        class KillAfterEpoch(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch, logs=None):
+                if epoch + 1 == {epochs}:
+                    os.kill(os.getpid(), signal.SIGKILL)
+
+        config = train_config(build_parser().parse_args(["train", *sys.argv[1:]]))
+        segmentation.train(config, extra_callbacks=[KillAfterEpoch()])
+    """)
+    return subprocess.Popen([sys.executable, "-c", script, *map(str, argv)], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env={**os.environ, **(env or {})})
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct ports the OS reports free on 127.0.0.1 (``run_cluster`` retries if one is taken)."""
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def run_cluster(launch, count: int = 2, timeout: float = 300, attempts: int = 3):
+    """Runs ``launch(ports) -> [Popen]`` to the end; returns (outputs, return codes).
+
+    A port picked free can be taken by another process before the worker binds it; TensorFlow then
+    fails at start-up with "Could not start gRPC server", before any training. That start is retried
+    with new ports, so the race cannot fail a test.
+    """
+    for _ in range(attempts):
+        workers = launch(free_ports(count))
+        outputs = []
+        for worker in workers:
+            try:
+                outputs.append(worker.communicate(timeout=timeout)[0])
+            except subprocess.TimeoutExpired:
+                for w in workers:
+                    w.kill()
+                raise AssertionError("a worker did not finish in time") from None
+        if not any("Could not start gRPC server" in output for output in outputs):
+            return outputs, [w.returncode for w in workers]
+    raise AssertionError(f"no free ports in {attempts} attempts:\n" + outputs[0][-2000:])

@@ -2,6 +2,11 @@
 
 Bad input ends the command with a one-line message naming the file or the
 argument and exit status 2, never a traceback.
+
+One module per wing (``ct``, ``train``, ``serve``, ``slides``, ``pose``,
+``studies``), each subcommand's parser beside its action; ``options`` holds
+the argument types they share. The CLI may import every wing, inside the
+actions, so that ``zoo --help`` and argument errors never wait for TensorFlow.
 """
 
 from __future__ import annotations

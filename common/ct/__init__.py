@@ -1,0 +1,10 @@
+"""CT volumes from file to metric: readers, shards, tf.data, slice-by-slice inference, metrics, phantoms.
+
+``volumes`` reads NIfTI/MHA/NRRD/DICOM with SimpleITK into canonical arrays;
+``shards`` writes one TFRecord per case; ``pipeline`` streams them through
+tf.data; ``splits`` holds cases out; ``inference`` labels whole volumes;
+``metrics`` scores them; ``synthetic`` writes phantom cohorts.
+May import: ``common.errors``, ``common.atomic``, ``common.tables`` and each
+other in that order of flow; never ``train``, ``serve``, ``studies``, ``cli``
+or a model package.
+"""

@@ -169,13 +169,15 @@ def compile_model(model: keras.Model, config: TrainConfig, num_classes: int, ste
     )
 
 
-def train(config: TrainConfig, strategy: tf.distribute.Strategy | None = None, log=print) -> keras.Model:
+def train(config: TrainConfig, strategy: tf.distribute.Strategy | None = None, log=print,
+          extra_callbacks=()) -> keras.Model:
     """Trains a segmentation model on a prepared folder; rerunning resumes.
 
     Args:
         config: what to train.
         strategy: a ``tf.distribute`` strategy; default ``distribute.choose_strategy()``.
         log: where progress lines go.
+        extra_callbacks: more Keras callbacks, run after the zoo's own (so after each epoch's backup).
 
     Returns:
         The trained model, also saved as ``<out>/model.keras``.
@@ -219,7 +221,7 @@ def train(config: TrainConfig, strategy: tf.distribute.Strategy | None = None, l
         f"{len(split['train'])} cases / {num_slices} slices, {crop}x{crop} crops, "
         f"{strategy.num_replicas_in_sync} replica(s)")
     model.fit(dataset, epochs=config.epochs, steps_per_epoch=steps,
-              callbacks=callbacks.make_callbacks(run_dir, chief), verbose=config.verbose,
+              callbacks=[*callbacks.make_callbacks(run_dir, chief), *extra_callbacks], verbose=config.verbose,
               shuffle=False)  # the dataset shuffles itself
     distribute.synchronize_batch_norm(model, False)
     if chief:

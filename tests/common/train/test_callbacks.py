@@ -6,7 +6,8 @@ import re
 import signal
 import subprocess
 import sys
-import time
+
+from tests import helpers
 
 
 def _completed_epochs(history):
@@ -27,12 +28,9 @@ def test_killed_training_resumes_from_last_completed_epoch(tiny_prepared, tmp_pa
     run = tmp_path / "run"
     command = [sys.executable, "-m", "common.cli", "train", tiny_prepared, run, "--base-filters", "8",
                "--epochs", "6", "--batch-size", "4", "--crop-size", "64", "--test-fraction", "0.25"]
-    first = subprocess.Popen(list(map(str, command)), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + 240
-    while _backed_up_epochs(run) < 2 and first.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    first.send_signal(signal.SIGKILL)
-    first.wait()
+    first = helpers.zoo_train_killed_after(2, command[4:])  # the same run, crashing once epoch 2 is backed up
+    first.communicate(timeout=300)
+    assert first.returncode == -signal.SIGKILL
     backed_up = _backed_up_epochs(run)
     assert 2 <= backed_up < 6, "training was not interrupted mid-run"
     assert not (run / "model.keras").exists()
