@@ -37,7 +37,7 @@ Decisions where the paper is vague:
   pixel u covers image pixels ``4u .. 4u + 3``, so ``x = 4 (u + 0.5) - 0.5``.
 """
 
-from acnn_pose.decode import decode_heatmaps, heatmap_to_image, serving_outputs
+from acnn_pose.decode import decode_heatmaps, serving_outputs
 from acnn_pose.layers import AttentionMaskGate, Hourglass, Residual, StagePrediction
 from acnn_pose.model import OUTPUT_STRIDE, STRIDE, build_model
 from acnn_pose.staged import STAGES, Stage, configure_stage, scaled_stages, train_staged
@@ -54,7 +54,6 @@ __all__ = [
     "build_model",
     "configure_stage",
     "decode_heatmaps",
-    "heatmap_to_image",
     "scaled_stages",
     "serving_outputs",
     "train_staged",

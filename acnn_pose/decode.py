@@ -7,7 +7,6 @@ its centre is the input coordinate ``s (u + 0.5) - 0.5``.
 
 from __future__ import annotations
 
-import numpy as np
 from keras import ops
 
 from acnn_pose.model import OUTPUT_STRIDE
@@ -50,23 +49,6 @@ def decode_heatmaps(heatmaps):
     dy = _quarter_offset(flat, index, y, height, width)
     coords = ops.stack([ops.cast(x, "float32") + dx, ops.cast(y, "float32") + dy], axis=-1)
     return coords, scores
-
-
-def heatmap_to_image(coords, matrix):
-    """Maps heatmap coordinates back through the inverse of the crop transform.
-
-    Args:
-        coords: (..., K, 2) heatmap coordinates (numpy).
-        matrix: (..., 2, 3) affine matrices taking original-image coordinates
-            to heatmap coordinates (one per sample, or one for all).
-
-    Returns:
-        (..., K, 2) float64 original-image coordinates.
-    """
-    coords, matrix = np.asarray(coords, np.float64), np.asarray(matrix, np.float64)
-    linear, shift = matrix[..., :, :2], matrix[..., :, 2]
-    inverse = np.linalg.inv(linear)
-    return np.einsum("...ij,...kj->...ki", inverse, coords - shift[..., None, :])
 
 
 def heatmap_to_input(coords, stride: int = OUTPUT_STRIDE):

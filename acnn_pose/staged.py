@@ -15,14 +15,13 @@ interrupted one continues from its last epoch.
 from __future__ import annotations
 
 import dataclasses
-import os
 import pathlib
-import uuid
 
 import keras
 from keras import ops
 
 from acnn_pose.layers import AttentionMaskGate
+from common import atomic  # stdlib only: this module stays keras-only
 
 TRAINS = ("heatmaps", "masks", "all")
 
@@ -98,16 +97,6 @@ def training_model(model: keras.Model) -> keras.Model:
     return keras.Model(model.inputs, ops.stack(predictions, axis=1), name=f"{model.name}_training")
 
 
-def _save_weights(model: keras.Model, path: pathlib.Path) -> None:
-    tmp = path.with_name(f".{uuid.uuid4().hex[:8]}.tmp.weights.h5")
-    try:
-        model.save_weights(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def train_staged(model: keras.Model, dataset, out, stages=STAGES, steps_per_epoch: int | None = None,
                  callbacks=(), verbose: int = 2, run_eagerly: bool = False, log=print) -> keras.Model:
     """Trains ``model`` through ``stages`` in order; rerunning with the same ``out`` resumes.
@@ -151,5 +140,5 @@ def train_staged(model: keras.Model, dataset, out, stages=STAGES, steps_per_epoc
         ]
         trainer.fit(dataset, epochs=stage.epochs, steps_per_epoch=steps_per_epoch, callbacks=stage_callbacks,
                     verbose=verbose, shuffle=False)  # the dataset shuffles itself
-        _save_weights(model, done)
+        atomic.save_weights(model, done)
     return model

@@ -47,6 +47,12 @@ def write_json(path, payload) -> None:
         tmp.write_text(json.dumps(payload, indent=2), encoding="utf-8")
 
 
+def save_weights(model, path) -> None:
+    """``model.save_weights`` (a ``.weights.h5`` file), atomically: a kill mid-save leaves the last file whole."""
+    with atomic_path(path) as tmp:
+        model.save_weights(str(tmp))
+
+
 def write_image(path, image, rgb: bool = False, params=()) -> None:
     """Writes an image with OpenCV (format from the suffix: .png, .jpg), atomically.
 

@@ -25,6 +25,8 @@ import weakref
 import keras
 import numpy as np
 
+from common import atomic  # stdlib only: this module stays keras-only
+
 STRATEGIES = ("ITER", "OOD", "ENT")
 
 
@@ -207,19 +209,6 @@ def load_weights(model, path) -> None:
         model.load_weights(path)
 
 
-def _write_json(path, payload) -> None:
-    from common import atomic  # stdlib-only helper, imported lazily: this module stays keras-only
-
-    atomic.write_json(path, payload)
-
-
-def _save_weights(model, path) -> None:
-    from common import atomic
-
-    with atomic.atomic_path(path) as tmp:
-        model.save_weights(tmp)
-
-
 def class_shares(labels, num_classes: int) -> list[float]:
     """delta_i: the share of each class in a training set (paper II.C)."""
     counts = np.bincount(np.asarray(labels, np.int64), minlength=num_classes)
@@ -295,8 +284,8 @@ def run_active_learning(model, data, split, out, config: ALConfig, initial_weigh
             done = _finished(config, j, bool(states and states[-1]["exhausted"]))
             state.update({"selected": [], "exhausted": False} if done else
                          _query(model, data, config, state, pools, train_ids, j), done=done)
-            _save_weights(model, weights_path)
-            _write_json(state_path, state)
+            atomic.save_weights(model, weights_path)
+            atomic.write_json(state_path, state)
         states.append(state)
         weights = weights_path
         if callback is not None:
@@ -330,6 +319,6 @@ def run_supervised(model, data, split, fraction: float, out, config: TrainConfig
              "delta": class_shares(data.labels[subset], num_classes),
              "val": evaluate(model, data, np.asarray(split["val"], np.int64)),
              "test": evaluate(model, data, np.asarray(split["test"], np.int64)), "done": True}
-    _save_weights(model, out / "supervised.weights.h5")
-    _write_json(state_path, state)
+    atomic.save_weights(model, out / "supervised.weights.h5")
+    atomic.write_json(state_path, state)
     return state

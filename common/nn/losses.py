@@ -10,16 +10,14 @@ prediction's dtype, so the losses are safe under mixed precision.
 
 Only `keras` is imported, so the losses run on any Keras 3 backend.
 
-Example:
+Example (``model.compile(loss=CEDiceLoss(num_classes=3))`` in training):
 
-```python
-import keras
-from common.nn.losses import CEDiceLoss
-
-model = keras.Sequential([
-    keras.Input((8, 8, 1)), keras.layers.Conv2D(3, 1, activation="softmax")])
-model.compile(optimizer="adam", loss=CEDiceLoss(num_classes=3))
-```
+>>> import numpy as np
+>>> labels = np.array([[[0, 1], [2, 1]]])
+>>> round(float(SoftDiceLoss(3)(labels, np.eye(3, dtype="float32")[labels])), 4)
+0.0
+>>> round(float(CEDiceLoss(3)(labels, np.full((1, 2, 2, 3), 1 / 3, "float32"))), 3)
+1.756
 """
 
 import keras

@@ -6,7 +6,6 @@ resume state, so a rerun of the same command resumes where it stopped.
 
 from __future__ import annotations
 
-import os
 import pathlib
 
 import keras
@@ -31,11 +30,7 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
     def _save_model(self):
         if not self.chief:
             return
-        weights = pathlib.Path(self._weights_path)
-        weights.parent.mkdir(parents=True, exist_ok=True)
-        tmp = weights.with_name(f".tmp-{weights.name}")
-        self.model.save_weights(str(tmp), overwrite=True)
-        os.replace(tmp, weights)  # weights first: a kill before the metadata redoes one epoch
+        atomic.save_weights(self.model, self._weights_path)  # weights first: a kill before the metadata redoes an epoch
         atomic.write_json(self._training_metadata_path, {"epoch": self._current_epoch,
                                                          "batch": self._last_batch_seen})
 

@@ -163,3 +163,12 @@ def test_pose_dataset_batches_and_repeats_deterministically(tmp_path):
     assert [x.shape[0] for x, _ in evaluation] == [2, 1]  # one pass, the last batch kept
     with pytest.raises(ValueError, match="input_size"):
         pose_data.pose_dataset(records, batch_size=2, input_size=100)
+
+
+def test_image_coordinates_round_trip_through_the_crop():
+    joints = np.array([[100.0, 80.0], [143.5, 210.25], [60.0, 130.0]])
+    matrix = pose_data.crop_matrix(center=(110, 140), side=250, rotation=25, out_size=64, flip=True)
+    on_heatmap = pose_data.transform_points(joints, matrix)
+    np.testing.assert_allclose(pose_data.inverse_transform_points(on_heatmap, matrix), joints, atol=1e-9)
+    batched = pose_data.inverse_transform_points(np.stack([on_heatmap] * 2), np.stack([matrix] * 2))
+    np.testing.assert_allclose(batched, np.stack([joints] * 2), atol=1e-9)
