@@ -45,7 +45,26 @@ def run_zoo(*args, timeout: float = 300, **kwargs) -> subprocess.CompletedProces
 
 @pytest.fixture
 def zoo():
+    """Runs `zoo` in a fresh process, as a user does: the real entry point, a CompletedProcess back."""
     return run_zoo
+
+
+@pytest.fixture
+def zoo_here(capsys):
+    """Runs `zoo` in this process (no TensorFlow start-up to wait for); a CompletedProcess back."""
+
+    def run(*args) -> subprocess.CompletedProcess:
+        from common import cli
+
+        argv = [str(a) for a in args]
+        try:
+            code = cli.main(argv)
+        except SystemExit as stop:  # argparse's usage errors
+            code = stop.code
+        out, err = capsys.readouterr()
+        return subprocess.CompletedProcess(["zoo", *argv], code, out, err)
+
+    return run
 
 
 @pytest.fixture(scope="session")

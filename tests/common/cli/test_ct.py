@@ -33,39 +33,39 @@ def test_predict_writes_labels_with_the_input_geometry(zoo, tiny_cohort, keras_f
     assert [p.name for p in out.parent.iterdir()] == [out.name]  # no temporary left behind
 
 
-def test_geometry_mismatch(zoo, tiny_cohort, tmp_path):
+def test_geometry_mismatch(zoo_here, tiny_cohort, tmp_path):
     cohort = tmp_path / "cohort"
     shutil.copytree(tiny_cohort, cohort)
     label_path = cohort / "labels" / "case_002.nii.gz"
     label = sitk.ReadImage(str(label_path))
     label.SetSpacing((5.0, 5.4, 8.0))
     sitk.WriteImage(label, str(label_path))
-    _assert_one_line_error(zoo("prepare", cohort, tmp_path / "prepared"),
+    _assert_one_line_error(zoo_here("prepare", cohort, tmp_path / "prepared"),
                            "case_002.nii.gz: label spacing", "differs from image")
 
 
-def test_label_values_outside_the_classes(zoo, tiny_cohort, tmp_path):
-    _assert_one_line_error(zoo("prepare", tiny_cohort, tmp_path / "p", "--num-classes", "4"),
+def test_label_values_outside_the_classes(zoo_here, tiny_cohort, tmp_path):
+    _assert_one_line_error(zoo_here("prepare", tiny_cohort, tmp_path / "p", "--num-classes", "4"),
                            "case_000.nii.gz: label values", "outside the 4 classes")
 
 
-def test_unreadable_and_2d_inputs(zoo, keras_file, tmp_path):
+def test_unreadable_and_2d_inputs(zoo_here, keras_file, tmp_path):
     broken = tmp_path / "broken.nii.gz"
     broken.write_bytes(b"\x00" * 100)
-    _assert_one_line_error(zoo("predict", keras_file, broken, tmp_path / "o.nii.gz"),
+    _assert_one_line_error(zoo_here("predict", keras_file, broken, tmp_path / "o.nii.gz"),
                            "broken.nii.gz: cannot be read")
     flat = tmp_path / "flat.nii.gz"
     sitk.WriteImage(sitk.Image(32, 32, sitk.sitkInt16), str(flat))
-    _assert_one_line_error(zoo("predict", keras_file, flat, tmp_path / "o.nii.gz"),
+    _assert_one_line_error(zoo_here("predict", keras_file, flat, tmp_path / "o.nii.gz"),
                            "flat.nii.gz: expected a 3D volume, got a 2D image")
-    _assert_one_line_error(zoo("predict", tmp_path / "nothing.keras", flat, tmp_path / "o.nii.gz"),
+    _assert_one_line_error(zoo_here("predict", tmp_path / "nothing.keras", flat, tmp_path / "o.nii.gz"),
                            "nothing.keras: no such model")
 
 
-def test_input_size_the_model_cannot_take(zoo, tiny_cohort, tiny_prepared, fixed_keras_file, tmp_path):
-    _assert_one_line_error(zoo("predict", fixed_keras_file, tiny_cohort / "images" / "case_000.nii.gz",
+def test_input_size_the_model_cannot_take(zoo_here, tiny_cohort, tiny_prepared, fixed_keras_file, tmp_path):
+    _assert_one_line_error(zoo_here("predict", fixed_keras_file, tiny_cohort / "images" / "case_000.nii.gz",
                                tmp_path / "o.nii.gz"), "slices are 64x64 but the model takes 32x32")
-    _assert_one_line_error(zoo("train", tiny_prepared, tmp_path / "run", "--crop-size", "40"),
+    _assert_one_line_error(zoo_here("train", tiny_prepared, tmp_path / "run", "--crop-size", "40"),
                            "crop_size must be a positive multiple of 16, got 40")
     assert not (tmp_path / "run").exists()
 

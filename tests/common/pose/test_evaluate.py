@@ -3,9 +3,9 @@
 import json
 
 
-def test_eval_pose_prints_the_table_1_columns(zoo, pose_data, pose_run):
+def test_eval_pose_prints_the_table_1_columns(zoo_here, pose_data, pose_run):
     out, _ = pose_run
-    done = zoo("eval-pose", out, pose_data, "--name", "tiny")
+    done = zoo_here("eval-pose", out, pose_data, "--name", "tiny")
     assert done.returncode == 0, done.stderr[-2000:]
     header, rule, row = done.stdout.strip().splitlines()
     assert header == "| Method | Head | Sho. | Elb. | Wri. | Hip | Kne. | Ank. | Total |"
