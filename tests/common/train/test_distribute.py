@@ -1,9 +1,13 @@
-"""Precision policies and distribution strategies (one device, two CPUs mirrored)."""
+"""Precision policies and distribution strategies: one device, two CPUs mirrored, two workers on 127.0.0.1."""
 
 import csv
+import json
+import os
+import signal
 import subprocess
 import sys
 import textwrap
+import zipfile
 
 import keras
 import numpy as np
@@ -12,6 +16,7 @@ import pytest
 import unet_transformer
 from common.nn import losses
 from common.train import distribute
+from tests import helpers
 
 
 def test_mixed_float16_gives_float32_and_a_finite_step():
@@ -53,3 +58,98 @@ def test_mirrored_strategy_on_two_cpus_trains_one_epoch(tiny_prepared, tmp_path)
     rows = list(csv.DictReader(open(tmp_path / "run" / "history.csv")))
     assert len(rows) == 1 and np.isfinite(float(rows[0]["loss"]))
     assert (tmp_path / "run" / "model.keras").exists()
+
+
+TRAIN = ["--model", "unet", "--base-filters", "2", "--batch-size", "2", "--crop-size", "32",
+         "--learning-rate", "1e-3", "--test-cases", "case_000", "--seed", "0"]
+
+
+def _worker_env(ports, index: int) -> dict:
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
+    return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": "",
+            "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})}
+
+
+def _start_workers(prepared, outs, epochs: int, ports, kill_after: int | None = None) -> list[subprocess.Popen]:
+    """``zoo train`` on each worker; with ``kill_after``, each crashes once that epoch is backed up."""
+    workers = []
+    for index, out in enumerate(outs):
+        argv = [str(prepared), str(out), "--epochs", str(epochs), *TRAIN]
+        if kill_after is not None:
+            workers.append(helpers.zoo_train_killed_after(kill_after, argv, env=_worker_env(ports, index)))
+            continue
+        workers.append(subprocess.Popen([sys.executable, "-m", "common.cli", "train", *argv], stdout=subprocess.PIPE,
+                                        stderr=subprocess.STDOUT, text=True, env=_worker_env(ports, index)))
+    return workers
+
+
+def _epochs(run) -> list[int]:
+    with open(run / "history.csv", encoding="utf-8") as f:
+        return [int(row["epoch"]) for row in csv.DictReader(f)]
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_prepared, tmp_path_factory):
+    run = tmp_path_factory.mktemp("multiworker") / "run"  # one folder both workers see, as on shared storage
+    logs, codes = helpers.run_cluster(lambda ports: _start_workers(tiny_prepared, [run, run], epochs=2, ports=ports))
+    assert codes == [0, 0], "\n".join(log[-3000:] for log in logs)
+    return run, logs
+
+
+def test_two_workers_train_one_model_and_only_the_chief_writes(trained):
+    run, logs = trained
+    assert "2 replica(s)" in logs[0] and "2 replica(s)" in logs[1]
+    assert (run / "model.keras").is_file() and (run / "checkpoints" / "last.keras").is_file()
+    assert (run / "config.json").is_file()
+    assert _epochs(run) == [0, 1]  # one writer: a second one would have doubled the log
+    with zipfile.ZipFile(run / "model.keras") as saved:  # synchronized batch norm is TensorFlow-only:
+        config = saved.read("config.json").decode()      # the saved model loads on every backend
+    assert '"synchronized": false' in config and '"synchronized": true' not in config
+    assert sorted(p.name for p in run.iterdir()) == ["checkpoints", "config.json", "history.csv", "logs",
+                                                      "model.keras"]  # the backup is gone once training ends
+
+
+def test_both_workers_end_with_identical_weights(tiny_prepared, tmp_path):
+    # Each worker writes all its final weights, BatchNorm's moving statistics included (synchronized
+    # batch norm); the non-chief's go to a scratch file for this check.
+    script = (
+        "import sys\n"
+        "import numpy as np\n"
+        "from common.train import distribute\n"
+        "from common.train import segmentation as training\n"
+        "strategy = distribute.MultiWorkerMirroredStrategy()\n"
+        "config = training.TrainConfig(data=sys.argv[1], out=sys.argv[2], base_filters=2, epochs=1, batch_size=2,\n"
+        "    crop_size=32, learning_rate=1e-3, test_cases=['case_000'], verbose=0)\n"
+        "model = training.train(config, strategy=strategy, log=lambda _: None)\n"
+        "np.savez(sys.argv[3], *model.get_weights())\n"
+    )
+    commands = [[sys.executable, "-c", script, str(tiny_prepared), str(tmp_path / f"run_{index}"),
+                 str(tmp_path / f"final_{index}.npz")] for index in range(2)]
+    logs, codes = helpers.run_cluster(lambda ports: [
+        subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                         env=_worker_env(ports, index)) for index, command in enumerate(commands)])
+    assert codes == [0, 0], "\n".join(log[-3000:] for log in logs)
+    # Separate run folders here: the chief's holds the checkpoints and the model, the other worker's nothing.
+    assert (tmp_path / "run_0" / "checkpoints" / "last.keras").is_file()
+    assert (tmp_path / "run_0" / "model.keras").is_file()
+    assert not (tmp_path / "run_1").exists() or not any(p.is_file() for p in (tmp_path / "run_1").rglob("*"))
+    a, b = np.load(tmp_path / "final_0.npz"), np.load(tmp_path / "final_1.npz")
+    assert a.files == b.files and len(a.files) > 20
+    for name in a.files:
+        np.testing.assert_array_equal(a[name], b[name])
+
+
+def test_a_killed_worker_resumes_on_rerun(tiny_prepared, tmp_path):
+    run = tmp_path / "run"
+    # Both crash once epoch 2 of 4 is backed up, as after a power cut.
+    crashed, codes = helpers.run_cluster(
+        lambda ports: _start_workers(tiny_prepared, [run, run], epochs=4, ports=ports, kill_after=2))
+    assert codes == [-signal.SIGKILL] * 2, "\n".join(log[-3000:] for log in crashed)
+    backed_up = json.loads((run / "backup" / "training_metadata.json").read_text())["epoch"]
+    assert 1 <= backed_up < 4
+    before = _epochs(run)
+    logs, codes = helpers.run_cluster(lambda ports: _start_workers(tiny_prepared, [run, run], epochs=4, ports=ports))
+    assert codes == [0, 0], "\n".join(log[-3000:] for log in logs)
+    rerun = _epochs(run)[len(before):]
+    assert rerun == list(range(backed_up, 4)), (before, rerun)  # resumed after the backup, not from scratch
+    assert (run / "model.keras").is_file() and not (run / "backup").exists()
