@@ -20,8 +20,8 @@ Decisions where the paper is silent:
   upsamples the side outputs with ``common.nn.ops.upsample_bilinear``:
   ``UpSampling2D(interpolation="bilinear")`` fails on symbolic height/width
   in TensorFlow graphs.
-- BatchNormalization momentum is ``common.nn.ops.BN_MOMENTUM`` (0.9,
-  PyTorch's 0.1; the authors trained in PyTorch).
+- BatchNormalization is ``common.nn.ops.batch_norm``: PyTorch's momentum 0.1
+  (Keras' 0.9) and epsilon 1e-5 (Keras' 1e-3); the authors trained in PyTorch.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import math
 import keras
 from keras import layers, ops
 
-from common.nn.ops import BN_MOMENTUM, check_positive_int, upsample_bilinear
+from common.nn.ops import batch_norm, check_positive_int, upsample_bilinear
 
 LEAKY_RELU_SLOPE = 0.01  # PyTorch's default; see the module docstring
 ASPP_RATES = (6, 12, 18)  # Fig. 5 (DeepLabV3's rates for output stride 16)
@@ -77,9 +77,9 @@ class SeparableConvBNHSwish(keras.layers.Layer):
         policy = self.dtype_policy
         self.depthwise = layers.DepthwiseConv2D(self.kernel_size, padding="same", dilation_rate=self.dilation_rate,
                                                 use_bias=False, dtype=policy, name="depthwise")
-        self.depthwise_bn = layers.BatchNormalization(momentum=BN_MOMENTUM, dtype=policy, name="depthwise_bn")
+        self.depthwise_bn = batch_norm(dtype=policy, name="depthwise_bn")
         self.pointwise = layers.Conv2D(self.filters, 1, use_bias=False, dtype=policy, name="pointwise")
-        self.pointwise_bn = layers.BatchNormalization(momentum=BN_MOMENTUM, dtype=policy, name="pointwise_bn")
+        self.pointwise_bn = batch_norm(dtype=policy, name="pointwise_bn")
         self.depthwise.build(input_shape)
         self.depthwise_bn.build((None, None, None, channels))
         self.pointwise.build((None, None, None, channels))
@@ -187,7 +187,7 @@ class EASPyramid(keras.layers.Layer):
     def _conv_bn(self, kernel_size, name):
         policy = self.dtype_policy
         conv = layers.Conv2D(self.filters, kernel_size, use_bias=False, dtype=policy, name=f"{name}_conv")
-        bn = layers.BatchNormalization(momentum=BN_MOMENTUM, dtype=policy, name=f"{name}_bn")
+        bn = batch_norm(dtype=policy, name=f"{name}_bn")
         return conv, bn
 
     def build(self, input_shape):

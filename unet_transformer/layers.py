@@ -40,7 +40,7 @@ import math
 import keras
 from keras import layers, ops
 
-from common.nn.ops import BN_MOMENTUM, check_positive_int, is_positive_int, upsample_bilinear
+from common.nn.ops import batch_norm, check_positive_int, is_positive_int, upsample_bilinear
 from unet_transformer.ops import (
     BLOCKED_ATTENTION_TOKENS,
     add_positional_encoding,
@@ -224,7 +224,7 @@ class MultiHeadCrossAttention(_AttentionCore):
 
     def _conv_bn(self, channels, in_shape, prefix):
         conv = layers.Conv2D(channels, 1, use_bias=False, dtype=self.dtype_policy, name=f"{prefix}_conv")
-        bn = layers.BatchNormalization(momentum=BN_MOMENTUM, dtype=self.dtype_policy, name=f"{prefix}_bn")
+        bn = batch_norm(dtype=self.dtype_policy, name=f"{prefix}_bn")
         conv.build(in_shape)
         bn.build((None, None, None, channels))
         return conv, bn
@@ -313,7 +313,7 @@ class AttentionGate(keras.layers.Layer):
         self.phi = layers.Conv2D(inter, 1, dtype=policy, name="phi")
         self.psi = layers.Conv2D(1, 1, dtype=policy, name="psi")
         self.out_conv = layers.Conv2D(channels, 1, use_bias=False, dtype=policy, name="out_conv")
-        self.out_bn = layers.BatchNormalization(momentum=BN_MOMENTUM, dtype=policy, name="out_bn")
+        self.out_bn = batch_norm(dtype=policy, name="out_bn")
         self.theta.build(s_shape)
         self.phi.build(g_shape)
         self.psi.build((None, None, None, inter))

@@ -29,7 +29,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from common.nn.ops import BN_MOMENTUM, check_input_shape, check_positive_int, is_positive_int
+from common.nn.ops import batch_norm, check_input_shape, check_positive_int, is_positive_int
 from unet_transformer.layers import AttentionGate, MultiHeadCrossAttention, MultiHeadSelfAttention2D
 
 VARIANTS = ("unet", "attention_unet", "mhsa", "mhca", "u_transformer")
@@ -41,7 +41,7 @@ def conv_block(x, filters: int, name: str):
     """Two 3x3 conv + BN + ReLU (bias-free convs: BN's beta is the bias)."""
     for i in (1, 2):
         x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_conv{i}")(x)
-        x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn{i}")(x)
+        x = batch_norm(name=f"{name}_bn{i}")(x)
         x = layers.Activation("relu", name=f"{name}_relu{i}")(x)
     return x
 

@@ -35,6 +35,17 @@ def json_object(text: str) -> dict:
     return value
 
 
+def int_list(text: str) -> list[int]:
+    """Comma-separated integers, e.g. ``0,10,20``."""
+    try:
+        values = [int(v) for v in text.split(",") if v]
+    except ValueError:
+        values = []
+    if not values:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
+    return values
+
+
 def case_list(text: str) -> list[str]:
     return [c for c in text.split(",") if c]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pathlib
 
 from common.cli import options
-from common.cli.train import train_config, train_options
+from common.cli.train import repeat_options, train_config, train_options
 from common.ct import volumes
 
 
@@ -20,10 +20,11 @@ def _add_demo(sub):
 
 
 def _add_ablation(sub):
-    p = sub.add_parser("ablation", help="U-Transformer paper Tables 1/3: every setting by cross-validation")
+    p = sub.add_parser("ablation", help="U-Transformer paper Tables 1/3: every setting by cross-validation "
+                                        "(default --preset u_transformer: Adam 1e-4, no flips or rotations)")
     train_options(p)
     p.add_argument("--table", default="table1", choices=("table1", "table3"))
-    p.add_argument("--folds", type=int, default=5)
+    repeat_options(p)
     p.set_defaults(handler=ablation)
 
 
@@ -49,7 +50,8 @@ def demo(args) -> None:
 def ablation(args) -> None:
     from common.studies import ablation as ablation_module
 
-    print(ablation_module.run_study(train_config(args), args.out, args.table, args.folds))
+    args.preset = args.preset or "u_transformer"  # the paper's recipe: Adam 1e-4, no flips or rotations
+    print(ablation_module.run_study(train_config(args), args.out, args.table, args.folds, args.repeats, args.seeds))
 
 
 def attention_map(args) -> None:

@@ -34,6 +34,20 @@ def train_options(p):
     p.add_argument("--test-fraction", type=float, help="cases held out for evaluation (default 0.2)")
     p.add_argument("--test-cases", type=options.case_list, help="held-out case ids, comma-separated")
     p.add_argument("--seed", type=int, help="default 0")
+    p.add_argument("--augment", choices=("none", "flip", "flip-rot"),
+                   help="training augmentation after the random crop (default flip-rot; the u_transformer preset: "
+                        "none, as the fixed anatomical layout is what its positional encoding uses)")
+
+
+def repeat_options(p):
+    """How many trainings a cross-validation holds: folds x repeats, each from its own seed."""
+    p.add_argument("--folds", type=int, default=5,
+                   help="K-fold by case (default 5); 1: one fixed held-out set (--test-fraction/--test-cases)")
+    p.add_argument("--repeats", type=int, default=1,
+                   help="trainings per fold from other seeds (default 1); fold k of repeat r trains from "
+                        "seed + r * folds + k")
+    p.add_argument("--seeds", type=options.int_list, default=None,
+                   help="the repeats' base seeds, comma-separated (instead of --repeats); fold k adds k")
 
 
 def _add_train(sub):
@@ -43,11 +57,9 @@ def _add_train(sub):
 
 
 def _add_cv(sub):
-    p = sub.add_parser("cv", help="K-fold cross-validation by case (or repeated runs), mean ± std")
+    p = sub.add_parser("cv", help="K-fold cross-validation by case, every (fold, repeat) from its own seed, mean ± std")
     train_options(p)
-    p.add_argument("--folds", type=int, default=5)
-    p.add_argument("--repeats", type=int, default=None,
-                   help="instead of folds: one fixed split (--test-fraction/--test-cases), N seeds")
+    repeat_options(p)
     p.add_argument("--metrics", type=options.metric_names, default=("dice", "hd95", "assd"), help=options.METRICS_HELP)
     p.set_defaults(handler=cv)
 
@@ -65,7 +77,7 @@ def _add_compare(sub):
 
 TRAIN_FIELDS = ("model", "base_filters", "model_options", "epochs", "batch_size", "crop_size", "learning_rate",
                 "lr_decay", "optimizer", "momentum", "weight_decay", "side_weight", "loss", "precision",
-                "test_fraction", "test_cases", "seed")
+                "test_fraction", "test_cases", "seed", "augment")
 
 
 def train_config(args):
@@ -87,11 +99,7 @@ def train(args) -> None:
 def cv(args) -> None:
     from common.train import crossval
 
-    config = train_config(args)
-    if args.repeats:
-        summary = crossval.run_repeats(config, args.out, args.repeats)
-    else:
-        summary = crossval.run_cv(config, args.out, args.folds)
+    summary = crossval.run_cv(train_config(args), args.out, args.folds, args.repeats, args.seeds)
     print(crossval.format_summary(summary, args.metrics))
 
 

@@ -24,24 +24,33 @@ def pad_to(image, label, size: int):
     return image, label
 
 
-def augment(image, label, seed, crop_size: int):
-    """Random crop, horizontal/vertical flips and a rotation by k * 90 degrees.
+AUGMENTATIONS = ("none", "flip", "flip-rot")
+
+
+def augment(image, label, seed, crop_size: int, augmentation: str = "flip-rot"):
+    """Random crop, then horizontal/vertical flips ("flip") and a rotation by k * 90 degrees ("flip-rot").
+
+    "none" keeps the anatomy where it is (only the crop moves), as the
+    U-Transformer's positional encoding of a fixed layout needs.
 
     Args:
         image: (H, W, C) float32.
         label: (H, W) integer.
         seed: int64 tensor of shape (2,) for the stateless random ops.
         crop_size: side of the square crop.
+        augmentation: one of ``AUGMENTATIONS``.
     """
     image, label = pad_to(image, label, crop_size)
     channels = tf.shape(image)[-1]
     stacked = tf.concat([image, tf.cast(label, image.dtype)[..., None]], axis=-1)
     seeds = tf.random.experimental.stateless_split(seed, num=4)
     stacked = tf.image.stateless_random_crop(stacked, tf.stack([crop_size, crop_size, channels + 1]), seeds[0])
-    stacked = tf.image.stateless_random_flip_left_right(stacked, seeds[1])
-    stacked = tf.image.stateless_random_flip_up_down(stacked, seeds[2])
-    k = tf.random.stateless_uniform([], seeds[3], minval=0, maxval=4, dtype=tf.int32)
-    stacked = tf.image.rot90(stacked, k)
+    if augmentation in ("flip", "flip-rot"):
+        stacked = tf.image.stateless_random_flip_left_right(stacked, seeds[1])
+        stacked = tf.image.stateless_random_flip_up_down(stacked, seeds[2])
+    if augmentation == "flip-rot":
+        k = tf.random.stateless_uniform([], seeds[3], minval=0, maxval=4, dtype=tf.int32)
+        stacked = tf.image.rot90(stacked, k)
     return stacked[..., :channels], tf.cast(tf.round(stacked[..., channels]), label.dtype)
 
 
@@ -53,7 +62,8 @@ def center_crop(image, label, crop_size: int):
 
 
 def slice_dataset(shards, batch_size: int, crop_size: int, training: bool = True, seed: int = 0,
-                  shuffle_buffer: int = 512, input_context: tf.distribute.InputContext | None = None):
+                  shuffle_buffer: int = 512, input_context: tf.distribute.InputContext | None = None,
+                  augmentation: str = "flip-rot"):
     """Builds the batched dataset of (image, label) slices from shard files.
 
     Args:
@@ -65,6 +75,7 @@ def slice_dataset(shards, batch_size: int, crop_size: int, training: bool = True
         seed: seeds file order, shuffling and augmentation.
         shuffle_buffer: slices held for shuffling.
         input_context: under a multi-worker strategy, shards files across input pipelines.
+        augmentation: "none", "flip" or "flip-rot" (see ``augment``); training only.
 
     Returns:
         A ``tf.data.Dataset`` yielding (images (B, S, S, 1) float32, labels (B, S, S) uint8).
@@ -73,6 +84,8 @@ def slice_dataset(shards, batch_size: int, crop_size: int, training: bool = True
         raise ValueError("shards: no shard files given")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if augmentation not in AUGMENTATIONS:
+        raise ValueError(f"augmentation must be one of {AUGMENTATIONS}, got {augmentation!r}")
     files = tf.data.Dataset.from_tensor_slices([str(s) for s in shards])
     if input_context is not None and input_context.num_input_pipelines > 1:
         files = files.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
@@ -88,7 +101,8 @@ def slice_dataset(shards, batch_size: int, crop_size: int, training: bool = True
         ds = ds.repeat().shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
         randoms = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
         ds = tf.data.Dataset.zip((ds, randoms)).map(
-            lambda example, s: augment(example[0], example[1], s, crop_size), num_parallel_calls=AUTOTUNE
+            lambda example, s: augment(example[0], example[1], s, crop_size, augmentation),
+            num_parallel_calls=AUTOTUNE
         )
     else:
         ds = ds.map(lambda x, y: center_crop(x, y, crop_size), num_parallel_calls=AUTOTUNE)

@@ -2,8 +2,8 @@
 
 Bilinear upsampling on symbolic sizes (MHCA's and the attention gate's Z,
 the EAS U-Net's side outputs), the input-shape and integer checks every
-``build_model`` runs, and the BatchNormalization momentum the PyTorch-trained
-originals imply. One home, so that no model package imports another.
+``build_model`` runs, and the BatchNormalization momentum and epsilon of the
+PyTorch- and Torch-trained originals (``batch_norm``). One home, so that no model package imports another.
 """
 
 from __future__ import annotations
@@ -16,6 +16,21 @@ from keras import ops
 # 500-step CPU run that inference-mode Dice was 0.09 while training-mode Dice
 # was 0.93 on the same batches.
 BN_MOMENTUM = 0.9
+# BatchNormalization epsilon of PyTorch's BatchNorm2d and Torch7's SpatialBatchNormalization; Keras' 1e-3
+# would add 1e-3 to every variance, a silent difference for channels of small variance.
+BN_EPSILON = 1e-5
+
+
+def batch_norm(**kwargs):
+    """``keras.layers.BatchNormalization`` with the PyTorch/Torch originals' momentum and epsilon.
+
+    >>> layer = batch_norm(name="bn")
+    >>> (layer.momentum, layer.epsilon)
+    (0.9, 1e-05)
+    """
+    from keras import layers
+
+    return layers.BatchNormalization(**{"momentum": BN_MOMENTUM, "epsilon": BN_EPSILON, **kwargs})
 
 
 def is_positive_int(value) -> bool:

@@ -3,7 +3,8 @@
 Each setting is a ``build_model`` configuration trained and scored by
 ``common.train.crossval.run_cv`` in its own folder (so an interrupted study resumes
 where it stopped), on the same folds; the table reports mean Dice (± std over
-folds) and the paired t-test p-value of each setting against the U-Net.
+units: folds x repeats, each from its own seed) and the paired t-test p-value of
+each setting against the U-Net over the same units.
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ def folder_name(setting: str) -> str:
     return setting.lower().replace(" ", "_").replace("-", "_")
 
 
-def run_study(config: training.TrainConfig, out, table: str = "table1", folds: int = 5, log=print) -> str:
+def run_study(config: training.TrainConfig, out, table: str = "table1", folds: int = 5, repeats: int = 1, seeds=None,
+              log=print) -> str:
     """Cross-validates every setting of ``table`` and returns the Markdown table (also in ``out``)."""
     if table not in TABLES:
         raise ValueError(f"table must be one of {tuple(TABLES)}, got {table!r}")
@@ -50,7 +52,7 @@ def run_study(config: training.TrainConfig, out, table: str = "table1", folds: i
         log(f"== {setting}")
         setting_config = dataclasses.replace(config, model=variant,
                                              model_options={**config.model_options, **options})
-        crossval.run_cv(setting_config, out / folder_name(setting), folds, log=log)
+        crossval.run_cv(setting_config, out / folder_name(setting), folds, repeats, seeds, log=log)
     markdown = format_study(out, TABLES[table])
     with atomic.atomic_path(out / f"{table}.md") as tmp:
         tmp.write_text(markdown + "\n", encoding="utf-8")

@@ -1,16 +1,23 @@
 """The papers' protocol: K-fold cross-validation over cases, mean ± std, paired t-tests.
 
-``run_cv`` writes one folder per fold (a normal run folder, see
-``common.train.segmentation``) plus, once the fold is scored, its ``metrics.json``::
+``run_cv`` trains one unit per (fold, repeat): a normal run folder (see
+``common.train.segmentation``) plus, once the unit is scored, its ``metrics.json``::
 
-    OUT/plan.json            the units: fold (or repeat) names, held-out cases, seeds
-    OUT/fold_1/ ... fold_K/  run folders; metrics.json marks a finished fold
-    OUT/summary.json         per class and metric: mean, std over folds, per-fold values
+    OUT/plan.json            the units: names, held-out cases, seeds
+    OUT/fold_1/ ... fold_K/  run folders (fold_k_repeat_r with repeats); metrics.json marks a finished unit
+    OUT/summary.json         per class and metric: mean, std over units, per-unit values
     OUT/summary.md           the same as a Markdown table in the papers' form
 
-Rerunning the same command skips finished folds and resumes the unfinished
-one (its ``BackupAndRestore`` state). ``run_repeats`` is the same for tasks
-with a fixed split: one held-out set, N seeds.
+Every unit trains from its own seed: fold k of repeat r from ``base_r + k``,
+with ``base_r`` the r-th of ``seeds`` (default ``seed + r * folds``), so the
+spread over units holds the initialisation's variation as well as the
+split's, and no two units share a seed. The split itself depends on
+``config.seed`` only, so two runs with the same seed hold out the same cases
+and ``compare`` pairs them unit by unit. ``folds=1`` holds out one fixed set
+(``test_fraction`` or ``test_cases``) instead, for ``repeats`` seeds.
+
+Rerunning the same command skips finished units and resumes the unfinished
+one (its ``BackupAndRestore`` state).
 """
 
 from __future__ import annotations
@@ -84,21 +91,46 @@ def _run_units(config: training.TrainConfig, out, units: list[dict], log) -> dic
     return summarize_run(out, manifest["class_names"])
 
 
-def run_cv(config: training.TrainConfig, out, folds: int = 5, log=print) -> dict:
-    """K-fold cross-validation by case; returns the summary (also written to ``out``)."""
-    ids = [c["id"] for c in shards.load_manifest(config.data)["cases"]]
-    units = [{"name": f"fold_{i + 1}", "test_cases": held_out, "seed": config.seed}
-             for i, held_out in enumerate(kfold(ids, folds, config.seed))]
-    return _run_units(config, out, units, log)
+def plan_units(case_ids, seed: int = 0, folds: int = 5, repeats: int = 1, seeds=None, test_fraction: float = 0.2,
+               test_cases=None) -> list[dict]:
+    """The units of a cross-validation: name, held-out cases and training seed of each (fold, repeat).
+
+    Args:
+        case_ids: the prepared cases.
+        seed: shuffles the split; the first repeat's base seed.
+        folds: K >= 2 for K-fold cross-validation, or 1 for one fixed held-out set.
+        repeats: trainings per fold, each from other seeds.
+        seeds: the repeats' base seeds (default ``seed + r * folds``); fold k trains from ``base + k``.
+        test_fraction, test_cases: the held-out set when ``folds`` is 1.
+    """
+    if folds < 1:
+        raise ValueError(f"folds must be >= 1, got {folds}")
+    bases = list(seeds) if seeds else [seed + r * folds for r in range(repeats)]
+    if seeds and repeats not in (1, len(bases)):
+        raise ValueError(f"repeats ({repeats}) and seeds ({len(bases)} given) disagree; give one of them")
+    if folds == 1:
+        if len(bases) < 2:
+            raise ValueError("folds 1 (one fixed held-out set) needs repeats >= 2 for a standard deviation")
+        held_out = [splits.holdout_split(case_ids, test_fraction, seed, test_cases)["test"]]
+    else:
+        held_out = kfold(case_ids, folds, seed)
+    units = []
+    for r, base in enumerate(bases):
+        for k, cases in enumerate(held_out):
+            if folds == 1:
+                name = f"run_{r + 1}"
+            else:
+                name = f"fold_{k + 1}" if len(bases) == 1 else f"fold_{k + 1}_repeat_{r + 1}"
+            units.append({"name": name, "test_cases": cases, "seed": base + k})
+    if len({u["seed"] for u in units}) < len(units):
+        raise ValueError(f"seeds {bases}: two units would train from the same seed; space them {folds} apart")
+    return units
 
 
-def run_repeats(config: training.TrainConfig, out, repeats: int = 5, log=print) -> dict:
-    """One fixed held-out split, ``repeats`` trainings with seeds seed, seed+1, ..."""
-    if repeats < 2:
-        raise ValueError(f"repeats must be >= 2 for a standard deviation, got {repeats}")
+def run_cv(config: training.TrainConfig, out, folds: int = 5, repeats: int = 1, seeds=None, log=print) -> dict:
+    """Cross-validation by case, every (fold, repeat) from its own seed; returns the summary (also in ``out``)."""
     ids = [c["id"] for c in shards.load_manifest(config.data)["cases"]]
-    held_out = splits.holdout_split(ids, config.test_fraction, config.seed, config.test_cases)["test"]
-    units = [{"name": f"run_{i + 1}", "test_cases": held_out, "seed": config.seed + i} for i in range(repeats)]
+    units = plan_units(ids, config.seed, folds, repeats, seeds, config.test_fraction, config.test_cases)
     return _run_units(config, out, units, log)
 
 

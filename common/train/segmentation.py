@@ -53,6 +53,7 @@ class TrainConfig:
     side_weight: float = 0.4
     loss: str = "ce_dice"
     precision: str = "auto"
+    augment: str = "flip-rot"  # flips and 90-degree rotations (EAS U-Net III.B); "none" keeps the layout
     test_fraction: float = 0.2
     test_cases: list[str] | None = None
     seed: int = 0
@@ -70,6 +71,8 @@ class TrainConfig:
             raise ValueError(f"crop_size must be a positive multiple of {stride}, got {self.crop_size}")
         if not self.learning_rate > 0:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if self.augment not in pipeline.AUGMENTATIONS:
+            raise ValueError(f"augment must be one of {pipeline.AUGMENTATIONS}, got {self.augment!r}")
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {tuple(LOSSES)}, got {self.loss!r}")
         if self.optimizer not in OPTIMIZERS:
@@ -84,12 +87,14 @@ OPTIMIZERS = ("adam", "sgd")
 
 # The papers' training recipes; ``preset_config`` applies one.
 PRESETS = {
-    # U-Transformer (section 3): Adam 1e-4 with exponential decay: TrainConfig's defaults.
-    "u_transformer": {"model": "u_transformer"},
+    # U-Transformer (section 3): Adam 1e-4 with exponential decay: TrainConfig's defaults. No flips or
+    # rotations: positional encoding is there for the fixed anatomical layout, which they would destroy.
+    "u_transformer": {"model": "u_transformer", "augment": "none"},
     # EAS U-Net (section III.A): SGD 0.01, momentum 0.9, weight decay 1e-4, batch 32, 50 epochs,
     # 256x256 random crops (III.B); no schedule is given, so the rate stays constant.
     "eas_unet": {"model": "eas_unet", "optimizer": "sgd", "learning_rate": 0.01, "momentum": 0.9,
-                 "weight_decay": 1e-4, "batch_size": 32, "epochs": 50, "crop_size": 256, "lr_decay": 1.0},
+                 "weight_decay": 1e-4, "batch_size": 32, "epochs": 50, "crop_size": 256, "lr_decay": 1.0,
+                 "augment": "flip-rot"},
 }
 
 
@@ -215,7 +220,8 @@ def train(config: TrainConfig, strategy: tf.distribute.Strategy | None = None, l
     targets = list(output_weights(model, config.side_weight))
     dataset = strategy.distribute_datasets_from_function(
         lambda ctx: with_targets(pipeline.slice_dataset(train_shards, config.batch_size, crop, training=True,
-                                                        seed=config.seed, input_context=ctx), targets)
+                                                        seed=config.seed, input_context=ctx,
+                                                        augmentation=config.augment), targets)
     )
     log(f"training {config.model} ({model.count_params():,} parameters, {precision}) on "
         f"{len(split['train'])} cases / {num_slices} slices, {crop}x{crop} crops, "

@@ -5,7 +5,14 @@ import numpy as np
 import pytest
 from keras import ops
 
-from common.nn.ops import BN_MOMENTUM, check_input_shape, check_positive_int, is_positive_int, upsample_bilinear
+from common.nn.ops import (
+    BN_MOMENTUM,
+    batch_norm,
+    check_input_shape,
+    check_positive_int,
+    is_positive_int,
+    upsample_bilinear,
+)
 
 RNG = np.random.default_rng(0)
 
@@ -77,3 +84,25 @@ def test_bn_momentum_is_pytorch_default_rule():
     bn(x, training=True)
     expected = (1 - 0.1) * 0.0 + 0.1 * x.mean(0)
     np.testing.assert_allclose(np.asarray(bn.moving_mean), expected, rtol=1e-5)
+
+
+def test_batch_norm_normalises_as_pytorch_batchnorm2d():
+    # PyTorch, training mode: y = (x - mean) / sqrt(biased var + 1e-5) * gamma + beta, and the running
+    # statistics move by 0.1 towards the batch's (the unbiased variance).
+    bn = batch_norm()
+    x = RNG.normal(0.0, 0.01, size=(8, 3, 3, 2)).astype("float32")  # small variance: epsilon matters
+    y = np.asarray(bn(x, training=True))
+    mean, var = x.mean((0, 1, 2)), x.var((0, 1, 2))
+    np.testing.assert_allclose(y, (x - mean) / np.sqrt(var + 1e-5), rtol=1e-4, atol=1e-4)
+    assert not np.allclose(y, (x - mean) / np.sqrt(var + 1e-3), rtol=1e-2)  # Keras' default epsilon
+    np.testing.assert_allclose(np.asarray(bn.moving_mean), 0.1 * mean, rtol=1e-4, atol=1e-7)
+
+
+@pytest.mark.parametrize("build", [
+    lambda: __import__("unet_transformer").build_model("u_transformer", base_filters=4, heads=2),
+    lambda: __import__("eas_unet").build_model(base_filters=4),
+])
+def test_every_batch_norm_of_the_pytorch_originals_uses_their_epsilon(build):
+    model = build()
+    norms = [layer for layer in model._flatten_layers() if isinstance(layer, keras.layers.BatchNormalization)]
+    assert norms and {(layer.momentum, layer.epsilon) for layer in norms} == {(0.9, 1e-5)}

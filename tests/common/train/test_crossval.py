@@ -95,10 +95,24 @@ def test_runs_as_rows_of_the_papers_table(tmp_path):
 
 def test_repeated_runs_share_the_split_and_differ_in_seed(five_cases, tmp_path):
     config = training.TrainConfig(data=str(five_cases), out="", test_fraction=0.4, seed=5, **TINY)
-    summary = crossval.run_repeats(config, tmp_path, repeats=2, log=lambda _: None)
+    summary = crossval.run_cv(config, tmp_path, folds=1, repeats=2, log=lambda _: None)
     plan = json.loads((tmp_path / "plan.json").read_text())["units"]
     assert [u["name"] for u in plan] == summary["units"] == ["run_1", "run_2"]
     assert plan[0]["test_cases"] == plan[1]["test_cases"] and len(plan[0]["test_cases"]) == 2
     assert [json.loads((tmp_path / u / "config.json").read_text())["seed"] for u in ("run_1", "run_2")] == [5, 6]
     with pytest.raises(ValueError, match="repeats"):
-        crossval.run_repeats(config, tmp_path / "x", repeats=1)
+        crossval.run_cv(config, tmp_path / "x", folds=1, repeats=1)
+
+
+def test_every_fold_and_repeat_trains_from_its_own_seed_on_the_same_split():
+    ids = [f"case_{i:03d}" for i in range(6)]
+    units = crossval.plan_units(ids, seed=7, folds=3, repeats=2)
+    assert [u["name"] for u in units] == [f"fold_{k}_repeat_{r}" for r in (1, 2) for k in (1, 2, 3)]
+    assert [u["seed"] for u in units] == [7, 8, 9, 10, 11, 12]
+    assert [u["test_cases"] for u in units[:3]] == [u["test_cases"] for u in units[3:]] == crossval.kfold(ids, 3, 7)
+    assert [u["seed"] for u in crossval.plan_units(ids, seed=7, folds=3)] == [7, 8, 9]
+    assert [u["seed"] for u in crossval.plan_units(ids, folds=3, seeds=[100, 200])] == [100, 101, 102, 200, 201, 202]
+    with pytest.raises(ValueError, match="same seed"):
+        crossval.plan_units(ids, folds=3, seeds=[0, 1])
+    with pytest.raises(ValueError, match="disagree"):
+        crossval.plan_units(ids, folds=3, repeats=3, seeds=[0, 10])
