@@ -19,6 +19,7 @@ demo: $(STAMP)
 	$(VENV)/bin/zoo demo --out demo_output
 
 test: $(STAMP)
+	$(VENV)/bin/ruff check .
 	$(VENV)/bin/python -m pytest -q
 
 clean:
