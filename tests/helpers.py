@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import pathlib
 import socket
 import subprocess
 import sys
@@ -111,3 +114,73 @@ def run_cluster(launch, count: int = 2, timeout: float = 300, attempts: int = 3)
         if not any("Could not start gRPC server" in output for output in outputs):
             return outputs, [w.returncode for w in workers]
     raise AssertionError(f"no free ports in {attempts} attempts:\n" + outputs[0][-2000:])
+
+
+@contextlib.contextmanager
+def dtype_policy(name: str = "mixed_float16"):
+    """Builds under Keras' global ``name`` policy inside the block; the previous policy is back after it."""
+    import keras
+
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(name)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+_RELOAD_SCRIPT = textwrap.dedent("""
+    import json, sys
+    import numpy as np, keras
+    import {package}  # the package alone registers its layers
+    folder, names, atol = sys.argv[1], json.loads(sys.argv[2]), float(sys.argv[3])
+    x = list(np.load(folder + "/inputs.npz").values())
+    x = x if len(x) > 1 else x[0]
+    report = {{}}
+    for name in names:
+        model = keras.models.load_model(f"{{folder}}/{{name}}.keras")
+        outputs = model(x)
+        outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+        expected = np.load(f"{{folder}}/{{name}}.outputs.npz")
+        assert len(outputs) == len(expected.files), name
+        for i, output in enumerate(outputs):
+            np.testing.assert_allclose(np.asarray(output), expected[f"arr_{{i}}"], rtol=0, atol=atol, err_msg=name)
+        report[name] = {{"outputs": model.output_names, "inputs": [t.name for t in model.inputs]}}
+    print("REPORT " + json.dumps(report))
+""")
+
+
+def reload_in_fresh_process(folder, models: dict, inputs, package: str, atol: float = 0.0) -> dict:
+    """Saves each model (name -> keras.Model) as ``name.keras``, reloads it in a fresh Python, compares outputs.
+
+    The fresh process imports keras and ``package`` only, so every custom layer must be registered by
+    the package itself; outputs on ``inputs`` must equal the saved model's (within ``atol``). Returns
+    name -> {"outputs": output names, "inputs": input names} as the fresh process saw them.
+    """
+    folder = pathlib.Path(folder)
+    inputs = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
+    np.savez(folder / "inputs.npz", *inputs)
+    for name, model in models.items():
+        outputs = model(inputs if len(inputs) > 1 else inputs[0])
+        outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+        np.savez(folder / f"{name}.outputs.npz", *[np.asarray(o) for o in outputs])
+        model.save(folder / f"{name}.keras")
+    done = subprocess.run([sys.executable, "-c", _RELOAD_SCRIPT.format(package=package), str(folder),
+                           json.dumps(list(models)), str(atol)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    line = next(line for line in done.stdout.splitlines() if line.startswith("REPORT "))
+    return json.loads(line[len("REPORT "):])
+
+
+def load_serving(version_dir):
+    """An exported version's ``serving_default`` as a function of NumPy inputs giving NumPy outputs by name."""
+    import tensorflow as tf
+
+    signature = tf.saved_model.load(str(version_dir)).signatures["serving_default"]
+
+    def serve(**inputs) -> dict:
+        outputs = signature(**{name: tf.constant(value) for name, value in inputs.items()})
+        return {name: value.numpy() for name, value in outputs.items()}
+
+    serve.signature = signature
+    return serve

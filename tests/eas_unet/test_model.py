@@ -1,6 +1,3 @@
-import subprocess
-import sys
-import textwrap
 
 import keras
 import numpy as np
@@ -9,6 +6,7 @@ import pytest
 import eas_unet
 import unet_transformer
 from eas_unet.model import DEPTH
+from tests import helpers
 
 SIDES = ["side_1", "side_2", "side_3", "side_4"]
 
@@ -46,12 +44,9 @@ def test_one_model_serves_several_sizes():
 
 
 def test_mixed_precision_outputs_float32():
-    keras.config.set_dtype_policy("mixed_float16")
-    try:
+    with helpers.dtype_policy("mixed_float16"):
         model = eas_unet.build_model(base_filters=4)
         outputs = model(np.random.rand(1, 32, 48, 1).astype("float32"))
-    finally:
-        keras.config.set_dtype_policy("float32")
     assert model.get_layer("eas_pyramid").compute_dtype == "float16"
     for output in outputs:
         assert keras.ops.dtype(output) == "float32"
@@ -96,32 +91,11 @@ def test_both_settings_share_weights():
 
 def test_both_settings_reload_in_fresh_process(tmp_path):
     x = np.random.default_rng(0).random((2, 32, 48, 1), dtype=np.float32)
-    np.save(tmp_path / "x.npy", x)
-    for deep_supervision in (True, False):
-        model = eas_unet.build_model(num_classes=3, base_filters=4, deep_supervision=deep_supervision)
-        outputs = model(x) if deep_supervision else [model(x)]
-        np.savez(tmp_path / f"{deep_supervision}.npz", *[np.asarray(o) for o in outputs])
-        model.save(tmp_path / f"{deep_supervision}.keras")
-    script = textwrap.dedent(f"""
-        import numpy as np, keras
-        import eas_unet
-        root = {str(tmp_path)!r}
-        x = np.load(root + "/x.npy")
-        for setting in (True, False):
-            model = keras.models.load_model(f"{{root}}/{{setting}}.keras")
-            outputs = model(x)
-            outputs = outputs if isinstance(outputs, list) else [outputs]
-            expected = np.load(f"{{root}}/{{setting}}.npz")
-            assert len(outputs) == len(expected.files), setting
-            for i, output in enumerate(outputs):
-                np.testing.assert_array_equal(np.asarray(output), expected[f"arr_{{i}}"], err_msg=str(setting))
-            print("reloaded", setting, model.output_names)
-    """)
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=180)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert f"reloaded True {['fused', *SIDES]}" in done.stdout
-    assert "reloaded False ['fused']" in done.stdout
-
+    models = {str(setting): eas_unet.build_model(num_classes=3, base_filters=4, deep_supervision=setting)
+              for setting in (True, False)}
+    report = helpers.reload_in_fresh_process(tmp_path, models, x, "eas_unet")
+    assert report["True"]["outputs"] == ["fused", *SIDES]
+    assert report["False"]["outputs"] == ["fused"]
 
 def test_stride_is_two_to_the_number_of_poolings():
     assert eas_unet.STRIDE == 2**DEPTH == 16

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from keras import ops
 
+from tests import helpers
 from unet_transformer import AttentionGate, MultiHeadCrossAttention, MultiHeadSelfAttention2D, PositionalEncoding2D
 
 RNG = np.random.default_rng(0)
@@ -101,15 +102,12 @@ def test_attention_gate_shapes_and_alpha():
 
 
 def test_attention_in_float32_under_mixed_precision():
-    keras.config.set_dtype_policy("mixed_float16")
-    try:
+    with helpers.dtype_policy("mixed_float16"):
         x = RNG.normal(size=(1, 4, 4, 16)).astype("float32")
         y, a_self = MultiHeadSelfAttention2D(heads=2)(x, return_attention=True)
         s, g = RNG.random((1, 8, 8, 8), dtype=np.float32), RNG.normal(size=(1, 4, 4, 16)).astype("float32")
         z, a_cross = MultiHeadCrossAttention(heads=2)([s, g], return_attention=True)
         _, alpha = AttentionGate()([s, g], return_attention=True)
-    finally:
-        keras.config.set_dtype_policy("float32")
     assert ops.dtype(y) == "float16" and ops.dtype(z) == "float16"  # features stay in the compute dtype
     for attention in (a_self, a_cross, alpha):
         assert ops.dtype(attention) == "float32"

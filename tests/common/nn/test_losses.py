@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from common.nn.losses import CEDiceLoss, SoftDiceLoss
+from tests import helpers
 
 NUM_CLASSES = 3
 
@@ -121,14 +122,11 @@ def test_too_few_classes_raise(kwargs):
 
 def test_mixed_float16_model_trains_with_float32_loss():
     keras.utils.set_random_seed(0)
-    keras.mixed_precision.set_global_policy("mixed_float16")
-    try:
+    with helpers.dtype_policy("mixed_float16"):
         model = keras.Sequential([
             keras.Input((8, 8, 1)),
             keras.layers.Conv2D(NUM_CLASSES, 1, activation="softmax"),
         ])
-    finally:
-        keras.mixed_precision.set_global_policy("float32")
     images = np.random.default_rng(2).normal(size=(4, 8, 8, 1)).astype("float32")
     labels = _labels(shape=(4, 8, 8))
     probs = model(images)

@@ -11,6 +11,7 @@ from tensorflow_serving.apis import prediction_log_pb2
 
 import unet_transformer
 from common.serve import export
+from tests import helpers
 
 
 @pytest.fixture(scope="module")
@@ -100,19 +101,14 @@ def test_failed_export_leaves_no_version_behind(model, tmp_path, monkeypatch):
 
 
 def test_mixed_precision_model_exports_float32(tmp_path):
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy("mixed_float16")
-    try:
+    with helpers.dtype_policy("mixed_float16"):
         mixed = unet_transformer.build_model("unet", num_classes=3, base_filters=2)
-    finally:
-        keras.config.set_dtype_policy(previous)
     twin = export.float32_twin(mixed)
     assert {layer.compute_dtype for layer in twin.layers} == {"float32"}
     version_dir = export.export_saved_model(mixed, tmp_path, "mixed", warmup_sizes=((32, 32),))
-    serve = tf.saved_model.load(str(version_dir)).signatures["serving_default"]
     x = np.random.default_rng(1).random((1, 32, 32, 1), dtype=np.float32)
-    out = serve(image=tf.constant(x))
-    np.testing.assert_allclose(out["probabilities"].numpy(), np.asarray(twin(x)), atol=1e-5)
+    out = helpers.load_serving(version_dir)(image=x)
+    np.testing.assert_allclose(out["probabilities"], np.asarray(twin(x)), atol=1e-5)
 
 
 @pytest.mark.parametrize("kwargs, argument", [(dict(name="../x"), "name"), (dict(name="u", version=0), "version")])
@@ -125,11 +121,10 @@ def test_bad_arguments(model, tmp_path, kwargs, argument):
 def test_every_variant_serves_what_keras_computes(variant, tmp_path):
     model = unet_transformer.build_model(variant, num_classes=3, base_filters=4, heads=2)
     version_dir = export.export_saved_model(model, tmp_path, variant, warmup_sizes=((32, 32),))
-    serve = tf.saved_model.load(str(version_dir)).signatures["serving_default"]
+    serve = helpers.load_serving(version_dir)
     for shape in [(1, 32, 48, 1), (2, 64, 64, 1)]:
         x = np.random.default_rng(len(shape)).random(shape, dtype=np.float32)
-        np.testing.assert_allclose(serve(image=tf.constant(x))["probabilities"].numpy(), np.asarray(model(x)),
-                                   atol=1e-5)
+        np.testing.assert_allclose(serve(image=x)["probabilities"], np.asarray(model(x)), atol=1e-5)
 
 
 def test_a_model_of_several_inputs_serves_them_by_name(tmp_path):
@@ -137,15 +132,15 @@ def test_a_model_of_several_inputs_serves_them_by_name(tmp_path):
     features = keras.layers.Concatenate()([keras.layers.GlobalAveragePooling2D()(x) for x in inputs])
     model = keras.Model(inputs, keras.layers.Dense(5, activation="softmax")(features))
     version_dir = export.export_saved_model(model, tmp_path, "pair", outputs=lambda p: {"probabilities": p})
-    serve = tf.saved_model.load(str(version_dir)).signatures["serving_default"]
+    serve = helpers.load_serving(version_dir)
     rng = np.random.default_rng(0)
     low, high = rng.random((2, 2, 8, 8, 3), dtype=np.float32)
-    served = serve(tile_low=tf.constant(low), tile_high=tf.constant(high))["probabilities"].numpy()
+    served = serve(tile_low=low, tile_high=high)["probabilities"]
     np.testing.assert_allclose(served, np.asarray(model([low, high])), atol=1e-6)
     records = list(tf.data.TFRecordDataset(str(version_dir / "assets.extra" / export.WARMUP_FILE)))
     request = prediction_log_pb2.PredictionLog.FromString(records[0].numpy()).predict_log.request
     assert len(records) == 1 and sorted(request.inputs) == ["tile_high", "tile_low"]
-    served = serve(**{k: tf.constant(tf.make_ndarray(v)) for k, v in request.inputs.items()})
+    served = serve(**{k: tf.make_ndarray(v) for k, v in request.inputs.items()})
     assert served["probabilities"].shape == (1, 5)
 
 
@@ -154,10 +149,10 @@ def test_eas_unet_serves_its_fused_prediction_only(tmp_path):
 
     model = eas_unet.build_model(num_classes=2, base_filters=4)
     version_dir = export.export_saved_model(model, tmp_path, "eas_unet", warmup_sizes=((32, 32),))
-    serve = tf.saved_model.load(str(version_dir)).signatures["serving_default"]
-    assert sorted(serve.structured_outputs) == ["labels", "probabilities"]
+    serve = helpers.load_serving(version_dir)
+    assert sorted(serve.signature.structured_outputs) == ["labels", "probabilities"]
     x = np.random.default_rng(3).random((2, 32, 48, 1), dtype=np.float32)
-    out = serve(image=tf.constant(x))
+    out = serve(image=x)
     fused = np.asarray(model(x)[0])
-    np.testing.assert_allclose(out["probabilities"].numpy(), fused, atol=1e-5)
-    np.testing.assert_array_equal(out["labels"].numpy(), fused.argmax(-1))
+    np.testing.assert_allclose(out["probabilities"], fused, atol=1e-5)
+    np.testing.assert_array_equal(out["labels"], fused.argmax(-1))
