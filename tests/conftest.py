@@ -40,7 +40,7 @@ def run_zoo(*args, timeout: float = 300, **kwargs) -> subprocess.CompletedProces
     """Runs the `zoo` CLI in a fresh process and returns its completed process."""
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **kwargs.pop("env", {})}
     return subprocess.run([sys.executable, "-m", "common.cli", *map(str, args)], capture_output=True,
-                          text=True, timeout=timeout, env=env, **kwargs)
+                          text=True, encoding="utf-8", timeout=timeout, env=env, **kwargs)
 
 
 @pytest.fixture

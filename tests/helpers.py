@@ -80,7 +80,7 @@ def zoo_train_killed_after(epochs: int, argv, env=None) -> subprocess.Popen:
         segmentation.train(config, extra_callbacks=[KillAfterEpoch()])
     """)
     return subprocess.Popen([sys.executable, "-c", script, *map(str, argv)], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env={**os.environ, **(env or {})})
+                            stderr=subprocess.STDOUT, text=True, encoding="utf-8", env={**os.environ, **(env or {})})
 
 
 def free_ports(count: int) -> list[int]:
@@ -166,7 +166,8 @@ def reload_in_fresh_process(folder, models: dict, inputs, package: str, atol: fl
         np.savez(folder / f"{name}.outputs.npz", *[np.asarray(o) for o in outputs])
         model.save(folder / f"{name}.keras")
     done = subprocess.run([sys.executable, "-c", _RELOAD_SCRIPT.format(package=package), str(folder),
-                           json.dumps(list(models)), str(atol)], capture_output=True, text=True, timeout=300)
+                           json.dumps(list(models)), str(atol)], capture_output=True, text=True, encoding="utf-8",
+                          timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     line = next(line for line in done.stdout.splitlines() if line.startswith("REPORT "))
     return json.loads(line[len("REPORT "):])

@@ -107,7 +107,7 @@ def jax_report(tmp_path_factory):
     names = sorted(MODELS, key=lambda name: -COMPILE_WEIGHT.get(name, 1))
     halves = [{n: MODELS[n] for n in names[0::2]}, {n: MODELS[n] for n in names[1::2]}]
     runs = [subprocess.Popen([sys.executable, "-c", script, str(folder), json.dumps(half)], stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True, env=env) for half in halves]
+                             stderr=subprocess.PIPE, text=True, encoding="utf-8", env=env) for half in halves]
     report = {"tensorflow_imported": False}
     for run in runs:
         out, err = run.communicate(timeout=600)

@@ -90,6 +90,6 @@ def test_export_serves_the_last_prediction_and_keypoints(tmp_path):
         assert not {{"common", "acnn_pose"}} & set(sys.modules), "the project was imported"
         print("served", sorted(out), out["keypoints"].shape)
     """)
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=180)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, encoding="utf-8", timeout=180)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "served ['heatmaps', 'keypoints', 'scores'] (2, 16, 2)" in done.stdout

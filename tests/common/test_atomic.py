@@ -10,7 +10,7 @@ def test_success_renames_into_place_keeping_the_suffix(tmp_path):
     with atomic.atomic_path(target) as tmp:
         assert tmp.parent == target.parent and tmp.name.endswith(".nii.gz") and tmp != target
         tmp.write_text("new")
-    assert target.read_text() == "new"
+    assert target.read_text(encoding="utf-8") == "new"
     assert [p.name for p in target.parent.iterdir()] == ["labels.nii.gz"]
 
 
@@ -21,5 +21,5 @@ def test_failure_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
         with atomic.atomic_path(target) as tmp:
             tmp.write_text("half")
             raise RuntimeError("interrupted")
-    assert json.loads(target.read_text()) == {"a": 1}
+    assert json.loads(target.read_text(encoding="utf-8")) == {"a": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["config.json"]

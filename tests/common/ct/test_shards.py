@@ -51,7 +51,7 @@ def test_num_classes_required_without_dataset_json(tiny_cohort, tmp_path):
         shards.prepare(cohort, tmp_path / "p", num_classes=3)
     manifest = shards.prepare(cohort, tmp_path / "p", num_classes=8, log=lambda _: None)
     assert manifest["class_names"][:2] == ["background", "class_1"]
-    assert json.loads((tmp_path / "p" / "dataset.json").read_text())["num_classes"] == 8
+    assert json.loads((tmp_path / "p" / "dataset.json").read_text(encoding="utf-8"))["num_classes"] == 8
 
 
 def _slices_of(shard) -> list[int]:

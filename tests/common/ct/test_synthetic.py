@@ -98,7 +98,7 @@ def test_cohort_layout_and_geometry(cohort):
         spacing = image.GetSpacing()
         assert spacing[0] == spacing[1] and 2.5 <= spacing[0] <= 3.0 and spacing[2] in (3.0, 4.0, 5.0)
         assert spacing[2] != spacing[0]  # anisotropic
-    labels = json.loads((out / "dataset.json").read_text())["labels"]
+    labels = json.loads((out / "dataset.json").read_text(encoding="utf-8"))["labels"]
     assert [labels[str(i)] for i in range(len(CLASS_NAMES))] == list(CLASS_NAMES)
     odd = sitk.ReadImage(str(out / "images" / "case_001.nii.gz"))
     assert np.allclose(odd.GetDirection(), (-1, 0, 0, 0, -1, 0, 0, 0, 1))

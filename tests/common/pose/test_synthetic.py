@@ -18,7 +18,7 @@ def test_written_in_the_mpii_json_form_the_loader_reads(data):
     root, counts = data
     assert counts == {"train": 8, "valid": 2}
     assert len(list((root / "images").glob("*.jpg"))) == 10
-    entry = json.loads((root / "annot" / "train.json").read_text())[0]
+    entry = json.loads((root / "annot" / "train.json").read_text(encoding="utf-8"))[0]
     assert set(entry) == {"image", "center", "scale", "joints", "joints_vis", "head_box"}
     records = pose_data.load_split(root, "train") + pose_data.load_split(root, "valid")
     assert len(records) == 10
@@ -37,10 +37,11 @@ def test_written_in_the_mpii_json_form_the_loader_reads(data):
 def test_same_seed_same_data(data, tmp_path):
     root, _ = data
     synthetic_pose.write_dataset(tmp_path, num_images=10, seed=3, size=128)
-    assert (tmp_path / "annot" / "valid.json").read_text() == (root / "annot" / "valid.json").read_text()
+    valid = (root / "annot" / "valid.json").read_text(encoding="utf-8")
+    assert (tmp_path / "annot" / "valid.json").read_text(encoding="utf-8") == valid
     other = synthetic_pose.write_dataset(tmp_path / "other", num_images=10, seed=4, size=128)
     assert other == {"train": 8, "valid": 2}
-    assert (tmp_path / "other" / "annot" / "valid.json").read_text() != (root / "annot" / "valid.json").read_text()
+    assert (tmp_path / "other" / "annot" / "valid.json").read_text(encoding="utf-8") != valid
 
 
 def test_figures_face_the_camera():

@@ -47,7 +47,7 @@ def test_served_outputs_equal_keras_in_a_tensorflow_only_process(model, exported
         assert not {{"common", "unet_transformer"}} & set(sys.modules), "the project was imported"
         print("served", sorted(out))
     """)
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=180)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, encoding="utf-8", timeout=180)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "served ['labels', 'probabilities']" in done.stdout
 
@@ -70,7 +70,7 @@ def test_saved_model_cli_shows_the_signature(exported):
     _, version_dir = exported
     cli = pathlib.Path(sys.executable).with_name("saved_model_cli")
     done = subprocess.run([str(cli), "show", "--all", "--dir", str(version_dir)], capture_output=True, text=True,
-                          timeout=120)
+                          encoding="utf-8", timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "signature_def['serving_default']" in done.stdout
     assert "inputs['image']" in done.stdout and "outputs['labels']" in done.stdout
@@ -81,7 +81,7 @@ def test_versions_increase_and_models_config_lists_each_name(model, tmp_path):
     second = export.export_saved_model(model, tmp_path, "unet", warmup_sizes=((32, 32),))
     assert (first.name, second.name) == ("1", "2")
     export.update_models_config(tmp_path, "liver", "/models/liver")
-    config = (tmp_path / "models.config").read_text()
+    config = (tmp_path / "models.config").read_text(encoding="utf-8")
     assert 'base_path: "/models/liver"' in config
     assert config.count("config {") == 2 and 'name: "unet"' in config and 'name: "liver"' in config
     with pytest.raises(ValueError, match="version: .* already exists"):

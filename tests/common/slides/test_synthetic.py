@@ -32,13 +32,13 @@ def test_openslide_opens_every_level_with_its_magnification(cohort):
 
 def test_annotations_name_known_classes_inside_the_slide(cohort):
     root, ids = cohort
-    manifest = json.loads((root / "slides.json").read_text())
+    manifest = json.loads((root / "slides.json").read_text(encoding="utf-8"))
     assert {s: e["lab"] for s, e in manifest["slides"].items()} == {"labA_000": "A", "labB_000": "B"}
     for slide_id in ids:
         regions = annotations.read_annotations(root / f"{slide_id}.geojson", (768, 512))
         assert regions, slide_id
         assert {a.label for a in regions} <= set(range(len(annotations.CLASSES)))
-        raw = json.loads((root / f"{slide_id}.geojson").read_text())["features"][0]
+        raw = json.loads((root / f"{slide_id}.geojson").read_text(encoding="utf-8"))["features"][0]
         assert raw["properties"]["classification"]["name"].lower() in annotations.CLASSES
 
 

@@ -13,7 +13,7 @@ from tests import helpers
 def _completed_epochs(history):
     if not history.exists():
         return 0
-    return len(list(csv.DictReader(open(history))))
+    return len(list(csv.DictReader(open(history, encoding="utf-8"))))
 
 
 def _backed_up_epochs(run) -> int:
@@ -36,10 +36,10 @@ def test_killed_training_resumes_from_last_completed_epoch(tiny_prepared, tmp_pa
     assert not (run / "model.keras").exists()
     logged_before = _completed_epochs(run / "history.csv")
 
-    second = subprocess.run(list(map(str, command)), capture_output=True, text=True, timeout=300)
+    second = subprocess.run(list(map(str, command)), capture_output=True, text=True, encoding="utf-8", timeout=300)
     assert second.returncode == 0, second.stderr[-3000:]
     first_epoch = int(re.search(r"Epoch (\d+)/6", second.stdout).group(1))
     assert first_epoch == backed_up + 1  # resumes after the last backed-up epoch
-    epochs = [int(r["epoch"]) for r in csv.DictReader(open(run / "history.csv"))]
+    epochs = [int(r["epoch"]) for r in csv.DictReader(open(run / "history.csv", encoding="utf-8"))]
     assert epochs[logged_before:] == list(range(backed_up, 6)) and sorted(set(epochs)) == list(range(6))
     assert (run / "model.keras").exists() and not (run / "backup").exists()

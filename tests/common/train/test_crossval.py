@@ -44,24 +44,25 @@ def test_interrupted_cv_resumes_with_the_same_folds(five_cases, tmp_path, monkey
     monkeypatch.setattr(training, "train", train_until_fold_3)
     with pytest.raises(KeyboardInterrupt):
         crossval.run_cv(config, tmp_path, folds=5, log=lambda _: None)
-    plan_before = json.loads((tmp_path / "plan.json").read_text())
+    plan_before = json.loads((tmp_path / "plan.json").read_text(encoding="utf-8"))
     assert [p.endswith(f"fold_{i}") for i, p in enumerate(trained, 1)] == [True, True]
 
     trained.clear()
     monkeypatch.setattr(training, "train", lambda c, **kw: (trained.append(c.out), real_train(c, **kw))[1])
     summary = crossval.run_cv(config, tmp_path, folds=5, log=lambda _: None)
     assert [p.rsplit("/", 1)[1] for p in trained] == ["fold_3", "fold_4", "fold_5"]
-    assert json.loads((tmp_path / "plan.json").read_text()) == plan_before
+    assert json.loads((tmp_path / "plan.json").read_text(encoding="utf-8")) == plan_before
 
-    held_out = [json.loads((tmp_path / f"fold_{i}" / "metrics.json").read_text())["test_cases"] for i in range(1, 6)]
+    held_out = [json.loads((tmp_path / f"fold_{i}" / "metrics.json").read_text(encoding="utf-8"))["test_cases"]
+                for i in range(1, 6)]
     assert sorted(sum(held_out, [])) == [f"case_{i:03d}" for i in range(5)]  # a partition by case
     for i, cases in enumerate(held_out, 1):
-        split = json.loads((tmp_path / f"fold_{i}" / "config.json").read_text())["split"]
+        split = json.loads((tmp_path / f"fold_{i}" / "config.json").read_text(encoding="utf-8"))["split"]
         assert split["test"] == cases and not set(split["train"]) & set(cases)
     assert summary["units"] == [f"fold_{i}" for i in range(1, 6)]
     dice = summary["per_class"]["1"]["dice"]
     assert len(dice["values"]) == 5 and dice["mean"] == pytest.approx(np.nanmean(dice["values"]))
-    assert "| liver |" in (tmp_path / "summary.md").read_text()
+    assert "| liver |" in (tmp_path / "summary.md").read_text(encoding="utf-8")
 
     with pytest.raises(ValueError, match="different split"):
         crossval.run_cv(config, tmp_path, folds=4, log=lambda _: None)
@@ -96,10 +97,11 @@ def test_runs_as_rows_of_the_papers_table(tmp_path):
 def test_repeated_runs_share_the_split_and_differ_in_seed(five_cases, tmp_path):
     config = training.TrainConfig(data=str(five_cases), out="", test_fraction=0.4, seed=5, **TINY)
     summary = crossval.run_cv(config, tmp_path, folds=1, repeats=2, log=lambda _: None)
-    plan = json.loads((tmp_path / "plan.json").read_text())["units"]
+    plan = json.loads((tmp_path / "plan.json").read_text(encoding="utf-8"))["units"]
     assert [u["name"] for u in plan] == summary["units"] == ["run_1", "run_2"]
     assert plan[0]["test_cases"] == plan[1]["test_cases"] and len(plan[0]["test_cases"]) == 2
-    assert [json.loads((tmp_path / u / "config.json").read_text())["seed"] for u in ("run_1", "run_2")] == [5, 6]
+    seeds = [json.loads((tmp_path / u / "config.json").read_text(encoding="utf-8"))["seed"] for u in ("run_1", "run_2")]
+    assert seeds == [5, 6]
     with pytest.raises(ValueError, match="repeats"):
         crossval.run_cv(config, tmp_path / "x", folds=1, repeats=1)
 

@@ -52,7 +52,7 @@ def test_mirrored_strategy_on_two_cpus_trains_one_epoch(tiny_prepared, tmp_path)
         model = training.train(config, strategy=strategy)
         print("replicas", strategy.num_replicas_in_sync)
     """)
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, encoding="utf-8", timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "replicas 2" in done.stdout
     rows = list(csv.DictReader(open(tmp_path / "run" / "history.csv")))
@@ -79,7 +79,8 @@ def _start_workers(prepared, outs, epochs: int, ports, kill_after: int | None = 
             workers.append(helpers.zoo_train_killed_after(kill_after, argv, env=_worker_env(ports, index)))
             continue
         workers.append(subprocess.Popen([sys.executable, "-m", "common.cli", "train", *argv], stdout=subprocess.PIPE,
-                                        stderr=subprocess.STDOUT, text=True, env=_worker_env(ports, index)))
+                                        stderr=subprocess.STDOUT, text=True, encoding="utf-8",
+                                        env=_worker_env(ports, index)))
     return workers
 
 
@@ -126,7 +127,7 @@ def test_both_workers_end_with_identical_weights(tiny_prepared, tmp_path):
     commands = [[sys.executable, "-c", script, str(tiny_prepared), str(tmp_path / f"run_{index}"),
                  str(tmp_path / f"final_{index}.npz")] for index in range(2)]
     logs, codes = helpers.run_cluster(lambda ports: [
-        subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, encoding="utf-8",
                          env=_worker_env(ports, index)) for index, command in enumerate(commands)])
     assert codes == [0, 0], "\n".join(log[-3000:] for log in logs)
     # Separate run folders here: the chief's holds the checkpoints and the model, the other worker's nothing.
@@ -145,7 +146,7 @@ def test_a_killed_worker_resumes_on_rerun(tiny_prepared, tmp_path):
     crashed, codes = helpers.run_cluster(
         lambda ports: _start_workers(tiny_prepared, [run, run], epochs=4, ports=ports, kill_after=2))
     assert codes == [-signal.SIGKILL] * 2, "\n".join(log[-3000:] for log in crashed)
-    backed_up = json.loads((run / "backup" / "training_metadata.json").read_text())["epoch"]
+    backed_up = json.loads((run / "backup" / "training_metadata.json").read_text(encoding="utf-8"))["epoch"]
     assert 1 <= backed_up < 4
     before = _epochs(run)
     logs, codes = helpers.run_cluster(lambda ports: _start_workers(tiny_prepared, [run, run], epochs=4, ports=ports))
