@@ -1,26 +1,40 @@
 """TRI-AL (Fuster et al.): active-learning domain adaptation of the multiscale TRI-CNN tissue classifier.
 
-Public API: ``build_model`` (TRI-CNN) and ``allocate_by_fnr`` (Algorithm 1's
-``N_i``); the loop and strategies live in ``tri_al.active_learning``.
+Public API: ``build_model`` (TRI-CNN), its layer ``VGG16Preprocess`` and
+``allocate_by_fnr`` (Algorithm 1's ``N_i``); the loop and strategies live in
+``tri_al.active_learning``.
 Imports keras and numpy only, so it also runs under Keras' JAX backend.
 
 Decisions where the paper is vague:
 
-- Head: the paper says only that the concatenated features go "through the
-  classifier" with softmax. Each VGG16 output is global-average pooled
-  (512 features each, so any tile size divisible by 32 works), the 1536
-  concatenated features pass dropout 0.5 -> Dense(1024, ReLU) -> dropout
-  0.5 -> Dense(5, softmax). At width 1.0 that is 1.58M head parameters on
-  3 x 14.71M backbone parameters (45.72M in all).
-- Inputs are RGB in [0, 1]; the model scales them to 0-255 and subtracts
-  the ImageNet channel means in-graph, so served and trained inputs match.
-  (Keras' ImageNet VGG16 file was trained on BGR input; loaded through
-  ``backbone_weights`` it is a starting point for fine-tuning all layers,
-  as the paper does, not a frozen feature extractor.)
-- ``width`` < 1 (deviation, for CPU-sized experiments): every VGG16 width and
-  the head's 1024 units are multiplied by it; the layout (13 convolutions,
-  5 poolings) is VGG16's. ``width=1.0`` is ``keras.applications.VGG16``
-  itself, with weights only from a local file (``backbone_weights``).
+- TRI-CNN as the original code builds it (Wetteland et al.'s
+  multiscale-tissue-segmentation-for-urothelial-carcinoma, ``get_tri_scale_model``
+  with ``base_model_pooling='avg'`` and ``layer_config='config2_drop'``; TRI-AL's
+  own ActiveLearning_TissueSegmentation, ``active_learning_train.py``): each
+  VGG16 ends in global average pooling (512 features, so any tile size
+  divisible by 32 works), the three are concatenated (1536) and classified by
+  Dense(4096, ReLU) -> dropout -> Dense(4096, ReLU) -> dropout -> softmax,
+  dropout 0.4 as in TRI-AL's script. At width 1.0: 3 x 14,714,688 backbone
+  and 23,097,349 head parameters, 67,241,413 in all. The original concatenates
+  40x, 10x, 2.5x; we keep the inputs' order (2.5x, 10x, 40x), which only
+  permutes the first dense layer's rows.
+- Preprocessing: inputs are float32 RGB in [0, 1], as the triplets are fed
+  (uint8 / 255), served and exported; ``VGG16Preprocess`` turns them in the
+  graph into what ImageNet's VGG16 weights expect,
+  ``keras.applications.vgg16.preprocess_input(255 x)``: BGR, 0-255, ImageNet
+  mean subtracted (SPEC). The original code feeds raw 0-255 RGB (its
+  mean-subtraction and RGB->BGR calls are commented out); matching the
+  weights is SPEC's call.
+- Training (``active_learning.TrainConfig``): SGD lr 1.5e-4 (paper III;
+  TRI-AL's script has 1.5e-5), momentum 0.9 with Nesterov and Keras 2's
+  ``decay=1e-6`` (the original's optimizer), batch 128 (the original's),
+  early stopping on validation loss with patience 5 (paper; the script: 3),
+  the best epoch's weights kept (the script's ``ModelCheckpoint``).
+- ``width`` < 1 and a smaller ``head_units`` (deviations, for CPU-sized
+  experiments): every VGG16 width is multiplied by ``width``, the layout
+  (13 convolutions, 5 poolings) is VGG16's. ``width=1.0`` is
+  ``keras.applications.VGG16`` itself, with weights only from a local file
+  (``backbone_weights``).
 - ``ITER`` trains J = 5 rounds: on X0, then after each of 4 draws of S.
   ``OOD`` draws until a class pool cannot provide its N_i, takes what is
   left, trains once more and stops. ``ENT`` draws 1.5 S candidates shared
@@ -28,12 +42,14 @@ Decisions where the paper is vague:
   highest predictive entropy, for J rounds.
 - FNR is ``1 - recall`` per class on the validation slides; a class absent
   from them has FNR 0. Draws within a class are uniform at random.
-- Every round starts a fresh SGD optimizer from the previous round's weights
-  (the paper retrains by transfer, section III), so a resumed round is the
-  same computation as an uninterrupted one.
+- Every round starts a fresh SGD optimizer (momenta and ``decay``'s step
+  count at zero) from the previous round's weights (the paper retrains by
+  transfer, section III), so a resumed round is the same computation as an
+  uninterrupted one. TRI-AL's script recompiles with the same optimizer
+  object, whose state carries over; its comment says the intent was a reset.
 """
 
 from tri_al.active_learning import allocate_by_fnr
-from tri_al.model import INPUT_NAMES, build_model
+from tri_al.model import INPUT_NAMES, VGG16Preprocess, build_model
 
-__all__ = ["INPUT_NAMES", "allocate_by_fnr", "build_model"]
+__all__ = ["INPUT_NAMES", "VGG16Preprocess", "allocate_by_fnr", "build_model"]

@@ -3,14 +3,36 @@
 from __future__ import annotations
 
 import keras
-from keras import layers
+from keras import layers, ops
 
 INPUT_NAMES = ("tile_2_5x", "tile_10x", "tile_40x")  # paper: 2.5x, 10x, 40x tiles of one triplet
 # VGG16 (Simonyan & Zisserman, configuration D): convolutions per block and their widths.
 VGG16_BLOCKS = ((2, 64), (2, 128), (3, 256), (3, 512), (3, 512))
-# ImageNet channel means on the 0-255 scale, as VGG16 was trained with.
-IMAGENET_MEAN = (123.68, 116.779, 103.939)
-HEAD_UNITS = 1024
+# ImageNet channel means in BGR order on the 0-255 scale, as keras.applications.vgg16.preprocess_input subtracts.
+IMAGENET_BGR_MEAN = (103.939, 116.779, 123.68)
+HEAD_UNITS = 4096  # the original's n_neurons_first_layer = n_neurons_second_layer = 4096
+DROPOUT = 0.4  # TRI-AL's training script: Dropout(0.4) after each 4096-unit layer
+
+
+@keras.saving.register_keras_serializable(package="tri_al")
+class VGG16Preprocess(layers.Layer):
+    """``keras.applications.vgg16.preprocess_input`` ("caffe" mode) for RGB tiles in [0, 1].
+
+    The ImageNet VGG16 weights were trained on BGR pixels on the 0-255 scale
+    with the ImageNet mean subtracted; in the graph, so trained, exported and
+    served inputs all go through it: ``x_bgr = 255 * x[..., ::-1] - mean_bgr``.
+
+    Example:
+
+    >>> import numpy as np
+    >>> red = np.array([[[[1.0, 0.0, 0.0]]]], "float32")  # one RGB pixel
+    >>> np.asarray(VGG16Preprocess()(red), "float64").round(3).tolist()  # B, G, R minus their means
+    [[[[-103.939, -116.779, 131.32]]]]
+    """
+
+    def call(self, x):
+        bgr = ops.flip(x * 255.0, axis=-1)  # RGB -> BGR
+        return bgr - ops.convert_to_tensor(IMAGENET_BGR_MEAN, dtype=bgr.dtype)
 
 
 def _vgg16_scaled(tile_size: int, width: float, name: str) -> keras.Model:
@@ -38,28 +60,7 @@ def backbone(tile_size: int, width: float, name: str, weights=None) -> keras.Mod
         return _vgg16_scaled(tile_size, width, name)
 
 
-def build_model(num_classes: int = 5, tile_size: int = 128, backbone_weights=None, width: float = 1.0,
-                dropout: float = 0.5) -> keras.Model:
-    """Builds TRI-CNN: three weight-independent VGG16 backbones, concatenated features, softmax classifier.
-
-    Args:
-        num_classes: tissue classes (paper: blood, damaged, muscle, stroma, urothelium).
-        tile_size: side of each square tile in pixels (paper: 128; divisible by 32).
-        backbone_weights: path of a local VGG16 no-top weights file loaded into each
-            backbone (width 1.0 only); ``None`` initialises randomly. Nothing is downloaded.
-        width: multiplies every VGG16 width; 1.0 is the exact VGG16 (14.7M parameters
-            per backbone), smaller values are a CPU-sized deviation from the paper.
-        dropout: dropout rate before each dense layer of the classifier.
-
-    Inputs ``tile_2_5x``, ``tile_10x``, ``tile_40x``: float32 RGB in [0, 1],
-    shape (batch, tile_size, tile_size, 3). Output ``probabilities``: (batch, num_classes).
-
-    Example:
-
-    >>> model = build_model(tile_size=32, width=1 / 16)
-    >>> [tuple(t.shape) for t in model.inputs]
-    [(None, 32, 32, 3), (None, 32, 32, 3), (None, 32, 32, 3)]
-    """
+def _check(num_classes, tile_size, width, backbone_weights, head_units, dropout) -> None:
     if not isinstance(num_classes, int) or num_classes < 2:
         raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
     if not isinstance(tile_size, int) or tile_size < 32 or tile_size % 32:
@@ -68,19 +69,53 @@ def build_model(num_classes: int = 5, tile_size: int = 128, backbone_weights=Non
         raise ValueError(f"width must lie in (0, 1], got {width!r}")
     if backbone_weights is not None and width != 1.0:
         raise ValueError(f"backbone_weights: a VGG16 weights file fits width 1.0 only, got width {width}")
+    if not isinstance(head_units, int) or head_units < 1:
+        raise ValueError(f"head_units must be a positive integer, got {head_units!r}")
     if not 0 <= dropout < 1:
         raise ValueError(f"dropout must lie in [0, 1), got {dropout!r}")
+
+
+def build_model(num_classes: int = 5, tile_size: int = 128, backbone_weights=None, width: float = 1.0,
+                head_units: int = HEAD_UNITS, dropout: float = DROPOUT) -> keras.Model:
+    """Builds TRI-CNN: three weight-independent VGG16 backbones, concatenated features, softmax classifier.
+
+    Each tile goes through ``VGG16Preprocess`` and its own VGG16, whose last
+    feature map is global-average pooled (512 features); the three are
+    concatenated (1536) and classified by the original's head,
+    Dense(4096, ReLU) -> dropout -> Dense(4096, ReLU) -> dropout -> softmax.
+
+    Args:
+        num_classes: tissue classes (paper: blood, damaged, muscle, stroma, urothelium).
+        tile_size: side of each square tile in pixels (paper: 128; divisible by 32).
+        backbone_weights: path of a local VGG16 no-top weights file (ImageNet's, as the original
+            started from) loaded into each backbone (width 1.0 only); ``None`` initialises randomly.
+            Nothing is downloaded.
+        width: multiplies every VGG16 width; 1.0 is the exact VGG16 (14.7M parameters
+            per backbone), smaller values are a CPU-sized deviation from the paper.
+        head_units: units of each of the two hidden dense layers (original: 4096; fewer is a
+            CPU-sized deviation).
+        dropout: rate of the dropout after each hidden dense layer (TRI-AL's code: 0.4).
+
+    Inputs ``tile_2_5x``, ``tile_10x``, ``tile_40x``: float32 RGB in [0, 1],
+    shape (batch, tile_size, tile_size, 3). Output ``probabilities``: (batch, num_classes).
+
+    Example:
+
+    >>> model = build_model(tile_size=32, width=1 / 16, head_units=32)
+    >>> [tuple(t.shape) for t in model.inputs], model.output_shape
+    ([(None, 32, 32, 3), (None, 32, 32, 3), (None, 32, 32, 3)], (None, 5))
+    """
+    _check(num_classes, tile_size, width, backbone_weights, head_units, dropout)
     inputs = [keras.Input((tile_size, tile_size, 3), name=name) for name in INPUT_NAMES]
     features = []
     for name, tile in zip(INPUT_NAMES, inputs):
         suffix = name.removeprefix("tile_")
-        x = layers.Rescaling(255.0, name=f"scale_{suffix}")(tile)
-        x = layers.Normalization(mean=IMAGENET_MEAN, variance=(1.0, 1.0, 1.0), name=f"center_{suffix}")(x)
+        x = VGG16Preprocess(name=f"preprocess_{suffix}")(tile)
         x = backbone(tile_size, float(width), f"vgg16_{suffix}", backbone_weights)(x)
-        features.append(layers.GlobalAveragePooling2D(name=f"pool_{suffix}")(x))
+        features.append(layers.GlobalAveragePooling2D(name=f"pool_{suffix}")(x))  # VGG16(pooling="avg")
     x = layers.Concatenate(name="features")(features)
-    x = layers.Dropout(dropout, name="head_dropout1")(x)
-    x = layers.Dense(max(8, round(HEAD_UNITS * width)), activation="relu", name="head_dense")(x)
-    x = layers.Dropout(dropout, name="head_dropout2")(x)
+    for index in (1, 2):
+        x = layers.Dense(head_units, activation="relu", name=f"head_dense{index}")(x)
+        x = layers.Dropout(dropout, name=f"head_dropout{index}")(x)
     outputs = layers.Dense(num_classes, activation="softmax", dtype="float32", name="probabilities")(x)
     return keras.Model(inputs, outputs, name="tri_cnn")

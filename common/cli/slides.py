@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import pathlib
 
@@ -31,29 +32,43 @@ def _add_triplets(sub):
 
 
 def _add_tri_al(sub):
-    p = sub.add_parser("tri-al", help="TRI-AL study: source model, TRI-SL baselines, ITER/OOD/ENT (resumes)")
+    p = sub.add_parser("tri-al", help="TRI-AL study: source model, TRI-SL baselines, ITER/OOD/ENT (resumes)",
+                       description="Defaults are the paper's (section III) and, where it reuses them, the original "
+                       "TRI-CNN code's; the flags marked 'CPU deviation' shrink the model or the run for a CPU.")
     p.add_argument("data", help="triplet folder (zoo triplets) with slides of two labs")
     p.add_argument("out", help="study folder (rerun the same command to resume)")
     p.add_argument("--strategy", nargs="+", default=["supervised", "ITER", "OOD", "ENT"],
                    choices=("supervised", "ITER", "OOD", "ENT"))
-    p.add_argument("--runs", type=int, default=5)
-    p.add_argument("--fractions", type=options.fractions, default=(0.2, 0.4, 0.6, 0.8, 1.0), help="TRI-SL data shares")
-    p.add_argument("--width", type=float, default=1.0, help="VGG16 width multiplier (<1: CPU-sized deviation)")
-    p.add_argument("--backbone-weights", default=None, help="local VGG16 no-top weights file (width 1 only)")
-    p.add_argument("--source-lab", default="A")
+    p.add_argument("--runs", type=int, default=5, help="runs per column (paper: 5)")
+    p.add_argument("--fractions", type=options.fractions, default=(0.2, 0.4, 0.6, 0.8, 1.0),
+                   help="TRI-SL data shares (paper: 0.2,0.4,0.6,0.8,1)")
+    p.add_argument("--source-model", default=None,
+                   help="an already trained TRI-CNN (.keras, e.g. STUDY/source/model.keras) to adapt: no source "
+                        "lab, no source training; its architecture replaces --width/--head-units/--backbone-weights")
+    p.add_argument("--width", type=float, default=None,
+                   help="VGG16 width multiplier (default 1, VGG16 itself; <1: CPU deviation)")
+    p.add_argument("--head-units", type=int, default=None,
+                   help="units of the two hidden dense layers (default 4096, the original's; fewer: CPU deviation)")
+    p.add_argument("--backbone-weights", default=None,
+                   help="local ImageNet VGG16 no-top weights file, the original's start (width 1 only)")
+    p.add_argument("--source-lab", default="A", help="lab the source model is trained on (not with --source-model)")
     p.add_argument("--target-lab", default="B")
     p.add_argument("--target-split", type=options.numbers(float, "TRAIN,VAL,TEST"), default=(0.7, 0.15, 0.15),
                    help="shares of the target lab's slides (split by slide)")
-    p.add_argument("--iterations", type=int, default=5, help="J of ITER and ENT")
-    p.add_argument("--budget", type=int, default=20000, help="S, samples drawn per iteration")
-    p.add_argument("--candidates", type=int, default=30000, help="ENT candidates per iteration")
-    p.add_argument("--initial-per-class", type=int, default=25000, help="X0 per class")
+    p.add_argument("--iterations", type=int, default=5, help="J of ITER and ENT (paper: 5)")
+    p.add_argument("--budget", type=int, default=20000, help="S, samples drawn per iteration (paper: 20000)")
+    p.add_argument("--candidates", type=int, default=30000, help="ENT candidates per iteration (paper: 30000)")
+    p.add_argument("--initial-per-class", type=int, default=25000, help="X0 per class (paper: 25000)")
     p.add_argument("--epochs", type=int, default=100, help="most epochs per round (early stopping, patience)")
     p.add_argument("--source-epochs", type=int, default=100)
-    p.add_argument("--patience", type=int, default=5)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--learning-rate", type=float, default=1.5e-4)
-    p.add_argument("--momentum", type=float, default=0.0)
+    p.add_argument("--patience", type=int, default=5, help="early stopping on validation loss (paper: 5)")
+    p.add_argument("--batch-size", type=int, default=128, help="the original's 128; smaller: CPU deviation")
+    p.add_argument("--learning-rate", type=float, default=1.5e-4, help="SGD rate (paper: 1.5e-4)")
+    p.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (the original's 0.9)")
+    p.add_argument("--nesterov", action=argparse.BooleanOptionalAction, default=True,
+                   help="Nesterov momentum (the original's)")
+    p.add_argument("--decay", type=float, default=1e-6,
+                   help="Keras 2 SGD decay, lr / (1 + decay * step) (the original's 1e-6; 0: constant rate)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(handler=tri_al)
 
@@ -86,10 +101,12 @@ def tri_al(args) -> None:
     from common.studies import tri_al_report
 
     train = tri_al_study.TrainConfig(learning_rate=args.learning_rate, momentum=args.momentum,
-                                        batch_size=args.batch_size, epochs=args.epochs, patience=args.patience)
+                                     nesterov=args.nesterov, decay=args.decay, batch_size=args.batch_size,
+                                     epochs=args.epochs, patience=args.patience)
     config = tri_al_study.StudyConfig(
         data=args.data, out=args.out, strategies=tuple(args.strategy), runs=args.runs, fractions=args.fractions,
-        width=args.width, backbone_weights=args.backbone_weights, source_lab=args.source_lab,
+        width=args.width, head_units=args.head_units, backbone_weights=args.backbone_weights,
+        source_model=args.source_model, source_lab=args.source_lab,
         target_lab=args.target_lab, target_split=args.target_split, iterations=args.iterations,
         budget=args.budget, candidates=args.candidates,
         initial_per_class=args.initial_per_class, source_epochs=args.source_epochs, seed=args.seed, train=train)

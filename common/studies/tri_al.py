@@ -4,13 +4,16 @@
 whose slides come from two laboratories, and writes::
 
     OUT/study.json                   the settings and the target split by slide (a rerun must match)
-    OUT/source/                      TRI-CNN trained on the source lab: weights, metrics on the target test
+    OUT/source/                      the starting point of every target run: TRI-CNN trained on the source
+                                     lab (model.keras), or the ``source_model`` given; its weights and its
+                                     metrics on the target test
     OUT/SL_<pct>/run_<r>/            TRI-SL on pct % of the target training set
     OUT/<ITER|OOD|ENT>/run_<r>/      active-learning runs, one state file per iteration
     OUT/results.json                 test metrics of every finished run, by column of Table II
 
 Every stage is skipped when its state file exists, so rerunning the command
-resumes an interrupted study.
+resumes an interrupted study. With ``source_model`` (an already trained
+TRI-CNN, ``.keras``) no source lab is needed and no source model is trained.
 """
 
 from __future__ import annotations
@@ -19,13 +22,15 @@ import dataclasses
 import json
 import pathlib
 
+import keras
 import numpy as np
 
 from common import atomic, errors
 from common.slides import triplets
+from tri_al import INPUT_NAMES, build_model
 from tri_al import active_learning as al
-from tri_al import build_model
 from tri_al.active_learning import TrainConfig  # noqa: F401  (the CLI configures a study through here)
+from tri_al.model import HEAD_UNITS
 
 FRACTIONS = (0.2, 0.4, 0.6, 0.8, 1.0)
 
@@ -37,8 +42,10 @@ class StudyConfig:
     strategies: tuple = ("supervised", "ITER", "OOD", "ENT")
     runs: int = 5
     fractions: tuple = FRACTIONS
-    width: float = 1.0
+    width: float | None = None  # None: 1.0 (VGG16), or the source model's
+    head_units: int | None = None  # None: 4096 (the original's), or the source model's
     backbone_weights: str | None = None
+    source_model: str | None = None  # a trained TRI-CNN (.keras) to adapt instead of training one
     source_lab: str = "A"
     target_lab: str = "B"
     target_split: tuple = (0.7, 0.15, 0.15)  # train, val, test shares of the target slides
@@ -58,6 +65,37 @@ class StudyConfig:
             raise ValueError(f"runs must be at least 1, got {self.runs}")
         if any(not 0 < f <= 1 for f in self.fractions):
             raise ValueError(f"fractions must lie in (0, 1], got {self.fractions}")
+        if self.source_model is not None:
+            given = [n for n in ("width", "head_units", "backbone_weights") if getattr(self, n) is not None]
+            if given:
+                raise ValueError(f"{', '.join(given)}: the model comes from source_model {self.source_model}; "
+                                 "leave them out")
+        else:
+            self.width = 1.0 if self.width is None else self.width
+            self.head_units = HEAD_UNITS if self.head_units is None else self.head_units
+
+
+def load_source_model(path, classes, tile_size: int) -> keras.Model:
+    """A trained TRI-CNN to adapt, checked against the triplets: its inputs, tile size and classes."""
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise errors.DataError(f"{path}: no such model file (source model)")
+    try:
+        model = keras.models.load_model(path, compile=False)
+    except (ValueError, OSError, KeyError, TypeError) as error:
+        raise errors.DataError(f"{path}: cannot be loaded as a Keras model ({error})") from None
+    inputs = [t.name for t in model.inputs]
+    if inputs != list(INPUT_NAMES) or len(model.outputs) != 1:
+        raise errors.DataError(f"{path}: not a TRI-CNN (inputs {inputs}, {len(model.outputs)} outputs; expected "
+                               f"inputs {list(INPUT_NAMES)} and one output)")
+    sides = sorted({side for t in model.inputs for side in t.shape[1:3]}, key=str)
+    if sides != [tile_size]:
+        raise errors.DataError(f"{path}: a TRI-CNN of {'/'.join(map(str, sides))}-pixel tiles; the triplets are "
+                               f"{tile_size}-pixel")
+    if model.output_shape[-1] != len(classes):
+        raise errors.DataError(f"{path}: a TRI-CNN of {model.output_shape[-1]} classes; the triplets have "
+                               f"{len(classes)} ({', '.join(classes)})")
+    return model
 
 
 def _ids_of(pools: triplets.TripletPools, slides) -> np.ndarray:
@@ -66,21 +104,23 @@ def _ids_of(pools: triplets.TripletPools, slides) -> np.ndarray:
 
 def _plan(config: StudyConfig, manifest: dict) -> dict:
     """The slides of each lab and the target split by slide; written once, checked on reruns."""
-    by_lab = {lab: sorted(s for s, e in manifest["slides"].items() if e["lab"] == lab)
-              for lab in (config.source_lab, config.target_lab)}
+    labs = (config.target_lab,) if config.source_model else (config.source_lab, config.target_lab)
+    by_lab = {lab: sorted(s for s, e in manifest["slides"].items() if e["lab"] == lab) for lab in labs}
     for lab, slides in by_lab.items():
-        if len(slides) < (2 if lab == config.source_lab else 3):
+        if len(slides) < (3 if lab == config.target_lab else 2):
             raise ValueError(f"{config.data}: lab {lab!r} has {len(slides)} slides; the source lab needs 2 "
                              "(train, val) and the target lab 3 (train, val, test)")
-    source_slides = by_lab[config.source_lab]
-    source = triplets.split_slides(source_slides, seed=config.seed) if len(source_slides) > 2 \
-        else {"train": source_slides[:1], "val": source_slides[1:], "test": []}
     # Strategies, runs and fractions only add columns: a rerun may change them.
     settings = {k: v for k, v in dataclasses.asdict(config).items()
                 if k not in ("out", "strategies", "runs", "fractions")}
-    plan = {"source": {"train": sorted(source["train"] + source["test"]), "val": source["val"]},
+    plan = {"source": {"model": config.source_model},
             "target": triplets.split_slides(by_lab[config.target_lab], config.target_split, seed=config.seed),
             "settings": settings}
+    if not config.source_model:
+        slides = by_lab[config.source_lab]
+        source = triplets.split_slides(slides, seed=config.seed) if len(slides) > 2 \
+            else {"train": slides[:1], "val": slides[1:], "test": []}
+        plan["source"] = {"train": sorted(source["train"] + source["test"]), "val": source["val"]}
     path = pathlib.Path(config.out) / "study.json"
     if path.exists():
         previous = json.loads(path.read_text(encoding="utf-8"))
@@ -91,24 +131,36 @@ def _plan(config: StudyConfig, manifest: dict) -> dict:
     return plan
 
 
-def _source_model(model, config: StudyConfig, plan: dict, target, target_split, log) -> pathlib.Path:
-    """Trains (or finds) TRI-CNN on the source lab and scores it on the target test slides (Table II, col. 1)."""
-    folder = pathlib.Path(config.out) / "source"
-    weights = folder / "model.weights.h5"
-    if (folder / "metrics.json").exists():
-        return weights
+def _train_on_source(model, config: StudyConfig, plan: dict) -> dict:
+    """Trains TRI-CNN on the source lab's slides; returns its metrics on the source validation slides."""
     source = triplets.load_pools(config.data, plan["source"]["train"] + plan["source"]["val"])
     split = {"train": _ids_of(source, plan["source"]["train"]), "val": _ids_of(source, plan["source"]["val"])}
     train_config = dataclasses.replace(config.train, epochs=config.source_epochs)
     al.train(model, source, split["train"], split["val"], train_config, seed=config.seed)
-    metrics = {"source_val": al.evaluate(model, source, split["val"]),
-               "test": al.evaluate(model, target, target_split["test"])}
-    folder.mkdir(parents=True, exist_ok=True)
-    with atomic.atomic_path(weights) as tmp:
-        model.save_weights(tmp)
+    return al.evaluate(model, source, split["val"])
+
+
+def _source_stage(model, config: StudyConfig, plan: dict, target, target_split, log) -> pathlib.Path:
+    """The weights every target run starts from: TRI-CNN trained on the source lab, or ``source_model``'s.
+
+    Either is scored on the target test slides (Table II, column 1).
+    """
+    folder = pathlib.Path(config.out) / "source"
+    weights = folder / "model.weights.h5"
+    if (folder / "metrics.json").exists():
+        return weights
+    if config.source_model:
+        metrics = {"source_model": config.source_model}
+    else:
+        metrics = {"source_val": _train_on_source(model, config, plan)}
+        with atomic.atomic_path(folder / "model.keras") as tmp:  # to adapt again: --source-model
+            model.save(tmp)
+    metrics["test"] = al.evaluate(model, target, target_split["test"])
+    atomic.save_weights(model, weights)
     atomic.write_json(folder / "metrics.json", metrics)
-    log(f"source model: val micro F1 {metrics['source_val']['micro_f1']:.3f} (source lab), "
-        f"test micro F1 {metrics['test']['micro_f1']:.3f} (target lab)")
+    origin = (f"{config.source_model}" if config.source_model else
+              f"val micro F1 {metrics['source_val']['micro_f1']:.3f} (source lab)")
+    log(f"source model: {origin}, test micro F1 {metrics['test']['micro_f1']:.3f} (target lab)")
     return weights
 
 
@@ -120,12 +172,17 @@ def run_study(config: StudyConfig, log=print) -> dict:
         if (pathlib.Path(config.data) / triplets.MANIFEST).exists() else None
     if manifest is None:
         raise errors.DataError(f"{pathlib.Path(config.data) / triplets.MANIFEST}: missing; run `zoo triplets` first")
+    # A wrong source model must fail before study.json records it in the settings.
+    model = load_source_model(config.source_model, manifest["classes"], manifest["tile_size"]) \
+        if config.source_model else None
     plan = _plan(config, manifest)
+    if model is None:
+        model = build_model(num_classes=len(manifest["classes"]), tile_size=manifest["tile_size"],
+                            backbone_weights=config.backbone_weights, width=config.width,
+                            head_units=config.head_units)
     target = triplets.load_pools(config.data, sorted(sum(plan["target"].values(), [])))
     split = {k: _ids_of(target, v) for k, v in plan["target"].items()}
-    model = build_model(num_classes=len(manifest["classes"]), tile_size=manifest["tile_size"],
-                        backbone_weights=config.backbone_weights, width=config.width)
-    source_weights = _source_model(model, config, plan, target, split, log)
+    source_weights = _source_stage(model, config, plan, target, split, log)
     for run in range(config.runs):
         seed = config.seed + run
         if "supervised" in config.strategies:

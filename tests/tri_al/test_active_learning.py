@@ -1,6 +1,7 @@
 import json
 import types
 
+import keras
 import numpy as np
 import pytest
 
@@ -9,6 +10,7 @@ from tri_al import active_learning as al
 
 TILE = 32
 CLASSES = 5
+HEAD = 16  # hidden units of the tiny models' head (the original's 4096 is for the real thing)
 
 
 @pytest.mark.parametrize("fnr, budget", [
@@ -94,7 +96,7 @@ def tiny_data():
 @pytest.fixture(scope="module")
 def model():
     """One tiny TRI-CNN for every run here: each run starts from ``source_weights``, whatever ran before."""
-    return tri_al.build_model(tile_size=TILE, width=1 / 16)
+    return tri_al.build_model(tile_size=TILE, width=1 / 16, head_units=HEAD)
 
 
 @pytest.fixture(scope="module")
@@ -128,7 +130,7 @@ def test_interrupted_loop_resumes_with_identical_selections(tiny_data, model, so
         al.run_active_learning(model, data, split, tmp_path / "cut", _config("ITER"), source_weights, stop_after_2)
     assert sorted(p.name for p in (tmp_path / "cut").glob("*.json")) == [f"iteration_{j}.json" for j in range(3)]
     stamps = [(tmp_path / "cut" / f"iteration_{j}.json").stat().st_mtime_ns for j in range(3)]
-    fresh = tri_al.build_model(tile_size=TILE, width=1 / 16)  # a new process would start from new weights
+    fresh = tri_al.build_model(tile_size=TILE, width=1 / 16, head_units=HEAD)  # as a new process would
     resumed = al.run_active_learning(fresh, data, split, tmp_path / "cut", _config("ITER"), source_weights)
     assert [(tmp_path / "cut" / f"iteration_{j}.json").stat().st_mtime_ns for j in range(3)] == stamps
     assert len(whole) == len(resumed) == 4 and whole[-1]["done"] and not whole[-1]["selected"]
@@ -186,3 +188,47 @@ def test_supervised_baseline_trains_on_a_fraction_and_resumes(tiny_data, model, 
 def test_bad_loop_configuration(kwargs, argument):
     with pytest.raises(ValueError, match=argument):
         al.ALConfig(**kwargs)
+
+
+def test_training_defaults_are_the_papers_and_the_original_codes():
+    config = al.TrainConfig()
+    assert (config.learning_rate, config.patience) == (1.5e-4, 5)  # paper III
+    assert (config.momentum, config.nesterov, config.decay, config.batch_size) == (0.9, True, 1e-6, 128)
+
+
+@pytest.mark.parametrize("nesterov", [True, False])
+def test_sgd_follows_keras_2_sgd_with_decay_momentum_and_nesterov(nesterov):
+    """The original's ``SGD(lr, decay, momentum=0.9, nesterov)`` of Keras 2, transcribed in NumPy."""
+    lr, decay, momentum = 0.1, 0.05, 0.9  # a decay large enough to show in five steps
+    optimizer = al.sgd(al.TrainConfig(learning_rate=lr, decay=decay, momentum=momentum, nesterov=nesterov))
+    w = keras.Variable(np.array([1.0, -2.0, 0.5], np.float32))
+    grads = np.random.default_rng(0).normal(size=(5, 3)).astype(np.float32)
+    expected, v = np.array([1.0, -2.0, 0.5]), np.zeros(3)
+    for t, g in enumerate(grads):
+        optimizer.apply([keras.ops.convert_to_tensor(g)], [w])
+        lr_t = lr / (1.0 + decay * t)  # Keras 2: the step count before this update
+        v = momentum * v - lr_t * g
+        expected = expected + (momentum * v - lr_t * g if nesterov else v)
+        np.testing.assert_allclose(np.asarray(w), expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("kwargs, argument", [
+    (dict(learning_rate=0.0), "learning_rate"), (dict(momentum=1.0), "momentum"), (dict(decay=-1e-6), "decay"),
+    (dict(batch_size=0), "batch_size"), (dict(patience=0), "patience"),
+])
+def test_bad_training_configuration(kwargs, argument):
+    with pytest.raises(ValueError, match=argument):
+        al.TrainConfig(**kwargs)
+
+
+def test_each_round_restarts_the_momenta_and_the_decay_step_count():
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, activation="softmax")])
+    x, y = np.random.default_rng(1).random((8, 3), dtype=np.float32), np.array([0, 1] * 4)
+    al._fresh_optimizer(model, TRAIN)
+    model.fit(x, y, batch_size=4, epochs=1, verbose=0)
+    assert int(model.optimizer.iterations) == 2 and any(np.abs(np.asarray(v)).sum() > 0
+                                                        for v in model.optimizer.variables[1:])
+    compiled = model.optimizer
+    al._fresh_optimizer(model, TRAIN)  # the next round: same optimizer object, state back to zero
+    assert model.optimizer is compiled and int(model.optimizer.iterations) == 0
+    assert all(not np.asarray(v).any() for v in model.optimizer.variables)

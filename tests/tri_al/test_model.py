@@ -1,19 +1,16 @@
-import subprocess
-import sys
-import textwrap
-
 import keras
 import numpy as np
 import pytest
 
 import tri_al
-from tri_al.model import HEAD_UNITS
+from tests import helpers
+from tri_al.model import IMAGENET_BGR_MEAN
 
 SHAPE_CASES = [
-    # (build_model kwargs, batch, expected output shape)
-    (dict(tile_size=32, width=1 / 16), 2, (2, 5)),
-    (dict(num_classes=3, tile_size=64, width=1 / 8), 1, (1, 3)),
-    (dict(tile_size=32, width=0.1, dropout=0.0), 3, (3, 5)),
+    # (build_model kwargs, batch, expected output shape); small heads and widths: CPU-sized
+    (dict(tile_size=32, width=1 / 16, head_units=16), 2, (2, 5)),
+    (dict(num_classes=3, tile_size=64, width=1 / 8, head_units=8), 1, (1, 3)),
+    (dict(tile_size=32, width=0.1, head_units=12, dropout=0.0), 3, (3, 5)),
 ]
 
 
@@ -38,6 +35,8 @@ ILL_CASES = [
     (dict(width=1.5), "width"),
     (dict(width=0.5, backbone_weights="vgg16.weights.h5"), "backbone_weights"),
     (dict(dropout=1.0), "dropout"),
+    (dict(head_units=0), "head_units"),
+    (dict(head_units=64.0), "head_units"),
 ]
 
 
@@ -49,7 +48,7 @@ def test_bad_configuration_names_the_argument(kwargs, argument):
 
 @pytest.fixture(scope="module")
 def tiny():
-    return tri_al.build_model(tile_size=32, width=1 / 16)
+    return tri_al.build_model(tile_size=32, width=1 / 16, head_units=16)
 
 
 def test_the_three_backbones_are_weight_independent(tiny):
@@ -72,41 +71,63 @@ def test_exact_vgg16_tri_cnn_parameter_count_and_local_weights(tmp_path):
     head = model.count_params() - sum(backbones)
     print(f"TRI-CNN (exact VGG16): backbones {backbones} = {sum(backbones):,}, head {head:,}, "
           f"total {model.count_params():,}")
+    # VGG16 no-top, by hand: 1,792 + 36,928 | 73,856 + 147,584 | 295,168 + 2 x 590,080
+    # | 1,180,160 + 2 x 2,359,808 | 3 x 2,359,808 = 14,714,688 (keras.applications agrees).
     assert backbones == [reference.count_params()] * 3 == [14_714_688] * 3
-    assert head == 3 * 512 * HEAD_UNITS + HEAD_UNITS + HEAD_UNITS * 5 + 5
-    assert model.count_params() == 45_723_077
+    # The original's head on 3 x 512 pooled features: 1536 -> 4096 -> 4096 -> 5, weights and biases:
+    # 6,295,552 + 16,781,312 + 20,485 = 23,097,349; with 3 x 14,714,688 = 44,144,064: 67,241,413.
+    assert head == (1536 * 4096 + 4096) + (4096 * 4096 + 4096) + (4096 * 5 + 5) == 23_097_349
+    assert model.count_params() == 67_241_413
     for name in ("2_5x", "10x", "40x"):
         loaded = model.get_layer(f"vgg16_{name}").get_layer("block5_conv3").kernel
         np.testing.assert_array_equal(np.asarray(loaded), np.asarray(reference.get_layer("block5_conv3").kernel))
 
 
+def test_head_is_the_originals_two_dense_layers_each_followed_by_dropout():
+    model = tri_al.build_model(tile_size=32, width=1 / 16, head_units=24, dropout=0.25)
+    names = [layer.name for layer in model.layers]
+    assert names[names.index("features"):] == ["features", "head_dense1", "head_dropout1", "head_dense2",
+                                               "head_dropout2", "probabilities"]
+    assert [model.get_layer(f"head_dense{i}").units for i in (1, 2)] == [24, 24]
+    assert model.get_layer("features").output.shape[-1] == 3 * 32  # pooled VGG16 features: 512 x width each
+    assert [model.get_layer(f"head_dropout{i}").rate for i in (1, 2)] == [0.25, 0.25]
+    assert tri_al.build_model(tile_size=32, width=1 / 16, head_units=8).get_layer("head_dropout1").rate == 0.4
+
+
+def test_preprocessing_is_vgg16_preprocess_input_of_0_255_pixels():
+    rgb = np.random.default_rng(3).random((2, 4, 5, 3), dtype=np.float32)  # model inputs: RGB in [0, 1]
+    ours = np.asarray(tri_al.VGG16Preprocess()(rgb))
+    # NumPy transcription of keras.applications.vgg16.preprocess_input ("caffe"): RGB -> BGR, minus the means.
+    expected = (rgb * 255.0)[..., ::-1] - np.array([103.939, 116.779, 123.68], np.float32)
+    np.testing.assert_allclose(ours, expected, atol=1e-4)
+    keras_own = np.asarray(keras.applications.vgg16.preprocess_input(rgb * 255.0))
+    np.testing.assert_allclose(ours, keras_own, atol=1e-4)
+    assert IMAGENET_BGR_MEAN == (103.939, 116.779, 123.68)
+
+
+def test_each_backbone_sees_its_preprocessed_tile(tiny):
+    x = _triplet(2, 32, seed=5)
+    names = ("2_5x", "10x", "40x")
+    probe = keras.Model(tiny.inputs, [tiny.get_layer(f"preprocess_{m}").output for m in names] +
+                        [tiny.get_layer(f"pool_{m}").output for m in names])
+    outputs = [np.asarray(o) for o in probe(x)]
+    for k, name in enumerate(names):
+        np.testing.assert_allclose(outputs[k], 255 * x[k][..., ::-1] - np.array(IMAGENET_BGR_MEAN), atol=1e-3)
+        features = np.asarray(tiny.get_layer(f"vgg16_{name}")(outputs[k])).mean(axis=(1, 2))
+        np.testing.assert_allclose(outputs[3 + k], features, rtol=1e-5, atol=1e-5)
+
+
 def test_saved_model_reloads_in_a_fresh_process(tiny, tmp_path):
-    x = _triplet(2, 32, seed=7)
-    np.savez(tmp_path / "x.npz", *x)
-    np.save(tmp_path / "y.npy", np.asarray(tiny(x)))
-    tiny.save(tmp_path / "tri.keras")
-    script = textwrap.dedent(f"""
-        import numpy as np, keras
-        import tri_al  # noqa: F401
-        x = list(np.load({str(tmp_path / 'x.npz')!r}).values())
-        model = keras.models.load_model({str(tmp_path / 'tri.keras')!r})
-        np.testing.assert_allclose(np.asarray(model(x)), np.load({str(tmp_path / 'y.npy')!r}), atol=1e-6)
-        print("reloaded", [t.name for t in model.inputs])
-    """)
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=180)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "reloaded ['tile_2_5x', 'tile_10x', 'tile_40x']" in done.stdout
+    report = helpers.reload_in_fresh_process(tmp_path, {"tri": tiny}, _triplet(2, 32, seed=7), "tri_al", atol=1e-6)
+    assert report["tri"]["inputs"] == ["tile_2_5x", "tile_10x", "tile_40x"]
 
 
 def test_exports_through_the_common_code_with_named_tiles(tiny, tmp_path):
-    import tensorflow as tf
-
     from common.serve import export
 
     version = export.export_saved_model(tiny, tmp_path, "tri_cnn")
-    serve = tf.saved_model.load(str(version)).signatures["serving_default"]
     x = _triplet(3, 32, seed=11)
-    served = serve(**{name: tf.constant(v) for name, v in zip(tri_al.INPUT_NAMES, x)})
+    served = helpers.load_serving(version)(**dict(zip(tri_al.INPUT_NAMES, x)))
     expected = np.asarray(tiny(x))
-    np.testing.assert_allclose(served["probabilities"].numpy(), expected, atol=1e-5)
-    np.testing.assert_array_equal(served["labels"].numpy(), expected.argmax(-1))
+    np.testing.assert_allclose(served["probabilities"], expected, atol=1e-5)
+    np.testing.assert_array_equal(served["labels"], expected.argmax(-1))

@@ -1,16 +1,18 @@
 import json
 
 import cv2
+import keras
 import numpy as np
 import pytest
 
+import tri_al
 from common.slides import synthetic as synthetic_slides
 from common.slides import triplets
 from common.studies import tri_al as tri_al_study
 
-TINY = ["--width", "0.0625", "--runs", "2", "--iterations", "2", "--budget", "6", "--candidates", "9",
-        "--initial-per-class", "2", "--epochs", "1", "--source-epochs", "1", "--learning-rate", "1e-3",
-        "--momentum", "0.9", "--batch-size", "16"]
+RUN = ["--runs", "2", "--iterations", "2", "--budget", "6", "--candidates", "9", "--initial-per-class", "2",
+       "--epochs", "1", "--source-epochs", "1", "--learning-rate", "1e-3", "--batch-size", "16"]
+TINY = ["--width", "0.0625", "--head-units", "16", *RUN]  # CPU-sized deviations: narrow VGG16s, small head
 
 
 @pytest.fixture(scope="module")
@@ -31,6 +33,8 @@ def test_study_runs_resumes_and_reports_table_ii_and_figures(zoo, study):
     plan = json.loads((study / "out" / "study.json").read_text())
     target = sum(plan["target"].values(), [])
     assert all(s.startswith("labB") for s in target) and all(s.startswith("labA") for s in plan["source"]["train"])
+    assert plan["settings"]["head_units"] == 16 and plan["settings"]["train"]["nesterov"] is True
+    assert keras.models.load_model(study / "out" / "source" / "model.keras").count_params() > 0  # to adapt again
     assert not set(plan["target"]["train"]) & set(plan["target"]["test"])
     for run in (0, 1):
         assert (study / "out" / "ITER" / f"run_{run}" / "iteration_1.json").exists()
@@ -62,6 +66,7 @@ def test_rerun_with_other_settings_is_refused(study, tmp_path):
 
 @pytest.mark.parametrize("kwargs, argument", [
     (dict(strategies=("RANDOM",)), "strategy"), (dict(runs=0), "runs"), (dict(fractions=(0.0,)), "fractions"),
+    (dict(source_model="tri.keras", width=0.5), "width"), (dict(source_model="tri.keras", head_units=8), "head_units"),
 ])
 def test_bad_study_configuration(kwargs, argument):
     with pytest.raises(ValueError, match=argument):
@@ -73,3 +78,61 @@ def test_a_lab_with_too_few_slides_is_named(study, tmp_path):
     with pytest.raises(ValueError, match="lab 'C' has 0 slides"):
         tri_al_study.run_study(config)
     assert np.isin(["labA_000"], list(json.loads((study / "triplets" / triplets.MANIFEST).read_text())["slides"])).all()
+
+
+def test_defaults_are_the_original_model():
+    config = tri_al_study.StudyConfig(data="d", out="o")
+    assert (config.width, config.head_units, config.train.batch_size, config.train.momentum) == (1.0, 4096, 128, 0.9)
+    assert config.train.nesterov is True and config.train.learning_rate == 1.5e-4
+
+
+@pytest.fixture(scope="module")
+def trained_tri_cnn(tmp_path_factory):
+    """An already trained TRI-CNN of the study's classes and tiles (its weights: whatever it was built with)."""
+    path = tmp_path_factory.mktemp("source_model") / "TRI_CNN.keras"
+    tri_al.build_model(tile_size=32, width=1 / 8, head_units=12).save(path)
+    return path
+
+
+def test_a_trained_tri_cnn_is_adapted_without_a_source_stage(zoo_here, study, trained_tri_cnn, tmp_path):
+    # A rate of 1e-30 leaves the weights as they start: the runs must start from the given model's.
+    done = zoo_here("tri-al", study / "triplets", tmp_path, "--strategy", "supervised", "ITER", "--fractions", "0.5",
+                    "--source-model", trained_tri_cnn, "--source-lab", "none", *RUN, "--runs", "1",
+                    "--learning-rate", "1e-30")
+    assert done.returncode == 0, done.stderr
+    assert f"source model: {trained_tri_cnn}" in done.stdout and "TRI-AL_ITER" in done.stdout
+    plan = json.loads((tmp_path / "study.json").read_text())
+    assert plan["source"] == {"model": str(trained_tri_cnn)}  # no source-lab slides, nothing trained on them
+    metrics = json.loads((tmp_path / "source" / "metrics.json").read_text())
+    assert "source_val" not in metrics and not (tmp_path / "source" / "model.keras").exists()
+    given = keras.models.load_model(trained_tri_cnn)
+    for weights in (tmp_path / "source" / "model.weights.h5", tmp_path / "ITER" / "run_0" / "iteration_1.weights.h5",
+                    tmp_path / "SL_50" / "run_0" / "supervised.weights.h5"):
+        adapted = keras.models.load_model(trained_tri_cnn)
+        adapted.load_weights(weights)
+        for a, b in zip(adapted.get_weights(), given.get_weights()):
+            np.testing.assert_allclose(a, b, rtol=0, atol=1e-20)  # the biases moved from 0 by ~1e-30
+    final = keras.models.load_model(tmp_path / "ITER" / "run_0" / "model.keras")
+    assert final.count_params() == given.count_params()  # the given architecture, not --width/--head-units'
+
+
+@pytest.mark.parametrize("build, message", [
+    (dict(tile_size=64), "a TRI-CNN of 64-pixel tiles; the triplets are 32-pixel"),
+    (dict(tile_size=32, num_classes=3), "a TRI-CNN of 3 classes; the triplets have 5"),
+    (None, "not a TRI-CNN"),
+    ("garbage", "cannot be loaded as a Keras model"),
+    ("missing", "no such model file"),
+])
+def test_a_source_model_that_does_not_fit_is_named(zoo_here, study, tmp_path, build, message):
+    path = tmp_path / "TRI_CNN.keras"
+    if build is None:
+        inputs = keras.Input((32, 32, 3))
+        keras.Model(inputs, keras.layers.Dense(5)(keras.layers.GlobalAveragePooling2D()(inputs))).save(path)
+    elif build == "garbage":
+        path.write_bytes(b"not a zip")
+    elif build != "missing":
+        tri_al.build_model(width=1 / 16, head_units=8, **build).save(path)
+    done = zoo_here("tri-al", study / "triplets", tmp_path / "out", "--source-model", path, *RUN)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert str(path) in done.stderr and message in done.stderr, done.stderr
+    assert not (tmp_path / "out" / "study.json").exists()  # a corrected rerun is not refused as "other settings"

@@ -37,7 +37,7 @@ def test_class_share_figure(tmp_path):
 def test_slide_map_predicts_tissue_and_leaves_glass_white(tmp_path):
     rgb, _ = synthetic_slides.render_slide(np.random.default_rng(1), (512, 512), "B")
     synthetic_slides.write_pyramid(tmp_path / "slide.tiff", rgb)
-    model = tri_al.build_model(tile_size=32, width=1 / 16)
+    model = tri_al.build_model(tile_size=32, width=1 / 16, head_units=16)
     grid, thumb = tri_al_report.predict_slide(model, tmp_path / "slide.tiff", stride=64)
     assert grid.shape == (8, 8) and thumb.shape[2] == 3
     tissue = cv2.resize(rgb, (8, 8), interpolation=cv2.INTER_AREA).mean(-1) < 225
