@@ -58,26 +58,30 @@ def fake_cv_run(root, name, dice_values):
     return out
 
 
-def zoo_train_killed_after(epochs: int, argv, env=None) -> subprocess.Popen:
-    """Starts ``zoo train ARGV`` in a fresh process that SIGKILLs itself once epoch ``epochs`` is backed up.
+def zoo_train_process(argv, env=None, kill_after: int | None = None, weights_to=None) -> subprocess.Popen:
+    """Starts ``zoo train ARGV`` in a fresh process, through the CLI's own configuration and training call.
 
-    A crash at a known point instead of a kill after polling: the zoo's callbacks (checkpoint, log,
-    backup) have run for that epoch, the next epoch has not started.
+    ``kill_after``: the process SIGKILLs itself once that epoch is backed up (a crash at a known point
+    instead of a kill after polling: the zoo's callbacks have run for that epoch, the next has not
+    started). ``weights_to``: the final weights, moving statistics included, go to this ``.npz``.
     """
     script = textwrap.dedent(f"""
         import os, signal, sys
         import keras
+        import numpy as np
         from common.cli import build_parser
         from common.cli.train import train_config
         from common.train import segmentation
 
         class KillAfterEpoch(keras.callbacks.Callback):
             def on_epoch_end(self, epoch, logs=None):
-                if epoch + 1 == {epochs}:
+                if epoch + 1 == {kill_after!r}:
                     os.kill(os.getpid(), signal.SIGKILL)
 
         config = train_config(build_parser().parse_args(["train", *sys.argv[1:]]))
-        segmentation.train(config, extra_callbacks=[KillAfterEpoch()])
+        model = segmentation.train(config, extra_callbacks=[KillAfterEpoch()])
+        if {str(weights_to) if weights_to else None!r}:
+            np.savez({str(weights_to)!r}, *model.get_weights())
     """)
     return subprocess.Popen([sys.executable, "-c", script, *map(str, argv)], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, encoding="utf-8", env={**os.environ, **(env or {})})

@@ -30,7 +30,7 @@ MODELS = {
     "hourglass": ("acnn_pose.build_model(input_shape=(64, 64, 3), num_stacks=2, features=16, attention=False)",
                   [(2, 64, 64, 3)]),
     "acnn": ("acnn_pose.build_model(input_shape=(64, 64, 3), num_stacks=2, features=16)", [(2, 64, 64, 3)]),
-    "tri_cnn": ("tri_al.build_model(tile_size=32, width=1 / 16)", [(2, 32, 32, 3)] * 3),
+    "tri_cnn": ("tri_al.build_model(tile_size=32, width=1 / 16, head_units=16)", [(2, 32, 32, 3)] * 3),
 }
 # Relative JAX compile times, measured, so that the two processes below take about as long.
 COMPILE_WEIGHT = {"acnn": 3, "hourglass": 3, "eas_unet": 3, "mhca": 2, "u_transformer": 2, "attention_unet": 2}

@@ -29,7 +29,7 @@ def test_unknown_names_and_arguments_are_value_errors_naming_them():
     ("eas_unet", dict(num_classes=3, base_filters=4)),
     ("acnn", dict(input_shape=(64, 64, 3), num_stacks=2, features=16)),
     ("hourglass", dict(input_shape=(64, 64, 3), num_stacks=2, features=16)),
-    ("tri_cnn", dict(tile_size=32, width=1 / 16)),
+    ("tri_cnn", dict(tile_size=32, width=1 / 16, head_units=16)),
 ])
 def test_a_built_model_is_recognised_without_its_run_config(name, kwargs):
     model = registry.build(name, **kwargs)

@@ -28,7 +28,7 @@ def test_killed_training_resumes_from_last_completed_epoch(tiny_prepared, tmp_pa
     run = tmp_path / "run"
     command = [sys.executable, "-m", "common.cli", "train", tiny_prepared, run, "--base-filters", "8",
                "--epochs", "6", "--batch-size", "4", "--crop-size", "64", "--test-fraction", "0.25"]
-    first = helpers.zoo_train_killed_after(2, command[4:])  # the same run, crashing once epoch 2 is backed up
+    first = helpers.zoo_train_process(command[4:], kill_after=2)  # the same run, crashing once epoch 2 is backed up
     first.communicate(timeout=300)
     assert first.returncode == -signal.SIGKILL
     backed_up = _backed_up_epochs(run)

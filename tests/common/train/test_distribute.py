@@ -70,18 +70,12 @@ def _worker_env(ports, index: int) -> dict:
             "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})}
 
 
-def _start_workers(prepared, outs, epochs: int, ports, kill_after: int | None = None) -> list[subprocess.Popen]:
+def _start_workers(prepared, outs, epochs: int, ports, kill_after: int | None = None,
+                   weights_to=(None, None)) -> list[subprocess.Popen]:
     """``zoo train`` on each worker; with ``kill_after``, each crashes once that epoch is backed up."""
-    workers = []
-    for index, out in enumerate(outs):
-        argv = [str(prepared), str(out), "--epochs", str(epochs), *TRAIN]
-        if kill_after is not None:
-            workers.append(helpers.zoo_train_killed_after(kill_after, argv, env=_worker_env(ports, index)))
-            continue
-        workers.append(subprocess.Popen([sys.executable, "-m", "common.cli", "train", *argv], stdout=subprocess.PIPE,
-                                        stderr=subprocess.STDOUT, text=True, encoding="utf-8",
-                                        env=_worker_env(ports, index)))
-    return workers
+    return [helpers.zoo_train_process([str(prepared), str(out), "--epochs", str(epochs), *TRAIN],
+                                      env=_worker_env(ports, index), kill_after=kill_after, weights_to=weights)
+            for index, (out, weights) in enumerate(zip(outs, weights_to))]
 
 
 def _epochs(run) -> list[int]:
@@ -91,50 +85,35 @@ def _epochs(run) -> list[int]:
 
 @pytest.fixture(scope="module")
 def trained(tiny_prepared, tmp_path_factory):
-    run = tmp_path_factory.mktemp("multiworker") / "run"  # one folder both workers see, as on shared storage
-    logs, codes = helpers.run_cluster(lambda ports: _start_workers(tiny_prepared, [run, run], epochs=2, ports=ports))
+    """Two workers, each with its own run folder, so that what the non-chief writes would show."""
+    root = tmp_path_factory.mktemp("multiworker")
+    logs, codes = helpers.run_cluster(lambda ports: _start_workers(
+        tiny_prepared, [root / "run_0", root / "run_1"], epochs=2, ports=ports,
+        weights_to=[root / "final_0.npz", root / "final_1.npz"]))
     assert codes == [0, 0], "\n".join(log[-3000:] for log in logs)
-    return run, logs
+    return root, logs
 
 
 def test_two_workers_train_one_model_and_only_the_chief_writes(trained):
-    run, logs = trained
+    root, logs = trained
+    run = root / "run_0"
     assert "2 replica(s)" in logs[0] and "2 replica(s)" in logs[1]
     assert (run / "model.keras").is_file() and (run / "checkpoints" / "last.keras").is_file()
     assert (run / "config.json").is_file()
-    assert _epochs(run) == [0, 1]  # one writer: a second one would have doubled the log
+    assert _epochs(run) == [0, 1]
     with zipfile.ZipFile(run / "model.keras") as saved:  # synchronized batch norm is TensorFlow-only:
         config = saved.read("config.json").decode()      # the saved model loads on every backend
     assert '"synchronized": false' in config and '"synchronized": true' not in config
     assert sorted(p.name for p in run.iterdir()) == ["checkpoints", "config.json", "history.csv", "logs",
                                                       "model.keras"]  # the backup is gone once training ends
+    # The other worker's folder: nothing, so in a folder both share there is one writer.
+    assert not (root / "run_1").exists() or not any(p.is_file() for p in (root / "run_1").rglob("*"))
 
 
-def test_both_workers_end_with_identical_weights(tiny_prepared, tmp_path):
-    # Each worker writes all its final weights, BatchNorm's moving statistics included (synchronized
-    # batch norm); the non-chief's go to a scratch file for this check.
-    script = (
-        "import sys\n"
-        "import numpy as np\n"
-        "from common.train import distribute\n"
-        "from common.train import segmentation as training\n"
-        "strategy = distribute.MultiWorkerMirroredStrategy()\n"
-        "config = training.TrainConfig(data=sys.argv[1], out=sys.argv[2], base_filters=2, epochs=1, batch_size=2,\n"
-        "    crop_size=32, learning_rate=1e-3, test_cases=['case_000'], verbose=0)\n"
-        "model = training.train(config, strategy=strategy, log=lambda _: None)\n"
-        "np.savez(sys.argv[3], *model.get_weights())\n"
-    )
-    commands = [[sys.executable, "-c", script, str(tiny_prepared), str(tmp_path / f"run_{index}"),
-                 str(tmp_path / f"final_{index}.npz")] for index in range(2)]
-    logs, codes = helpers.run_cluster(lambda ports: [
-        subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, encoding="utf-8",
-                         env=_worker_env(ports, index)) for index, command in enumerate(commands)])
-    assert codes == [0, 0], "\n".join(log[-3000:] for log in logs)
-    # Separate run folders here: the chief's holds the checkpoints and the model, the other worker's nothing.
-    assert (tmp_path / "run_0" / "checkpoints" / "last.keras").is_file()
-    assert (tmp_path / "run_0" / "model.keras").is_file()
-    assert not (tmp_path / "run_1").exists() or not any(p.is_file() for p in (tmp_path / "run_1").rglob("*"))
-    a, b = np.load(tmp_path / "final_0.npz"), np.load(tmp_path / "final_1.npz")
+def test_both_workers_end_with_identical_weights(trained):
+    # Each worker saves all its final weights, BatchNorm's moving statistics included (synchronized batch norm).
+    root, _ = trained
+    a, b = np.load(root / "final_0.npz"), np.load(root / "final_1.npz")
     assert a.files == b.files and len(a.files) > 20
     for name in a.files:
         np.testing.assert_array_equal(a[name], b[name])
