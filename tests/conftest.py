@@ -105,3 +105,21 @@ def fixed_keras_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("model") / "fixed.keras"
     unet_transformer.build_model("unet", input_shape=(32, 32, 1), num_classes=8, base_filters=2).save(path)
     return path
+
+
+# The slowest modules (pytest --durations), run first: with `make test`'s two workers (pytest-xdist,
+# one file per worker at a time) a long module left for the end would run while the other worker idles.
+SLOWEST_FIRST = ("tests/test_backends.py", "tests/common/train/test_distribute.py",
+                 "tests/common/train/test_crossval.py", "tests/common/studies/test_tri_al.py",
+                 "tests/tri_al/test_active_learning.py", "tests/acnn_pose/test_staged.py",
+                 "tests/common/train/test_callbacks.py", "tests/common/cli/test_pose.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {path: index for index, path in enumerate(SLOWEST_FIRST)}
+
+    def key(item):
+        path = pathlib.Path(str(item.fspath)).relative_to(config.rootpath).as_posix()
+        return rank.get(path, len(rank))
+
+    items.sort(key=key)  # stable: every other test keeps its order
