@@ -8,30 +8,55 @@ Decisions where the paper is vague:
 
 - Base network: Newell's 4-stack hourglass as the princeton-vl / bearpaw code
   lays it out (pre-activation bottleneck residuals, depth-4 hourglasses,
-  nearest upsampling). Eq. 1 passes ``f(X_i + hourglass(X_i)) * M_i`` to the
-  next stage, so Newell's extra merge of predictions and features back into
-  the next stage's input is left out; f is a Residual then a 1x1
-  conv-BN-ReLU, as after each of Newell's hourglasses. The stem widths
-  (64, 128, 128, 256 at ``features=256``) scale with ``features``.
-- The mask head f_c (eq. 2) reads ``X_i + hourglass(X_i)`` like f: a 3x3
+  nearest upsampling), merges included: after stage i Newell feeds the next
+  stage ``X_i + fc'(F_i) + score'(H_i)`` (1x1 convs of the stage's features
+  and of its heatmaps back to ``features`` channels). F_i is a Residual then
+  a 1x1 conv-BN-ReLU on the hourglass output. The stem widths (64, 128, 128,
+  256 at ``features=256``) scale with ``features``.
+- Eq. 1 with Newell's merges: ``X_{i+1} = (X_i + fc'(F_i) + score'(H_i)) * M_i``.
+  The paper follows Newell's Torch code ("Our implementation follows [15]
+  using Torch") and says the mask selects "the input feature maps" of the
+  next stage, so that "only the selected regions will be passed to the
+  subsequent stages": the mask gates the whole next-stage input, the
+  identity path X_i (Fig. 3's dotted lines) included, not F_i alone. Eq. 1's
+  ``X_i + theta(X_i)`` is the hourglass output (its top branch carries X_i
+  through identity skips), read by both f and f_c (eq. 2). With the masks at
+  ones (stage A, or ``attention=False``) the network is exactly Newell's.
+- BatchNorm: Torch's epsilon 1e-5 and momentum 0.1 (Keras' momentum 0.9), not
+  Keras' defaults (SPEC, "Matching the original implementation").
+- The mask head f_c (eq. 2) reads the hourglass output like f: a 3x3
   conv-BN-ReLU to C/4 then a 1x1 conv to one channel and a sigmoid (section
   3.2: no BN/ReLU on the 1x1 layers that make heatmaps and masks). Its bias
-  starts at 2 (sigmoid 0.88), so switching the masks on in stage B barely
-  disturbs the heatmap path trained in stage A. The masks stay soft
-  (sigmoid): the paper calls them binary but trains them by back-propagation.
+  starts at 2 (sigmoid 0.88, spread by the kernel's term), so switching the
+  masks on in stage B barely disturbs the heatmap path trained in stage A.
+  The masks stay soft (sigmoid): the paper calls them binary but trains them
+  by back-propagation.
 - The heatmap 1x1 convs start from normal(std=0.001) weights, as HRNet's
   heatmap heads do: with Keras' default init the first ~600 steps of a
   small run only unlearned random peaks.
 - The last stage makes no mask (no stage follows to gate); a model of S
   stacks outputs S predictions and S - 1 masks.
 - The plain baseline (``attention=False``) has no mask heads at all, so its
-  parameter count is the hourglass's (4 stacks: 12.65M trainable, 12.71M in all).
+  parameter count is Newell's hourglass' (4 stacks, 256 features, 16 joints:
+  12,919,488 in all, 12,858,304 trainable).
 - Loss: the sum over stages of the per-stage MSE against the target
   heatmaps (intermediate supervision, section 3.1, eq. 3).
 - Staged training (``staged``): stage A forces every mask to ones and
   freezes the mask heads; stage B freezes everything else (and its BN
-  statistics); stage C trains all. The baseline runs stages A and C only, so
-  its heatmap path gets the same schedule as ACNN's.
+  statistics); stage C trains all. RMSprop with Torch7's rule (``TorchRMSprop``:
+  alpha 0.99, eps 1e-8 outside the square root), as the paper's Torch code.
+  The baseline runs stages A and C only, so its heatmap path gets the same
+  schedule as ACNN's.
+- What stage B can learn: with the heatmap path frozen, eq. 4 makes
+  ``P_{i+1}`` roughly the per-pixel blend ``M_i H_{i+1} + (1 - M_i) P_i`` of
+  two predictions trained to the same targets, so the masks can move the loss
+  only by about the gap between consecutive stages. In the short run of
+  ``docs/results.md`` every mask from all-zeros to a per-pixel oracle spans
+  5.26e-3 to 4.97e-3 of a 5.0e-3 loss; the masks start at 5.16e-3 and reach
+  5.01e-3 in stage B's first three steps (Torch's RMSprop steps ~10x the rate
+  at first), 5.00e-3 at its end: the per-epoch loss looks flat although the
+  masks learn (``tests/acnn_pose/test_staged.py`` checks that they follow eq.
+  4's gradient where it is large).
 - Decoding: argmax plus a quarter pixel toward the higher neighbour (the
   reference code's rule), pixel centres at integer coordinates; heatmap
   pixel u covers image pixels ``4u .. 4u + 3``, so ``x = 4 (u + 0.5) - 0.5``.

@@ -12,7 +12,7 @@ from __future__ import annotations
 import keras
 from keras import layers, ops
 
-from common.nn.ops import BN_MOMENTUM, check_positive_int  # BN: the reference code's PyTorch 0.1
+from common.nn.ops import batch_norm, check_positive_int  # BN: Torch's momentum and epsilon
 
 
 @keras.saving.register_keras_serializable(package="acnn_pose")
@@ -43,7 +43,7 @@ class Residual(keras.layers.Layer):
         widths = [(channels, half, 1), (half, half, 3), (half, self.filters, 1)]
         self.norms, self.convs = [], []
         for i, (width_in, width_out, kernel) in enumerate(widths, start=1):
-            bn = layers.BatchNormalization(momentum=BN_MOMENTUM, dtype=policy, name=f"bn{i}")
+            bn = batch_norm(dtype=policy, name=f"bn{i}")
             conv = layers.Conv2D(width_out, kernel, padding="same", dtype=policy, name=f"conv{i}")
             bn.build((None, None, None, width_in))
             conv.build((None, None, None, width_in))
@@ -138,9 +138,10 @@ class Hourglass(keras.layers.Layer):
 class AttentionMaskGate(keras.layers.Layer):
     """Eq. 1: ``X_{i+1} = F_i * M_i``, the one-channel mask broadcast across the feature channels.
 
-    Inputs ``[F, M]``: the stage's features (B, H, W, C) and its mask
-    (B, H, W, 1) in [0, 1]. Returns ``(F * M, M)`` where the returned mask
-    is the one applied, float32.
+    Inputs ``[F, M]``: the features passed to the next stage (B, H, W, C;
+    in ``build_model`` Newell's merge ``X_i + fc'(F_i) + score'(H_i)``) and
+    the stage's mask (B, H, W, 1) in [0, 1]. Returns ``(F * M, M)`` where the
+    returned mask is the one applied, float32.
 
     ``force_ones`` (a non-trainable weight, so it switches inside compiled
     training functions and is saved with the model) replaces M by ones:

@@ -1,14 +1,18 @@
-"""The ACNN network (Sun et al., section 3, Fig. 3 and 4) and its plain stacked-hourglass base.
+"""The ACNN network (Sun et al., section 3, Fig. 3 and 4) and its base, Newell's stacked hourglass.
 
 Stem (section 3.2, "Inference"): 7x7/2 conv - BN - ReLU, Residual, 2x2
-max-pool, Residual, Residual: 256x256 -> 64x64 features. Then per stage i:
+max-pool, Residual, Residual: 256x256 -> 64x64 features. Then per stage i,
+with ``Y_i = hourglass(X_i)`` (= ``X_i + theta(X_i)``: the hourglass' top
+branch carries X_i through identity skips):
 
-- ``F_i = f(X_i + hourglass(X_i))``, f a Residual and a 1x1 conv-BN-ReLU;
+- ``F_i``: a Residual and a 1x1 conv-BN-ReLU on Y_i (Newell's ``features``);
 - ``H_i``: 1x1 conv to K heatmaps (no BN/ReLU, section 3.2);
 - ``P_i``: eq. 4 (``StagePrediction``);
-- ``M_i = f_c(X_i + hourglass(X_i))``, eq. 2: 3x3 conv-BN-ReLU to C/4,
-  1x1 conv to one channel, sigmoid (float32);
-- ``X_{i+1} = F_i * M_i``, eq. 1 (``AttentionMaskGate``).
+- Newell's merge: ``X_i + fc'(F_i) + score'(H_i)``, two 1x1 convs back to
+  ``features`` channels (``merge_features_i``, ``merge_heatmaps_i``);
+- ``M_i = f_c(Y_i)``, eq. 2: 3x3 conv-BN-ReLU to C/4, 1x1 conv to one
+  channel, sigmoid (float32);
+- ``X_{i+1} = merge_i * M_i``, eq. 1 (``AttentionMaskGate``).
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import keras
 from keras import layers
 
 from acnn_pose.layers import AttentionMaskGate, Hourglass, Residual, StagePrediction
-from common.nn.ops import BN_MOMENTUM, check_input_shape, check_positive_int
+from common.nn.ops import batch_norm, check_input_shape, check_positive_int
 
 HOURGLASS_DEPTH = 4
 OUTPUT_STRIDE = 4  # the stem's: 256x256 images give 64x64 heatmaps
@@ -25,8 +29,8 @@ STRIDE = OUTPUT_STRIDE * 2**HOURGLASS_DEPTH  # image sides must be multiples of 
 # Heatmap convs start near zero (HRNet's normal(std=0.001)): with the default init the
 # first hundreds of steps only unlearn random peaks (measured: loss 0.30 -> 0.006 in ~600 steps).
 HEATMAP_STDDEV = 0.001
-# Mask logits start at sigmoid(2) = 0.88, nearly open: when stage B switches the
-# masks on, the frozen heatmap path first sees nearly the features of stage A.
+# Mask logits start with bias 2 (sigmoid 0.88 where the kernel's term is small), nearly open: when
+# stage B switches the masks on, the frozen heatmap path first sees nearly the features of stage A.
 MASK_BIAS_INIT = 2.0
 
 
@@ -40,7 +44,7 @@ def _check_config(input_shape, num_stacks, num_joints, features):
 
 def _conv_bn_relu(x, filters: int, kernel: int, name: str, strides: int = 1):
     x = layers.Conv2D(filters, kernel, strides=strides, padding="same", name=f"{name}_conv")(x)
-    x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn")(x)
+    x = batch_norm(name=f"{name}_bn")(x)
     return layers.Activation("relu", name=f"{name}_relu")(x)
 
 
@@ -61,6 +65,13 @@ def _mask_head(x, features: int, stage: int):
     return layers.Activation("sigmoid", dtype="float32", name=f"mask_{stage}_sigmoid")(m)
 
 
+def _merge(x, feature, heatmap, features: int, stage: int):
+    """Newell's next-stage input ``X_i + fc'(F_i) + score'(H_i)``: the stage's input, features and heatmaps."""
+    merged_features = layers.Conv2D(features, 1, name=f"merge_features_{stage}")(feature)
+    merged_heatmaps = layers.Conv2D(features, 1, name=f"merge_heatmaps_{stage}")(heatmap)
+    return layers.Add(name=f"merge_{stage}")([x, merged_features, merged_heatmaps])
+
+
 def build_model(input_shape=(256, 256, 3), num_stacks: int = 4, num_joints: int = 16, features: int = 256,
                 attention: bool = True) -> keras.Model:
     """Builds ACNN (``attention=True``) or the plain stacked hourglass it is based on.
@@ -71,8 +82,8 @@ def build_model(input_shape=(256, 256, 3), num_stacks: int = 4, num_joints: int 
         num_stacks: hourglass stages (paper: 4).
         num_joints: K heatmaps (MPII: 16).
         features: channels of the hourglasses (paper: 256).
-        attention: add the mask heads and gates of eq. 1 and 2; without, the
-            stages follow one another directly (``X_{i+1} = F_i``) and
+        attention: add the mask heads and gates of eq. 1 and 2; without, it
+            is Newell's network (``X_{i+1}`` is the merge, ungated) and
             ``P_i = H_i``.
 
     Returns:
@@ -93,8 +104,7 @@ def build_model(input_shape=(256, 256, 3), num_stacks: int = 4, num_joints: int 
     x = _stem(inputs, features)
     predictions, masks, previous, mask = [], [], None, None
     for stage in range(1, num_stacks + 1):
-        hourglass = Hourglass(features, HOURGLASS_DEPTH, name=f"hourglass_{stage}")(x)
-        y = layers.Add(name=f"stage_{stage}_residual")([x, hourglass])  # X_i + theta(X_i)
+        y = Hourglass(features, HOURGLASS_DEPTH, name=f"hourglass_{stage}")(x)  # X_i + theta(X_i)
         feature = Residual(features, name=f"stage_{stage}_res")(y)
         feature = _conv_bn_relu(feature, features, 1, f"stage_{stage}_fc")  # F_i, eq. 1's f
         init = keras.initializers.RandomNormal(stddev=HEATMAP_STDDEV)
@@ -104,8 +114,8 @@ def build_model(input_shape=(256, 256, 3), num_stacks: int = 4, num_joints: int 
         predictions.append(previous)
         if stage == num_stacks:
             break
-        x = feature
+        x = _merge(x, feature, heatmap, features, stage)
         if attention:
-            x, mask = AttentionMaskGate(name=f"gate_{stage}")([feature, _mask_head(y, features, stage)])  # eq. 1
+            x, mask = AttentionMaskGate(name=f"gate_{stage}")([x, _mask_head(y, features, stage)])  # eq. 1
             masks.append(layers.Identity(dtype="float32", name=f"mask_{stage}")(mask))
     return keras.Model(inputs, predictions + masks, name="acnn" if attention else "hourglass")

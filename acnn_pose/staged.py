@@ -2,8 +2,9 @@
 
 Stage A trains the heatmap path with every mask forced to ones and the mask
 heads frozen; stage B freezes the heatmap path and trains the mask heads;
-stage C trains everything. RMSprop throughout, the learning rate divided by
-10 at fixed epochs (``STAGES``). ``scaled_stages(factor)`` shortens every
+stage C trains everything. RMSprop throughout, with Torch's rule (the
+paper: "Our implementation follows [15] using Torch"; ``TorchRMSprop``), the
+learning rate divided by 10 at fixed epochs (``STAGES``). ``scaled_stages(factor)`` shortens every
 stage (and its drops) by one factor for short runs.
 
 A run folder gets ``stage_<X>.weights.h5`` after each finished stage and
@@ -22,6 +23,7 @@ from keras import ops
 
 from acnn_pose.layers import AttentionMaskGate
 from common import atomic  # stdlib only: this module stays keras-only
+from common.nn.optimizers import TorchRMSprop
 
 TRAINS = ("heatmaps", "masks", "all")
 
@@ -129,8 +131,9 @@ def train_staged(model: keras.Model, dataset, out, stages=STAGES, steps_per_epoc
         log(f"stage {stage.name}: trains {stage.trains}, {stage.epochs} epochs, RMSprop {stage.learning_rate:g}, "
             f"x0.1 at {list(stage.drops)}; {sum(int(ops.size(w)) for w in model.trainable_weights):,} "
             "trainable parameters")
-        # RMSprop with the Torch constants of the reference code (alpha 0.99, eps 1e-8).
-        trainer.compile(optimizer=keras.optimizers.RMSprop(stage.learning_rate, rho=0.99, epsilon=1e-8),
+        # Torch7's optim.rmsprop, as Newell's and ACNN's Torch code (alpha 0.99, eps 1e-8 outside the root):
+        # Keras' RMSprop puts eps inside and took ~100x smaller steps here (measurements/acnn-rmsprop-epsilon.md).
+        trainer.compile(optimizer=TorchRMSprop(stage.learning_rate, rho=0.99, epsilon=1e-8),
                         loss=stacked_mse, run_eagerly=run_eagerly)
         stage_callbacks = [
             keras.callbacks.BackupAndRestore(str(out / "backup" / f"stage_{stage.name}")),

@@ -28,17 +28,16 @@ def _compiled_model(model_name: str, base: int, size: int, batch: int, classes: 
     2 stacks of ``2 * base`` features and mean squared error on every stage's
     heatmaps, fused batch norm on, as ``zoo train-pose`` trains it.
     """
-
-    from common.train import batch_norm
     if model_name != "acnn":
         return compiled_zoo_model(model_name, base, batch, classes, steps), random_batch(batch, size, classes)
-    import keras
     import numpy as np
 
     import acnn_pose
+    from common.nn.optimizers import TorchRMSprop
+    from common.train import batch_norm
 
     model = acnn_pose.build_model((size, size, 3), num_stacks=2, features=2 * base)
-    model.compile(optimizer=keras.optimizers.RMSprop(2.5e-4), loss=["mse"] * len(model.outputs))
+    model.compile(optimizer=TorchRMSprop(2.5e-4), loss=["mse"] * len(model.outputs))  # ACNN's stages
     batch_norm.fuse_batch_norm(model)
     rng = np.random.default_rng(0)
     images = rng.random((batch, size, size, 3), dtype=np.float32)

@@ -35,7 +35,7 @@ def _add_train_pose(sub):
 
 
 def _add_eval_pose(sub):
-    p = sub.add_parser("eval-pose", help="PCKh@0.5 of a pose run, with the paper's Table 1 columns")
+    p = sub.add_parser("eval-pose", help="PCKh@0.5 of a pose run (flip test), the paper's Table 1 columns, Mean@0.1")
     p.add_argument("run", help="run folder (zoo train-pose) or .keras file")
     p.add_argument("data", help="data folder")
     p.add_argument("--split", default="valid", help="annotation file annot/SPLIT.json (default valid)")
@@ -44,6 +44,11 @@ def _add_eval_pose(sub):
     p.add_argument("--name", default=None, help="row name in the table (default: the run folder's name)")
     p.add_argument("--stage", choices=("A", "B", "C"), default=None,
                    help="score the weights the run had after this training stage (RUN/stage_X.weights.h5)")
+    p.add_argument("--flip-test", action=argparse.BooleanOptionalAction, default=True,
+                   help="average with the flipped crop's heatmaps, flipped back (Newell, HRNet, mmpose; default on)")
+    p.add_argument("--flip-shift", type=int, choices=(0, 1), default=0,
+                   help="shift the flipped-back heatmaps right by this many pixels (HRNet/mmpose: 1; default 0, "
+                        "this code's pixel-centre targets need none)")
     p.set_defaults(handler=eval_pose)
 
 
@@ -90,6 +95,7 @@ def _pose_run(path, input_size):
 def eval_pose(args) -> None:
     from common.pose import data as pose_data
     from common.pose import evaluate as pose_eval
+    from common.studies import pose_pictures as pose_report
 
     records = pose_data.load_split(args.data, args.split)  # bad data fails before the model loads
     model, size = _pose_run(args.run, args.input_size)
@@ -101,10 +107,15 @@ def eval_pose(args) -> None:
             raise errors.DataError(f"{weights}: no such file (stage {args.stage} not trained in this run)")
         model.load_weights(weights)
         suffix = f"_stage_{args.stage}"
-    result = pose_eval.evaluate(model, records, size, args.batch_size)
-    if run.is_dir():
-        atomic.write_json(run / f"pckh_{args.split}{suffix}.json", result)
+    suffix += "" if args.flip_test else "_noflip"
+    suffix += f"_shift{args.flip_shift}" if args.flip_test and args.flip_shift else ""
+    result = pose_eval.evaluate(model, records, size, args.batch_size, flip_test=args.flip_test,
+                                shift=args.flip_shift)
     name = args.name or (run.name if run.is_dir() else run.name.removesuffix(".keras"))
+    if run.is_dir():
+        atomic.write_json(run / f"pckh_{args.split}{suffix}.json", pose_eval.json_ready(result))
+        curve = pose_report.pckh_curve_figure({name: (result["curve"]["thresholds"], result["curve"]["Total"])})
+        atomic.write_image(run / f"pckh_{args.split}{suffix}.png", curve, rgb=True)
     print(pose_eval.format_table({name: result}))
 
 

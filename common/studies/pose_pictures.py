@@ -1,4 +1,4 @@
-"""Pictures of a pose model on one image: skeleton overlays, heatmaps (paper Fig. 1), attention masks (Fig. 6)."""
+"""Pictures of a pose model: skeleton overlays, heatmaps (paper Fig. 1), attention masks (Fig. 6), PCKh curves."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from common.pose import data as pose_data
 from common.pose import mpii
 
 GT_COLOUR, PRED_COLOUR = (255, 60, 60), (60, 255, 60)
+CURVE_COLOURS = ((31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40))  # RGB, one per curve
 
 
 def _uint8(image) -> np.ndarray:
@@ -90,3 +91,34 @@ def write_pictures(model, record: pose_data.PoseRecord, out, input_size: int, pr
     for path, picture in written.items():
         atomic.write_image(path, picture, rgb=True)
     return list(written)
+
+
+def pckh_curve_figure(curves: dict, width: int = 640, height: int = 480) -> np.ndarray:
+    """PCKh (Total, %) against the threshold, one line per name: ``curves[name] = (thresholds, totals)``.
+
+    The x axis runs from 0 to the largest threshold (0.5 for ``zoo eval-pose``), the y axis from 0 to 100;
+    NaN points (no annotated joint) are left out. Returns an RGB uint8 image.
+    """
+    image = np.full((height, width, 3), 255, np.uint8)
+    left, right, top, bottom = 60, width - 20, 30, height - 50
+    x_max = max(max(t) for t, _ in curves.values()) or 1.0
+    to_pixel = lambda t, v: (int(round(left + (right - left) * t / x_max)),  # noqa: E731
+                             int(round(bottom - (bottom - top) * v / 100.0)))
+    font, grey, black = cv2.FONT_HERSHEY_SIMPLEX, (220, 220, 220), (0, 0, 0)
+    for i in range(6):  # grid and tick labels: thresholds in fifths, percent in steps of 20
+        t, v = x_max * i / 5, 20.0 * i
+        cv2.line(image, to_pixel(t, 0), to_pixel(t, 100), grey, 1)
+        cv2.line(image, to_pixel(0, v), to_pixel(x_max, v), grey, 1)
+        cv2.putText(image, f"{t:.2f}", (to_pixel(t, 0)[0] - 14, bottom + 18), font, 0.4, black, 1, cv2.LINE_AA)
+        cv2.putText(image, f"{v:.0f}", (left - 30, to_pixel(0, v)[1] + 4), font, 0.4, black, 1, cv2.LINE_AA)
+    cv2.rectangle(image, (left, top), (right, bottom), black, 1)
+    cv2.putText(image, "PCKh threshold (fraction of head size)", (left + 120, height - 12), font, 0.45, black, 1,
+                cv2.LINE_AA)
+    cv2.putText(image, "PCKh Total (%)", (left - 50, top - 12), font, 0.45, black, 1, cv2.LINE_AA)
+    for k, (name, (thresholds, totals)) in enumerate(curves.items()):
+        colour = CURVE_COLOURS[k % len(CURVE_COLOURS)]
+        points = [to_pixel(t, v) for t, v in zip(thresholds, totals) if v is not None and not np.isnan(v)]
+        if len(points) > 1:
+            cv2.polylines(image, [np.array(points, np.int32)], False, colour, 2, cv2.LINE_AA)
+        cv2.putText(image, name, (left + 10, top + 20 + 18 * k), font, 0.45, colour, 1, cv2.LINE_AA)
+    return image

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import acnn_pose
+from tests import helpers
 
 SHAPE_CASES = [
     # (build_model kwargs, input shape, prediction shape, number of masks)
@@ -57,12 +58,36 @@ def test_four_stack_hourglass_parameter_count():
     acnn = acnn_pose.build_model(attention=True)
     mask_heads = sum(layer.count_params() for layer in acnn.layers if layer.name.startswith("mask_"))
     gates = sum(layer.count_params() for layer in acnn.layers if isinstance(layer, acnn_pose.AttentionMaskGate))
-    print(f"4-stack hourglass: {_trainable(plain):,} trainable ({plain.count_params():,} in all); "
-          f"ACNN: {_trainable(acnn):,} trainable, mask heads {mask_heads:,}")
-    assert 12.5e6 <= _trainable(plain) <= 13.3e6  # SPEC: ~12.9M weights (Newell's 4-stack)
+    merges = sum(layer.count_params() for layer in plain.layers if layer.name.startswith("merge_"))
+    print(f"4-stack hourglass: {plain.count_params():,} parameters ({_trainable(plain):,} trainable), "
+          f"merges {merges:,}; ACNN: {acnn.count_params():,}, mask heads {mask_heads:,}")
+    assert abs(plain.count_params() - 12.9e6) <= 0.005 * 12.9e6  # SPEC: Newell's 4-stack has ~12.9M weights
+    assert merges == 3 * ((256 * 256 + 256) + (16 * 256 + 256))  # fc' and score' between the 4 stacks
     assert acnn.count_params() == plain.count_params() + mask_heads + gates
     assert gates == 3  # one non-trainable switch per gate
     assert plain.output_shape == [(None, 64, 64, 16)] * 4  # 256x256 in, K x 64 x 64 out (section 3.1)
+
+
+@pytest.mark.parametrize("attention", [True, False])
+def test_batch_norm_has_torch_epsilon_and_momentum(attention):
+    model = acnn_pose.build_model(input_shape=(64, 64, 3), num_stacks=2, features=16, attention=attention)
+    norms = [layer for layer in model._flatten_layers() if isinstance(layer, keras.layers.BatchNormalization)]
+    assert len(norms) > 30  # the Residuals' own, inside the hourglasses, included
+    assert {(n.epsilon, n.momentum) for n in norms} == {(1e-5, 0.9)}  # Torch's eps 1e-5, momentum 0.1
+
+
+def test_plain_hourglass_merges_input_features_and_heatmaps():
+    """Newell's stacking: X_2 = X_1 + fc'(F_1) + score'(H_1), and the plain model has no gate."""
+    keras.utils.set_random_seed(3)
+    model = acnn_pose.build_model(input_shape=(64, 64, 3), num_stacks=2, features=16, attention=False)
+    assert not any(isinstance(layer, acnn_pose.AttentionMaskGate) for layer in model.layers)
+    names = ["stem_res3", "stage_1_fc_relu", "heatmap_1", "merge_1"]
+    probe = keras.Model(model.input, [model.get_layer(n).output for n in names])
+    x1, f1, h1, x2 = (np.asarray(t) for t in probe(np.random.default_rng(0).random((1, 64, 64, 3), "float32")))
+    expected = x1 + np.asarray(model.get_layer("merge_features_1")(f1)) + np.asarray(
+        model.get_layer("merge_heatmaps_1")(h1))
+    np.testing.assert_allclose(x2, expected, rtol=1e-5, atol=1e-5)
+    assert model.get_layer("hourglass_2").input is model.get_layer("merge_1").output
 
 
 @pytest.fixture(scope="module")
@@ -77,26 +102,24 @@ def acnn():
 
 
 def test_equation_4_holds_on_the_outputs(acnn):
-    names = [f"heatmap_{i}" for i in (1, 2, 3)] + [f"stage_{i}_fc_relu" for i in (1, 2)] + ["gate_1", "gate_2"]
+    names = [f"heatmap_{i}" for i in (1, 2, 3)] + [f"merge_{i}" for i in (1, 2)] + ["gate_1", "gate_2"]
     probe = keras.Model(acnn.input, [acnn.get_layer(n).output for n in names[:5]]
                         + [acnn.get_layer(n).output[0] for n in names[5:]] + acnn.outputs)
     x = np.random.default_rng(0).random((2, 64, 64, 3), dtype=np.float32)
-    h1, h2, h3, f1, f2, x2, x3, p1, p2, p3, m1, m2 = (np.asarray(t) for t in probe(x))
+    h1, h2, h3, n1, n2, x2, x3, p1, p2, p3, m1, m2 = (np.asarray(t) for t in probe(x))
     assert 0.05 < m1.min() and m1.max() < 0.95 or m1.std() > 0.05  # masks are not trivially constant
     np.testing.assert_array_equal(p1, h1)
     np.testing.assert_allclose(p2, h2 + p1 * (1 - m1), rtol=1e-5, atol=1e-6)  # eq. 4
     np.testing.assert_allclose(p3, h3 + p2 * (1 - m2), rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(x2, f1 * m1, rtol=1e-5, atol=1e-6)  # eq. 1: X_{i+1} = F_i * M_i
-    np.testing.assert_allclose(x3, f2 * m2, rtol=1e-5, atol=1e-6)
+    # eq. 1 on Newell's merge: X_{i+1} = (X_i + fc'(F_i) + score'(H_i)) * M_i
+    np.testing.assert_allclose(x2, n1 * m1, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(x3, n2 * m2, rtol=1e-5, atol=1e-6)
 
 
 def test_mixed_precision_outputs_float32():
-    keras.config.set_dtype_policy("mixed_float16")
-    try:
+    with helpers.dtype_policy("mixed_float16"):
         model = acnn_pose.build_model(input_shape=(64, 64, 3), num_stacks=2, features=16)
         outputs = model(np.random.rand(1, 64, 64, 3).astype("float32"))
-    finally:
-        keras.config.set_dtype_policy("float32")
     assert model.get_layer("hourglass_1").compute_dtype == "float16"
     assert [keras.ops.dtype(o) for o in outputs] == ["float32"] * 3
 
