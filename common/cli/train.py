@@ -27,7 +27,9 @@ def train_options(p):
     p.add_argument("--lr-decay", type=float, help="learning-rate factor per epoch (default 0.95)")
     p.add_argument("--optimizer", choices=("adam", "sgd"), help="default adam")
     p.add_argument("--momentum", type=float, help="SGD momentum (default 0.9)")
-    p.add_argument("--weight-decay", type=float, help="decoupled weight decay (default 0)")
+    p.add_argument("--weight-decay", type=float,
+                   help="weight decay (default 0): with sgd PyTorch's L2 added to the gradient before momentum, "
+                        "with adam Keras' decoupled decay")
     p.add_argument("--side-weight", type=float, help="loss weight of deep-supervision side outputs (default 0.4)")
     p.add_argument("--loss", choices=("ce_dice", "dice"), help="default ce_dice")
     p.add_argument("--precision", help="auto, float32, mixed_float16 or mixed_bfloat16 (default auto)")

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import unet_transformer
+from common.nn import optimizers
 from common.train import segmentation as training
 
 
@@ -27,8 +28,9 @@ def test_eas_unet_preset_is_the_papers_recipe_scaled():
                                       model="unet", seed=None)
     assert (explicit.epochs, explicit.batch_size, explicit.model, explicit.seed) == (7, 4, "unet", 0)
     optimizer = training.make_optimizer(config, steps_per_epoch=10)
-    assert isinstance(optimizer, keras.optimizers.SGD)
-    assert optimizer.momentum == 0.9 and optimizer.weight_decay == pytest.approx(1e-4)
+    # PyTorch's SGD (the paper's framework): weight decay coupled into the gradient, Keras' decoupled one off.
+    assert isinstance(optimizer, optimizers.TorchSGD) and optimizer.weight_decay is None
+    assert optimizer.momentum == 0.9 and optimizer.coupled_weight_decay == pytest.approx(1e-4)
     assert training.preset_config(None, data="d", out="o").optimizer == "adam"
     with pytest.raises(ValueError, match="preset"):
         training.preset_config("unet_pp", data="d", out="o")
