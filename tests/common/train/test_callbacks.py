@@ -43,3 +43,27 @@ def test_killed_training_resumes_from_last_completed_epoch(tiny_prepared, tmp_pa
     epochs = [int(r["epoch"]) for r in csv.DictReader(open(run / "history.csv", encoding="utf-8"))]
     assert epochs[logged_before:] == list(range(backed_up, 6)) and sorted(set(epochs)) == list(range(6))
     assert (run / "model.keras").exists() and not (run / "backup").exists()
+
+
+def test_only_the_chief_checkpoints_and_logs_and_the_backup_runs_last(tmp_path):
+    import keras
+
+    from common.train import callbacks
+
+    chief = callbacks.make_callbacks(tmp_path / "chief", chief=True)
+    assert [type(c) for c in chief] == [keras.callbacks.ModelCheckpoint, keras.callbacks.CSVLogger,
+                                        keras.callbacks.TensorBoard, callbacks.BackupAndRestore]
+    worker = callbacks.make_callbacks(tmp_path / "worker", chief=False)
+    assert [type(c) for c in worker] == [callbacks.BackupAndRestore] and not worker[0].chief
+    assert not (tmp_path / "worker").exists()  # a worker writes nothing
+
+
+def test_save_model_atomic_leaves_no_partial_file(tmp_path):
+    import keras
+
+    from common.train import callbacks
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    path = callbacks.save_model_atomic(model, tmp_path / "model.keras")
+    assert path.is_file() and sorted(p.name for p in tmp_path.iterdir()) == ["model.keras"]
+    assert keras.models.load_model(path).count_params() == 3
