@@ -104,3 +104,13 @@ def test_synthetic_lits_cohort_through_the_cli(tmp_path, capsys):
     capsys.readouterr()
     assert cli.main(["prepare", str(cohort), str(tmp_path / "again"), "--preset", "lits"]) == 2
     assert "volume-1.nii: no segmentation-1.nii beside it" in capsys.readouterr().err
+
+
+def test_a_truncated_volume_is_one_line_naming_it(zoo_here, keras_file, tmp_path):
+    cut = tmp_path / "cut.nii.gz"
+    array = np.random.default_rng(0).integers(-1000, 1000, (4, 32, 32)).astype(np.int16)
+    sitk.WriteImage(sitk.GetImageFromArray(array), str(cut), True)
+    cut.write_bytes(cut.read_bytes()[:-2000])  # an interrupted download
+    _assert_one_line_error(zoo_here("predict", keras_file, cut, tmp_path / "o.nii.gz"),
+                           "cut.nii.gz: truncated, its gzip stream ends before")
+    assert not (tmp_path / "o.nii.gz").exists()

@@ -25,21 +25,78 @@ def test_read_volume_formats(tmp_path, suffix):
     np.testing.assert_allclose(read.GetSpacing(), image.GetSpacing(), rtol=1e-6)
 
 
-def test_read_dicom_series(tmp_path):
-    image = sitk.Cast(_volume(shape=(4, 8, 8)), sitk.sitkInt16)
+def _write_dicom_series(folder, image):
+    """One DICOM file per z slice, with the tags a series reader sorts and places slices by."""
+    folder.mkdir(exist_ok=True)
     writer = sitk.ImageFileWriter()
     writer.KeepOriginalImageUIDOn()
     for z in range(image.GetDepth()):
         slice_ = image[:, :, z]
         slice_.SetMetaData("0020|0013", str(z + 1))  # instance number
         slice_.SetMetaData("0020|0032", "\\".join(map(str, image.TransformIndexToPhysicalPoint((0, 0, z)))))
+        slice_.SetMetaData("0020|0037", "1\\0\\0\\0\\1\\0")  # image orientation (patient)
         slice_.SetMetaData("0020|000e", "1.2.826.0.1.3680043.2.1125.1")  # one series
-        writer.SetFileName(str(tmp_path / f"{z:03d}.dcm"))
+        writer.SetFileName(str(folder / f"{z:03d}.dcm"))
         writer.Execute(slice_)
+
+
+def test_read_dicom_series(tmp_path):
+    image = sitk.Cast(_volume(shape=(4, 8, 8)), sitk.sitkInt16)
+    _write_dicom_series(tmp_path, image)
     read = volumes.read_volume(tmp_path)
     assert read.GetSize() == image.GetSize()
     np.testing.assert_array_equal(sitk.GetArrayFromImage(read), sitk.GetArrayFromImage(image))
     assert read.GetSpacing()[2] == pytest.approx(2.5, abs=1e-3)
+
+
+def test_dicom_series_with_a_missing_slice_names_the_folder_and_the_gap(tmp_path):
+    folder = tmp_path / "series"
+    _write_dicom_series(folder, sitk.Cast(_volume(shape=(6, 8, 8)), sitk.sitkInt16))  # z = 5, 7.5, ... 17.5
+    (folder / "002.dcm").unlink()  # z = 10
+    with pytest.raises(errors.DataError, match=r"series: DICOM series has uneven slice gaps \(usual 2.5 mm; "
+                                               r"5 mm between 7.5 and 12.5\); slices missing at 10 mm"):
+        volumes.read_volume(folder)
+
+
+# (file written, compress, the file cut short, the name the error gives): every format SimpleITK writes.
+TRUNCATED_CASES = [
+    ("case.nii", False, "case.nii", "case.nii: truncated, 1292 bytes where its header declares 1792"),
+    ("case.nii.gz", True, "case.nii.gz", "case.nii.gz: truncated, its gzip stream ends before the 1792 bytes"),
+    ("case.mha", False, "case.mha", "case.mha: truncated, 940 bytes where its header declares 1440"),
+    ("case.mha", True, "case.mha", "case.mha: truncated, .* bytes where its header declares"),
+    ("case.mhd", False, "case.raw", "case.raw: truncated, 940 bytes where its header declares 1440"),
+    ("case.nrrd", False, "case.nrrd", r"case.nrrd: truncated, the file is shorter than its header declares \(.*fread"),
+    ("case.nrrd", True, "case.nrrd", "case.nrrd: truncated, the file is shorter than its header declares"),
+]
+
+
+@pytest.mark.parametrize("name, compress, cut, message", TRUNCATED_CASES)
+def test_a_file_shorter_than_its_header_is_named(tmp_path, name, compress, cut, message):
+    image = sitk.Cast(_volume(shape=(6, 10, 12)), sitk.sitkInt16)  # 1440 bytes of data
+    sitk.WriteImage(image, str(tmp_path / name), compress)
+    data = (tmp_path / cut).read_bytes()
+    (tmp_path / cut).write_bytes(data[:-500])  # an interrupted copy
+    with pytest.raises(errors.DataError, match=message):
+        volumes.read_volume(tmp_path / name)
+
+
+def test_a_gzip_stream_cut_in_its_trailer_is_truncated(tmp_path):
+    path = tmp_path / "case.nii.gz"
+    sitk.WriteImage(_volume(), str(path), True)
+    path.write_bytes(path.read_bytes()[:-3])  # the data whole, the stream's length field cut
+    with pytest.raises(errors.DataError, match="case.nii.gz: truncated, its gzip stream ends before"):
+        volumes.read_volume(path)
+
+
+def test_a_whole_nii_gz_is_decompressed_once(tmp_path, monkeypatch):
+    path = tmp_path / "case.nii.gz"
+    sitk.WriteImage(_volume(), str(path), True)
+
+    def second_decompression(*args, **kwargs):
+        raise AssertionError("a whole .nii.gz was decompressed a second time")
+
+    monkeypatch.setattr(volumes.gzip, "open", second_decompression)
+    assert volumes.read_volume(path).GetSize() == (12, 10, 6)
 
 
 def test_unreadable_file_names_it(tmp_path):
