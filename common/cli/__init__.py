@@ -18,7 +18,7 @@ import sys
 from common import errors
 
 # Before TensorFlow is imported anywhere: oneDNN is faster on AVX2 CPUs (SPEC,
-# "speed defaults") and TensorFlow's start-up chatter hides our own output.
+# "speed defaults") and TensorFlow's start-up chatter hides our own output (``quiet`` drops what this misses).
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -37,8 +37,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    from common.cli import quiet
+
     try:
-        return args.handler(args) or 0
+        with quiet.tensorflow_noise_filtered():
+            return args.handler(args) or 0
     except (errors.DataError, ValueError, OSError) as error:
         print(f"zoo {args.command}: error: {error}", file=sys.stderr)
         return 2
