@@ -1,0 +1,24 @@
+"""Held-out splits by case: disjoint, sorted, seeded, and explicit ids checked."""
+
+import pytest
+
+from common.ct import splits
+
+IDS = [f"case_{i:03d}" for i in range(10)]
+
+
+def test_a_fraction_holds_out_that_share_of_cases_by_seed():
+    split = splits.holdout_split(IDS, 0.2, seed=3)
+    assert len(split["test"]) == 2 and sorted(split["train"] + split["test"]) == IDS
+    assert split["test"] == sorted(split["test"]) and not set(split["train"]) & set(split["test"])
+    assert splits.holdout_split(IDS, 0.2, seed=3) == split
+    assert any(splits.holdout_split(IDS, 0.2, seed=s)["test"] != split["test"] for s in range(4, 10))
+    assert len(splits.holdout_split(IDS[:3], 0.01)["test"]) == 1  # at least one case when > 0
+
+
+def test_explicit_cases_win_and_unknown_ones_are_named():
+    assert splits.holdout_split(IDS, 0.5, test_cases=["case_007", "case_001"])["test"] == ["case_001", "case_007"]
+    with pytest.raises(ValueError, match=r"test_cases: unknown case ids \['case_99'\]"):
+        splits.holdout_split(IDS, test_cases=["case_99"])
+    with pytest.raises(ValueError, match="test_fraction"):
+        splits.holdout_split(IDS, 1.0)
