@@ -18,6 +18,7 @@ import math
 
 import numpy as np
 
+from common import tables
 from common.pose import data as pose_data
 from common.pose import mpii
 
@@ -120,7 +121,5 @@ def format_cell(value) -> str:
 
 def format_table(rows: dict[str, dict[str, float]]) -> str:
     """A markdown table with the paper's Table 1 columns and Mean@0.1, one row per method."""
-    lines = ["| Method | " + " | ".join(TABLE_COLUMNS) + " |", "|---" * (len(TABLE_COLUMNS) + 1) + "|"]
-    for name, result in rows.items():
-        lines.append(f"| {name} | " + " | ".join(format_cell(result[c]) for c in TABLE_COLUMNS) + " |")
-    return "\n".join(lines)
+    return tables.markdown(["Method", *TABLE_COLUMNS],
+                           [[name, *(format_cell(result[c]) for c in TABLE_COLUMNS)] for name, result in rows.items()])
