@@ -156,3 +156,11 @@ def parse_example(serialized):
     image = tf.reshape(tf.io.decode_raw(features["image"], tf.float32), shape)
     label = tf.reshape(tf.io.decode_raw(features["label"], tf.uint8), shape)
     return image[..., None], label
+
+
+def training_spacing(manifest: dict) -> tuple[float, float]:
+    """The cohort's median in-plane spacing (x, y) in mm, as nnU-Net's target spacing (``zoo predict --spacing``)."""
+    spacings = np.array([case["spacing"][:2] for case in manifest["cases"]], np.float64)
+    if not len(spacings):
+        raise errors.DataError("the manifest lists no cases: no training spacing")
+    return tuple(float(s) for s in np.median(spacings, axis=0))
