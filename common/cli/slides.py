@@ -20,13 +20,23 @@ def _add_synthetic_slides(sub):
 
 
 def _add_triplets(sub):
-    p = sub.add_parser("triplets", help="sample triplets (2.5x, 10x, 40x) in annotated slides, one shard per slide")
-    p.add_argument("slides", help="folder of slides with <name>.geojson annotations beside them")
+    p = sub.add_parser("triplets", help="sample triplets (2.5x, 10x, 40x) in annotated slides, one shard per slide",
+                       description="Slides with their QuPath GeoJSON beside them (<name>.geojson); labs from "
+                       "SLIDES/slides.json or, without one, a folder per lab (SLIDES/labA/..., lab 'A'). "
+                       "Annotations are read in QuPath's frame (the slide's OpenSlide bounds, as for MRXS); "
+                       "unclassified and unknown-class annotations are skipped and counted.")
+    p.add_argument("slides", help="folder of slides with <name>.geojson beside them, or of lab folders of them")
     p.add_argument("out", help="triplet folder to write (a rerun skips written slides)")
     p.add_argument("--tile-size", type=int, default=128)
     p.add_argument("--max-per-slide", type=int, default=500)
+    p.add_argument("--classes", default=None, metavar="NAME=CLASS,...|FILE.json",
+                   help="your QuPath class names -> the model's (blood, damaged, muscle, stroma, urothelium), "
+                        "e.g. 'Tumor=urothelium,Blood vessel=blood', or a JSON object file; case-insensitive")
     p.add_argument("--magnification", type=float, default=None,
-                   help="objective power of level 0 (default: from the slide's properties)")
+                   help="objective power of level 0 for every slide (default: the slide's, checked against its "
+                        "mpp; a slides.json entry's \"magnification\" overrides it for that slide)")
+    p.add_argument("--no-upsample", dest="upsample", action="store_false",
+                   help="refuse slides scanned below 40x instead of upsampling their 40x tiles")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(handler=triplets)
 
@@ -51,8 +61,9 @@ def _add_tri_al(sub):
                    help="units of the two hidden dense layers (default 4096, the original's; fewer: CPU deviation)")
     p.add_argument("--backbone-weights", default=None,
                    help="local ImageNet VGG16 no-top weights file, the original's start (width 1 only)")
-    p.add_argument("--source-lab", default="A", help="lab the source model is trained on (not with --source-model)")
-    p.add_argument("--target-lab", default="B")
+    p.add_argument("--source-lab", default="A", help="lab the source model is trained on (not with --source-model); "
+                   "a lab of `zoo triplets`: slides.json's, or the lab folder's name less a leading 'lab'")
+    p.add_argument("--target-lab", default="B", help="lab adapted to (its slides split by --target-split)")
     p.add_argument("--target-split", type=options.numbers(float, "TRAIN,VAL,TEST"), default=(0.7, 0.15, 0.15),
                    help="shares of the target lab's slides (split by slide)")
     p.add_argument("--iterations", type=int, default=5, help="J of ITER and ENT (paper: 5)")
@@ -88,10 +99,17 @@ def synthetic_slides(args) -> None:
 
 
 def triplets(args) -> None:
-    from common.slides import triplets
+    from common.slides import annotations, triplets
+
+    try:
+        classes = annotations.class_map(args.classes)
+    except errors.DataError:
+        raise
+    except ValueError as error:
+        raise ValueError(f"--classes: {error}") from None
     manifest = triplets.prepare_triplets(args.slides, args.out, tile_size=args.tile_size,
-                                    max_per_slide=args.max_per_slide, seed=args.seed,
-                                    magnification=args.magnification)
+                                         max_per_slide=args.max_per_slide, seed=args.seed,
+                                         magnification=args.magnification, classes=classes, upsample=args.upsample)
     total = sum(sum(e["counts"]) for e in manifest["slides"].values())
     print(f"wrote {total} triplets of {len(manifest['slides'])} slides to {args.out}")
 

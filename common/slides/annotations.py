@@ -1,7 +1,13 @@
-"""QuPath GeoJSON annotations of tissue classes, and points sampled inside them."""
+"""QuPath GeoJSON annotations of tissue classes, and points sampled inside them.
+
+Class names match case-insensitively after stripping, through an optional
+mapping from the user's names (``class_map``); unclassified annotations,
+unknown classes, points and lines are skipped and counted, not fatal.
+"""
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 import pathlib
@@ -21,51 +27,103 @@ class Annotation:
     rings: tuple
 
 
-def _class_index(name, path) -> int:
-    key = str(name).strip().lower()
-    if key not in CLASSES:
-        raise DataError(f"{path}: unknown class {name!r}; expected one of {', '.join(CLASSES)}")
-    return CLASSES.index(key)
+def class_map(spec=None) -> dict[str, int]:
+    """The user's class names (stripped, lower case) -> index in ``CLASSES``; model class names map to themselves.
+
+    ``spec`` is ``"QuPathName=model_class,..."``, a dict, or the path of a JSON
+    object file of the same pairs; a target outside ``CLASSES`` raises ``ValueError``.
+
+    Example:
+        >>> class_map("Tumor=urothelium, Blood vessel = BLOOD")["blood vessel"]
+        0
+    """
+    mapping = {name: index for index, name in enumerate(CLASSES)}
+    if spec is None:
+        return mapping
+    if isinstance(spec, (str, pathlib.Path)) and str(spec).lower().endswith(".json"):
+        try:
+            spec = json.loads(pathlib.Path(spec).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as error:
+            raise DataError(f"{spec}: not a readable JSON class mapping ({error})") from None
+        if not isinstance(spec, dict):
+            raise DataError(f"{spec}: a class mapping is a JSON object {{\"QuPath name\": \"model class\"}}")
+    pairs = spec.items() if isinstance(spec, dict) else [item.partition("=")[::2] for item in str(spec).split(",")]
+    for source, target in pairs:
+        source, target = str(source).strip().lower(), str(target).strip().lower()
+        if not source or target not in CLASSES:
+            raise ValueError(f"class mapping {source or '?'}={target or '?'}: expected QuPathName=model_class "
+                             f"with the model class one of {', '.join(CLASSES)}")
+        mapping[source] = CLASSES.index(target)
+    return mapping
 
 
-def read_annotations(path, slide_size: tuple[int, int]) -> list[Annotation]:
+def _class_name(feature, path, number) -> str | None:
+    try:
+        classification = feature.get("properties", {}).get("classification") or {}
+    except AttributeError:
+        raise DataError(f"{path}: feature {number} has no geometry or properties") from None
+    # QuPath >= 0.2 writes {"classification": {"name": ...}}; older exports a plain string.
+    name = classification.get("name") if isinstance(classification, dict) else classification
+    return str(name).strip() if name is not None and str(name).strip() else None
+
+
+def read_annotations(path, slide_size: tuple[int, int], origin=(0, 0), classes=None) -> tuple[list, dict]:
     """Reads classified polygons from a QuPath GeoJSON export (FeatureCollection or feature list).
 
-    A class outside ``CLASSES``, a missing classification or a vertex outside
-    the slide (``slide_size`` = (width, height)) raises ``DataError`` naming the file.
+    Args:
+        path: the GeoJSON file.
+        slide_size: (width, height) of QuPath's frame (``reader.qupath_frame``); a vertex outside it
+            raises ``DataError`` naming the file.
+        origin: level-0 (x, y) of QuPath's (0, 0), added to every vertex.
+        classes: a ``class_map``; default the model's class names, matched case-insensitively.
+
+    Returns the annotations (level-0 rings) and what was skipped, ``{reason: count}``:
+    "unclassified", a class name outside ``classes`` in quotes, "point or line".
     """
     try:
         payload = json.loads(pathlib.Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
         raise DataError(f"{path}: not readable as GeoJSON ({error})") from None
+    classes = class_map() if classes is None else classes
     features = payload.get("features", []) if isinstance(payload, dict) else payload
-    annotations = []
+    annotations, skipped = [], collections.Counter()
     for number, feature in enumerate(features):
+        name = _class_name(feature, path, number)
         try:
-            geometry, props = feature["geometry"], feature.get("properties", {})
-            classification = props.get("classification") or {}
-            # QuPath >= 0.2 writes {"classification": {"name": ...}}; older exports a plain string.
-            name = classification.get("name") if isinstance(classification, dict) else classification or None
-            if geometry["type"] == "Polygon":
-                polygons = [geometry["coordinates"]]
-            elif geometry["type"] == "MultiPolygon":
-                polygons = geometry["coordinates"]
-            else:
-                continue  # points and lines carry no area to sample from
-        except (KeyError, TypeError, AttributeError):
+            kind, coordinates = feature["geometry"]["type"], feature["geometry"]["coordinates"]
+        except (KeyError, TypeError):
             raise DataError(f"{path}: feature {number} has no geometry or properties") from None
-        if name is None:
-            raise DataError(f"{path}: feature {number} has no classification name")
-        label = _class_index(name, path)
-        for polygon in polygons:
-            rings = tuple(np.asarray(ring, np.float64).reshape(-1, 2) for ring in polygon)
-            outside = [p for ring in rings for p in ring
-                       if not (0 <= p[0] <= slide_size[0] and 0 <= p[1] <= slide_size[1])]
-            if outside:
-                raise DataError(f"{path}: feature {number} ({name}) has vertex {tuple(outside[0])} outside "
-                                f"the slide of {slide_size[0]}x{slide_size[1]} pixels")
-            annotations.append(Annotation(label, rings))
-    return annotations
+        if kind not in ("Polygon", "MultiPolygon"):
+            skipped["point or line"] += 1  # no area to sample from
+        elif name is None:
+            skipped["unclassified"] += 1
+        elif name.lower() not in classes:
+            skipped[repr(name)] += 1
+        else:
+            for polygon in [coordinates] if kind == "Polygon" else coordinates:
+                rings = _rings(polygon, path, number, name, slide_size)
+                annotations.append(Annotation(classes[name.lower()], tuple(r + np.asarray(origin) for r in rings)))
+    return annotations, dict(skipped)
+
+
+def _rings(polygon, path, number, name, slide_size) -> tuple:
+    try:
+        rings = tuple(np.asarray(ring, np.float64).reshape(-1, 2) for ring in polygon)
+    except (ValueError, TypeError):
+        raise DataError(f"{path}: feature {number} ({name}) has malformed coordinates") from None
+    outside = [p for ring in rings for p in ring if not (0 <= p[0] <= slide_size[0] and 0 <= p[1] <= slide_size[1])]
+    if outside:
+        raise DataError(f"{path}: feature {number} ({name}) has vertex ({outside[0][0]:g}, {outside[0][1]:g}) outside "
+                        f"the slide of {slide_size[0]}x{slide_size[1]} pixels (QuPath's frame)")
+    return rings
+
+
+def skipped_line(path, skipped: dict) -> str:
+    """One line of what ``read_annotations`` skipped, e.g. "skipped 3 unclassified and 2 'Tumor' annotations in X"."""
+    order = sorted(skipped, key=lambda reason: (reason.startswith("'"), reason))  # class names last
+    parts = [f"{skipped[reason]} {reason}" for reason in order]
+    listed = ", ".join(parts[:-1]) + " and " + parts[-1] if len(parts) > 1 else "".join(parts)
+    return f"skipped {listed} annotations in {path}"
 
 
 def inside(points: np.ndarray, rings) -> np.ndarray:

@@ -1,13 +1,22 @@
-"""Reading whole slides with OpenSlide: the base magnification and tiles at any magnification.
+"""Reading whole slides with OpenSlide: QuPath's frame, the base magnification, and tiles at any magnification.
 
 A triplet (TRI-AL paper II.A) is three tiles at 2.5x, 10x and 40x centred on
 the same level-0 point, so the 2.5x tile covers 16 times the side (256 times
 the area) of the 40x tile. Tiles are read from the pyramid level closest
-below the wanted downsample and resized with area averaging; outside the
-slide OpenSlide returns transparent pixels, which are padded as white glass.
+below the wanted downsample and resized with area averaging; a slide scanned
+below a tile's magnification (a 20x scan, the 40x tile) is read at level 0
+and upsampled. Outside the slide OpenSlide returns transparent pixels, which
+are padded as white glass.
+
+QuPath opens bounded formats (MRXS, Leica SCN, Ventana) through OpenSlide
+with the scanned area's bounds applied, so its coordinates start at
+(``openslide.bounds-x``, ``openslide.bounds-y``) of level 0: ``qupath_frame``
+says where, and annotations are shifted by it before any tile is read.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import cv2
 import numpy as np
@@ -15,6 +24,19 @@ import numpy as np
 from common.errors import DataError
 
 MAGNIFICATIONS = (2.5, 10.0, 40.0)
+# Objective power x microns per pixel: 40x scans are ~0.25 um/px, 20x ~0.5 (Aperio, Hamamatsu, Leica, Philips).
+POWER_TIMES_MPP = 10.0
+POWER_MPP_TOLERANCE = 0.25
+
+
+@dataclasses.dataclass(frozen=True)
+class Frame:
+    """The part of level 0 that QuPath shows: origin (x, y) in level-0 pixels, and its width and height."""
+
+    x: int
+    y: int
+    width: int
+    height: int
 
 
 def open_slide(path):
@@ -27,35 +49,88 @@ def open_slide(path):
         raise DataError(f"{path}: cannot be opened as a whole slide ({error or type(error).__name__})") from None
 
 
+def qupath_frame(slide, path) -> Frame:
+    """QuPath's coordinate frame of ``slide``: its ``openslide.bounds-*`` when present, else all of level 0.
+
+    A point (x, y) of QuPath's GeoJSON is level-0 point (x + frame.x, y + frame.y).
+    """
+    props, (width, height) = slide.properties, slide.dimensions
+    try:
+        x, y = int(props.get("openslide.bounds-x", 0)), int(props.get("openslide.bounds-y", 0))
+        width = int(props.get("openslide.bounds-width", width - x))
+        height = int(props.get("openslide.bounds-height", height - y))
+    except ValueError:
+        raise DataError(f"{path}: unreadable openslide.bounds-* properties") from None
+    return Frame(x, y, width, height)
+
+
+def _number(props, key, path) -> float | None:
+    if not props.get(key):
+        return None
+    try:
+        value = float(props[key])
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise DataError(f"{path}: unreadable {key} {props[key]!r}; give the base magnification (--magnification)")
+    return value
+
+
 def base_magnification(slide, path, given: float | None = None) -> float:
-    """The objective power of level 0: ``given``, else the slide's properties, else 10 / mpp."""
+    """The objective power of level 0: ``given``, else the slide's, checked against its mpp, else 10 / mpp.
+
+    A 40x scan has ~0.25 um/px, so objective power x mpp is ~10; a slide whose
+    two disagree by more than 25% raises ``DataError`` naming the file and
+    both values, since tiles would come out at the wrong scale.
+    """
     if given is not None:
         if given <= 0:
             raise ValueError(f"base magnification must be positive, got {given}")
         return float(given)
     props = slide.properties
-    try:
-        for key in ("openslide.objective-power", "aperio.AppMag"):
-            if props.get(key):
-                return float(props[key])
-        if props.get("openslide.mpp-x"):
-            return round(10.0 / float(props["openslide.mpp-x"]), 2)  # 0.25 um/px is a 40x scan
-    except (ValueError, ZeroDivisionError):
-        raise DataError(f"{path}: unreadable magnification or mpp property; give the base magnification") from None
-    raise DataError(f"{path}: no objective power or mpp in its properties; give the base magnification")
+    power = _number(props, "openslide.objective-power", path) or _number(props, "aperio.AppMag", path)
+    mpp = _number(props, "openslide.mpp-x", path)
+    if power is None and mpp is None:
+        raise DataError(f"{path}: no objective power or mpp in its properties; give the base magnification "
+                        "(--magnification)")
+    if power is None:
+        return round(POWER_TIMES_MPP / mpp, 2)
+    if mpp is not None and abs(power * mpp / POWER_TIMES_MPP - 1) > POWER_MPP_TOLERANCE:
+        raise DataError(f"{path}: objective power {power:g}x and {mpp:g} um/px disagree (a {power:g}x scan has "
+                        f"~{POWER_TIMES_MPP / power:.2g} um/px); give the base magnification (--magnification "
+                        f"{POWER_TIMES_MPP / mpp:.3g} to go by the pixel size, {power:g} by the objective)")
+    return power
+
+
+def check_magnification(path, base: float, upsample: bool = True, log=print) -> bool:
+    """Whether ``path``'s tiles above its ``base`` magnification must be upsampled; says so, or refuses.
+
+    With ``upsample`` False a slide scanned below the highest tile
+    magnification raises ``DataError`` naming the file and ``--no-upsample``.
+    """
+    highest = max(MAGNIFICATIONS)
+    if base >= highest:
+        return False
+    if not upsample:
+        raise DataError(f"{path}: scanned at {base:g}x, below the {highest:g}x tiles; drop --no-upsample to "
+                        f"upsample them from {base:g}x, or leave the slide out")
+    log(f"{path}: scanned at {base:g}x, below the {highest:g}x tiles: reading them at {base:g}x and "
+        f"upsampling {highest / base:g}x")
+    return True
 
 
 def read_tile(slide, center, magnification: float, base: float, tile_size: int) -> tuple[np.ndarray, tuple]:
     """One RGB uint8 tile at ``magnification`` centred on level-0 point ``center`` (x, y).
 
-    Returns the tile and the level-0 box it covers, (x0, y0, x1, y1).
+    Above the ``base`` magnification the tile is read at level 0 and
+    upsampled (bilinear). Returns the tile and the level-0 box it covers, (x0, y0, x1, y1).
     """
+    if magnification <= 0:
+        raise ValueError(f"magnification must be positive, got {magnification}")
     downsample = base / magnification
-    if downsample < 1:
-        raise ValueError(f"magnification {magnification} exceeds the slide's base magnification {base}")
     side = tile_size * downsample  # level-0 pixels
     x0, y0 = center[0] - side / 2, center[1] - side / 2
-    level = slide.get_best_level_for_downsample(downsample + 1e-6)
+    level = slide.get_best_level_for_downsample(max(downsample, 1) + 1e-6)
     level_ds = slide.level_downsamples[level]
     read = max(1, int(round(side / level_ds)))
     rgba = np.asarray(slide.read_region((int(round(x0)), int(round(y0))), level, (read, read)), np.float32)
@@ -68,6 +143,6 @@ def read_tile(slide, center, magnification: float, base: float, tile_size: int) 
 
 
 def read_triplet(slide, center, base: float, tile_size: int = 128) -> tuple[list[np.ndarray], list[tuple]]:
-    """The 2.5x, 10x and 40x tiles centred on ``center`` and their level-0 boxes."""
+    """The 2.5x, 10x and 40x tiles centred on level-0 point ``center`` and their level-0 boxes."""
     tiles, boxes = zip(*(read_tile(slide, center, m, base, tile_size) for m in MAGNIFICATIONS))
     return list(tiles), list(boxes)

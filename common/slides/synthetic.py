@@ -14,6 +14,11 @@ parallel fibres with long nuclei, wavy sparse fibres, dense nuclei), and the
 regions are large enough that the 2.5x tile sees neighbouring tissue.
 Annotations are rough polygons inside regions, and not every region is
 annotated, as in the paper's protocol (section II.A).
+
+Besides the generic TIFF (``write_pyramid``), ``write_aperio`` writes an
+Aperio SVS (objective power and mpp as OpenSlide reports them, e.g. a 20x
+scan) and ``write_leica`` a Leica SCN whose scanned area is offset in the
+slide, so OpenSlide reports ``openslide.bounds-*`` as it does for MRXS.
 """
 
 from __future__ import annotations
@@ -102,8 +107,11 @@ def _label_map(rng, small_shape, regions: int) -> np.ndarray:
     return labels
 
 
-def _annotations(rng, labels: np.ndarray, fraction: float) -> list[dict]:
-    """Rough QuPath-style polygons well inside each labelled region (a random ``fraction`` of them)."""
+def annotation_features(rng, labels: np.ndarray, fraction: float = 1.0) -> list[dict]:
+    """Rough QuPath-style polygons well inside each region of a GRID label map (a random ``fraction`` of them).
+
+    Coordinates are pixels of the slide the label map was drawn for (``render_slide``), i.e. QuPath's frame.
+    """
     features = []
     for index, name in enumerate(CLASSES):
         mask = cv2.erode((labels == index).astype(np.uint8), np.ones((3, 3), np.uint8), iterations=2)
@@ -144,29 +152,80 @@ def render_slide(rng, size: tuple[int, int], lab: str, regions: int = 14) -> tup
     return rgb.clip(0, 255).astype(np.uint8), labels
 
 
+def _levels(rgb: np.ndarray):
+    """(downsample, image) of a pyramid at downsamples 1, 4, 16, ... down to about 64 pixels."""
+    level, downsample = rgb, 1
+    while True:
+        yield downsample, level
+        if min(level.shape[:2]) // 4 < 64:
+            return
+        downsample *= 4
+        level = cv2.resize(rgb, (rgb.shape[1] // downsample, rgb.shape[0] // downsample), interpolation=cv2.INTER_AREA)
+
+
 def write_pyramid(path, rgb: np.ndarray, mpp: float = MPP, magnification: float = BASE_MAGNIFICATION,
                   tile: int = 256) -> None:
     """Writes a tiled TIFF with levels at downsamples 1, 4, 16, ... (OpenSlide's generic-tiff layout).
 
     Levels are successive full-resolution directories (not SubIFDs); the
-    resolution tags give OpenSlide ``openslide.mpp-x``; the description
-    records the objective power for people reading the file.
+    resolution tags give OpenSlide ``openslide.mpp-x`` (so a 20x slide is
+    ``mpp=0.5``); generic TIFFs carry no objective power for OpenSlide, the
+    description records it for people reading the file.
     """
-    resolution = (1e4 / mpp, 1e4 / mpp)
+    resolution = 1e4 / mpp
     with atomic.atomic_path(path) as tmp, tifffile.TiffWriter(tmp) as tif:
-        level, downsample = rgb, 1
-        while True:
+        for downsample, level in _levels(rgb):
             tif.write(level, tile=(tile, tile), photometric="rgb", compression="zlib", metadata=None,
                       subfiletype=0 if downsample == 1 else 1,
-                      resolution=(resolution[0] / downsample, resolution[1] / downsample),
-                      resolutionunit="CENTIMETER",
+                      resolution=(resolution / downsample, resolution / downsample), resolutionunit="CENTIMETER",
                       description=f"medzoo synthetic slide; objective-power={magnification:g}; mpp={mpp:g}"
                       if downsample == 1 else None)
-            if min(level.shape[:2]) // 4 < 64:
-                break
-            downsample *= 4
-            level = cv2.resize(rgb, (rgb.shape[1] // downsample, rgb.shape[0] // downsample),
-                               interpolation=cv2.INTER_AREA)
+
+
+def write_aperio(path, rgb: np.ndarray, mpp: float = MPP, magnification: float = BASE_MAGNIFICATION,
+                 tile: int = 256) -> None:
+    """Writes an Aperio-style SVS that OpenSlide reads as vendor "aperio", with ``AppMag`` and ``MPP``.
+
+    ``write_aperio(path, rgb, mpp=0.5, magnification=20)`` is an AppMag 20
+    scan; unequal values make a slide whose objective power and mpp disagree.
+    """
+    height, width = rgb.shape[:2]
+    description = (f"Aperio Image Library v12.0.0 medzoo synthetic\r\n{width}x{height} [0,0 {width}x{height}] "
+                   f"({tile}x{tile}) ZLIB|AppMag = {magnification:g}|MPP = {mpp:g}")
+    with atomic.atomic_path(path) as tmp, tifffile.TiffWriter(tmp) as tif:
+        for downsample, level in _levels(rgb):
+            tif.write(level, tile=(tile, tile), photometric="rgb", compression="zlib", metadata=None,
+                      description=description if downsample == 1 else None)
+
+
+def write_leica(path, rgb: np.ndarray, origin: tuple[int, int], canvas: tuple[int, int], mpp: float = MPP,
+                magnification: float = BASE_MAGNIFICATION, tile: int = 256) -> None:
+    """Writes a Leica SCN whose scanned area ``rgb`` lies at level-0 ``origin`` (x, y) of a ``canvas`` (W, H).
+
+    OpenSlide reports the area as ``openslide.bounds-x/y/width/height`` and
+    returns transparent pixels around it, as for MRXS: the bounded slide that
+    QuPath shows (and annotates) from ``origin``.
+    """
+    nm = mpp * 1000  # Leica sizes and offsets are in nanometres
+    height, width = rgb.shape[:2]
+    if origin[0] < 0 or origin[1] < 0 or origin[0] + width > canvas[0] or origin[1] + height > canvas[1]:
+        raise ValueError(f"the scanned area {width}x{height} at origin {origin} must fit in canvas {canvas}")
+    levels = list(_levels(rgb))
+    dimensions = "".join(f'<dimension sizeX="{level.shape[1]}" sizeY="{level.shape[0]}" r="{i}" ifd="{i}"/>'
+                         for i, (_, level) in enumerate(levels))
+    xml = (f'<?xml version="1.0" encoding="utf-8"?><scn xmlns="http://www.leica-microsystems.com/scn/2010/10/01">'
+           f'<collection name="medzoo" uuid="0" sizeX="{round(canvas[0] * nm)}" sizeY="{round(canvas[1] * nm)}">'
+           f'<image name="main" uuid="1"><creationDate>2024-01-01T00:00:00.00Z</creationDate>'
+           f'<device model="medzoo synthetic" version="1"/><pixels sizeX="{width}" sizeY="{height}">{dimensions}'
+           f'</pixels><view sizeX="{round(width * nm)}" sizeY="{round(height * nm)}" offsetX="{round(origin[0] * nm)}"'
+           f' offsetY="{round(origin[1] * nm)}" spacingZ="0"/><scanSettings><objectiveSettings><objective>'
+           f'{magnification:g}</objective></objectiveSettings><illuminationSettings><illuminationSource>brightfield'
+           f'</illuminationSource></illuminationSettings></scanSettings></image></collection></scn>')
+    with atomic.atomic_path(path) as tmp, tifffile.TiffWriter(tmp, bigtiff=True) as tif:
+        for downsample, level in levels:
+            tif.write(level, tile=(tile, tile), photometric="rgb", compression="zlib", metadata=None,
+                      resolution=(1e4 / (mpp * downsample),) * 2, resolutionunit="CENTIMETER",
+                      description=xml if downsample == 1 else None)
 
 
 def write_cohort(out, slides_per_lab: int = 3, seed: int = 0, size: tuple[int, int] = (2048, 2048),
@@ -186,7 +245,7 @@ def write_cohort(out, slides_per_lab: int = 3, seed: int = 0, size: tuple[int, i
             rng = np.random.default_rng([seed, lab_index, i])
             rgb, labels = render_slide(rng, tuple(size), lab)
             write_pyramid(out / f"{slide_id}.tiff", rgb)
-            collection = {"type": "FeatureCollection", "features": _annotations(rng, labels, annotated_fraction)}
+            collection = {"type": "FeatureCollection", "features": annotation_features(rng, labels, annotated_fraction)}
             atomic.write_json(out / f"{slide_id}.geojson", collection)
             manifest["slides"][slide_id] = {"lab": lab, "slide": f"{slide_id}.tiff",
                                             "annotations": f"{slide_id}.geojson"}

@@ -1,10 +1,19 @@
 """Multiscale triplets of annotated slides, one shard per slide, and per-class pools split by slide.
 
-``prepare_triplets(slides, out)`` samples points inside the annotated
-polygons (at most 500 per slide), extracts their triplets and writes::
+``prepare_triplets(slides, out)`` reads a folder of slides, each with its
+QuPath GeoJSON beside it (``a1.geojson`` or ``a1.svs.geojson``), and their
+labs from ``SLIDES/slides.json`` or, without one, from a folder per lab::
+
+    SLIDES/slides.json                  {"slides": {id: {"lab": "A", "slide": "a1.svs", "annotations": "a1.geojson"}}}
+    SLIDES/labA/a1.svs + a1.geojson     lab "A": a leading "lab" before a capital, digit or separator is dropped
+    SLIDES/erasmus/e1.mrxs + e1.geojson lab "erasmus"
+
+It samples points inside the annotated polygons (at most 500 per slide),
+extracts their triplets and writes::
 
     OUT/triplets.json             manifest: classes, tile size, magnifications, per slide: lab, counts
-    OUT/shards/<slide_id>.npz     tile_2_5x, tile_10x, tile_40x (N, T, T, 3) uint8, label (N,), point (N, 2)
+    OUT/shards/<slide_id>.npz     tile_2_5x, tile_10x, tile_40x (N, T, T, 3) uint8, label (N,),
+                                  point (N, 2) level-0 centres
 
 One shard per slide, so every split is by slide (never by tile), and the
 per-class pools of the active-learning loop keep their slide ids. Shards are
@@ -14,30 +23,51 @@ at random, every iteration; a sequential record format would need an index.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 import pathlib
+import re
 
 import numpy as np
 
 from common import atomic
 from common.errors import DataError
-from common.slides.annotations import CLASSES, read_annotations, sample_points
-from common.slides.reader import MAGNIFICATIONS, base_magnification, open_slide, read_triplet
+from common.slides.annotations import CLASSES, class_map, read_annotations, sample_points, skipped_line
+from common.slides.reader import (
+    MAGNIFICATIONS,
+    base_magnification,
+    check_magnification,
+    open_slide,
+    qupath_frame,
+    read_triplet,
+)
 
 SHARD_KEYS = ("tile_2_5x", "tile_10x", "tile_40x")  # a shard's tile arrays, in MAGNIFICATIONS order
 MAX_PER_SLIDE = 500
 MANIFEST = "triplets.json"
+SLIDE_SUFFIXES = (".svs", ".tif", ".tiff", ".mrxs", ".ndpi", ".scn", ".bif", ".vms", ".vmu", ".svslide")
 
 
 def extract_slide(slide_path, annotation_path, tile_size: int = 128, max_points: int = MAX_PER_SLIDE,
-                  seed: int = 0, magnification: float | None = None) -> dict[str, np.ndarray]:
-    """Samples points in one slide's annotations and returns its triplets as arrays (a shard's content)."""
+                  seed: int = 0, magnification: float | None = None, classes=None, upsample: bool = True,
+                  log=print) -> dict[str, np.ndarray]:
+    """Samples points in one slide's annotations and returns its triplets as arrays (a shard's content).
+
+    Annotations are read in QuPath's frame (the slide's bounds, if any) and
+    shifted to level 0; ``classes`` is an ``annotations.class_map``; a slide
+    scanned below 40x is upsampled (said once in ``log``) or, without
+    ``upsample``, refused with a ``DataError``.
+    """
     slide = open_slide(slide_path)
     try:
         base = base_magnification(slide, slide_path, magnification)
-        annotations = read_annotations(annotation_path, slide.dimensions)
-        points, labels = sample_points(annotations, max_points, np.random.default_rng(seed))
+        check_magnification(slide_path, base, upsample, log)
+        frame = qupath_frame(slide, slide_path)
+        regions, skipped = read_annotations(annotation_path, (frame.width, frame.height), (frame.x, frame.y), classes)
+        if skipped:
+            log(skipped_line(annotation_path, skipped))
+        points, labels = sample_points(regions, max_points, np.random.default_rng(seed))
         tiles = {name: np.zeros((len(points), tile_size, tile_size, 3), np.uint8) for name in SHARD_KEYS}
         for i, point in enumerate(points):
             for name, tile in zip(SHARD_KEYS, read_triplet(slide, point, base, tile_size)[0]):
@@ -47,36 +77,93 @@ def extract_slide(slide_path, annotation_path, tile_size: int = 128, max_points:
     return {**tiles, "label": labels, "point": points.astype(np.float32)}
 
 
-def _slide_list(slides) -> dict[str, dict]:
-    """Slides of a folder: ``slides.json`` when present, else every slide file with a .geojson beside it."""
-    folder = pathlib.Path(slides)
-    manifest = folder / "slides.json"
-    if manifest.exists():
-        entries = json.loads(manifest.read_text(encoding="utf-8"))["slides"]
-        return {k: {**v, "slide": folder / v["slide"], "annotations": folder / v["annotations"]}
-                for k, v in entries.items()}
+def _lab_name(folder: str) -> str:
+    """A lab folder's lab: its name less a leading "lab" before a separator, a capital or a digit (labA -> A)."""
+    match = re.fullmatch(r"(?i:lab)(?:[ _-]+(.+)|([A-Z0-9].*))", folder)
+    return (match.group(1) or match.group(2)) if match else folder
+
+
+def _pairs(folder: pathlib.Path) -> dict[str, tuple]:
+    """Slide files of ``folder`` with a GeoJSON beside them (``x.geojson`` or ``x.svs.geojson``), by stem."""
     found = {}
     for path in sorted(folder.iterdir()):
-        geojson = path.with_suffix(".geojson")
-        if path.suffix.lower() in (".tif", ".tiff", ".svs", ".mrxs", ".ndpi", ".scn") and geojson.exists():
-            found[path.stem] = {"lab": "", "slide": path, "annotations": geojson}
+        if path.is_file() and path.suffix.lower() in SLIDE_SUFFIXES:
+            for geojson in (path.with_suffix(".geojson"), path.with_name(path.name + ".geojson")):
+                if geojson.exists():
+                    found[path.stem] = (path, geojson)
+                    break
+    return found
+
+
+def _read_slides_json(manifest: pathlib.Path) -> dict[str, dict]:
+    folder = manifest.parent
+    try:
+        entries = json.loads(manifest.read_text(encoding="utf-8"))["slides"]
+        slides = {str(k): {**v, "lab": str(v.get("lab", "")), "slide": folder / v["slide"],
+                           "annotations": folder / v["annotations"]} for k, v in entries.items()}
+    except (OSError, ValueError) as error:
+        raise DataError(f"{manifest}: not readable JSON ({error})") from None
+    except (KeyError, TypeError, AttributeError) as error:
+        raise DataError(f"{manifest}: expected {{\"slides\": {{id: {{\"lab\", \"slide\", \"annotations\"}}}}}}, "
+                        f"missing {error}") from None
+    for slide_id, entry in slides.items():
+        for key in ("slide", "annotations"):
+            if not entry[key].exists():
+                raise DataError(f"{manifest}: slide {slide_id!r}: {key} file {entry[key]} does not exist")
+        if "magnification" in entry and not (isinstance(entry["magnification"], (int, float))
+                                             and entry["magnification"] > 0):
+            raise DataError(f"{manifest}: slide {slide_id!r}: magnification must be a positive number, "
+                            f"got {entry['magnification']!r}")
+    return slides
+
+
+def slide_list(slides) -> dict[str, dict]:
+    """The slides of a folder, ``{slide_id: {"lab", "slide", "annotations"}}``.
+
+    From ``slides.json`` when present; else a folder per lab
+    (``SLIDES/<lab folder>/<name>.svs`` beside ``<name>.geojson``, the lab
+    named by ``_lab_name``) and slides directly in ``SLIDES`` (lab "").
+    Slide ids are file stems, unique across labs.
+    """
+    folder = pathlib.Path(slides)
+    if (folder / "slides.json").exists():
+        return _read_slides_json(folder / "slides.json")
+    if not folder.is_dir():
+        raise DataError(f"{folder}: not a folder of slides")
+    found = {}
+    groups = [("", folder)] + [(_lab_name(sub.name), sub) for sub in sorted(folder.iterdir()) if sub.is_dir()]
+    for lab, group in groups:
+        for stem, (path, geojson) in _pairs(group).items():
+            if stem in found:
+                raise DataError(f"{path}: same name as {found[stem]['slide']}; slide names must be unique "
+                                "across labs (rename one, or list them in slides.json)")
+            found[stem] = {"lab": lab, "slide": path, "annotations": geojson}
     if not found:
-        raise DataError(f"{folder}: no slides with annotations (<name>.tiff beside <name>.geojson)")
+        raise DataError(f"{folder}: no slides with annotations (<name>.svs beside <name>.geojson, in SLIDES or "
+                        "SLIDES/<lab>/, or a slides.json)")
     return found
 
 
 def prepare_triplets(slides, out, tile_size: int = 128, max_per_slide: int = MAX_PER_SLIDE, seed: int = 0,
-                     magnification: float | None = None, log=print) -> dict:
-    """Writes one triplet shard per slide and the manifest; a rerun skips slides already written."""
+                     magnification: float | None = None, classes=None, upsample: bool = True, log=print) -> dict:
+    """Writes one triplet shard per slide and the manifest; a rerun skips slides already written.
+
+    ``classes`` maps the user's QuPath class names to the model's (an ``annotations.class_map``);
+    a slide's ``"magnification"`` in slides.json overrides ``magnification`` for that slide.
+    """
     out = pathlib.Path(out)
-    entries = _slide_list(slides)
+    entries = slide_list(slides)
+    classes = class_map() if classes is None else classes
+    labs = collections.Counter(entry["lab"] for entry in entries.values())
+    log(f"{len(entries)} slides: " + ", ".join(f"lab {lab!r} {n}" for lab, n in sorted(labs.items())))
     manifest = {"classes": list(CLASSES), "tile_size": tile_size, "magnifications": list(MAGNIFICATIONS),
                 "max_per_slide": max_per_slide, "slides": {}}
     for index, (slide_id, entry) in enumerate(sorted(entries.items())):
         shard = out / "shards" / f"{slide_id}.npz"
         if not shard.exists():
             arrays = extract_slide(entry["slide"], entry["annotations"], tile_size, max_per_slide,
-                                   seed=seed * 100003 + index, magnification=magnification)
+                                   seed=seed * 100003 + index, magnification=entry.get("magnification", magnification),
+                                   classes=classes, upsample=upsample, log=log)
             with atomic.atomic_path(shard) as tmp:
                 np.savez(tmp, **arrays)
         labels = np.load(shard)["label"]

@@ -1,7 +1,12 @@
 """Bad slides and annotations: errors that name the file; `zoo tri-al`'s defaults."""
 
+import json
+import pathlib
+
+import numpy as np
 import pytest
 
+from common.slides import synthetic as synthetic_slides
 from tests import helpers
 
 
@@ -28,3 +33,47 @@ def test_tri_al_defaults_are_the_originals_and_the_help_names_the_cpu_deviations
     for flag in ("--width", "--head-units", "--batch-size"):
         assert "CPU deviation" in text.split(flag)[-1].split(" --")[0], flag
     assert "4096, the original's" in text and "momentum (the original's 0.9)" in text
+
+
+def _slide(folder, name, writer=synthetic_slides.write_pyramid, features=(), **kwargs):
+    folder.mkdir(parents=True, exist_ok=True)
+    writer(folder / f"{name}", np.full((256, 256, 3), 180, np.uint8), **kwargs)
+    collection = {"type": "FeatureCollection", "features": list(features)}
+    (folder / f"{pathlib.Path(name).stem}.geojson").write_text(json.dumps(collection))
+
+
+def _feature(name):
+    ring = [[40, 40], [200, 40], [200, 200], [40, 200], [40, 40]]
+    return {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [ring]},
+            "properties": {"objectType": "annotation", **({"classification": {"name": name}} if name else {})}}
+
+
+def test_triplets_of_lab_folders_with_a_class_mapping_skip_and_count_the_rest(zoo_here, tmp_path):
+    slides = tmp_path / "SLIDES"
+    _slide(slides / "labA", "a1.tiff", features=[_feature("Tumor"), _feature(None), _feature(None),
+                                                  _feature("Necrosis")])
+    _slide(slides / "labB", "b1.tiff", features=[_feature("stroma")])
+    done = zoo_here("triplets", slides, tmp_path / "out", "--tile-size", 32, "--max-per-slide", 4,
+                    "--classes", "tumor = Urothelium")
+    assert done.returncode == 0, done.stderr
+    assert f"skipped 2 unclassified and 1 'Necrosis' annotations in {slides / 'labA' / 'a1.geojson'}" in done.stdout
+    manifest = json.loads((tmp_path / "out" / "triplets.json").read_text())
+    assert {s: (e["lab"], e["counts"]) for s, e in manifest["slides"].items()} == \
+        {"a1": ("A", [0, 0, 0, 0, 4]), "b1": ("B", [0, 0, 0, 4, 0])}
+
+
+def test_triplets_refuse_what_they_cannot_read_faithfully_naming_file_values_and_flag(zoo_here, tmp_path):
+    _slide(tmp_path / "low" / "labA", "scan20.svs", synthetic_slides.write_aperio, [_feature("Stroma")],
+           mpp=0.5, magnification=20)
+    done = zoo_here("triplets", tmp_path / "low", tmp_path / "out", "--tile-size", 32, "--no-upsample")
+    assert done.returncode == 2 and "scan20.svs: scanned at 20x" in done.stderr and "--no-upsample" in done.stderr
+    _slide(tmp_path / "odd" / "labA", "odd.svs", synthetic_slides.write_aperio, [_feature("Stroma")],
+           mpp=0.25, magnification=20)
+    done = zoo_here("triplets", tmp_path / "odd", tmp_path / "out2", "--tile-size", 32)
+    assert done.returncode == 2, done.stderr
+    assert "odd.svs: objective power 20x and 0.25 um/px disagree" in done.stderr and "--magnification" in done.stderr
+    done = zoo_here("triplets", tmp_path / "odd", tmp_path / "out2", "--tile-size", 32, "--magnification", 40)
+    assert done.returncode == 0 and "wrote" in done.stdout, done.stderr
+    done = zoo_here("triplets", tmp_path / "odd", tmp_path / "out3", "--classes", "Tumor=tumour")
+    assert done.returncode == 2 and "--classes: class mapping tumor=tumour" in done.stderr
+    assert not (tmp_path / "out3").exists()

@@ -3,7 +3,9 @@
 import json
 
 import numpy as np
+import pytest
 
+from common.errors import DataError
 from common.slides import annotations
 from tests import helpers
 
@@ -26,10 +28,58 @@ def test_points_fall_inside_their_polygon_and_outside_its_hole():
 
 def test_qupath_exports_old_and_new_read_alike(tmp_path):
     ring = [[10, 10], [100, 10], [100, 100], [10, 10]]
-    new = annotations.read_annotations(helpers.qupath_geojson(tmp_path / "new.geojson", "Muscle", ring), (200, 200))
+    new, _ = annotations.read_annotations(helpers.qupath_geojson(tmp_path / "new.geojson", "Muscle", ring), (200, 200))
     old = [{"type": "Feature", "properties": {"classification": "muscle"},
             "geometry": {"type": "MultiPolygon", "coordinates": [[ring], [[[150, 150], [160, 150], [150, 160]]]]}}]
     (tmp_path / "old.geojson").write_text(json.dumps(old))
-    multi = annotations.read_annotations(tmp_path / "old.geojson", (200, 200))
-    assert [a.label for a in new] == [2] and [a.label for a in multi] == [2, 2]
+    multi, skipped = annotations.read_annotations(tmp_path / "old.geojson", (200, 200))
+    assert [a.label for a in new] == [2] and [a.label for a in multi] == [2, 2] and skipped == {}
     np.testing.assert_array_equal(new[0].rings[0], multi[0].rings[0])
+
+
+def _feature(name, ring, kind="Polygon"):
+    classification = None if name is None else {"name": name, "color": [0, 0, 0]}
+    coordinates = [ring] if kind == "Polygon" else ring[0]
+    return {"type": "Feature", "geometry": {"type": kind, "coordinates": coordinates},
+            "properties": {"objectType": "annotation", **({"classification": classification} if name else {})}}
+
+
+def test_unclassified_and_unknown_classes_are_skipped_and_counted(tmp_path):
+    ring = [[10, 10], [100, 10], [100, 100], [10, 10]]
+    features = ([_feature(None, ring)] * 3 + [_feature("Tumor", ring)] * 2 + [_feature(" STROMA ", ring)]
+                + [_feature("Urothelium", ring, "Point")])
+    path = tmp_path / "X.geojson"
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": features}))
+    regions, skipped = annotations.read_annotations(path, (200, 200))
+    assert [a.label for a in regions] == [3]  # " STROMA ": stripped, any case
+    assert skipped == {"unclassified": 3, "'Tumor'": 2, "point or line": 1}
+    assert annotations.skipped_line(path, skipped) == \
+        f"skipped 1 point or line, 3 unclassified and 2 'Tumor' annotations in {path}"
+    assert annotations.skipped_line("Y.geojson", {"'Tumor'": 2}) == "skipped 2 'Tumor' annotations in Y.geojson"
+    mapped, skipped = annotations.read_annotations(path, (200, 200), classes=annotations.class_map("tumor=urothelium"))
+    assert sorted(a.label for a in mapped) == [3, 4, 4] and skipped == {"unclassified": 3, "point or line": 1}
+
+
+def test_class_map_from_text_or_json_file(tmp_path):
+    assert annotations.class_map()["muscle"] == 2 and len(annotations.class_map()) == 5
+    mapping = annotations.class_map(" Tumor = UROTHELIUM ,Blood vessel=blood")
+    assert mapping["tumor"] == 4 and mapping["blood vessel"] == 0 and mapping["stroma"] == 3
+    (tmp_path / "classes.json").write_text(json.dumps({"Cautery": "damaged", "Muscularis propria": "Muscle"}))
+    mapping = annotations.class_map(tmp_path / "classes.json")
+    assert mapping["cautery"] == 1 and mapping["muscularis propria"] == 2
+    assert annotations.class_map(str(tmp_path / "classes.json")) == mapping
+    for bad in ("Tumor=tumour", "Tumor", "=stroma"):
+        with pytest.raises(ValueError, match="class mapping .*model class one of blood, damaged"):
+            annotations.class_map(bad)
+    (tmp_path / "broken.json").write_text("{")
+    with pytest.raises(DataError, match="broken.json: not a readable JSON class mapping"):
+        annotations.class_map(tmp_path / "broken.json")
+
+
+def test_qupath_coordinates_shift_by_the_origin_and_are_checked_against_the_frame(tmp_path):
+    path = helpers.qupath_geojson(tmp_path / "frame.geojson", "Blood", [[0, 0], [300, 0], [300, 200], [0, 0]])
+    (region,), _ = annotations.read_annotations(path, (300, 200), origin=(1000, 500))
+    np.testing.assert_array_equal(region.rings[0][:3], [[1000, 500], [1300, 500], [1300, 700]])
+    with pytest.raises(DataError, match=r"frame.geojson: feature 0 \(Blood\) has vertex \(300, 0\) outside "
+                       r"the slide of 299x200 pixels"):
+        annotations.read_annotations(path, (299, 200), origin=(1000, 500))

@@ -1,13 +1,11 @@
 """Tiles and triplets read from a textured pyramid slide."""
 
-import json
-
 import cv2
 import numpy as np
 import pytest
 
 from common.errors import DataError
-from common.slides import annotations, reader, triplets
+from common.slides import reader, triplets
 from common.slides import synthetic as synthetic_slides
 from tests import helpers
 
@@ -65,9 +63,74 @@ def test_tiles_are_padded_with_white_at_the_border(textured_slide):
 
 def test_base_magnification_given_or_from_properties(textured_slide):
     slide = reader.open_slide(textured_slide)
+    assert reader.base_magnification(slide, textured_slide) == 40.0  # generic TIFF: 10 / mpp 0.25
     assert reader.base_magnification(slide, textured_slide, given=20) == 20.0
-    with pytest.raises(ValueError, match="magnification"):
-        reader.read_tile(slide, (100, 100), 40.0, 20.0, TILE)  # 40x tiles from a 20x scan
+    with pytest.raises(ValueError, match="base magnification must be positive"):
+        reader.base_magnification(slide, textured_slide, given=0)
+    slide.close()
+
+
+@pytest.mark.parametrize("power, mpp, expected", [(20, 0.5, 20.0), (40, 0.2527, 40.0), (20, 0.4536, 20.0)])
+def test_objective_power_agreeing_with_the_mpp_is_the_base(tmp_path, power, mpp, expected):
+    synthetic_slides.write_aperio(tmp_path / "scan.svs", np.full((256, 256, 3), 200, np.uint8), mpp, power)
+    slide = reader.open_slide(tmp_path / "scan.svs")
+    assert slide.properties["openslide.vendor"] == "aperio"
+    assert reader.base_magnification(slide, tmp_path / "scan.svs") == expected
+    slide.close()
+
+
+@pytest.mark.parametrize("power, mpp", [(20, 0.25), (40, 0.5), (20, 0.243)])  # the last: a 3DHistech-like MRXS
+def test_objective_power_and_mpp_that_disagree_name_the_file_both_values_and_the_flag(tmp_path, power, mpp):
+    synthetic_slides.write_aperio(tmp_path / "odd.svs", np.full((256, 256, 3), 200, np.uint8), mpp, power)
+    slide = reader.open_slide(tmp_path / "odd.svs")
+    message = rf"odd.svs: objective power {power}x and {mpp} um/px disagree.*--magnification"
+    with pytest.raises(DataError, match=message):
+        reader.base_magnification(slide, tmp_path / "odd.svs")
+    assert reader.base_magnification(slide, tmp_path / "odd.svs", given=power) == power  # the way out
+    slide.close()
+
+
+def test_tiles_above_the_base_magnification_are_upsampled_from_level_0(tmp_path, textured_slide):
+    """The same tissue scanned at 40x and at 20x gives the same triplet, the 20x scan's 40x tile a blurred one."""
+    at40 = np.asarray(reader.open_slide(textured_slide).read_region((0, 0), 0, (2048, 2048)))[..., :3]
+    synthetic_slides.write_aperio(tmp_path / "scan20.svs", cv2.resize(at40, (1024, 1024), interpolation=cv2.INTER_AREA),
+                                  mpp=0.5, magnification=20)
+    slide40, slide20 = reader.open_slide(textured_slide), reader.open_slide(tmp_path / "scan20.svs")
+    base20 = reader.base_magnification(slide20, "scan20.svs")
+    center = (1024.0, 896.0)  # on every level's pixel grid: OpenSlide reads lower levels at whole pixels
+    tiles40, boxes40 = reader.read_triplet(slide40, center, 40.0, TILE)
+    tiles20, boxes20 = reader.read_triplet(slide20, (center[0] / 2, center[1] / 2), base20, TILE)
+    assert base20 == 20.0 and [b[2] - b[0] for b in boxes20] == [8 * TILE, 2 * TILE, TILE / 2]
+    errors = [np.abs(a.astype(float) - b).mean() for a, b in zip(tiles40, tiles20)]
+    shifted = reader.read_triplet(slide40, (center[0] + 8, center[1]), 40.0, TILE)[0][2]
+    print("mean |40x scan - 20x scan| per tile (2.5x, 10x, 40x):", errors,
+          "a 40x tile 8 px away:", np.abs(shifted.astype(float) - tiles40[2]).mean())
+    assert errors[0] < 2 and errors[1] < 2  # both read from coarser levels of the same tissue
+    assert errors[2] < 0.2 * np.abs(shifted.astype(float) - tiles40[2]).mean()  # blurred, but in place
+    halved = cv2.resize(tiles40[2], (TILE // 2, TILE // 2), interpolation=cv2.INTER_AREA)
+    expected = cv2.resize(halved.astype(np.float32), (TILE, TILE), interpolation=cv2.INTER_LINEAR)
+    assert np.abs(expected - tiles20[2]).mean() < 1.0  # the 40x tile is the 20x pixels, upsampled 2x
+    slide40.close()
+    slide20.close()
+
+
+def test_check_magnification_says_once_or_refuses():
+    lines = []
+    assert reader.check_magnification("a.svs", 40.0, log=lines.append) is False and lines == []
+    assert reader.check_magnification("b.svs", 20.0, log=lines.append) is True
+    assert lines == ["b.svs: scanned at 20x, below the 40x tiles: reading them at 20x and upsampling 2x"]
+    with pytest.raises(DataError, match=r"c.svs: scanned at 20x, below the 40x tiles; drop --no-upsample"):
+        reader.check_magnification("c.svs", 20.0, upsample=False)
+
+
+def test_qupath_frame_is_the_bounds_or_the_whole_slide(tmp_path, textured_slide):
+    slide = reader.open_slide(textured_slide)
+    assert reader.qupath_frame(slide, textured_slide) == reader.Frame(0, 0, 2048, 2048)
+    slide.close()
+    synthetic_slides.write_leica(tmp_path / "b.scn", np.full((256, 320, 3), 90, np.uint8), (100, 60), (512, 512))
+    slide = reader.open_slide(tmp_path / "b.scn")
+    assert reader.qupath_frame(slide, tmp_path / "b.scn") == reader.Frame(100, 60, 320, 256)
+    assert slide.dimensions == (512, 512)
     slide.close()
 
 
@@ -76,13 +139,7 @@ def test_bad_inputs_name_the_file(tmp_path, textured_slide):
     not_a_slide.write_bytes(b"not a tiff at all")
     with pytest.raises(DataError, match="broken.tiff.*cannot be opened"):
         reader.open_slide(not_a_slide)
-    ring = [[10, 10], [100, 10], [100, 100], [10, 10]]
-    with pytest.raises(DataError, match=r"tumour.geojson.*unknown class 'Tumour'"):
-        annotations.read_annotations(helpers.qupath_geojson(tmp_path / "tumour.geojson", "Tumour", ring), (2048, 2048))
     outside = [[10, 10], [3000, 10], [100, 100], [10, 10]]
     with pytest.raises(DataError, match=r"outside.geojson.*outside the slide"):
         outside_path = helpers.qupath_geojson(tmp_path / "outside.geojson", "Stroma", outside)
         triplets.extract_slide(textured_slide, outside_path, TILE)
-    (tmp_path / "nameless.geojson").write_text(json.dumps([{"geometry": {"type": "Polygon", "coordinates": [ring]}}]))
-    with pytest.raises(DataError, match="nameless.geojson.*no classification"):
-        annotations.read_annotations(tmp_path / "nameless.geojson", (2048, 2048))

@@ -35,11 +35,33 @@ def test_annotations_name_known_classes_inside_the_slide(cohort):
     manifest = json.loads((root / "slides.json").read_text(encoding="utf-8"))
     assert {s: e["lab"] for s, e in manifest["slides"].items()} == {"labA_000": "A", "labB_000": "B"}
     for slide_id in ids:
-        regions = annotations.read_annotations(root / f"{slide_id}.geojson", (768, 512))
-        assert regions, slide_id
+        regions, skipped = annotations.read_annotations(root / f"{slide_id}.geojson", (768, 512))
+        assert regions and not skipped, slide_id
         assert {a.label for a in regions} <= set(range(len(annotations.CLASSES)))
         raw = json.loads((root / f"{slide_id}.geojson").read_text(encoding="utf-8"))["features"][0]
         assert raw["properties"]["classification"]["name"].lower() in annotations.CLASSES
+
+
+def test_aperio_and_leica_slides_carry_what_openslide_reports_for_real_scans(tmp_path):
+    rgb = np.random.default_rng(0).integers(0, 255, (320, 384, 3), dtype=np.uint8)
+    synthetic_slides.write_aperio(tmp_path / "a.svs", rgb, mpp=0.5, magnification=20)
+    slide = openslide.OpenSlide(str(tmp_path / "a.svs"))
+    props = slide.properties
+    assert (props["openslide.vendor"], props["openslide.objective-power"], props["openslide.mpp-x"]) == \
+        ("aperio", "20", "0.5")
+    np.testing.assert_array_equal(np.asarray(slide.read_region((0, 0), 0, (384, 320)))[..., :3], rgb)
+    synthetic_slides.write_leica(tmp_path / "b.scn", rgb, origin=(100, 60), canvas=(640, 512), mpp=0.25,
+                                 magnification=40)
+    slide = openslide.OpenSlide(str(tmp_path / "b.scn"))
+    props = slide.properties
+    assert props["openslide.vendor"] == "leica" and slide.dimensions == (640, 512)
+    assert [int(props[f"openslide.bounds-{k}"]) for k in ("x", "y", "width", "height")] == [100, 60, 384, 320]
+    assert (props["openslide.objective-power"], float(props["openslide.mpp-x"])) == ("40", 0.25)
+    region = np.asarray(slide.read_region((0, 0), 0, (640, 512)))
+    np.testing.assert_array_equal(region[60:380, 100:484, :3], rgb)  # the scanned area, offset
+    assert (region[:60, :, 3] == 0).all() and (region[:, :100, 3] == 0).all()  # transparent around it
+    with pytest.raises(ValueError, match="must fit in canvas"):
+        synthetic_slides.write_leica(tmp_path / "c.scn", rgb, origin=(300, 0), canvas=(640, 512))
 
 
 def test_labs_differ_in_stain_colour_only():
