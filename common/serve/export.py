@@ -6,6 +6,7 @@
     serving/unet/<version>/saved_model.pb       serving_default: image -> probabilities, labels
     serving/unet/<version>/variables/
     serving/unet/<version>/assets.extra/tf_serving_warmup_requests
+    serving/unet/<version>/assets.extra/metadata.json    the model card (``common.serve.card``)
 
 The version folder is written under a hidden temporary name beside it and
 renamed into place, so a model server polling ``serving/unet`` never sees
@@ -26,9 +27,8 @@ from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
 from tensorflow_serving.config import model_server_config_pb2
 
 from common import atomic
-
-WARMUP_FILE = "tf_serving_warmup_requests"
-SIGNATURE = "serving_default"
+from common.serve import card
+from common.serve.card import SIGNATURE, WARMUP_FILE
 
 
 def _float32_policies(config):
@@ -130,7 +130,7 @@ def update_models_config(base_dir: pathlib.Path, name: str, base_path: str) -> p
 
 def export_saved_model(model: keras.Model, base_dir, name: str, version: int | None = None,
                        outputs=segmentation_outputs, warmup_sizes=((128, 128), (256, 256)),
-                       server_base_path: str | None = None) -> pathlib.Path:
+                       server_base_path: str | None = None, facts: dict | None = None) -> pathlib.Path:
     """Exports ``model`` as ``<base_dir>/<name>/<version>/`` for TF Serving.
 
     Args:
@@ -144,6 +144,7 @@ def export_saved_model(model: keras.Model, base_dir, name: str, version: int | N
         warmup_sizes: (H, W) of the warm-up requests (ignored for fixed-size models).
         server_base_path: where the server sees ``base_dir/name`` (e.g. ``/models/unet``
             inside docker); default the absolute local path.
+        facts: what the model card says of the run (``card.run_facts``); None: unknown.
 
     Returns:
         The version folder.
@@ -167,12 +168,15 @@ def export_saved_model(model: keras.Model, base_dir, name: str, version: int | N
 
     archive = keras.export.ExportArchive()
     archive.track(serving)
-    archive.add_endpoint(name=SIGNATURE, fn=serve, input_signature=specs)
+    endpoint = archive.add_endpoint(name=SIGNATURE, fn=serve, input_signature=specs)
+    model_card = card.model_card(name, dict(zip(names, specs)), endpoint.get_concrete_function().structured_outputs,
+                                 facts)
     model_dir.mkdir(parents=True, exist_ok=True)
     tmp = model_dir / f".tmp-{version}-{uuid.uuid4().hex[:8]}"
     try:
         archive.write_out(str(tmp), verbose=False)
         write_warmup_requests(tmp / "assets.extra" / WARMUP_FILE, name, _warmup_requests(serving, warmup_sizes))
+        card.write_card(tmp, model_card)
         tmp.rename(final)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

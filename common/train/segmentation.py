@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import dataclasses
 import pathlib
+import shlex
+import sys
 
 import keras
 import tensorflow as tf
@@ -210,7 +212,7 @@ def train(config: TrainConfig, strategy: tf.distribute.Strategy | None = None, l
             **dataclasses.asdict(config), "crop_size": crop, "precision": precision,
             "num_classes": manifest["num_classes"], "class_names": manifest["class_names"],
             "hu_window": manifest["hu_window"], "label_map": manifest.get("label_map"),
-            "source": manifest.get("source"), "split": split,
+            "source": manifest.get("source"), "split": split, "command": shlex.join(sys.argv),
         })
     keras.utils.set_random_seed(config.seed)
     with strategy.scope():

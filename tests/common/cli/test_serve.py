@@ -1,9 +1,58 @@
-"""`zoo export`: a version folder and the model server config."""
+"""`zoo export`: a version folder, its model card and the model server config; `zoo export --verify`."""
+
+import json
+import shutil
+
+import pytest
+
+from common.ct import shards
 
 
+def _card(version_dir) -> dict:
+    return json.loads((version_dir / "assets.extra" / "metadata.json").read_text(encoding="utf-8"))
 
-def test_export_command_writes_a_version_and_the_server_config(zoo, keras_file, tmp_path):
+
+def test_export_command_writes_a_version_and_the_server_config(zoo, zoo_here, keras_file, tmp_path):
     done = zoo("export", keras_file, tmp_path / "serving", "--server-base-path", "/models/tiny")
     assert done.returncode == 0, done.stderr[-2000:]
     assert (tmp_path / "serving" / "tiny" / "1" / "saved_model.pb").exists()
     assert 'base_path: "/models/tiny"' in (tmp_path / "serving" / "models.config").read_text(encoding="utf-8")
+    metadata = _card(tmp_path / "serving" / "tiny" / "1")  # a bare .keras file: no run to describe
+    assert (metadata["name"], metadata["model"], metadata["task"]) == ("tiny", "unet", "segmentation")
+    assert metadata["command"] is None and metadata["training_config"] is None and metadata["class_names"] is None
+    verified = zoo_here("export", "--verify", tmp_path / "serving" / "tiny")
+    assert verified.returncode == 0, verified.stderr
+    assert [line.split()[0] for line in verified.stdout.splitlines()] == ["ok"] * 4 + ["verified"]
+
+
+def test_export_of_a_run_records_its_run_and_verify_fails_on_a_broken_card(zoo_here, keras_file, tmp_path):
+    prepared = tmp_path / "prepared"
+    prepared.mkdir()
+    cases = [{"id": "a", "shard": "a.tfrecord", "spacing": [0.75, 0.75, 2.0]},
+             {"id": "b", "shard": "b.tfrecord", "spacing": [0.85, 0.85, 2.0]}]
+    (prepared / shards.MANIFEST).write_text(json.dumps({"cases": cases}), encoding="utf-8")
+    classes = [f"organ_{i}" for i in range(8)]
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copy(keras_file, run / "model.keras")
+    config = {"model": "u_transformer", "data": str(prepared), "class_names": classes, "hu_window": [-160.0, 240.0],
+              "command": "zoo train prepared run --model u_transformer"}
+    (run / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    done = zoo_here("export", run, tmp_path / "serving")
+    assert done.returncode == 0, done.stderr
+    metadata = _card(tmp_path / "serving" / "run" / "1")
+    assert metadata["model"] == "u_transformer" and metadata["class_names"] == classes
+    assert metadata["command"] == config["command"] and metadata["training_config"]["data"] == str(prepared)
+    assert metadata["hu_window"] == [-160.0, 240.0] and metadata["training_spacing"] == pytest.approx([0.8, 0.8])
+    assert metadata["outputs"]["labels"]["range"] == [0, 7]
+    (tmp_path / "serving" / "run" / "1" / "assets.extra" / "metadata.json").unlink()
+    done = zoo_here("export", "--verify", tmp_path / "serving" / "run" / "1")
+    assert done.returncode == 2
+    assert "MISMATCH" in done.stdout and "1/assets.extra/metadata.json: missing" in done.stderr
+
+
+def test_export_arguments_are_checked(zoo_here, tmp_path):
+    done = zoo_here("export", "--verify", tmp_path, "run")
+    assert done.returncode == 2 and "--verify checks DIR only; drop MODEL" in done.stderr
+    done = zoo_here("export", "run")
+    assert done.returncode == 2 and "BASE_DIR: required to export" in done.stderr

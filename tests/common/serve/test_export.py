@@ -1,3 +1,4 @@
+import json
 import pathlib
 import subprocess
 import sys
@@ -10,7 +11,7 @@ import tensorflow as tf
 from tensorflow_serving.apis import prediction_log_pb2
 
 import unet_transformer
-from common.serve import export
+from common.serve import card, export
 from tests import helpers
 
 
@@ -97,6 +98,10 @@ def test_failed_export_leaves_no_version_behind(model, tmp_path, monkeypatch):
     monkeypatch.setattr(export, "write_warmup_requests", broken)
     with pytest.raises(OSError, match="disk full"):
         export.export_saved_model(model, tmp_path, "unet")
+    monkeypatch.undo()
+    monkeypatch.setattr(card, "write_card", broken)  # the card is the last file written before the rename
+    with pytest.raises(OSError, match="disk full"):
+        export.export_saved_model(model, tmp_path, "unet")
     assert sorted(p.name for p in (tmp_path / "unet").iterdir()) == ["1"]
 
 
@@ -142,6 +147,12 @@ def test_a_model_of_several_inputs_serves_them_by_name(tmp_path):
     assert len(records) == 1 and sorted(request.inputs) == ["tile_high", "tile_low"]
     served = serve(**{k: tf.make_ndarray(v) for k, v in request.inputs.items()})
     assert served["probabilities"].shape == (1, 5)
+    metadata = json.loads((version_dir / "assets.extra" / "metadata.json").read_text(encoding="utf-8"))
+    assert metadata["inputs"] == {name: {"dtype": "float32", "shape": [None, 8, 8, 3], "range": None}
+                                  for name in ("tile_low", "tile_high")}  # no run facts: the range is unknown
+    assert metadata["outputs"] == {"probabilities": {"dtype": "float32", "shape": [None, 5], "range": [0.0, 1.0]}}
+    assert metadata["model"] is None and metadata["command"] is None
+    assert card.verify(version_dir, log=lambda _: None) == [version_dir]
 
 
 def test_eas_unet_serves_its_fused_prediction_only(tmp_path):
