@@ -100,7 +100,8 @@ def training_model(model: keras.Model) -> keras.Model:
 
 
 def train_staged(model: keras.Model, dataset, out, stages=STAGES, steps_per_epoch: int | None = None,
-                 callbacks=(), verbose: int = 2, run_eagerly: bool = False, log=print) -> keras.Model:
+                 callbacks=(), verbose: int = 2, run_eagerly: bool = False, validation=None,
+                 log=print) -> keras.Model:
     """Trains ``model`` through ``stages`` in order; rerunning with the same ``out`` resumes.
 
     Args:
@@ -113,6 +114,10 @@ def train_staged(model: keras.Model, dataset, out, stages=STAGES, steps_per_epoc
         callbacks: more Keras callbacks, added to every stage.
         run_eagerly: skip graph tracing (tiny models and tests: tracing the
             hourglass costs more than a few eager steps).
+        validation: finite (images, heatmaps) batches without augmentation;
+            each stage then logs their stacked loss before its first step
+            (the point it starts from: stage B's masks learn most in their
+            first steps) and ``history_<X>.csv`` gets ``val_loss`` per epoch.
 
     Returns:
         ``model``, trained (and configured as the last stage left it).
@@ -141,7 +146,9 @@ def train_staged(model: keras.Model, dataset, out, stages=STAGES, steps_per_epoc
             keras.callbacks.CSVLogger(str(out / f"history_{stage.name}.csv"), append=True),
             *callbacks,
         ]
+        if validation is not None and not (out / "backup" / f"stage_{stage.name}").exists():
+            log(f"stage {stage.name}: validation loss {trainer.evaluate(validation, verbose=0):.6f} before training")
         trainer.fit(dataset, epochs=stage.epochs, steps_per_epoch=steps_per_epoch, callbacks=stage_callbacks,
-                    verbose=verbose, shuffle=False)  # the dataset shuffles itself
+                    validation_data=validation, verbose=verbose, shuffle=False)  # the dataset shuffles itself
         atomic.save_weights(model, done)
     return model

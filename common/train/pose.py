@@ -5,7 +5,7 @@ A run folder holds::
     RUN/config.json               what was trained, on which data
     RUN/stage_<X>.weights.h5      after each finished stage (a rerun skips it)
     RUN/backup/stage_<X>/         resume state inside a stage
-    RUN/history_<X>.csv           one line per epoch
+    RUN/history_<X>.csv           one line per epoch: loss, and val_loss on the valid split when there is one
     RUN/model.keras               the final model
 """
 
@@ -14,6 +14,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import pathlib
+import shlex
+import sys
 
 import keras
 
@@ -54,6 +56,16 @@ class PoseTrainConfig:
             raise ValueError(f"stage_factor must be > 0, got {self.stage_factor}")
 
 
+def _validation(config: PoseTrainConfig, log):
+    """The valid split's crops without augmentation, or None when the data folder has none."""
+    annotations, _ = pose_data.split_paths(config.data, "valid")
+    if not annotations.exists():
+        log(f"no {annotations}: training without a validation loss")
+        return None
+    records = pose_data.load_split(config.data, "valid")
+    return pose_data.pose_dataset(records, config.batch_size, config.input_size, training=False, seed=config.seed)
+
+
 def train_pose(config: PoseTrainConfig, log=print) -> keras.Model:
     """Trains ACNN (or the plain hourglass) through the scaled stages; rerunning resumes."""
     entry = registry.get(config.model)
@@ -63,7 +75,7 @@ def train_pose(config: PoseTrainConfig, log=print) -> keras.Model:
     stages = entry.stages(config.stage_factor)
     atomic.write_json(run_dir / "config.json", {
         **dataclasses.asdict(config), "train_images": len(records),
-        "model": entry.name, "stages": [dataclasses.asdict(s) for s in stages],
+        "model": entry.name, "stages": [dataclasses.asdict(s) for s in stages], "command": shlex.join(sys.argv),
     })
     keras.utils.set_random_seed(config.seed)
     model = entry.build(input_shape=(config.input_size, config.input_size, 3), num_stacks=config.num_stacks,
@@ -74,7 +86,7 @@ def train_pose(config: PoseTrainConfig, log=print) -> keras.Model:
     dataset = pose_data.pose_dataset(records, config.batch_size, config.input_size, training=True, seed=config.seed)
     steps = math.ceil(len(records) / config.batch_size)
     entry.fit(model, dataset, run_dir, stages, steps_per_epoch=steps, verbose=config.verbose,
-                           run_eagerly=config.run_eagerly, log=log)
+              run_eagerly=config.run_eagerly, validation=_validation(config, log), log=log)
     with atomic.atomic_path(run_dir / "model.keras") as tmp:
         model.save(tmp)
     return model

@@ -1,5 +1,6 @@
 """``zoo train-pose``: ACNN staged training on a tiny synthetic set (conftest: pose_run)."""
 
+import csv
 import json
 
 import pytest
@@ -11,10 +12,22 @@ from tests import helpers
 def test_train_pose_runs_the_three_stages_and_saves(pose_run):
     out, lines = pose_run
     assert lines[0].startswith("training acnn (") and "stages A:1, B:1, C:1" in lines[0]
-    assert [line.split(":")[0] for line in lines[1:]] == ["stage A", "stage B", "stage C"]
+    assert [line.split(":")[0] for line in lines[1::2]] == ["stage A", "stage B", "stage C"]
     config = json.loads((out / "config.json").read_text())
     assert config["train_images"] == 8 and [s["name"] for s in config["stages"]] == ["A", "B", "C"]
-    assert (out / "model.keras").is_file() and (out / "history_C.csv").is_file()
+    assert isinstance(config["command"], str) and config["command"]  # the model card's training command
+    assert (out / "model.keras").is_file()
+
+
+def test_each_stage_reports_the_validation_loss_it_starts_from_and_per_epoch(pose_run):
+    out, lines = pose_run
+    starts = [line for line in lines if "before training" in line]
+    assert [line.split(":")[0] for line in starts] == ["stage A", "stage B", "stage C"]
+    for stage, line in zip("ABC", starts):
+        start = float(line.split("validation loss ")[1].split()[0])
+        with open(out / f"history_{stage}.csv", encoding="utf-8") as file:
+            rows = list(csv.DictReader(file))
+        assert 0 < start < 1 and len(rows) == 1 and 0 < float(rows[0]["val_loss"]) < 1
 
 
 def test_rerun_resumes_without_training(pose_data, pose_run):
