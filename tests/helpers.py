@@ -189,3 +189,39 @@ def load_serving(version_dir):
 
     serve.signature = signature
     return serve
+
+
+def conv_model(kernel: np.ndarray, bias: np.ndarray):
+    """A free-size (B, H, W, 1) -> (B, H, W, C) softmax of one fixed 'same' convolution (kernel: (k, k, 1, C)).
+
+    A known function of the input for inference tests: a 1x1 kernel labels each pixel by its own
+    value alone (translation-equivariant, unchanged by flips); a larger one looks at its neighbours.
+    """
+    import keras
+
+    inputs = keras.Input((None, None, 1))
+    conv = keras.layers.Conv2D(kernel.shape[-1], kernel.shape[0], padding="same")
+    outputs = keras.layers.Softmax(dtype="float32")(conv(inputs))
+    conv.set_weights([np.asarray(kernel, np.float32), np.asarray(bias, np.float32)])
+    return keras.Model(inputs, outputs)
+
+
+# Windowed intensity v -> logits 10 (0.3 - v), 0, 10 (v - 0.7): class 0 below 0.3, 2 above 0.7, 1 between.
+THRESHOLD_KERNEL, THRESHOLD_BIAS = np.array([-10.0, 0.0, 10.0]).reshape(1, 1, 1, 3), np.array([3.0, 0.0, -7.0])
+
+
+def fake_cv_folder(root, models, **config):
+    """A `zoo cv` folder whose units fold_1..fold_K hold ``models`` and a config.json of ``config``'s keys."""
+    import json
+
+    root = pathlib.Path(root)
+    units = [{"name": f"fold_{i + 1}", "test_cases": [], "seed": i} for i in range(len(models))]
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "plan.json").write_text(json.dumps({"units": units}))
+    defaults = {"model": "unet", "num_classes": 3, "hu_window": [-160.0, 240.0], "augment": "none",
+                "class_names": ["background", "a", "b"]}
+    for unit, model in zip(units, models):
+        (root / unit["name"]).mkdir()
+        model.save(root / unit["name"] / "model.keras")
+        (root / unit["name"] / "config.json").write_text(json.dumps({**defaults, **config}))
+    return root

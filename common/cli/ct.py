@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import pathlib
 
 from common import atomic, errors
@@ -37,12 +38,57 @@ def _add_prepare(sub):
     p.set_defaults(handler=prepare)
 
 
+def _tile(text: str):
+    """--tile: "H,W", one side "S" for a square, or "whole"."""
+    if text in ("whole", "auto"):
+        return text
+    try:
+        sides = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        sides = ()
+    if len(sides) == 1:
+        sides = sides * 2
+    if len(sides) != 2 or min(sides) < 1:
+        raise argparse.ArgumentTypeError(f"expected H,W (or one side, or 'whole'), got {text!r}")
+    return sides
+
+
+def _step(text: str) -> float:
+    try:
+        step = float(text)
+    except ValueError:
+        step = -1.0
+    if not 0 < step <= 1:
+        raise argparse.ArgumentTypeError(f"expected a fraction of the tile in (0, 1], got {text!r}")
+    return step
+
+
+def inference_options(p):
+    """nnU-Net's inference options, shared by ``predict`` and ``evaluate`` (``common.ct.ensemble``)."""
+    p.add_argument("--tile", type=_tile, default="auto",
+                   help="sliding window H,W over each slice, Gaussian-weighted (sigma = tile/8), or 'whole' "
+                        "(default: the training crop when the run trained on crops smaller than its slices)")
+    p.add_argument("--step", type=_step, default=0.5, help="distance between tiles, fraction of the tile (0.5)")
+    p.add_argument("--tta", choices=("none", "mirror"), default=None,
+                   help="test-time mirroring along x, y and both (default: mirror when training flipped)")
+    p.add_argument("--spacing", choices=("none", "auto"), default="none",
+                   help="auto: predict at the training cohort's median in-plane spacing, resampling the image "
+                        "and the probabilities back (default none: the volume's own)")
+    p.add_argument("--postprocess", action="store_true",
+                   help="keep the largest connected component of the classes where `zoo cv` found it raised the "
+                        "held-out Dice (a zoo cv folder's postprocessing.json)")
+    p.add_argument("--batch-size", type=int, default=8)
+
+
 def _add_evaluate(sub):
     p = sub.add_parser("evaluate", help="score a run's held-out cases on whole volumes")
-    p.add_argument("run", help="run folder (zoo train)")
+    p.add_argument("run", help="run folder (zoo train), or a zoo cv folder: the folds' ensemble on cases held "
+                               "out of every fold")
     p.add_argument("--cohort", help="cohort folder (default: the one the run was prepared from)")
-    p.add_argument("--cases", type=options.case_list, help="case ids (default: the run's held-out cases)")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--cases", type=options.case_list,
+                   help="case ids (default: the run's held-out cases; for a cv folder the cohort's cases no "
+                        "fold trained on)")
+    inference_options(p)
     p.add_argument("--metrics", type=options.metric_names, default=("dice",), help=options.METRICS_HELP.replace(
         "default dice,hd95,assd", "default dice"))
     p.set_defaults(handler=evaluate)
@@ -50,11 +96,14 @@ def _add_evaluate(sub):
 
 def _add_predict(sub):
     p = sub.add_parser("predict", help="segment one volume; the output keeps the input's geometry")
-    p.add_argument("model", help="run folder or .keras file")
+    p.add_argument("model", help="run folder, .keras file, or zoo cv folder (the mean of its folds)")
     p.add_argument("input", help="CT volume (NIfTI, MHA/MHD, NRRD or a DICOM folder)")
     p.add_argument("output", help="label volume to write (e.g. .nii.gz)")
     p.add_argument("--window", type=options.hu_window, default=None, help="HU window LOW,HIGH (default: the run's)")
-    p.add_argument("--batch-size", type=int, default=8)
+    inference_options(p)
+    p.add_argument("--save-probabilities", action="store_true",
+                   help="also write the class probabilities (before post-processing) as a float32 vector image "
+                        "of the input's geometry, class axis last: OUTPUT's name + _probabilities")
     p.set_defaults(handler=predict)
 
 
@@ -83,46 +132,92 @@ def prepare(args) -> None:
     shards.prepare(args.cohort, args.out, **settings)
 
 
+def _loaded_with_options(path, args):
+    """The model(s) at ``path`` and the inference options of ``args`` (defaults from their training)."""
+    from common.ct import ensemble
+
+    loaded = ensemble.load(path)
+    if args.batch_size < 1:
+        raise ValueError(f"batch-size must be >= 1, got {args.batch_size}")
+    return loaded, ensemble.options_for(loaded, args.tile, args.step, args.tta, args.spacing, args.postprocess)
+
+
+def _evaluated_cases(loaded, args, cohort) -> list:
+    """The cases to score: --cases, else the run's held-out ones, else (cv folder) those no fold trained on."""
+    from common.ct import ensemble
+
+    cases = {c.case_id: c for c in volumes.find_cases(cohort)}
+    trained = ensemble.trained_cases(loaded)
+    if args.cases:
+        wanted = args.cases
+    elif loaded.folder is None:
+        wanted = loaded.config["split"]["test"]
+    else:
+        wanted = sorted(set(cases) - trained)
+        if not wanted:
+            raise ValueError(f"cases: every case of {cohort} trained a fold of {loaded.folder}; give cases "
+                             "held out of every fold (--cases, --cohort)")
+    missing = sorted(set(wanted) - set(cases))
+    if missing:
+        raise errors.DataError(f"{cohort}: cases {missing} not found")
+    if loaded.folder is not None and set(wanted) & trained:
+        print(f"warning: cases {sorted(set(wanted) & trained)} trained some fold; their scores are optimistic")
+    return [cases[c] for c in wanted]
+
+
 def evaluate(args) -> None:
-    from common import registry
     from common.ct import inference
 
-    model, config = registry.load_run(args.run)
+    loaded, how = _loaded_with_options(args.run, args)
+    config = loaded.config
     if not config:
         raise errors.DataError(f"{args.run}: not a run folder (no config.json)")
     cohort = args.cohort or config.get("source")
     if not cohort:
         raise ValueError("--cohort: the run does not record its cohort; give it")
-    wanted = args.cases or config["split"]["test"]
-    cases = {c.case_id: c for c in volumes.find_cases(cohort)}
-    missing = sorted(set(wanted) - set(cases))
-    if missing:
-        raise errors.DataError(f"{cohort}: cases {missing} not found")
-    results = inference.evaluate_cases(model, [cases[c] for c in wanted], config["num_classes"],
-                                       config["hu_window"], args.batch_size, label_map=config.get("label_map"))
+    cases = _evaluated_cases(loaded, args, cohort)
+    print(f"evaluating {len(cases)} cases with {len(loaded.models)} model(s): {how.describe()}")
+    results = inference.evaluate_cases(loaded.models, cases, config["num_classes"], config["hu_window"],
+                                       args.batch_size, loaded.stride, label_map=config.get("label_map"),
+                                       options=how)
     atomic.write_json(pathlib.Path(args.run) / "evaluation.json",
-                             {case: {str(k): v for k, v in m.items()} for case, m in results.items()})
+                      {case: {str(k): v for k, v in m.items()} for case, m in results.items()})
     print(inference.format_table(results, config["class_names"], args.metrics))
 
 
+def _beside(output: pathlib.Path, tag: str) -> pathlib.Path:
+    """``labels.nii.gz`` -> ``labels_probabilities.nii.gz``."""
+    suffix = next(s for s in SINGLE_FILE_SUFFIXES if output.name.endswith(s))
+    return output.with_name(output.name[:-len(suffix)] + tag + suffix)
+
+
 def predict(args) -> None:
+    import time
+
     import SimpleITK as sitk
 
-    from common import registry
     from common.ct import inference
 
     output = pathlib.Path(args.output)
-    if output.resolve() == pathlib.Path(args.input).resolve():
-        raise ValueError(f"output: {output} is the input volume; choose another path")
     if not output.name.endswith(SINGLE_FILE_SUFFIXES):
         raise ValueError(f"output: {output} needs one of the suffixes {', '.join(SINGLE_FILE_SUFFIXES)}")
-    model, config = registry.load_run(args.model)
-    hu_window = args.window or config.get("hu_window", volumes.DEFAULT_WINDOW)
+    written = [output, _beside(output, "_probabilities")] if args.save_probabilities else [output]
+    for path in written:
+        if path.resolve() == pathlib.Path(args.input).resolve():
+            raise ValueError(f"output: {path} is the input volume; choose another path")
+    loaded, how = _loaded_with_options(args.model, args)
+    hu_window = args.window or loaded.config.get("hu_window", volumes.DEFAULT_WINDOW)
     image = volumes.read_volume(args.input)
-    labels = inference.predict_volume(model, image, hu_window, args.batch_size, source=args.input)
-    with atomic.atomic_path(output) as tmp:
-        sitk.WriteImage(labels, str(tmp), useCompression=True)
-    print(f"wrote {output} ({'x'.join(map(str, labels.GetSize()))}, spacing {labels.GetSpacing()})")
+    print(f"predicting {args.input} with {len(loaded.models)} model(s): {how.describe()}")
+    start = time.monotonic()
+    result = inference.predict_volume(loaded.models, image, hu_window, args.batch_size, loaded.stride,
+                                      args.input, how, print, args.save_probabilities)
+    for path, volume in zip(written, result if args.save_probabilities else [result]):
+        with atomic.atomic_path(path) as tmp:
+            sitk.WriteImage(volume, str(tmp), useCompression=True)
+    labels = result[0] if args.save_probabilities else result
+    print(f"wrote {', '.join(map(str, written))} ({'x'.join(map(str, labels.GetSize()))}, spacing "
+          f"{labels.GetSpacing()}) in {time.monotonic() - start:.1f} s")
 
 
 # Each subcommand's parser, in the order ``zoo --help`` lists them.

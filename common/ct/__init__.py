@@ -2,9 +2,13 @@
 
 ``volumes`` reads NIfTI/MHA/NRRD/DICOM with SimpleITK into canonical arrays;
 ``shards`` writes one TFRecord per case; ``pipeline`` streams them through
-tf.data; ``splits`` holds cases out; ``inference`` labels whole volumes;
+tf.data; ``splits`` holds cases out; ``inference`` labels whole volumes
+(``sliding``: Gaussian sliding window and mirroring per slice; ``ensemble``:
+a run's or a cross-validation's models and the options their training
+implies; ``postprocess``: the largest-connected-component rule);
 ``metrics`` scores them; ``synthetic`` writes phantom cohorts.
-May import: ``common.errors``, ``common.atomic``, ``common.tables`` and each
+May import: ``common.errors``, ``common.atomic``, ``common.tables``,
+``common.registry`` (``ensemble`` loads saved models through it) and each
 other in that order of flow; never ``train``, ``serve``, ``studies``, ``cli``
 or a model package.
 """

@@ -7,6 +7,8 @@
     OUT/fold_1/ ... fold_K/  run folders (fold_k_repeat_r with repeats); metrics.json marks a finished unit
     OUT/summary.json         per class and metric: mean, std over units, per-unit values
     OUT/summary.md           the same as a Markdown table in the papers' form
+    OUT/postprocessing.json  per class: held-out Dice with and without its largest connected component only,
+                             and whether ``zoo predict --postprocess`` applies that rule (``common.ct.postprocess``)
 
 Every unit trains from its own seed: fold k of repeat r from ``base_r + k``,
 with ``base_r`` the r-th of ``seeds`` (default ``seed + r * folds``), so the
@@ -30,8 +32,8 @@ import keras
 import numpy as np
 from scipy import stats
 
-from common import atomic, errors, tables
-from common.ct import inference, metrics, shards, splits, volumes
+from common import atomic, errors, registry, tables
+from common.ct import ensemble, inference, metrics, postprocess, shards, splits, volumes
 from common.train import segmentation as training
 
 
@@ -46,7 +48,7 @@ def kfold(case_ids, k: int = 5, seed: int = 0) -> list[list[str]]:
 
 def _plan_units(out: pathlib.Path, units: list[dict]) -> list[dict]:
     """Writes the plan, or checks that a rerun asks for the same one."""
-    path = out / "plan.json"
+    path = out / ensemble.PLAN
     if path.exists():
         previous = json.loads(path.read_text(encoding="utf-8"))["units"]
         if previous != units:
@@ -57,19 +59,56 @@ def _plan_units(out: pathlib.Path, units: list[dict]) -> list[dict]:
 
 
 def _score_unit(model, config: training.TrainConfig, manifest: dict, test_cases, log) -> dict:
+    """Scores a unit's held-out cases as predicted, and each class reduced to its largest component."""
     cases = {c.case_id: c for c in volumes.find_cases(manifest["source"])}
     missing = sorted(set(test_cases) - set(cases))
     if missing:
         raise errors.DataError(f"{manifest['source']}: held-out cases {missing} not found")
-    per_case = inference.evaluate_cases(model, [cases[c] for c in test_cases], manifest["num_classes"],
-                                        manifest["hu_window"], config.batch_size,
-                                        label_map=manifest.get("label_map"), log=log)
+    per_case, lcc_dice = {}, {}
+    classes = range(1, manifest["num_classes"])
+    for case, image, predicted, reference in inference.predicted_cases(
+            model, [cases[c] for c in test_cases], manifest["num_classes"], manifest["hu_window"],
+            config.batch_size, label_map=manifest.get("label_map")):
+        per_case[case.case_id] = metrics.segmentation_metrics(predicted, reference, image.GetSpacing(), classes)
+        lcc_dice[case.case_id] = postprocess.lcc_dice(predicted, reference, classes)
+        log(f"evaluated {case.case_id}: mean Dice {metrics.mean_foreground_dice(per_case[case.case_id]):.3f}")
     summary = metrics.summarize(list(per_case.values()))
     return {
         "test_cases": list(test_cases),
         "per_case": {case: {str(k): v for k, v in m.items()} for case, m in per_case.items()},
         "per_class": {str(k): {name: s["mean"] for name, s in v.items()} for k, v in summary.items()},
+        "lcc_dice": lcc_dice,
     }
+
+
+def decide_postprocessing(out, class_names, log=print) -> dict | None:
+    """Writes ``postprocessing.json`` from the units' held-out Dice with and without each class's LCC.
+
+    Returns:
+        The decision, or None when a unit is unfinished or was scored before the zoo measured the rule.
+    """
+    units, planned = load_units(out), json.loads((pathlib.Path(out) / ensemble.PLAN).read_text(encoding="utf-8"))
+    if len(units) < len(planned["units"]) or not all("lcc_dice" in u for u in units):
+        log(f"{out}: no post-processing decision (a unit is unfinished or scored without the rule)")
+        return None
+    decision = postprocess.decide(units, class_names)
+    postprocess.write_decision(out, decision)
+    kept = [entry["name"] for entry in decision["classes"].values() if entry["apply"]]
+    log(f"post-processing: largest component kept for {', '.join(kept) or 'no class'} "
+        f"({pathlib.Path(out) / postprocess.DECISION})")
+    return decision
+
+
+def _score_lcc_of_older_unit(unit_dir: pathlib.Path, config: training.TrainConfig, manifest: dict, log) -> None:
+    """A finished unit is skipped; one scored before the largest-component rule was measured gets that score."""
+    finished = json.loads((unit_dir / "metrics.json").read_text(encoding="utf-8"))
+    if "lcc_dice" in finished:
+        log(f"{unit_dir.name}: finished earlier, skipped")
+        return
+    log(f"{unit_dir.name}: finished earlier, scoring its held-out cases with the largest-component rule")
+    model, _ = registry.load_run(unit_dir)
+    scored = _score_unit(model, config, manifest, finished["test_cases"], log)
+    atomic.write_json(unit_dir / "metrics.json", {**finished, "lcc_dice": scored["lcc_dice"]})
 
 
 def _run_units(config: training.TrainConfig, out, units: list[dict], log) -> dict:
@@ -78,17 +117,19 @@ def _run_units(config: training.TrainConfig, out, units: list[dict], log) -> dic
     _plan_units(out, units)
     for unit in units:
         unit_dir = out / unit["name"]
+        unit_config = dataclasses.replace(config, out=str(unit_dir), test_cases=unit["test_cases"],
+                                          seed=unit["seed"])
         if (unit_dir / "metrics.json").exists():
-            log(f"{unit['name']}: finished earlier, skipped")
+            _score_lcc_of_older_unit(unit_dir, unit_config, manifest, log)
             continue
         log(f"{unit['name']}: training, held out {', '.join(unit['test_cases'])}")
         keras.backend.clear_session()  # a fresh model per fold, and no graph left from the last
-        unit_config = dataclasses.replace(config, out=str(unit_dir), test_cases=unit["test_cases"],
-                                          seed=unit["seed"])
         model = training.train(unit_config, log=log)
         result = {"name": unit["name"], **_score_unit(model, unit_config, manifest, unit["test_cases"], log)}
         atomic.write_json(unit_dir / "metrics.json", result)
-    return summarize_run(out, manifest["class_names"])
+    summary = summarize_run(out, manifest["class_names"])
+    decide_postprocessing(out, manifest["class_names"], log)
+    return summary
 
 
 def plan_units(case_ids, seed: int = 0, folds: int = 5, repeats: int = 1, seeds=None, test_fraction: float = 0.2,
@@ -137,7 +178,7 @@ def run_cv(config: training.TrainConfig, out, folds: int = 5, repeats: int = 1, 
 def load_units(out) -> list[dict]:
     """The finished units' metrics of a cross-validation folder, in plan order."""
     out = pathlib.Path(out)
-    plan = out / "plan.json"
+    plan = out / ensemble.PLAN
     if not plan.exists():
         raise errors.DataError(f"{out}: not a cross-validation folder (no plan.json)")
     units = json.loads(plan.read_text(encoding="utf-8"))["units"]

@@ -115,3 +115,80 @@ def test_a_truncated_volume_is_one_line_naming_it(zoo_here, keras_file, tmp_path
     _assert_one_line_error(zoo_here("predict", keras_file, cut, tmp_path / "o.nii.gz"),
                            "cut.nii.gz: truncated, its gzip stream ends before")
     assert not (tmp_path / "o.nii.gz").exists()
+
+
+def _island_volume(path):
+    """Bright (class 2 of the threshold model) in a block and in a 2x2x1 island, dark elsewhere; RAS-stored."""
+    array = np.full((4, 32, 48), -500, np.int16)
+    array[1:3, 4:20, 4:20] = 500
+    array[3, 28:30, 40:42] = 500
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing((1.2, 1.1, 3.0))
+    image.SetDirection((-1, 0, 0, 0, -1, 0, 0, 0, 1))
+    sitk.WriteImage(image, str(path))
+    return image
+
+
+@pytest.fixture(scope="module")
+def threshold_cv(tmp_path_factory, tiny_cohort):
+    """A two-fold `zoo cv` folder of threshold models (trained with flips) on the tiny cohort."""
+    from tests import helpers
+
+    folds = [helpers.conv_model(helpers.THRESHOLD_KERNEL, helpers.THRESHOLD_BIAS + shift)
+             for shift in (np.zeros(3), np.array([0.0, 1.0, 0.0]))]
+    split = {"train": ["case_000", "case_001"], "test": ["case_002"]}
+    organs = {str(organ): 1 + organ % 2 for organ in range(1, 8)}  # the phantom's 7 organs as 2 classes
+    return helpers.fake_cv_folder(tmp_path_factory.mktemp("cli") / "cv", folds, augment="flip", split=split,
+                                  source=str(tiny_cohort), class_names=["background", "dark", "bright"],
+                                  label_map=organs)
+
+
+def test_predict_with_a_cv_folder_every_option(zoo_here, threshold_cv, tmp_path):
+    from common.ct import postprocess
+
+    image = _island_volume(tmp_path / "ct.nii.gz")
+    out = tmp_path / "pred" / "labels.nii.gz"
+    args = ("predict", threshold_cv, tmp_path / "ct.nii.gz", out, "--tile", "32", "--postprocess",
+            "--save-probabilities")
+    _assert_one_line_error(zoo_here(*args), "cv/postprocessing.json: no post-processing decision")
+    postprocess.write_decision(threshold_cv, {"format": 1, "classes": {"1": {"apply": False}, "2": {"apply": True}}})
+    done = zoo_here(*args)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[:3] == [
+        f"predicting {tmp_path / 'ct.nii.gz'} with 2 model(s): tile 32x32 step 0.5, tta mirror, own spacing, "
+        "post-processing classes 2", f"{tmp_path / 'ct.nii.gz'}: model 1/2", f"{tmp_path / 'ct.nii.gz'}: model 2/2"]
+    labels = sitk.ReadImage(str(out))
+    probabilities = sitk.ReadImage(str(tmp_path / "pred" / "labels_probabilities.nii.gz"))
+    for result in (labels, probabilities):
+        assert result.GetSize() == image.GetSize() and result.GetDirection() == image.GetDirection()
+        assert result.GetSpacing() == pytest.approx(image.GetSpacing()) and result.GetOrigin() == image.GetOrigin()
+    assert probabilities.GetNumberOfComponentsPerPixel() == 3
+    array, vectors = sitk.GetArrayFromImage(labels), sitk.GetArrayFromImage(probabilities)
+    assert (array[1:3, 4:20, 4:20] == 2).all() and (array[3, 28:30, 40:42] == 0).all()  # the island is gone
+    assert (vectors[3, 28:30, 40:42].argmax(-1) == 2).all()  # the probabilities are from before it
+    assert sorted(p.name for p in out.parent.iterdir()) == ["labels.nii.gz", "labels_probabilities.nii.gz"]
+
+
+def test_inference_options_that_do_not_fit(zoo_here, threshold_cv, keras_file, tmp_path):
+    _island_volume(tmp_path / "ct.nii.gz")
+    _assert_one_line_error(zoo_here("predict", threshold_cv, tmp_path / "ct.nii.gz", tmp_path / "o.nii.gz",
+                                    "--tile", "40,48"), "tile: 40x48, but the model needs sides that are multiples")
+    _assert_one_line_error(zoo_here("predict", keras_file, tmp_path / "ct.nii.gz", tmp_path / "o.nii.gz",
+                                    "--postprocess"), "postprocess: tiny.keras is not a `zoo cv` folder")
+    done = zoo_here("predict", keras_file, tmp_path / "ct.nii.gz", tmp_path / "o.nii.gz", "--step", "1.5")
+    assert done.returncode == 2 and "--step: expected a fraction of the tile in (0, 1]" in done.stderr
+    assert not (tmp_path / "o.nii.gz").exists()
+
+
+def test_evaluate_a_cv_folder_on_the_cases_no_fold_trained_on(zoo_here, threshold_cv):
+    import json
+
+    done = zoo_here("evaluate", threshold_cv, "--tta", "none", "--tile", "whole")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == "evaluating 2 cases with 2 model(s): whole slices, tta none, own spacing"
+    assert "| class (2 cases) | dice |" in done.stdout and "| bright |" in done.stdout
+    saved = json.loads((threshold_cv / "evaluation.json").read_text(encoding="utf-8"))
+    assert sorted(saved) == ["case_002", "case_003"] and set(saved["case_002"]) == {"1", "2"}
+    done = zoo_here("evaluate", threshold_cv, "--cases", "case_001,case_003", "--tta", "none")
+    assert done.returncode == 0 and "warning: cases ['case_001'] trained some fold" in done.stdout

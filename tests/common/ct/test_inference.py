@@ -71,3 +71,79 @@ def test_format_table_has_a_column_per_metric():
     table = inference.format_table(results, ["bg", "liver"], ("dice", "voe", "assd"))
     assert table.splitlines()[0] == "| class (2 cases) | dice | voe | assd |"
     assert "| liver | 70.00 (± 10.00) | 40.00 (± 10.00) | 2.00 (± 0.50) |" in table
+
+
+@pytest.fixture(scope="module")
+def threshold_model():
+    from tests import helpers
+
+    return helpers.conv_model(helpers.THRESHOLD_KERNEL, helpers.THRESHOLD_BIAS)
+
+
+class Recorder:
+    """Passes slices to a model and records their shapes."""
+
+    def __init__(self, model):
+        self.model, self.input_shape, self.shapes = model, model.input_shape, []
+
+    def predict_on_batch(self, x):
+        self.shapes.append(x.shape)
+        return self.model.predict_on_batch(x)
+
+
+def _half_plane(direction=(-1, 0, 0, 0, -1, 0, 0, 0, 1)):
+    """Dark (class 0) left of column 30, bright (class 2) from it on; RAS-stored, as NIfTI files usually are."""
+    array = np.full((3, 48, 64), -500, np.int16)
+    array[:, :, 30:] = 500
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing((0.7, 0.8, 2.5))
+    image.SetOrigin((12.5, -30.25, 7.0))
+    image.SetDirection(direction)
+    return image
+
+
+def test_prediction_at_the_training_spacing_comes_back_on_the_input_grid(threshold_model):
+    image = _half_plane()
+    recorder = Recorder(threshold_model)
+    options = inference.InferenceOptions(spacing=(1.4, 1.6))
+    labels, probabilities = inference.predict_volume(recorder, image, options=options, with_probabilities=True)
+    assert {s[1:3] for s in recorder.shapes} == {(32, 32)}  # 24 x 32 slices at half the resolution, padded to 16
+    for result in (labels, probabilities):
+        assert result.GetSize() == image.GetSize() and result.GetSpacing() == image.GetSpacing()
+        assert result.GetOrigin() == image.GetOrigin() and result.GetDirection() == image.GetDirection()
+    plain = sitk.GetArrayFromImage(inference.predict_volume(threshold_model, image))
+    resampled = sitk.GetArrayFromImage(labels)
+    assert (plain[..., :30] == 0).all() and (plain[..., 30:] == 2).all()
+    differs = np.flatnonzero((resampled != plain).any(axis=(0, 1)))
+    assert set(differs) <= {28, 29, 30, 31}  # only at the edge, within the coarse grid's pixel
+    vectors = sitk.GetArrayFromImage(probabilities)
+    assert vectors.shape == (3, 48, 64, 3) and vectors.dtype == np.float32
+    np.testing.assert_allclose(vectors.sum(-1), 1.0, atol=1e-5)
+    same = inference.InferenceOptions(spacing=(0.7, 0.8))  # the volume's own: no resampling at all
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(inference.predict_volume(threshold_model, image,
+                                                                                  options=same)), plain)
+
+
+def test_saved_probabilities_are_the_labels_argmax_in_the_input_order(threshold_model):
+    image = _ct(direction=(-1, 0, 0, 0, -1, 0, 0, 0, 1))
+    options = inference.InferenceOptions(tile=(16, 16), tta="mirror")
+    labels, probabilities = inference.predict_volume(threshold_model, image, options=options,
+                                                     with_probabilities=True)
+    vectors = sitk.GetArrayFromImage(probabilities)
+    np.testing.assert_array_equal(vectors.argmax(-1), sitk.GetArrayFromImage(labels))
+    hu = sitk.GetArrayFromImage(image)
+    assert (sitk.GetArrayFromImage(labels)[hu > 200] == 2).all()  # (200 + 160) / 400 > 0.7: the bright class
+
+
+def test_postprocessing_removes_an_island_only_of_the_classes_named(threshold_model):
+    array = np.full((4, 32, 32), -500, np.int16)
+    array[1:3, 4:16, 4:16] = 500
+    array[3, 28:30, 28:30] = 500  # an island of class 2
+    image = sitk.GetImageFromArray(array)
+    kept = sitk.GetArrayFromImage(inference.predict_volume(
+        threshold_model, image, options=inference.InferenceOptions(postprocess=(1,))))
+    assert (kept[3, 28:30, 28:30] == 2).all()
+    removed = sitk.GetArrayFromImage(inference.predict_volume(
+        threshold_model, image, options=inference.InferenceOptions(postprocess=(1, 2))))
+    assert (removed[3, 28:30, 28:30] == 0).all() and (removed[1:3, 4:16, 4:16] == 2).all()
+    assert np.count_nonzero(removed != kept) == 4

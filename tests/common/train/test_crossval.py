@@ -46,6 +46,7 @@ def test_interrupted_cv_resumes_with_the_same_folds(five_cases, tmp_path, monkey
         crossval.run_cv(config, tmp_path, folds=5, log=lambda _: None)
     plan_before = json.loads((tmp_path / "plan.json").read_text(encoding="utf-8"))
     assert [p.endswith(f"fold_{i}") for i, p in enumerate(trained, 1)] == [True, True]
+    assert not (tmp_path / "postprocessing.json").exists()  # decided from every fold, not two
 
     trained.clear()
     monkeypatch.setattr(training, "train", lambda c, **kw: (trained.append(c.out), real_train(c, **kw))[1])
@@ -63,9 +64,47 @@ def test_interrupted_cv_resumes_with_the_same_folds(five_cases, tmp_path, monkey
     dice = summary["per_class"]["1"]["dice"]
     assert len(dice["values"]) == 5 and dice["mean"] == pytest.approx(np.nanmean(dice["values"]))
     assert "| liver |" in (tmp_path / "summary.md").read_text(encoding="utf-8")
+    _check_postprocessing_decision(tmp_path)
+    _check_evaluate_reproduces_the_scores(tmp_path)
+
+    # A fold scored before the rule was measured (an older zoo) gets scored, not trained, on a rerun.
+    older = json.loads((tmp_path / "fold_2" / "metrics.json").read_text(encoding="utf-8"))
+    (tmp_path / "fold_2" / "metrics.json").write_text(json.dumps({k: v for k, v in older.items() if k != "lcc_dice"}))
+    (tmp_path / "postprocessing.json").unlink()
+    trained.clear()
+    crossval.run_cv(config, tmp_path, folds=5, log=lambda _: None)
+    rescored = json.loads((tmp_path / "fold_2" / "metrics.json").read_text(encoding="utf-8"))
+    assert trained == [] and rescored["lcc_dice"] == older["lcc_dice"] and rescored.keys() == older.keys()
+    _check_postprocessing_decision(tmp_path)
 
     with pytest.raises(ValueError, match="different split"):
         crossval.run_cv(config, tmp_path, folds=4, log=lambda _: None)
+
+
+def _check_postprocessing_decision(cv):
+    """postprocessing.json keeps a class's largest component only where it raised the folds' mean held-out Dice."""
+    units = [json.loads((cv / f"fold_{i}" / "metrics.json").read_text(encoding="utf-8")) for i in range(1, 6)]
+    decision = json.loads((cv / "postprocessing.json").read_text(encoding="utf-8"))
+    assert sorted(decision["classes"], key=int) == [str(k) for k in range(1, 8)]
+    for label, entry in decision["classes"].items():
+        plain = [u["per_case"][case][label]["dice"] for u in units for case in u["test_cases"]]
+        reduced = [u["lcc_dice"][case][label] for u in units for case in u["test_cases"]]
+        assert entry["cases"] == 5 and all(0 <= d <= 1 for d in reduced)
+        assert entry["dice"] == pytest.approx(np.mean(plain)) and entry["dice_lcc"] == pytest.approx(np.mean(reduced))
+        assert entry["apply"] == (np.mean(reduced) > np.mean(plain))
+
+
+def _check_evaluate_reproduces_the_scores(cv):
+    """`zoo evaluate` of a fold, plain, gives the Dice `zoo cv` scored; the ensemble evaluates too."""
+    from common import cli
+
+    assert cli.main(["evaluate", str(cv / "fold_1"), "--tta", "none", "--tile", "whole"]) == 0
+    scored = json.loads((cv / "fold_1" / "metrics.json").read_text(encoding="utf-8"))["per_case"]
+    evaluated = json.loads((cv / "fold_1" / "evaluation.json").read_text(encoding="utf-8"))
+    assert {c: {k: m["dice"] for k, m in v.items()} for c, v in evaluated.items()} == \
+        {c: {k: m["dice"] for k, m in v.items()} for c, v in scored.items()}
+    assert cli.main(["evaluate", str(cv), "--cases", "case_000", "--postprocess"]) == 0  # 5 folds, mirrored
+    assert list(json.loads((cv / "evaluation.json").read_text(encoding="utf-8"))) == ["case_000"]
 
 
 def test_compare_gives_the_paired_t_test(tmp_path):
