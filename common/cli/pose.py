@@ -15,6 +15,10 @@ def _add_synthetic_pose(sub):
     p.add_argument("--images", type=int, default=200, help="images (the last 20%% are the valid split)")
     p.add_argument("--size", type=int, default=256, help="image side in pixels")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--clutter", choices=("none", "shapes", "figures"), default="none",
+                   help="none: the original images, byte for byte; shapes: textured background and loose limbs of the "
+                        "figures' colours and widths; figures: shapes plus unannotated partial second figures "
+                        "(default none; recorded in DATA/dataset.json)")
     p.set_defaults(handler=synthetic_pose)
 
 
@@ -66,8 +70,10 @@ def _add_pose_pictures(sub):
 def synthetic_pose(args) -> None:
     from common.pose import synthetic as generator
 
-    counts = generator.write_dataset(args.out, num_images=args.images, seed=args.seed, size=args.size)
-    print(f"wrote {sum(counts.values())} images to {args.out} ({counts['train']} train, {counts['valid']} valid)")
+    counts = generator.write_dataset(args.out, num_images=args.images, seed=args.seed, size=args.size,
+                                     clutter=args.clutter)
+    print(f"wrote {sum(counts.values())} images to {args.out} ({counts['train']} train, {counts['valid']} valid; "
+          f"clutter {args.clutter})")
 
 
 def train_pose(args) -> None:

@@ -44,3 +44,28 @@ def test_bad_data_is_one_line_and_exit_2(pose_data, pose_run, tmp_path, capsys, 
     error = capsys.readouterr().err.strip()
     assert error.startswith("zoo eval-pose: error: ") and message in error and "valid.json" in error
     assert len(error.splitlines()) == 1
+
+
+def _files(root) -> dict:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_synthetic_pose_clutter_defaults_to_none_and_is_recorded(tmp_path, capsys):
+    from common.pose import synthetic
+
+    base = ["synthetic-pose", "--images", "3", "--size", "64", "--seed", "4"]
+    assert cli.main(base + [str(tmp_path / "default")]) == 0
+    assert cli.main(base + [str(tmp_path / "none"), "--clutter", "none"]) == 0
+    assert cli.main(base + [str(tmp_path / "figures"), "--clutter", "figures"]) == 0
+    assert "clutter figures" in capsys.readouterr().out
+    default, figures = _files(tmp_path / "default"), _files(tmp_path / "figures")
+    assert default == _files(tmp_path / "none")
+    assert json.loads(default["dataset.json"])["clutter"] == "none"
+    assert json.loads(figures["dataset.json"])["clutter"] == "figures"
+    assert figures["annot/train.json"] == default["annot/train.json"] and figures["images/00000.jpg"] != default[
+        "images/00000.jpg"]
+    for clutter in synthetic.CLUTTER:  # the parser accepts every setting of the generator
+        assert cli.build_parser().parse_args(["synthetic-pose", "x", "--clutter", clutter]).clutter == clutter
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(base + [str(tmp_path / "bad"), "--clutter", "crowd"])
+    assert exit_info.value.code == 2 and "invalid choice: 'crowd'" in capsys.readouterr().err
