@@ -1,5 +1,5 @@
-"""``python -m benchmarks NAME [options]``: train, infer, input, serving, predict-volume, vs-torch, speed-settings,
-profile, gpu-check.
+"""``python -m benchmarks NAME [options]``: train, infer, input, serving, predict-volume, predict-options, vs-torch,
+speed-settings, profile, gpu-check, triplet-stream.
 
 Each prints one JSON line per figure. Peak memory is the process's peak
 resident set size (``ru_maxrss``), so run one benchmark per process.
@@ -183,6 +183,13 @@ def bench_predict_volume(args) -> None:
           batch=args.batch, seconds=round(seconds, 1), slices_per_s=round(args.depth / seconds, 2))
 
 
+def bench_predict_options(args) -> None:
+    """``zoo predict`` with each inference option and the pipeline SavedModel (benchmarks.predict_options)."""
+    from benchmarks.predict_options import predict_options
+
+    predict_options(args, _emit)
+
+
 def bench_vs_torch(args) -> int:
     """Training images/s of the zoo against PyTorch eager on the same network (benchmarks.vs_torch)."""
     from benchmarks.vs_torch import vs_torch
@@ -213,10 +220,18 @@ def bench_gpu_check(args) -> int:
     return gpu_check(args)
 
 
+def bench_triplet_stream(args) -> None:
+    """Peak RSS of TRI-AL's streamed triplets, one epoch and one scoring pass per pool size (triplet_stream)."""
+    from benchmarks.triplet_stream import triplet_stream
+
+    triplet_stream(args, _emit)
+
+
 BENCHMARKS = {"train": bench_train, "infer": bench_infer, "input": bench_input,
-              "serving": bench_serving, "predict-volume": bench_predict_volume, "vs-torch": bench_vs_torch,
+              "serving": bench_serving, "predict-volume": bench_predict_volume,
+              "predict-options": bench_predict_options, "vs-torch": bench_vs_torch,
               "speed-settings": bench_speed_settings, "profile": bench_profile,
-              "gpu-check": bench_gpu_check}
+              "gpu-check": bench_gpu_check, "triplet-stream": bench_triplet_stream}
 
 
 def main(argv=None) -> int:
@@ -237,10 +252,14 @@ def main(argv=None) -> int:
     parser.add_argument("--torch-attention", default="fused", choices=("fused", "plain"),
                         help="vs-torch: PyTorch's attention, F.scaled_dot_product_attention or op by op")
     parser.add_argument("--top", type=int, default=12, help="profile: lines per table")
-    parser.add_argument("--depth", type=int, default=100, help="predict-volume: slices of the volume")
+    parser.add_argument("--depth", type=int, default=100, help="predict-volume, predict-options: slices")
+    parser.add_argument("--folds", type=int, default=5, help="predict-options: models of the ensemble")
+    parser.add_argument("--tile", type=int, default=256, help="predict-options: sliding window side")
     parser.add_argument("--steps-per-execution", type=int, default=1, help="gpu-check: steps per compiled call")
     parser.add_argument("--only", nargs="*", help="gpu-check: only these models; speed-settings: only these "
                         "settings, the first the reference (default: all)")
+    parser.add_argument("--sizes", default="10000,50000,200000",
+                        help="triplet-stream: pool sizes (--size: the tile side, --batch: the batch)")
     args = parser.parse_args(argv)
     if args.warmup < 1 or args.steps < 1:
         parser.error("--warmup and --steps must be >= 1")

@@ -15,12 +15,17 @@ The schema is flat; ``format`` changes when a field changes meaning:
 ``hu_window``         CT: [low, high] HU mapped to [0, 1] before the model (null: not a CT run)
 ``training_spacing``  CT: [x, y] mm, the median in-plane spacing of the prepared cohort the run
                       trained on (``common.ct.shards.training_spacing``; null: cohort not found)
-``inputs``            name -> {``dtype``, ``shape`` (None for a free axis), ``range`` [low, high] or null}
+``inputs``            name -> {``dtype``, ``shape`` (None for a free axis), ``range`` [low, high] or null
+                      (null also for a pipeline's raw HU volume and its spacing)}
 ``outputs``           the same for the ``serving_default`` outputs
 ``command``           the command the run was trained with (null: exported from a bare .keras file)
 ``training_config``   the run's ``config.json`` (null: exported from a bare .keras file)
 ``zoo_version``       the installed ``medzoo`` distribution (null: not installed)
 ``tensorflow_version``, ``keras_version``, ``exported_at`` (UTC, ISO 8601)
+``pipeline``          ``zoo export --pipeline`` only (``common.serve.pipeline.describe``): the raw
+                      volume's orientation and units, the spacing input, the signatures, the
+                      inference options inside the graph (HU window, tile, step, mirroring, folds,
+                      resampling) and what is left to the client (reorientation, post-processing)
 ====================  =====================================================================
 
 ``verify(folder)`` checks a served folder against its cards with TensorFlow
@@ -98,7 +103,8 @@ def output_ranges(outputs: dict) -> dict:
     return ranges
 
 
-def model_card(name: str, inputs: dict, outputs: dict, facts: dict | None) -> dict:
+def model_card(name: str, inputs: dict, outputs: dict, facts: dict | None, input_ranges: dict | None = None,
+               pipeline: dict | None = None) -> dict:
     """The card of an export: the run's facts and the ``serving_default`` signature's tensors.
 
     Args:
@@ -106,14 +112,22 @@ def model_card(name: str, inputs: dict, outputs: dict, facts: dict | None) -> di
         inputs: name -> tensor or ``tf.TensorSpec`` of the signature's inputs.
         outputs: the same for its outputs.
         facts: ``run_facts(...)``; None where the run is unknown (nulls, input ranges unknown).
+        input_ranges: name -> [low, high] or None, where the inputs are not the windowed [0, 1] images
+            (a pipeline's raw HU volume); default: [0, 1] for a known task.
+        pipeline: ``common.serve.pipeline.describe(...)`` for a pipeline export, else None (no field).
     """
     facts = facts or run_facts(None, None, None)
     ranges = output_ranges(outputs)
-    return {"format": FORMAT, "name": name, **facts,
-            "inputs": {k: _spec(v, UNIT_RANGE if facts["task"] else None) for k, v in inputs.items()},
+    if input_ranges is None:
+        input_ranges = {k: UNIT_RANGE if facts["task"] else None for k in inputs}
+    card = {"format": FORMAT, "name": name, **facts,
+            "inputs": {k: _spec(v, input_ranges.get(k)) for k, v in inputs.items()},
             "outputs": {k: _spec(v, ranges.get(k)) for k, v in outputs.items()},
             "zoo_version": _zoo_version(), "tensorflow_version": tf.__version__, "keras_version": keras.__version__,
             "exported_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+    if pipeline is not None:
+        card["pipeline"] = pipeline
+    return card
 
 
 def _zoo_version() -> str | None:

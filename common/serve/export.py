@@ -10,7 +10,17 @@
 
 The version folder is written under a hidden temporary name beside it and
 renamed into place, so a model server polling ``serving/unet`` never sees
-half a model (it only loads integer-named folders).
+half a model (it only loads integer-named folders). ``write_version`` does
+this for any SavedModel writer (``common.serve.pipeline`` uses it too).
+
+Version labels (``version_labels=("stable",)``) go to ``models.config`` as TF
+Serving reads them: ``version_labels { key: "stable" value: 3 }``, and the
+entry's ``model_version_policy`` becomes ``specific`` with every labelled
+version, since TF Serving's default policy loads only the latest version and a
+label may only name a loaded one. TF Serving refuses, at start-up, labels
+naming versions not yet loaded unless started with
+``--allow_version_labels_for_unavailable_models`` (or the labels are added by a
+config reload once the versions are up).
 """
 
 from __future__ import annotations
@@ -97,7 +107,7 @@ def _warmup_requests(model: keras.Model, sizes) -> list[dict[str, np.ndarray]]:
 def write_warmup_requests(path: pathlib.Path, name: str, requests) -> None:
     """Writes PredictionLog records that TF Serving replays when it loads the version.
 
-    ``requests``: one dict of input name -> float32 batch per request.
+    ``requests``: one dict of input name -> array per request (each sent with its own dtype).
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     with tf.io.TFRecordWriter(str(path)) as writer:
@@ -105,14 +115,37 @@ def write_warmup_requests(path: pathlib.Path, name: str, requests) -> None:
             request = predict_pb2.PredictRequest(
                 model_spec=model_pb2.ModelSpec(name=name, signature_name=SIGNATURE))
             for input_name, value in inputs.items():
-                request.inputs[input_name].CopyFrom(tf.make_tensor_proto(value, dtype=tf.float32))
+                value = np.asarray(value)  # its own dtype: float32 images, a pipeline's float64 spacing
+                request.inputs[input_name].CopyFrom(tf.make_tensor_proto(value, dtype=tf.as_dtype(value.dtype)))
             log = prediction_log_pb2.PredictionLog(
                 predict_log=prediction_log_pb2.PredictLog(request=request))
             writer.write(log.SerializeToString())
 
 
-def update_models_config(base_dir: pathlib.Path, name: str, base_path: str) -> pathlib.Path:
-    """Adds (or refreshes) ``name`` in ``base_dir/models.config`` for ``--model_config_file``."""
+LABEL_CHARACTERS = "_-"  # TF Serving takes any string; a letter first and no separators keep URLs simple
+
+
+def check_version_labels(labels) -> tuple[str, ...]:
+    """The labels, each a letter then letters, digits, ``_`` or ``-``; raises ValueError naming a bad one."""
+    labels = tuple(labels or ())
+    for label in labels:
+        if not (isinstance(label, str) and label[:1].isalpha() and label.isascii()
+                and all(c.isalnum() or c in LABEL_CHARACTERS for c in label)):
+            raise ValueError(f"version-label: {label!r} is not a label (a letter, then letters, digits, '_', '-')")
+    return labels
+
+
+def update_models_config(base_dir: pathlib.Path, name: str, base_path: str, version: int | None = None,
+                         version_labels=(), log=print) -> pathlib.Path:
+    """Adds (or refreshes) ``name`` in ``base_dir/models.config`` for ``--model_config_file``.
+
+    Args:
+        version: the version just written; with ``version_labels``, what they now name.
+        version_labels: labels (``stable``, ``canary``) moved to ``version``; the entry's policy then
+            serves exactly the labelled versions (TF Serving's ``specific`` policy).
+        log: where a note goes when ``version`` is left unserved by an existing labelled policy.
+    """
+    labels = check_version_labels(version_labels)
     path = base_dir / "models.config"
     config = model_server_config_pb2.ModelServerConfig()
     if path.exists():
@@ -123,14 +156,79 @@ def update_models_config(base_dir: pathlib.Path, name: str, base_path: str) -> p
     entries = config.model_config_list.config
     entry = next((e for e in entries if e.name == name), None) or entries.add()
     entry.name, entry.base_path, entry.model_platform = name, base_path, "tensorflow"
+    if labels:
+        if version is None:
+            raise ValueError("version: labels need the version they name")
+        for label in labels:
+            entry.version_labels[label] = version
+        specific = entry.model_version_policy.specific
+        del specific.versions[:]
+        specific.versions.extend(sorted(set(entry.version_labels.values())))
+    elif version is not None and entry.model_version_policy.HasField("specific") \
+            and version not in entry.model_version_policy.specific.versions:
+        log(f"note: {path} serves {name}'s labelled versions "
+            f"{', '.join(map(str, entry.model_version_policy.specific.versions))} only; version {version} is not "
+            "served until labelled (--version-label)")
     with atomic.atomic_path(path) as tmp:
         tmp.write_text(text_format.MessageToString(config), encoding="utf-8")
     return path
 
 
+def new_version_folder(base_dir, name: str, version: int | None) -> pathlib.Path:
+    """``base_dir/name/version`` (None: the next free version), checked before anything is traced or written.
+
+    Raises:
+        ValueError naming ``name`` or ``version``: a bad name, a version below 1, or one that exists.
+    """
+    if not name or not all(c.isalnum() or c in "_-." for c in name) or name.startswith("."):
+        raise ValueError(f"name must be letters, digits, '_', '-' or '.', got {name!r}")
+    model_dir = pathlib.Path(base_dir) / name
+    version = next_version(model_dir) if version is None else version
+    if not isinstance(version, int) or version < 1:
+        raise ValueError(f"version must be a positive integer, got {version!r}")
+    if (model_dir / str(version)).exists():
+        raise ValueError(f"version: {model_dir / str(version)} already exists; versions are never overwritten")
+    return model_dir / str(version)
+
+
+def write_version(base_dir, name: str, version: int | None, write, requests, model_card: dict,
+                  server_base_path: str | None = None, version_labels=(), log=print) -> pathlib.Path:
+    """Writes one version folder atomically: the SavedModel, its warm-up requests and card; then models.config.
+
+    Args:
+        base_dir: the folder the model server watches.
+        name: the model's name under it (``new_version_folder``).
+        version: integer version; None: the next free one. An existing version is never overwritten.
+        write: ``write(folder)`` writes the SavedModel into a (temporary) folder.
+        requests: the warm-up requests (``write_warmup_requests``).
+        model_card: the card (``card.model_card``).
+        server_base_path: where the server sees ``base_dir/name``; default the absolute local path.
+        version_labels: labels for this version in models.config (``update_models_config``).
+
+    Returns:
+        The version folder.
+    """
+    labels = check_version_labels(version_labels)
+    final = new_version_folder(base_dir, name, version)
+    model_dir, version = final.parent, int(final.name)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    tmp = model_dir / f".tmp-{version}-{uuid.uuid4().hex[:8]}"
+    try:
+        write(tmp)
+        write_warmup_requests(tmp / "assets.extra" / WARMUP_FILE, name, requests)
+        card.write_card(tmp, model_card)
+        tmp.rename(final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    update_models_config(pathlib.Path(base_dir), name, server_base_path or str(model_dir.resolve()), version,
+                         labels, log)
+    return final
+
+
 def export_saved_model(model: keras.Model, base_dir, name: str, version: int | None = None,
                        outputs=segmentation_outputs, warmup_sizes=((128, 128), (256, 256)),
-                       server_base_path: str | None = None, facts: dict | None = None) -> pathlib.Path:
+                       server_base_path: str | None = None, facts: dict | None = None,
+                       version_labels=()) -> pathlib.Path:
     """Exports ``model`` as ``<base_dir>/<name>/<version>/`` for TF Serving.
 
     Args:
@@ -145,19 +243,13 @@ def export_saved_model(model: keras.Model, base_dir, name: str, version: int | N
         server_base_path: where the server sees ``base_dir/name`` (e.g. ``/models/unet``
             inside docker); default the absolute local path.
         facts: what the model card says of the run (``card.run_facts``); None: unknown.
+        version_labels: labels (``stable``, ``canary``) naming this version in models.config.
 
     Returns:
         The version folder.
     """
-    if not name or not all(c.isalnum() or c in "_-." for c in name) or name.startswith("."):
-        raise ValueError(f"name must be letters, digits, '_', '-' or '.', got {name!r}")
-    model_dir = pathlib.Path(base_dir) / name
-    version = next_version(model_dir) if version is None else version
-    if not isinstance(version, int) or version < 1:
-        raise ValueError(f"version must be a positive integer, got {version!r}")
-    final = model_dir / str(version)
-    if final.exists():
-        raise ValueError(f"version: {final} already exists; versions are never overwritten")
+    new_version_folder(base_dir, name, version)
+    check_version_labels(version_labels)
     serving = float32_twin(model)
     names = input_names(serving)
     specs = [tf.TensorSpec((None, *tensor.shape[1:]), tf.float32, name=input_name)
@@ -171,14 +263,5 @@ def export_saved_model(model: keras.Model, base_dir, name: str, version: int | N
     endpoint = archive.add_endpoint(name=SIGNATURE, fn=serve, input_signature=specs)
     model_card = card.model_card(name, dict(zip(names, specs)), endpoint.get_concrete_function().structured_outputs,
                                  facts)
-    model_dir.mkdir(parents=True, exist_ok=True)
-    tmp = model_dir / f".tmp-{version}-{uuid.uuid4().hex[:8]}"
-    try:
-        archive.write_out(str(tmp), verbose=False)
-        write_warmup_requests(tmp / "assets.extra" / WARMUP_FILE, name, _warmup_requests(serving, warmup_sizes))
-        card.write_card(tmp, model_card)
-        tmp.rename(final)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    update_models_config(pathlib.Path(base_dir), name, server_base_path or str(model_dir.resolve()))
-    return final
+    return write_version(base_dir, name, version, lambda folder: archive.write_out(str(folder), verbose=False),
+                         _warmup_requests(serving, warmup_sizes), model_card, server_base_path, version_labels)

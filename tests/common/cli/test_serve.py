@@ -56,3 +56,48 @@ def test_export_arguments_are_checked(zoo_here, tmp_path):
     assert done.returncode == 2 and "--verify checks DIR only; drop MODEL" in done.stderr
     done = zoo_here("export", "run")
     assert done.returncode == 2 and "BASE_DIR: required to export" in done.stderr
+
+
+def _softmax_file(path):
+    from tests import helpers
+
+    helpers.conv_model(helpers.THRESHOLD_KERNEL, helpers.THRESHOLD_BIAS).save(path)
+    return path
+
+
+def test_version_labels_name_versions_and_the_policy_serves_exactly_them(zoo_here, tmp_path):
+    from google.protobuf import text_format
+    from tensorflow_serving.config import model_server_config_pb2
+
+    model = _softmax_file(tmp_path / "liver.keras")
+    base = tmp_path / "serving"
+
+    def served() -> tuple[dict, list]:
+        config = text_format.Parse((base / "models.config").read_text(encoding="utf-8"),
+                                   model_server_config_pb2.ModelServerConfig()).model_config_list.config[0]
+        return dict(config.version_labels), list(config.model_version_policy.specific.versions)
+
+    for labels in (["--version-label", "stable"], ["--version-label", "canary"], []):
+        done = zoo_here("export", model, base, *labels)
+        assert done.returncode == 0, done.stderr
+    assert served() == ({"stable": 1, "canary": 2}, [1, 2])
+    assert "version 3 is not served until labelled" in done.stdout
+    done = zoo_here("export", model, base, "--version", "4", "--version-label", "canary", "--version-label", "stable")
+    assert done.returncode == 0, done.stderr
+    assert served() == ({"stable": 4, "canary": 4}, [4])
+    done = zoo_here("export", model, base, "--version-label", "2x")
+    assert done.returncode == 2 and "version-label: '2x' is not a label" in done.stderr
+    assert sorted(p.name for p in (base / "liver").iterdir()) == ["1", "2", "3", "4"]
+
+
+def test_pipeline_options_are_checked_before_anything_is_written(zoo_here, tmp_path):
+    model = _softmax_file(tmp_path / "liver.keras")
+    done = zoo_here("export", model, tmp_path / "serving", "--tile", "64", "--tta", "mirror")
+    assert done.returncode == 2 and "--tile, --tta: options of --pipeline exports" in done.stderr
+    done = zoo_here("export", model, tmp_path / "serving", "--pipeline", "--spacing", "auto")
+    assert done.returncode == 2 and "spacing: 'auto' is not exported as a pipeline" in done.stderr
+    done = zoo_here("export", model, tmp_path / "serving", "--pipeline", "--postprocess")
+    assert done.returncode == 2 and "postprocess: liver.keras is not a `zoo cv` folder" in done.stderr
+    done = zoo_here("export", "--verify", tmp_path, "--pipeline")
+    assert done.returncode == 2 and "--verify checks DIR only; drop --pipeline" in done.stderr
+    assert not (tmp_path / "serving").exists()
