@@ -107,8 +107,9 @@ def entry_of(model: keras.Model, config: dict | None = None) -> Entry:
     """
     if config and config.get("model") in _ENTRIES:
         return _ENTRIES[config["model"]]
-    if any(name.startswith("prediction_") for name in model.output_names):
-        return get("acnn" if any(name.startswith("mask_") for name in model.output_names) else "hourglass")
+    names = getattr(model, "output_names", None) or []  # a Sequential model has none
+    if any(name.startswith("prediction_") for name in names):
+        return get("acnn" if any(name.startswith("mask_") for name in names) else "hourglass")
     if len(model.inputs) == len(tri_al.INPUT_NAMES):
         return get("tri_cnn")
     return get("unet")  # every segmentation model serves and loads alike

@@ -59,3 +59,8 @@ def test_load_run_reads_the_run_config(tmp_path, keras_file):
         registry.load_run(broken)
     with pytest.raises(ValueError, match="missing.keras: no such model"):
         registry.load_run(tmp_path / "missing.keras")
+
+
+def test_a_sequential_model_is_a_segmentation_model():
+    model = keras.Sequential([keras.Input((16, 16, 1)), keras.layers.Conv2D(2, 1, activation="softmax")])
+    assert registry.entry_of(model).task == "segmentation"
