@@ -225,3 +225,40 @@ def fake_cv_folder(root, models, **config):
         model.save(root / unit["name"] / "model.keras")
         (root / unit["name"] / "config.json").write_text(json.dumps({**defaults, **config}))
     return root
+
+
+def palette_classifier(palette, tile_size: int = 32):
+    """A classifier of triplets (TRI-CNN's three inputs): the ``palette`` colour nearest the 40x tile's mean.
+
+    For the mean RGB x in [0, 1], logit_k = 50 (2 x.p_k - |p_k|^2) = 50 (|x|^2 - |x - p_k|^2); the 2.5x and
+    10x tiles weigh 0. Plain Keras layers, so it saves and reloads as any ``.keras`` file.
+    """
+    import keras
+
+    colours = np.asarray(palette, np.float32) / 255.0
+    inputs = [keras.Input((tile_size, tile_size, 3), name=name) for name in ("tile_2_5x", "tile_10x", "tile_40x")]
+    means = keras.layers.Concatenate()([keras.layers.GlobalAveragePooling2D()(tile) for tile in inputs])
+    dense = keras.layers.Dense(len(colours), activation="softmax", dtype="float32")
+    model = keras.Model(inputs, dense(means))
+    kernel = np.zeros((9, len(colours)), np.float32)
+    kernel[6:] = 100.0 * colours.T
+    dense.set_weights([kernel, -50.0 * (colours ** 2).sum(1)])
+    return model
+
+
+def flat_slide(path, labels, palette, cell: int, origin=None, canvas=None) -> np.ndarray:
+    """Writes a slide of flat ``cell``-pixel squares, class ``labels[r, c]`` in ``palette`` (255: white glass).
+
+    A Leica SCN whose scanned area lies at level-0 ``origin`` of ``canvas`` (W, H) when given, else a
+    pyramid TIFF; returns the RGB of the scanned area.
+    """
+    from common.slides import synthetic
+
+    colours = np.full((256, 3), 255, np.uint8)
+    colours[:len(palette)] = palette
+    rgb = colours[np.kron(np.asarray(labels, np.uint8), np.ones((cell, cell), np.uint8))]
+    if origin is None:
+        synthetic.write_pyramid(path, rgb)
+    else:
+        synthetic.write_leica(path, rgb, origin, canvas)
+    return rgb

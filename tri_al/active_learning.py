@@ -1,8 +1,10 @@
 """TRI-AL's active-learning loop (paper Algorithm 1), its query strategies and the supervised baselines.
 
-Everything here takes plain arrays: ``data`` has ``tiles`` (three uint8
-arrays (N, T, T, 3) in 2.5x, 10x, 40x order) and ``labels`` (N,); a sample id
-is an index into them. ``split`` maps "train", "val", "test" to id arrays,
+``data`` is a triplet source (``tri_al.sources``): ``labels`` (N,) in RAM
+and tiles streamed one batch at a time (``common.slides.triplets.load_pools``
+for a triplet folder of any size), or ``tiles`` (three uint8 arrays
+(N, T, T, 3) in 2.5x, 10x, 40x order) and ``labels`` already in RAM; a sample
+id is an index into them. ``split`` maps "train", "val", "test" to id arrays,
 split by slide upstream (``common.slides.triplets.split_slides``).
 
 A run writes, per iteration j, ``iteration_<j>.weights.h5`` and then
@@ -26,6 +28,7 @@ import keras
 import numpy as np
 
 from common import atomic  # stdlib only: this module stays keras-only
+from tri_al.sources import as_source
 
 STRATEGIES = ("ITER", "OOD", "ENT")
 
@@ -118,6 +121,7 @@ class TrainConfig:
     epochs: int = 100
     patience: int = 5
     verbose: int = 0
+    stain_augment: float = 0.0  # HED jitter sigma of training batches (not the paper's; 0: off)
 
     def __post_init__(self):
         if not self.learning_rate > 0:
@@ -126,6 +130,8 @@ class TrainConfig:
             raise ValueError(f"momentum must lie in [0, 1), got {self.momentum}")
         if not self.decay >= 0:
             raise ValueError(f"decay must be non-negative, got {self.decay}")
+        if not 0 <= self.stain_augment < 1:
+            raise ValueError(f"stain_augment (HED jitter sigma) must lie in [0, 1), got {self.stain_augment}")
         for name in ("batch_size", "epochs", "patience"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -167,24 +173,21 @@ class ALConfig:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
 
 
-def inputs_of(data, ids) -> list[np.ndarray]:
-    """The model's three float32 inputs in [0, 1] for the given sample ids."""
-    return [np.asarray(tiles[ids], np.float32) / 255.0 for tiles in data.tiles]
-
-
-_COMPILED = weakref.WeakKeyDictionary()  # model -> the TrainConfig it was compiled for
+EVAL_BATCH = 64  # validation, scoring and test batches
+_COMPILED = weakref.WeakKeyDictionary()  # model -> the optimizer settings it was compiled for
 
 
 def _fresh_optimizer(model, config: TrainConfig) -> None:
-    """Compiles once per model and config; later rounds zero the optimizer's state (momenta, and the step
-    count that ``decay`` follows) instead of retracing."""
-    if _COMPILED.get(model) == config and model.optimizer is not None:
+    """Compiles once per model and optimizer settings; later rounds zero the optimizer's state (momenta, and
+    the step count that ``decay`` follows) instead of retracing."""
+    settings = (config.learning_rate, config.momentum, config.nesterov, config.decay)  # what sgd() reads
+    if _COMPILED.get(model) == settings and model.optimizer is not None:
         for variable in model.optimizer.variables:
             if not variable.path.endswith("learning_rate"):
                 variable.assign(np.zeros(variable.shape, variable.dtype))
         return
     model.compile(optimizer=sgd(config), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    _COMPILED[model] = dataclasses.replace(config)
+    _COMPILED[model] = settings
 
 
 def _reseed_dropout(model, seed: int) -> None:
@@ -201,19 +204,23 @@ def train(model, data, train_ids, val_ids, config: TrainConfig, seed: int) -> li
     Epochs are shuffled by a generator seeded with ``seed`` and run one ``fit``
     call each, so a round is the same computation in any process (Keras'
     own shuffling draws from TensorFlow's op-level seeds, which depend on
-    what ran before). Returns the validation loss per epoch; the weights of
-    the best epoch are kept (paper III: patience 5).
+    what ran before). Batches stream from ``data`` in that order; with
+    ``config.stain_augment`` the training batches (not the validation ones)
+    get a HED stain jitter seeded by (``seed``, epoch). Returns the validation
+    loss per epoch; the weights of the best epoch are kept (paper III: patience 5).
     """
+    source = as_source(data)
     _fresh_optimizer(model, config)
     _reseed_dropout(model, seed)
     rng = np.random.default_rng(seed)
-    val_x, val_y = inputs_of(data, val_ids), data.labels[val_ids]
+    val = source.batches(np.asarray(val_ids, np.int64), EVAL_BATCH)
     losses, best, wait = [], None, 0
-    for _ in range(config.epochs):
+    for epoch in range(config.epochs):
         order = rng.permutation(np.asarray(train_ids, np.int64))
-        model.fit(inputs_of(data, order), data.labels[order], batch_size=config.batch_size, epochs=1,
+        jitter_seed = int(np.random.default_rng([seed, 3, epoch]).integers(2**31)) if config.stain_augment else 0
+        model.fit(source.batches(order, config.batch_size, config.stain_augment, jitter_seed), epochs=1,
                   shuffle=False, verbose=config.verbose)
-        losses.append(float(model.evaluate(val_x, val_y, batch_size=64, verbose=0, return_dict=True)["loss"]))
+        losses.append(float(model.evaluate(val, verbose=0, return_dict=True)["loss"]))
         if best is None or losses[-1] < min(losses[:-1]):
             best, wait = model.get_weights(), 0
         else:
@@ -224,15 +231,24 @@ def train(model, data, train_ids, val_ids, config: TrainConfig, seed: int) -> li
     return losses
 
 
-def predict(model, data, ids, batch_size: int = 64) -> np.ndarray:
-    """Class probabilities of the given samples."""
-    if not len(ids):
-        return np.zeros((0, model.output_shape[-1]), np.float32)
-    return np.asarray(model.predict(inputs_of(data, ids), batch_size=batch_size, verbose=0))
+def predict(model, data, ids, batch_size: int = EVAL_BATCH) -> np.ndarray:
+    """Class probabilities of the given samples, streamed in batches into one array.
+
+    ``predict_on_batch`` per batch rather than ``predict``: Keras' ``predict`` holds every batch's output
+    tensor to the end, ~190 bytes a sample (37 MiB for 200k) where this array takes 20.
+    """
+    probabilities, start = np.zeros((len(ids), model.output_shape[-1]), np.float32), 0
+    for x, _ in as_source(data).batches(np.asarray(ids, np.int64), batch_size) if len(ids) else ():
+        batch = np.asarray(model.predict_on_batch(x))
+        probabilities[start:start + len(batch)] = batch
+        start += len(batch)
+    return probabilities
 
 
 def evaluate(model, data, ids) -> dict:
-    return class_metrics(data.labels[ids], predict(model, data, ids).argmax(-1), model.output_shape[-1])
+    """Per-class F1 and FNR, micro and macro F1 of the given samples (``class_metrics``)."""
+    labels = as_source(data).labels[np.asarray(ids, np.int64)]
+    return class_metrics(labels, predict(model, data, ids).argmax(-1), model.output_shape[-1])
 
 
 def load_weights(model, path) -> None:
@@ -286,7 +302,7 @@ def run_active_learning(model, data, split, out, config: ALConfig, initial_weigh
 
     Args:
         model: a compiled-or-not TRI-CNN; its weights are overwritten.
-        data: ``tiles`` and ``labels`` arrays (see module docstring).
+        data: a triplet source, or ``tiles`` and ``labels`` arrays (see module docstring).
         split: "train", "val", "test" id arrays (disjoint slides).
         out: run folder (created); finished iterations found there are kept.
         config: strategy and sizes.
@@ -297,6 +313,7 @@ def run_active_learning(model, data, split, out, config: ALConfig, initial_weigh
     Returns:
         The iteration states, first to last.
     """
+    data = as_source(data)
     out = pathlib.Path(out)
     out.mkdir(parents=True, exist_ok=True)
     train_ids, val_ids, test_ids = (np.asarray(split[k], np.int64) for k in ("train", "val", "test"))
@@ -341,6 +358,7 @@ def run_supervised(model, data, split, fraction: float, out, config: TrainConfig
     state_path = out / "supervised.json"
     if state_path.exists():
         return json.loads(state_path.read_text(encoding="utf-8"))
+    data = as_source(data)
     train_ids = np.sort(np.asarray(split["train"], np.int64))
     rng = np.random.default_rng([seed, 2, round(fraction * 1000)])
     subset = np.sort(rng.choice(train_ids, max(1, round(fraction * len(train_ids))), replace=False))

@@ -1,4 +1,4 @@
-"""Whole slides and TRI-AL: ``zoo synthetic-slides``, ``triplets``, ``tri-al``, ``tri-al-report``."""
+"""Whole slides, TRI-AL: ``zoo synthetic-slides``, ``triplets``, ``tri-al``, ``tri-al-report``, ``tri-al-predict``."""
 
 from __future__ import annotations
 
@@ -41,6 +41,16 @@ def _add_triplets(sub):
     p.set_defaults(handler=triplets)
 
 
+def _stain_sigma(text: str) -> float:
+    try:
+        sigma = float(text)
+    except ValueError:
+        sigma = None
+    if sigma is None or not 0 <= sigma < 1:
+        raise argparse.ArgumentTypeError(f"expected a jitter size in [0, 1), got {text!r}")
+    return sigma
+
+
 def _add_tri_al(sub):
     p = sub.add_parser("tri-al", help="TRI-AL study: source model, TRI-SL baselines, ITER/OOD/ENT (resumes)",
                        description="Defaults are the paper's (section III) and, where it reuses them, the original "
@@ -80,6 +90,10 @@ def _add_tri_al(sub):
                    help="Nesterov momentum (the original's)")
     p.add_argument("--decay", type=float, default=1e-6,
                    help="Keras 2 SGD decay, lr / (1 + decay * step) (the original's 1e-6; 0: constant rate)")
+    p.add_argument("--stain-augment", type=_stain_sigma, nargs="?", const=0.05, default=0.0, metavar="SIGMA",
+                   help="HED stain jitter of every training batch (Tellez et al.), the same on a triplet's three "
+                        "tiles: each stain scaled by U(1-SIGMA, 1+SIGMA) and shifted by U(-SIGMA, SIGMA); "
+                        "SIGMA 0.05 if not given. Not the paper's (off): the usual baseline against a stain shift")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(handler=tri_al)
 
@@ -89,6 +103,33 @@ def _add_tri_al_report(sub):
     p.add_argument("study", help="study folder (zoo tri-al)")
     p.add_argument("--slide", default=None, help="slide for Fig. 3 (default: the first target test slide)")
     p.set_defaults(handler=tri_al_report)
+
+
+def _add_tri_al_predict(sub):
+    p = sub.add_parser("tri-al-predict", help="whole-slide TRI-CNN prediction in the tissue, as QuPath GeoJSON "
+                       "(+ the colour map of Fig. 3)",
+                       description="Classifies the triplet centred on every grid cell whose centre is in tissue "
+                       "(Otsu on the optical density at 1.25x; glass left out) and writes one QuPath annotation per "
+                       "class, its cells merged into a (Multi)Polygon in QuPath's coordinates (the slide's OpenSlide "
+                       "bounds, as for MRXS). Import it in QuPath with File > Import objects, or drop it on the "
+                       "viewer. Nothing existing is overwritten.")
+    p.add_argument("model", help="a trained TRI-CNN (.keras), e.g. STUDY/ITER/run_0/model.keras of zoo tri-al")
+    p.add_argument("slide", help="the whole slide (.svs, .mrxs, .scn, .tiff, ...)")
+    p.add_argument("out", help="GeoJSON to write (.geojson or .json)")
+    p.add_argument("--stride", type=int, default=None,
+                   help="level-0 pixels between tile centres (default one 40x tile: tile size x base / 40)")
+    p.add_argument("--magnification", type=float, default=None,
+                   help="objective power of level 0 (default: the slide's, checked against its mpp)")
+    p.add_argument("--png", default=None, help="also write the colour map of Fig. 3 (slide beside its classes) here")
+    p.add_argument("--classes", default=None, metavar="NAME=CLASS,...|FILE.json",
+                   help="your QuPath class names for the model's, as for zoo triplets (the first name given to "
+                        "a class names it; default Blood, Damaged, Muscle, Stroma, Urothelium)")
+    p.add_argument("--object-type", choices=("annotation", "detection"), default="annotation",
+                   help="QuPath object of each class region: annotation (editable) or detection (lighter)")
+    p.add_argument("--batch-size", type=int, default=64, help="triplets per model call")
+    p.add_argument("--no-upsample", dest="upsample", action="store_false",
+                   help="refuse a slide scanned below 40x instead of upsampling its 40x tiles")
+    p.set_defaults(handler=tri_al_predict)
 
 
 def synthetic_slides(args) -> None:
@@ -120,7 +161,8 @@ def tri_al(args) -> None:
 
     train = tri_al_study.TrainConfig(learning_rate=args.learning_rate, momentum=args.momentum,
                                      nesterov=args.nesterov, decay=args.decay, batch_size=args.batch_size,
-                                     epochs=args.epochs, patience=args.patience)
+                                     epochs=args.epochs, patience=args.patience,
+                                     stain_augment=args.stain_augment)
     config = tri_al_study.StudyConfig(
         data=args.data, out=args.out, strategies=tuple(args.strategy), runs=args.runs, fractions=args.fractions,
         width=args.width, head_units=args.head_units, backbone_weights=args.backbone_weights,
@@ -160,5 +202,53 @@ def tri_al_report(args) -> None:
         print(f"wrote {study / 'fig3_slide_map.png'} ({pathlib.Path(slide).name})")
 
 
+def _check_outputs(args) -> list[pathlib.Path]:
+    outputs = [pathlib.Path(args.out)] + ([pathlib.Path(args.png)] if args.png else [])
+    if outputs[0].suffix.lower() not in (".geojson", ".json"):
+        raise ValueError(f"out: {outputs[0]} needs the suffix .geojson (or .json)")
+    if args.png and outputs[1].suffix.lower() != ".png":
+        raise ValueError(f"--png: {outputs[1]} needs the suffix .png")
+    for path in outputs:
+        if path.exists():
+            raise ValueError(f"{path} exists; nothing is overwritten: choose another path or remove it")
+    for flag, value in (("--stride", args.stride), ("--batch-size", args.batch_size)):
+        if value is not None and value < 1:
+            raise ValueError(f"{flag} must be positive, got {value}")
+    return outputs
+
+
+def tri_al_predict(args) -> None:
+    import numpy as np
+
+    from common import registry
+    from common.slides import predict
+    from common.studies import tri_al_report as report
+
+    outputs = _check_outputs(args)
+    try:
+        names = predict.class_names(args.classes)
+    except errors.DataError:
+        raise
+    except ValueError as error:
+        raise ValueError(f"--classes: {error}") from None
+    model, _ = registry.load_run(args.model)
+    try:
+        predict.tile_size_of(model)
+    except ValueError as error:
+        raise errors.DataError(f"{args.model}: {str(error).removeprefix('model: ')}") from None
+    if model.output_shape[-1] != len(names):
+        raise errors.DataError(f"{args.model}: a model of {model.output_shape[-1]} classes; TRI-CNN's are "
+                               f"{len(names)} ({', '.join(names)})")
+    prediction = predict.predict_slide(model, args.slide, args.stride, args.magnification, args.batch_size,
+                                       args.upsample)
+    count = predict.write_geojson(outputs[0], prediction, names, report.QUPATH_COLOURS, args.object_type)
+    tiles = np.bincount(prediction.grid[prediction.grid >= 0], minlength=len(names))
+    print(f"wrote {count} {args.object_type}s to {outputs[0]}: " +
+          ", ".join(f"{name} {n} tiles" for name, n in zip(names, tiles.tolist()) if n))
+    if args.png:
+        report.plot_slide_map(outputs[1], prediction.grid, prediction.thumbnail)
+        print(f"wrote {outputs[1]}")
+
+
 # Each subcommand's parser, in the order ``zoo --help`` lists them.
-PARSERS = (_add_synthetic_slides, _add_triplets, _add_tri_al, _add_tri_al_report)
+PARSERS = (_add_synthetic_slides, _add_triplets, _add_tri_al, _add_tri_al_report, _add_tri_al_predict)

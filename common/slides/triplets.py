@@ -11,20 +11,22 @@ labs from ``SLIDES/slides.json`` or, without one, from a folder per lab::
 It samples points inside the annotated polygons (at most 500 per slide),
 extracts their triplets and writes::
 
-    OUT/triplets.json             manifest: classes, tile size, magnifications, per slide: lab, counts
-    OUT/shards/<slide_id>.npz     tile_2_5x, tile_10x, tile_40x (N, T, T, 3) uint8, label (N,),
-                                  point (N, 2) level-0 centres
+    OUT/triplets.json                  manifest: format, classes, tile size, magnifications, per slide: lab, counts
+    OUT/shards/<slide_id>.tfrecord     one record per triplet: tile_2_5x, tile_10x, tile_40x (PNG), label,
+                                       point (level-0 centre)
+    OUT/shards/<slide_id>.index.npz    labels, points and record offsets (``common.slides.store``)
 
 One shard per slide, so every split is by slide (never by tile), and the
-per-class pools of the active-learning loop keep their slide ids. Shards are
-NumPy archives rather than TFRecords because the loop draws triplets by id,
-at random, every iteration; a sequential record format would need an index.
+per-class pools of the active-learning loop keep their slide ids.
+``load_pools`` opens pools without reading a tile: the loop streams the ids
+it draws through tf.data (``store.TripletPools.batches``), so memory does
+not grow with the pools. A folder of the older format (``<slide_id>.npz``
+shards) is converted by rerunning ``zoo triplets``, without reading a slide.
 """
 
 from __future__ import annotations
 
 import collections
-import dataclasses
 import json
 import pathlib
 import re
@@ -33,6 +35,7 @@ import numpy as np
 
 from common import atomic
 from common.errors import DataError
+from common.slides import store
 from common.slides.annotations import CLASSES, class_map, read_annotations, sample_points, skipped_line
 from common.slides.reader import (
     MAGNIFICATIONS,
@@ -42,8 +45,9 @@ from common.slides.reader import (
     qupath_frame,
     read_triplet,
 )
+from common.slides.store import SHARD_KEYS, TripletPools
+from common.slides.tissue import sample_in_tissue, tissue_mask
 
-SHARD_KEYS = ("tile_2_5x", "tile_10x", "tile_40x")  # a shard's tile arrays, in MAGNIFICATIONS order
 MAX_PER_SLIDE = 500
 MANIFEST = "triplets.json"
 SLIDE_SUFFIXES = (".svs", ".tif", ".tiff", ".mrxs", ".ndpi", ".scn", ".bif", ".vms", ".vmu", ".svslide")
@@ -51,13 +55,14 @@ SLIDE_SUFFIXES = (".svs", ".tif", ".tiff", ".mrxs", ".ndpi", ".scn", ".bif", ".v
 
 def extract_slide(slide_path, annotation_path, tile_size: int = 128, max_points: int = MAX_PER_SLIDE,
                   seed: int = 0, magnification: float | None = None, classes=None, upsample: bool = True,
-                  log=print) -> dict[str, np.ndarray]:
+                  log=print, tissue: bool = True) -> dict[str, np.ndarray]:
     """Samples points in one slide's annotations and returns its triplets as arrays (a shard's content).
 
     Annotations are read in QuPath's frame (the slide's bounds, if any) and
     shifted to level 0; ``classes`` is an ``annotations.class_map``; a slide
     scanned below 40x is upsampled (said once in ``log``) or, without
-    ``upsample``, refused with a ``DataError``.
+    ``upsample``, refused with a ``DataError``. With ``tissue``, points on
+    glass (``tissue.tissue_mask``) are rejected and redrawn, their count logged.
     """
     slide = open_slide(slide_path)
     try:
@@ -67,7 +72,14 @@ def extract_slide(slide_path, annotation_path, tile_size: int = 128, max_points:
         regions, skipped = read_annotations(annotation_path, (frame.width, frame.height), (frame.x, frame.y), classes)
         if skipped:
             log(skipped_line(annotation_path, skipped))
-        points, labels = sample_points(regions, max_points, np.random.default_rng(seed))
+        rng = np.random.default_rng(seed)
+        if tissue:
+            points, labels, rejected = sample_in_tissue(regions, max_points, rng, tissue_mask(slide, base, frame))
+            if rejected:
+                log(f"{slide_path}: {rejected} sampled points fell on glass (outside the tissue mask) and were "
+                    f"redrawn; {len(points)} in tissue")
+        else:
+            points, labels = sample_points(regions, max_points, rng)
         tiles = {name: np.zeros((len(points), tile_size, tile_size, 3), np.uint8) for name in SHARD_KEYS}
         for i, point in enumerate(points):
             for name, tile in zip(SHARD_KEYS, read_triplet(slide, point, base, tile_size)[0]):
@@ -156,17 +168,22 @@ def prepare_triplets(slides, out, tile_size: int = 128, max_per_slide: int = MAX
     classes = class_map() if classes is None else classes
     labs = collections.Counter(entry["lab"] for entry in entries.values())
     log(f"{len(entries)} slides: " + ", ".join(f"lab {lab!r} {n}" for lab, n in sorted(labs.items())))
-    manifest = {"classes": list(CLASSES), "tile_size": tile_size, "magnifications": list(MAGNIFICATIONS),
-                "max_per_slide": max_per_slide, "slides": {}}
+    manifest = {"format": store.FORMAT, "classes": list(CLASSES), "tile_size": tile_size,
+                "magnifications": list(MAGNIFICATIONS), "max_per_slide": max_per_slide, "slides": {}}
     for index, (slide_id, entry) in enumerate(sorted(entries.items())):
-        shard = out / "shards" / f"{slide_id}.npz"
-        if not shard.exists():
-            arrays = extract_slide(entry["slide"], entry["annotations"], tile_size, max_per_slide,
-                                   seed=seed * 100003 + index, magnification=entry.get("magnification", magnification),
-                                   classes=classes, upsample=upsample, log=log)
-            with atomic.atomic_path(shard) as tmp:
-                np.savez(tmp, **arrays)
-        labels = np.load(shard)["label"]
+        shard = out / "shards" / f"{slide_id}{store.SHARD_SUFFIX}"
+        if not store.index_path(shard).exists():
+            older = out / "shards" / f"{slide_id}.npz"
+            if older.exists():  # the format before TFRecords: converted, the slide is not read again
+                with np.load(older) as arrays:
+                    store.write_shard(shard, {key: arrays[key] for key in arrays.files})
+                log(f"{slide_id}: converted {older.name} to {shard.name} ({older.name} can be deleted)")
+            else:
+                store.write_shard(shard, extract_slide(
+                    entry["slide"], entry["annotations"], tile_size, max_per_slide, seed=seed * 100003 + index,
+                    magnification=entry.get("magnification", magnification), classes=classes, upsample=upsample,
+                    log=log))
+        labels = store.read_index(shard)["label"]
         counts = np.bincount(labels, minlength=len(CLASSES)).tolist()
         manifest["slides"][slide_id] = {"lab": entry.get("lab", ""), "counts": counts,
                                         "slide": str(pathlib.Path(entry["slide"]).resolve())}
@@ -175,34 +192,22 @@ def prepare_triplets(slides, out, tile_size: int = 128, max_per_slide: int = MAX
     return manifest
 
 
-@dataclasses.dataclass
-class TripletPools:
-    """Triplets of several slides as plain arrays: ``tiles`` in SHARD_KEYS order, uint8."""
-
-    tiles: list[np.ndarray]
-    labels: np.ndarray
-    slide_ids: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-
 def load_pools(prepared, slide_ids=None) -> TripletPools:
-    """Concatenates the shards of ``slide_ids`` (default all, sorted) in a fixed order."""
+    """The triplets of ``slide_ids`` (default all, sorted), ids in that slide order, streamed from their shards."""
     prepared = pathlib.Path(prepared)
     try:
         manifest = json.loads((prepared / MANIFEST).read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
         raise DataError(f"{prepared / MANIFEST}: not a triplet folder ({error})") from None
+    if manifest.get("format") != store.FORMAT:
+        raise DataError(f"{prepared}: triplets in the older .npz format, read whole into memory; rerun "
+                        f"`zoo triplets SLIDES {prepared}` with its slides folder: it converts the shards to "
+                        "TFRecords without reading the slides again")
     slide_ids = sorted(manifest["slides"]) if slide_ids is None else list(slide_ids)
     unknown = sorted(set(slide_ids) - set(manifest["slides"]))
     if unknown:
         raise DataError(f"{prepared / MANIFEST}: unknown slides {unknown}")
-    parts = [np.load(prepared / "shards" / f"{s}.npz") for s in slide_ids]
-    tiles = [np.concatenate([p[name] for p in parts]) for name in SHARD_KEYS]
-    labels = np.concatenate([p["label"] for p in parts]).astype(np.int64)
-    owners = np.concatenate([np.full(len(p["label"]), s) for s, p in zip(slide_ids, parts)])
-    return TripletPools(tiles, labels, owners)
+    return store.open_pools(prepared / "shards", slide_ids, manifest["tile_size"])
 
 
 def split_slides(slide_ids, fractions=(0.7, 0.15, 0.15), seed: int = 0) -> dict[str, list[str]]:

@@ -14,6 +14,10 @@ whose slides come from two laboratories, and writes::
 Every stage is skipped when its state file exists, so rerunning the command
 resumes an interrupted study. With ``source_model`` (an already trained
 TRI-CNN, ``.keras``) no source lab is needed and no source model is trained.
+Triplets stream from their shards (``triplets.load_pools``), so a study of
+the paper's size (~346k target triplets) does not hold them in memory.
+``train.stain_augment`` (``zoo tri-al --stain-augment``, not the paper's)
+jitters the stains of every training batch: source, TRI-SL and TRI-AL.
 """
 
 from __future__ import annotations
@@ -124,6 +128,7 @@ def _plan(config: StudyConfig, manifest: dict) -> dict:
     path = pathlib.Path(config.out) / "study.json"
     if path.exists():
         previous = json.loads(path.read_text(encoding="utf-8"))
+        previous["settings"].get("train", {}).setdefault("stain_augment", 0.0)  # studies from before the option
         if previous["target"] != plan["target"] or previous["settings"] != json.loads(json.dumps(plan["settings"])):
             raise ValueError(f"{path}: this folder holds a study with other settings; use a new OUT")
     else:

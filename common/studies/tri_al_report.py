@@ -12,10 +12,11 @@ import cv2
 import numpy as np
 
 from common import atomic, tables
-from common.slides import annotations, reader
+from common.slides import annotations, predict
 
 # BGR colours of the five classes (blood, damaged, muscle, stroma, urothelium) in the figures.
 COLOURS = ((40, 40, 220), (40, 90, 140), (180, 120, 240), (190, 215, 250), (160, 40, 110))
+QUPATH_COLOURS = tuple(tuple(reversed(bgr)) for bgr in COLOURS)  # the same, RGB, for the GeoJSON of predictions
 
 
 def table_ii(results: dict, classes=annotations.CLASSES) -> str:
@@ -97,29 +98,10 @@ def _write_png(path, image) -> None:
 
 
 def predict_slide(model, slide_path, stride: int | None = None, magnification: float | None = None,
-                  batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
-    """Tile predictions on a grid over the slide's tissue: (grid of class indices, -1 on glass; thumbnail)."""
-    tile_size = model.inputs[0].shape[1]
-    slide = reader.open_slide(slide_path)
-    try:
-        base = reader.base_magnification(slide, slide_path, magnification)
-        stride = stride or int(round(tile_size * base / reader.MAGNIFICATIONS[-1]))  # one 40x tile per cell
-        width, height = slide.dimensions
-        rows, cols = height // stride, width // stride
-        level = slide.get_best_level_for_downsample(stride)
-        thumb = np.asarray(slide.read_region((0, 0), level, slide.level_dimensions[level]))[..., :3]
-        small = cv2.resize(thumb, (cols, rows), interpolation=cv2.INTER_AREA)
-        tissue = np.argwhere(small.mean(-1) < 225)  # glass is near white
-        grid = np.full((rows, cols), -1, np.int64)
-        for start in range(0, len(tissue), batch_size):
-            cells = tissue[start:start + batch_size]
-            triplets = [reader.read_triplet(slide, ((c + 0.5) * stride, (r + 0.5) * stride), base, tile_size)[0]
-                        for r, c in cells]
-            inputs = [np.stack([t[k] for t in triplets]).astype(np.float32) / 255.0 for k in range(3)]
-            grid[cells[:, 0], cells[:, 1]] = np.asarray(model.predict(inputs, verbose=0)).argmax(-1)
-    finally:
-        slide.close()
-    return grid, thumb
+                  batch_size: int = 64, log=print) -> tuple[np.ndarray, np.ndarray]:
+    """Fig. 3's tile predictions (``common.slides.predict``): (grid of class indices, -1 on glass; thumbnail)."""
+    prediction = predict.predict_slide(model, slide_path, stride, magnification, batch_size, log=log)
+    return prediction.grid, prediction.thumbnail
 
 
 def plot_slide_map(path, grid: np.ndarray, thumb: np.ndarray, classes=annotations.CLASSES, side: int = 512) -> None:

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import types
 
@@ -6,6 +7,7 @@ import numpy as np
 import pytest
 
 import tri_al
+from common.slides import store
 from tri_al import active_learning as al
 
 TILE = 32
@@ -214,7 +216,8 @@ def test_sgd_follows_keras_2_sgd_with_decay_momentum_and_nesterov(nesterov):
 
 @pytest.mark.parametrize("kwargs, argument", [
     (dict(learning_rate=0.0), "learning_rate"), (dict(momentum=1.0), "momentum"), (dict(decay=-1e-6), "decay"),
-    (dict(batch_size=0), "batch_size"), (dict(patience=0), "patience"),
+    (dict(batch_size=0), "batch_size"), (dict(patience=0), "patience"), (dict(stain_augment=-0.05), "stain_augment"),
+    (dict(stain_augment=1.0), "stain_augment"),
 ])
 def test_bad_training_configuration(kwargs, argument):
     with pytest.raises(ValueError, match=argument):
@@ -232,3 +235,53 @@ def test_each_round_restarts_the_momenta_and_the_decay_step_count():
     al._fresh_optimizer(model, TRAIN)  # the next round: same optimizer object, state back to zero
     assert model.optimizer is compiled and int(model.optimizer.iterations) == 0
     assert all(not np.asarray(v).any() for v in model.optimizer.variables)
+
+
+@pytest.fixture(scope="module")
+def tiny_store(tiny_data, tmp_path_factory):
+    """The same 150 triplets written as three TFRecord shards (PNG tiles) and opened as streamed pools."""
+    data, _ = tiny_data
+    folder = tmp_path_factory.mktemp("store")
+    for index, part in enumerate(np.array_split(np.arange(len(data.labels)), 3)):
+        arrays = {name: tiles[part] for name, tiles in zip(store.SHARD_KEYS, data.tiles)}
+        store.write_shard(folder / f"s{index}.tfrecord", {**arrays, "label": data.labels[part],
+                                                          "point": np.zeros((len(part), 2))})
+    return store.open_pools(folder, ["s0", "s1", "s2"], TILE)
+
+
+def test_streamed_triplets_give_the_same_loop_as_triplets_in_ram(tiny_data, tiny_store, model, source_weights,
+                                                                tmp_path):
+    data, split = tiny_data
+    config = _config("ITER", iterations=2)
+    in_ram = al.run_active_learning(model, data, split, tmp_path / "ram", config, source_weights)
+    streamed = al.run_active_learning(model, tiny_store, split, tmp_path / "stream", config, source_weights)
+    for a, b in zip(in_ram, streamed):  # lossless tiles, the same batches in the same order: the same run
+        assert a["train_ids"] == b["train_ids"] and a["selected"] == b["selected"]
+        np.testing.assert_allclose(a["val"]["fnr"], b["val"]["fnr"])
+        np.testing.assert_allclose(a["test"]["f1"], b["test"]["f1"])
+    probabilities = [al.predict(model, source, split["test"]) for source in (data, tiny_store)]
+    np.testing.assert_allclose(probabilities[0], probabilities[1], atol=1e-6)
+
+
+class Recording:
+    """A triplet source that notes the stain jitter each ``batches`` call asks for."""
+
+    def __init__(self, source):
+        self.source, self.labels, self.calls = source, source.labels, []
+
+    def batches(self, ids, batch_size, stain_sigma=0.0, seed=0):
+        self.calls.append((len(ids), stain_sigma, seed))
+        return self.source.batches(ids, batch_size, stain_sigma, seed)
+
+
+def test_stain_augment_jitters_training_batches_only(tiny_data, tiny_store, model, source_weights, tmp_path):
+    _, split = tiny_data
+    source = Recording(tiny_store)
+    config = dataclasses.replace(TRAIN, epochs=2, stain_augment=0.05)
+    state = al.run_supervised(model, source, split, 0.2, tmp_path, config, seed=3, initial_weights=source_weights)
+    trained = [call for call in source.calls if call[0] == len(state["train_ids"])]
+    assert len(trained) == 2 and all(sigma == 0.05 for _, sigma, _ in trained)
+    assert trained[0][2] != trained[1][2]  # a new draw every epoch
+    assert all(sigma == 0 for n, sigma, _ in source.calls if n != len(state["train_ids"]))  # val, test: as they are
+    with pytest.raises(ValueError, match="stain_sigma 0.05: triplets in RAM are not stain-augmented"):
+        al.train(model, tiny_data[0], split["train"], split["val"], config, seed=0)

@@ -77,3 +77,60 @@ def test_triplets_refuse_what_they_cannot_read_faithfully_naming_file_values_and
     done = zoo_here("triplets", tmp_path / "odd", tmp_path / "out3", "--classes", "Tumor=tumour")
     assert done.returncode == 2 and "--classes: class mapping tumor=tumour" in done.stderr
     assert not (tmp_path / "out3").exists()
+
+
+PALETTE = np.array([synthetic_slides.QUPATH_COLOURS[name] for name in
+                    ("blood", "damaged", "muscle", "stroma", "urothelium")], np.uint8)
+
+
+def test_tri_al_predict_writes_qupath_geojson_and_the_colour_map_and_overwrites_nothing(zoo_here, tmp_path):
+    labels = np.full((8, 8), 255, np.uint8)
+    labels[1:7, 1:7], labels[2:5, 2:5] = 3, 4  # urothelium in stroma, glass around
+    helpers.flat_slide(tmp_path / "slide.tiff", labels, PALETTE, 32)
+    helpers.palette_classifier(PALETTE, tile_size=32).save(tmp_path / "model.keras")
+    out, png = tmp_path / "pred.geojson", tmp_path / "fig3.png"
+    args = ("tri-al-predict", tmp_path / "model.keras", tmp_path / "slide.tiff", out)
+    done = zoo_here(*args, "--png", png, "--classes", "Tumor=urothelium", "--batch-size", 8)
+    assert done.returncode == 0, done.stderr
+    assert f"wrote 2 annotations to {out}: Stroma 27 tiles, Tumor 9 tiles" in done.stdout
+    assert "36 of 64 tiles in tissue (32 px apart at 40x" in done.stdout
+    features = json.loads(out.read_text())["features"]
+    assert sorted(f["properties"]["classification"]["name"] for f in features) == ["Stroma", "Tumor"]
+    tumour = next(f for f in features if f["properties"]["classification"]["name"] == "Tumor")
+    assert tumour["geometry"] == {"type": "Polygon", "coordinates": [[[64, 64], [160, 64], [160, 160], [64, 160],
+                                                                      [64, 64]]]}
+    import cv2
+
+    assert cv2.imread(str(png)).shape == (512, 2 * 512 + 150, 3)
+    stamp = out.stat().st_mtime_ns
+    done = zoo_here(*args)
+    assert done.returncode == 2 and f"{out} exists; nothing is overwritten" in done.stderr
+    assert out.stat().st_mtime_ns == stamp
+    done = zoo_here(*args[:3], tmp_path / "cells.geojson", "--object-type", "detection")
+    assert done.returncode == 0, done.stderr
+    kinds = {f["properties"]["objectType"] for f in json.loads((tmp_path / "cells.geojson").read_text())["features"]}
+    assert kinds == {"detection"}
+
+
+@pytest.mark.parametrize("extra, message", [
+    (("--stride", "0"), "--stride must be positive, got 0"),
+    (("--png", "fig.jpg"), "--png: fig.jpg needs the suffix .png"),
+    (("--classes", "Tumor=tumour"), "--classes: class mapping tumor=tumour"),
+])
+def test_tri_al_predict_refuses_bad_flags_naming_them(zoo_here, tmp_path, extra, message):
+    done = zoo_here("tri-al-predict", tmp_path / "model.keras", tmp_path / "slide.tiff", tmp_path / "p.geojson",
+                    *extra)
+    assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr
+    done = zoo_here("tri-al-predict", tmp_path / "model.keras", tmp_path / "slide.tiff", tmp_path / "p.txt")
+    assert done.returncode == 2 and "p.txt needs the suffix .geojson" in done.stderr
+
+
+def test_tri_al_predict_names_a_model_file_that_is_not_a_tri_cnn(zoo_here, tmp_path):
+    import keras
+
+    keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Dense(5)]).save(tmp_path / "single.keras")
+    done = zoo_here("tri-al-predict", tmp_path / "single.keras", tmp_path / "slide.tiff", tmp_path / "p.geojson")
+    assert done.returncode == 2 and f"{tmp_path / 'single.keras'}: not a TRI-CNN" in done.stderr
+    done = zoo_here("tri-al-predict", tmp_path / "gone.keras", tmp_path / "slide.tiff", tmp_path / "p.geojson")
+    assert done.returncode == 2 and "gone.keras: no such model" in done.stderr
+    assert not (tmp_path / "p.geojson").exists()

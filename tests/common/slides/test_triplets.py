@@ -6,7 +6,7 @@ import pytest
 
 from common import atomic
 from common.errors import DataError
-from common.slides import reader, triplets
+from common.slides import reader, store, triplets
 from common.slides import synthetic as synthetic_slides
 from common.slides.annotations import CLASSES
 from tests import helpers
@@ -27,12 +27,36 @@ def test_prepared_shards_hold_each_slides_triplets(cohort):
     root, manifest = cohort
     assert len(manifest["slides"]) == 6
     for slide_id, entry in manifest["slides"].items():
-        shard = np.load(root / "triplets" / "shards" / f"{slide_id}.npz")
+        shard = store.read_shard(root / "triplets" / "shards" / f"{slide_id}.tfrecord")
         assert shard["tile_40x"].shape == (sum(entry["counts"]), TILE, TILE, 3) and sum(entry["counts"]) <= 20
         assert np.bincount(shard["label"], minlength=5).tolist() == entry["counts"]
-    stamp = (root / "triplets" / "shards" / "labA_000.npz").stat().st_mtime_ns
+    stamp = (root / "triplets" / "shards" / "labA_000.tfrecord").stat().st_mtime_ns
     triplets.prepare_triplets(root / "slides", root / "triplets", tile_size=TILE, max_per_slide=20, log=lambda _: None)
-    assert (root / "triplets" / "shards" / "labA_000.npz").stat().st_mtime_ns == stamp  # rerun skips
+    assert (root / "triplets" / "shards" / "labA_000.tfrecord").stat().st_mtime_ns == stamp  # rerun skips
+
+
+def test_an_older_npz_folder_is_refused_then_converted_without_reading_a_slide(cohort, tmp_path, monkeypatch):
+    root, manifest = cohort
+    (tmp_path / "shards").mkdir()
+    for slide_id in manifest["slides"]:  # the format before TFRecords: one .npz per slide, no "format"
+        np.savez(tmp_path / "shards" / f"{slide_id}.npz",
+                 **store.read_shard(root / "triplets" / "shards" / f"{slide_id}.tfrecord"))
+    atomic.write_json(tmp_path / triplets.MANIFEST, {k: v for k, v in manifest.items() if k != "format"})
+    with pytest.raises(DataError, match=r"older .npz format.*rerun `zoo triplets SLIDES .*`.*converts"):
+        triplets.load_pools(tmp_path)
+
+    def read_a_slide(*args, **kwargs):
+        raise AssertionError("a slide was read")
+
+    monkeypatch.setattr(triplets, "extract_slide", read_a_slide)
+    lines = []
+    triplets.prepare_triplets(root / "slides", tmp_path, tile_size=TILE, max_per_slide=20, log=lines.append)
+    assert sum("converted labA_000.npz to labA_000.tfrecord" in line for line in lines) == 1
+    assert sum(" converted " in line for line in lines) == 6
+    converted, fresh = triplets.load_pools(tmp_path), triplets.load_pools(root / "triplets")
+    np.testing.assert_array_equal(converted.labels, fresh.labels)
+    for a, b in zip(converted.read(np.arange(len(fresh))), fresh.read(np.arange(len(fresh)))):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_no_slide_contributes_to_both_training_and_test(cohort):

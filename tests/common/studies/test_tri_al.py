@@ -26,7 +26,7 @@ def study(tmp_path_factory):
 
 def test_study_runs_resumes_and_reports_table_ii_and_figures(zoo, study):
     args = ["tri-al", study / "triplets", study / "out", "--strategy", "supervised", "ITER", "--fractions",
-            "0.5,1", *TINY]
+            "0.5,1", "--stain-augment", *TINY]  # HED jitter on: every training stage runs it, resumes the same
     done = zoo(*args, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "| Total (macro) |" in done.stdout and "TRI-AL_ITER" in done.stdout and "TRI-SL(50%)" in done.stdout
@@ -34,6 +34,7 @@ def test_study_runs_resumes_and_reports_table_ii_and_figures(zoo, study):
     target = sum(plan["target"].values(), [])
     assert all(s.startswith("labB") for s in target) and all(s.startswith("labA") for s in plan["source"]["train"])
     assert plan["settings"]["head_units"] == 16 and plan["settings"]["train"]["nesterov"] is True
+    assert plan["settings"]["train"]["stain_augment"] == 0.05  # --stain-augment without a value: sigma 0.05
     assert keras.models.load_model(study / "out" / "source" / "model.keras").count_params() > 0  # to adapt again
     assert not set(plan["target"]["train"]) & set(plan["target"]["test"])
     for run in (0, 1):
@@ -62,6 +63,26 @@ def test_rerun_with_other_settings_is_refused(study, tmp_path):
     other = tri_al_study.StudyConfig(data=str(study / "triplets"), out=str(tmp_path), width=0.125, runs=1)
     with pytest.raises(ValueError, match="other settings"):
         tri_al_study.run_study(other)
+
+
+def test_a_study_from_before_stain_augment_resumes(study, tmp_path):
+    config = tri_al_study.StudyConfig(data=str(study / "triplets"), out=str(tmp_path), width=0.0625, runs=1)
+    manifest = json.loads((study / "triplets" / triplets.MANIFEST).read_text())
+    plan = tri_al_study._plan(config, manifest)
+    del plan["settings"]["train"]["stain_augment"]  # study.json as written before the option existed
+    (tmp_path / "study.json").write_text(json.dumps(plan))
+    assert tri_al_study._plan(config, manifest)["target"] == plan["target"]
+    jittered = tri_al_study.StudyConfig(data=str(study / "triplets"), out=str(tmp_path), width=0.0625, runs=1,
+                                        train=tri_al_study.TrainConfig(stain_augment=0.05))
+    with pytest.raises(ValueError, match="other settings"):
+        tri_al_study._plan(jittered, manifest)
+
+
+@pytest.mark.parametrize("value", ["-0.1", "1", "much"])
+def test_a_bad_stain_augment_is_named(zoo_here, study, tmp_path, value):
+    done = zoo_here("tri-al", study / "triplets", tmp_path / "out", "--stain-augment", value, *TINY)
+    assert done.returncode == 2 and "--stain-augment" in done.stderr and "[0, 1)" in done.stderr, done.stderr
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("kwargs, argument", [
