@@ -5,7 +5,9 @@ The models are built and saved under TensorFlow here; one subprocess with
 rebuilt under JAX, with the TensorFlow-trained weights), compares its outputs
 to TensorFlow's, loads the plain ``.weights.h5`` file as well, takes one
 training step, and checks that TensorFlow was never imported (SPEC,
-"backend-agnostic models").
+"backend-agnostic models"). One of them also checks the U-Transformer's JAX
+attention kernels (``keras.ops.dot_product_attention``, whole and in query
+blocks) against eq. 1 op by op, outputs and gradients.
 """
 
 import json
@@ -45,6 +47,44 @@ JAX_SCRIPT = textwrap.dedent('''
     from common.nn.losses import CEDiceLoss
 
     assert keras.backend.backend() == "jax", keras.backend.backend()
+
+
+    def attention_check():
+        """Each JAX attention kernel against eq. 1 op by op (the layers' attention before dot_product_attention):
+        outputs and gradients, as the largest |got - expected| / (1e-5 + 1e-5 |expected|) (<= 1: equal to 1e-5)."""
+        import jax
+        import jax.numpy as jnp
+        from unet_transformer import ops as attention_ops
+
+        rng = np.random.default_rng(0)
+        q, k, v = (rng.normal(size=(1, n, 2, 4)).astype("float32") for n in (40, 24, 24))  # 2 heads of 4
+
+        def todays(q, k, v):  # softmax(Q / sqrt(d_k) K^T) V per head, (B, N, h, d) layout
+            q, k, v = (jnp.transpose(t, (0, 2, 1, 3)) for t in (q, k, v))
+            attention = jax.nn.softmax((q / 2.0) @ jnp.swapaxes(k, -1, -2), axis=-1)
+            return jnp.transpose(attention @ v, (0, 2, 1, 3))
+
+        weights = jnp.asarray(np.arange(40 * 2 * 4).reshape(1, 40, 2, 4) % 5 - 2.0, "float32")
+
+        def value_and_gradients(f):
+            gradients = jax.jit(jax.grad(lambda *t: jnp.sum(f(*t) * weights), argnums=(0, 1, 2)))(q, k, v)
+            return [f(q, k, v), *gradients]
+
+        expected = value_and_gradients(todays)
+        kernels = dict(fused=lambda *t: attention_ops.fused_attention(*t, 0.5),
+                       blocked=lambda *t: attention_ops.blocked_attention(*t, 0.5, block=16))  # 2 blocks, 1 padded
+        result = dict()
+        for name, kernel in kernels.items():
+            got = value_and_gradients(kernel)
+            result[f"attention_{{name}}"] = max(float((np.abs(np.asarray(g) - np.asarray(e))
+                                                     / (1e-5 + 1e-5 * np.abs(np.asarray(e)))).max())
+                                              for g, e in zip(got, expected))
+        half = attention_ops.fused_attention(*(t.astype("float16") for t in (q, k, v)), 0.5)  # mixed precision
+        result["attention_float16"] = dict(dtype=str(half.dtype), difference=float(
+            np.abs(np.asarray(half, "float32") - np.asarray(expected[0])).max()))
+        return result
+
+
     folder, models = sys.argv[1], json.loads(sys.argv[2])
     SEGMENTATION = {segmentation}
     report = {{}}
@@ -73,6 +113,8 @@ JAX_SCRIPT = textwrap.dedent('''
         loss = float(np.ravel(loss)[0])
         report[name] = {{"difference": difference, "reload_difference": reload_difference, "loss": loss,
                         "dtype": str(outputs[0].dtype)}}
+    if sys.argv[3:] == ["attention"]:
+        report.update(attention_check())
     report["tensorflow_imported"] = "tensorflow" in sys.modules
     print("REPORT " + json.dumps(report))
 ''')
@@ -106,8 +148,10 @@ def jax_report(tmp_path_factory):
     # Two JAX processes at once, one per core: JAX compiles on one thread.
     names = sorted(MODELS, key=lambda name: -COMPILE_WEIGHT.get(name, 1))
     halves = [{n: MODELS[n] for n in names[0::2]}, {n: MODELS[n] for n in names[1::2]}]
-    runs = [subprocess.Popen([sys.executable, "-c", script, str(folder), json.dumps(half)], stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True, encoding="utf-8", env=env) for half in halves]
+    # The lighter half also checks the attention kernels against the formula (attention_check).
+    runs = [subprocess.Popen([sys.executable, "-c", script, str(folder), json.dumps(half), *extra],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, encoding="utf-8", env=env)
+            for half, extra in zip(halves, ([], ["attention"]))]
     report = {"tensorflow_imported": False}
     for run in runs:
         out, err = run.communicate(timeout=600)
@@ -121,6 +165,16 @@ def jax_report(tmp_path_factory):
 
 def test_tensorflow_is_not_imported_under_jax(jax_report):
     assert jax_report["tensorflow_imported"] is False
+
+
+@pytest.mark.parametrize("kernel", ["fused", "blocked"])
+def test_jax_attention_equals_the_formula_with_gradients(jax_report, kernel):
+    assert jax_report[f"attention_{kernel}"] <= 1.0, jax_report[f"attention_{kernel}"]  # within 1e-5
+
+
+def test_jax_attention_keeps_float16_values_under_mixed_precision(jax_report):
+    result = jax_report["attention_float16"]
+    assert result["dtype"] == "float16" and result["difference"] <= 2e-3, result
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))

@@ -45,7 +45,7 @@ from unet_transformer.ops import (
     BLOCKED_ATTENTION_TOKENS,
     add_positional_encoding,
     merge_heads,
-    softmax_product,
+    scaled_attention,
     split_heads,
 )
 
@@ -72,19 +72,17 @@ def multi_head_attention(q, k, v, heads: int, return_attention: bool = True,
             ``heads`` heads of width d_k = d / heads.
         return_attention: also return A; the product is then never blocked.
         blocked_above: more query tokens than this compute A V in recomputed
-            query blocks (``ops.blocked_attention``; None: never).
+            query blocks (``ops.blocked_attention``; None: never). How A V is
+            computed on each backend: ``ops.scaled_attention``.
 
     Returns:
         The concatenated heads (B, Nq, d) and A (B, heads, Nq, Nk) float32,
         or None for A without ``return_attention``.
     """
-    q, k, v = (split_heads(t, heads) for t in (q, k, v))
+    q, k, v = (split_heads(t, heads) for t in (q, k, v))  # (B, N, heads, d_k)
     d_k = q.shape[-1]
-    # Logits and softmax in float32: float16 logits overflow for wide heads. Q is
-    # scaled before the product, sparing one (Nq, Nk) buffer.
-    q = ops.cast(q, "float32") / math.sqrt(d_k)  # Q / sqrt(d_k)
-    k_t = ops.transpose(ops.cast(k, "float32"), (0, 1, 3, 2))  # K^T
-    out, attention = softmax_product(q, k_t, v, return_attention, blocked_above)  # A V, A = softmax(.), eq. 1
+    # Logits and softmax run in float32 whatever the policy (float16 logits overflow for wide heads).
+    out, attention = scaled_attention(q, k, v, 1.0 / math.sqrt(d_k), return_attention, blocked_above)  # eq. 1
     return merge_heads(out), attention
 
 

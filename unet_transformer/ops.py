@@ -3,8 +3,21 @@
 ``unet_transformer.layers`` states the paper's modules; this module holds
 what they need to run on every Keras backend and at every image size: the
 sinusoidal encoding built from dynamic shapes, splitting and merging heads,
-and the product ``softmax(q k^T) v`` of eq. 1 computed either at once or in
-query blocks recomputed in the backward pass (``blocked_attention``).
+and ``softmax(scale q k^T) v`` of eq. 1 (``scaled_attention``), computed
+
+- with the maps (``return_attention``): op by op, A returned (``plain_attention``);
+- on TensorFlow: with a hand-written gradient that uses FlashAttention's
+  identity rowsum(dA * A) = rowsum(dO * O) (``flash_gradient_attention``):
+  TensorFlow has no fused attention kernel and, outside XLA, fuses no
+  elementwise ops, so autodiff of ``keras.ops.dot_product_attention`` (the
+  same einsum and softmax there) moves the (Nq, Nk) matrix through memory
+  more often;
+- on the other backends: ``keras.ops.dot_product_attention`` (JAX: cuDNN's
+  fused kernel on a GPU where the head size allows, XLA elsewhere);
+- above ``BLOCKED_ATTENTION_TOKENS`` query tokens: in query blocks of
+  ``QUERY_BLOCK``, each block through the backend's kernel above and
+  recomputed in the backward pass (``blocked_attention``), since neither
+  kernel bounds the (Nq, Nk) buffers on the CPU.
 """
 
 from __future__ import annotations
@@ -54,86 +67,165 @@ def add_positional_encoding(x):
 
 
 def split_heads(x, heads: int):
-    """(B, N, d) -> (B, heads, N, d / heads)."""
-    x = ops.reshape(x, (ops.shape(x)[0], -1, heads, x.shape[-1] // heads))
-    return ops.transpose(x, (0, 2, 1, 3))
+    """(B, N, d) -> (B, N, heads, d / heads): ``keras.ops.dot_product_attention``'s layout (B, T, N, H)."""
+    return ops.reshape(x, (ops.shape(x)[0], -1, heads, x.shape[-1] // heads))
 
 
 def merge_heads(x):
-    """(B, heads, N, d_head) -> (B, N, heads * d_head), the heads concatenated."""
-    x = ops.transpose(x, (0, 2, 1, 3))
+    """(B, N, heads, d_head) -> (B, N, heads * d_head), the heads concatenated."""
     return ops.reshape(x, (ops.shape(x)[0], -1, x.shape[2] * x.shape[3]))
 
 
-def _attention_weights(q, k_t):
-    """softmax(q k^T) in float32 (q already scaled), (B, h, Nq, Nk)."""
-    return ops.softmax(ops.matmul(q, k_t), axis=-1)  # A, eq. 1
+def _heads_first(x):
+    """(B, N, h, d) <-> (B, h, N, d): batched matrix products run per head on the last two axes."""
+    return ops.transpose(x, (0, 2, 1, 3))
 
 
-def _plain_attention(q, k_t, v):
-    attention = _attention_weights(q, k_t)
-    return ops.matmul(ops.cast(attention, v.dtype), v), attention
+def _last_two_swapped(x):
+    return ops.swapaxes(x, -1, -2)
 
 
-def _block_attention(q_block, k_t, v):
-    return ops.matmul(ops.cast(_attention_weights(q_block, k_t), v.dtype), v)
+def _attention_weights(q, k):
+    """A = softmax(q k^T) over the keys, (B, h, Nq, Nk); q (already scaled) and k (B, h, N, d) float32."""
+    return ops.softmax(ops.matmul(q, _last_two_swapped(k)), axis=-1)  # A, eq. 1
 
 
-_remat_block_attention = keras.remat(_block_attention)
-
-
-def blocked_attention(q, k_t, v, block: int | None = None):
-    """softmax(q k^T) v computed ``block`` queries at a time, each block recomputed in the backward pass.
-
-    Equal to the plain product (the softmax of each query row runs over all
-    keys, so nothing is approximated); peak memory holds one (block, Nk)
-    logits buffer per head instead of (Nq, Nk). Written by hand because Keras
-    has no memory-efficient attention that runs on every backend.
+def plain_attention(q, k, v, scale: float):
+    """(A V, A) op by op with A = softmax(scale q k^T) float32: the attention maps' path.
 
     Args:
-        q: (B, h, Nq, d) float32, already scaled by 1/sqrt(d).
-        k_t: (B, h, d, Nk) float32.
-        v: (B, h, Nk, d_v).
+        q, k: (B, N, h, d); v: (B, Nk, h, d_v). Logits and softmax in float32.
+
+    Returns:
+        (B, Nq, h, d_v) in v's dtype and A (B, h, Nq, Nk) float32.
+    """
+    q = _heads_first(ops.cast(q, "float32")) * scale  # scaled before the product: one (Nq, Nk) buffer fewer
+    attention = _attention_weights(q, _heads_first(ops.cast(k, "float32")))
+    return _heads_first(ops.matmul(ops.cast(attention, v.dtype), _heads_first(v))), attention
+
+
+@ops.custom_gradient
+def _softmax_product(q, k, v):
+    """softmax(q k^T) v on (B, h, N, d) float32, q already scaled, with FlashAttention's backward pass."""
+    attention = _attention_weights(q, k)
+    out = ops.matmul(attention, v)  # O = A V
+
+    def grad(*args, upstream=None):  # Keras' backend-agnostic signature (upstream: PyTorch)
+        d_out = args[0] if upstream is None else upstream  # dO
+        # FlashAttention (Dao et al. 2022, appendix B.2): dS = A * (dA - D), D = rowsum(dA * A) = rowsum(dO * O);
+        # [dO, -D] [V, 1]^T gives dA - D from one product, so the subtraction costs no (Nq, Nk) pass.
+        rowsum = ops.sum(d_out * out, axis=-1, keepdims=True)  # D
+        ones = ops.ones_like(v[..., :1])
+        shifted = ops.matmul(ops.concatenate([d_out, -rowsum], axis=-1),
+                             _last_two_swapped(ops.concatenate([v, ones], axis=-1)))  # dA - D, dA = dO V^T
+        d_logits = attention * shifted  # dS
+        # Products arranged so that only (N, d) operands are transposed, never an (Nq, Nk) one.
+        d_q = ops.matmul(d_logits, k)  # dS K
+        d_k = _last_two_swapped(ops.matmul(_last_two_swapped(q), d_logits))  # dS^T Q
+        d_v = _last_two_swapped(ops.matmul(_last_two_swapped(d_out), attention))  # A^T dO
+        return d_q, d_k, d_v
+
+    return out, grad
+
+
+def flash_gradient_attention(q, k, v, scale: float):
+    """softmax(scale q k^T) v in float32 with FlashAttention's backward pass; (B, Nq, h, d_v) in v's dtype.
+
+    Written by hand because Keras' attention on TensorFlow is autodiff of an
+    einsum and a softmax, whose softmax gradient makes four passes over
+    (Nq, Nk) tensors (multiply, sum, subtract, multiply) where this one makes
+    one (the multiply). A is kept from the forward pass: recomputing it here
+    would not lower the peak (the backward pass needs an (Nq, Nk) buffer
+    beside A either way) and costs a product and a softmax; the query blocks
+    of ``blocked_attention`` are recomputed instead. Measured on this
+    project's CPU (docs/performance.md): the U-Transformer (base 16, 128x128,
+    batch 8) trains about 1.1x as fast with a fifth less peak memory.
+    """
+    q = _heads_first(ops.cast(q, "float32")) * scale
+    k, v_heads = (_heads_first(ops.cast(t, "float32")) for t in (k, v))
+    return ops.cast(_heads_first(_softmax_product(q, k, v_heads)), v.dtype)
+
+
+def fused_attention(q, k, v, scale: float):
+    """``keras.ops.dot_product_attention``: softmax(scale q k^T) v on (B, N, h, d); (B, Nq, h, d_v) in v's dtype.
+
+    In float32, except on JAX with 16-bit values (mixed precision): JAX then
+    takes q, k, v in that dtype (cuDNN's fused kernel needs it) and still
+    accumulates the logits and runs the softmax in float32, as the SPEC asks.
+    """
+    sixteen_bit = keras.backend.backend() == "jax" and keras.backend.standardize_dtype(v.dtype) in (
+        "float16", "bfloat16")
+    dtype = v.dtype if sixteen_bit else "float32"
+    out = ops.dot_product_attention(ops.cast(q, dtype), ops.cast(k, dtype), ops.cast(v, dtype), scale=scale)
+    return ops.cast(out, v.dtype)
+
+
+def _unblocked_attention(q, k, v, scale: float):
+    """The backend's kernel: ``flash_gradient_attention`` on TensorFlow, ``fused_attention`` elsewhere."""
+    kernel = flash_gradient_attention if keras.backend.backend() == "tensorflow" else fused_attention
+    return kernel(q, k, v, scale)
+
+
+# One query block of the blocked product, recomputed in the backward pass instead of stored.
+_rematerialized_flash_gradient_attention = keras.remat(flash_gradient_attention)
+_rematerialized_fused_attention = keras.remat(fused_attention)
+
+
+def blocked_attention(q, k, v, scale: float, block: int | None = None):
+    """softmax(scale q k^T) v computed ``block`` queries at a time, each block recomputed in the backward pass.
+
+    Equal to the unblocked product (the softmax of each query row runs over all
+    keys, so nothing is approximated); peak memory holds one (block, Nk)
+    logits buffer per head instead of (Nq, Nk). Each block runs the backend's
+    kernel (``flash_gradient_attention`` on TensorFlow, ``fused_attention``
+    elsewhere): neither bounds that buffer on the CPU by itself.
+
+    Args:
+        q: (B, Nq, h, d); k: (B, Nk, h, d); v: (B, Nk, h, d_v).
+        scale: the logits' factor, 1 / sqrt(d).
         block: queries per block (default ``QUERY_BLOCK``).
 
     Returns:
-        (B, h, Nq, d_v).
+        (B, Nq, h, d_v) in v's dtype.
     """
     block = block or QUERY_BLOCK
+    tensorflow = keras.backend.backend() == "tensorflow"
+    kernel = _rematerialized_flash_gradient_attention if tensorflow else _rematerialized_fused_attention
     shape = ops.shape(q)
-    batch, heads, tokens, depth = shape[0], q.shape[1], shape[2], q.shape[3]
+    batch, tokens, heads, depth = shape[0], shape[1], q.shape[2], q.shape[3]
     pad = (block - tokens % block) % block
-    padded = ops.pad(q, ((0, 0), (0, 0), (0, pad), (0, 0)))
-    blocks = ops.reshape(padded, (batch, heads, -1, block, depth))
-    blocks = ops.transpose(blocks, (2, 0, 1, 3, 4))  # (blocks, B, h, block, d)
-    out = ops.map(lambda q_block: _remat_block_attention(q_block, k_t, v), blocks)
-    out = ops.reshape(ops.transpose(out, (1, 2, 0, 3, 4)), (batch, heads, -1, v.shape[-1]))
-    return out[:, :, :tokens, :]
+    padded = ops.pad(q, ((0, 0), (0, pad), (0, 0), (0, 0)))
+    blocks = ops.reshape(padded, (batch, -1, block, heads, depth))
+    blocks = ops.transpose(blocks, (1, 0, 2, 3, 4))  # (blocks, B, block, h, d)
+    out = ops.map(lambda q_block: kernel(q_block, k, v, scale), blocks)
+    out = ops.reshape(ops.transpose(out, (1, 0, 2, 3, 4)), (batch, -1, heads, v.shape[-1]))
+    return out[:, :tokens]
 
 
-def softmax_product(q, k_t, v, return_attention: bool, blocked_above: int | None):
-    """(A v, A) with A = softmax(q k^T), q already scaled: eq. 1 after its 1/sqrt(d_k), per head.
+def scaled_attention(q, k, v, scale: float, return_attention: bool, blocked_above: int | None):
+    """(A V, A) with A = softmax(scale q k^T): eq. 1 per head, with scale = 1 / sqrt(d_k).
 
     Args:
-        q: (B, h, Nq, d) float32; k_t: (B, h, d, Nk) float32; v: (B, h, Nk, d_v).
-        return_attention: also return A; the product is then never blocked.
+        q, k: (B, N, h, d); v: (B, Nk, h, d_v); any float dtype (logits and
+            softmax run in float32).
+        return_attention: also return A; the product is then computed op by
+            op (``plain_attention``) and never blocked.
         blocked_above: more query tokens than this switch to ``blocked_attention``
             (None: never). With a token count unknown when the graph is built,
             the choice is made at run time.
 
     Returns:
-        (B, h, Nq, d_v) and A (B, h, Nq, Nk) float32, or None for A without
-        ``return_attention``.
+        (B, Nq, h, d_v) in v's dtype, and A (B, h, Nq, Nk) float32 or None
+        without ``return_attention``.
     """
-    if return_attention or blocked_above is None:
-        out, attention = _plain_attention(q, k_t, v)
-        return out, attention if return_attention else None
-    tokens = q.shape[2] if isinstance(q.shape[2], int) else None  # JAX shape inference gives symbolic dims
+    if return_attention:
+        return plain_attention(q, k, v, scale)
+    tokens = q.shape[1] if isinstance(q.shape[1], int) else None  # JAX shape inference gives symbolic dims
+    if blocked_above is None or (tokens is not None and tokens <= blocked_above):
+        return _unblocked_attention(q, k, v, scale), None
     if tokens is not None:
-        out = blocked_attention(q, k_t, v) if tokens > blocked_above else _plain_attention(q, k_t, v)[0]
-    elif keras.backend.backend() == "tensorflow":  # a graph for any size (SavedModel): decide per call
-        out = ops.cond(ops.shape(q)[2] > blocked_above, lambda: blocked_attention(q, k_t, v),
-                       lambda: _plain_attention(q, k_t, v)[0])
-    else:  # only shape inference: JAX and PyTorch run with concrete sizes
-        out = _plain_attention(q, k_t, v)[0]
-    return out, None
+        return blocked_attention(q, k, v, scale), None
+    if keras.backend.backend() == "tensorflow":  # a graph for any size (SavedModel): decide per call
+        return ops.cond(ops.shape(q)[1] > blocked_above, lambda: blocked_attention(q, k, v, scale),
+                        lambda: _unblocked_attention(q, k, v, scale)), None
+    return _unblocked_attention(q, k, v, scale), None  # only shape inference: JAX and PyTorch run with concrete sizes
