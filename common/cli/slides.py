@@ -139,15 +139,20 @@ def synthetic_slides(args) -> None:
     print(f"wrote {len(ids)} slides to {args.out}")
 
 
-def triplets(args) -> None:
-    from common.slides import annotations, triplets
-
+def _parse_classes(parse, spec):
+    """``--classes`` through ``parse``; a bad mapping names the flag (a DataError already names its file)."""
     try:
-        classes = annotations.class_map(args.classes)
+        return parse(spec)
     except errors.DataError:
         raise
     except ValueError as error:
         raise ValueError(f"--classes: {error}") from None
+
+
+def triplets(args) -> None:
+    from common.slides import annotations, triplets
+
+    classes = _parse_classes(annotations.class_map, args.classes)
     manifest = triplets.prepare_triplets(args.slides, args.out, tile_size=args.tile_size,
                                          max_per_slide=args.max_per_slide, seed=args.seed,
                                          magnification=args.magnification, classes=classes, upsample=args.upsample)
@@ -225,12 +230,7 @@ def tri_al_predict(args) -> None:
     from common.studies import tri_al_report as report
 
     outputs = _check_outputs(args)
-    try:
-        names = predict.class_names(args.classes)
-    except errors.DataError:
-        raise
-    except ValueError as error:
-        raise ValueError(f"--classes: {error}") from None
+    names = _parse_classes(predict.class_names, args.classes)
     model, _ = registry.load_run(args.model)
     try:
         predict.tile_size_of(model)
