@@ -16,6 +16,11 @@ def _add_synthetic_slides(sub):
     p.add_argument("--slides", type=int, default=6, help="slides per laboratory (labs A and B)")
     p.add_argument("--size", type=options.numbers(int, "H,W"), default=(2048, 2048), help="level-0 pixels H,W at 40x")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--shift", choices=("stain", "hard"), default="stain",
+                   help="stain: the labs differ in stain colour and intensity only; hard: also per-slide stains, "
+                        "per-region concentrations, lab B out of focus with noise and with other blood and muscle "
+                        "textures, rough annotations with label noise at boundaries (default stain)")
+    p.add_argument("--target-slides", type=int, help="slides of lab B, the target (default --slides)")
     p.set_defaults(handler=synthetic_slides)
 
 
@@ -135,7 +140,8 @@ def _add_tri_al_predict(sub):
 def synthetic_slides(args) -> None:
     from common.slides import synthetic as generator
 
-    ids = generator.write_cohort(args.out, slides_per_lab=args.slides, seed=args.seed, size=args.size)
+    ids = generator.write_cohort(args.out, slides_per_lab=args.slides, seed=args.seed, size=args.size,
+                                 shift=args.shift, target_slides=args.target_slides, log=print)
     print(f"wrote {len(ids)} slides to {args.out}")
 
 

@@ -72,12 +72,69 @@ def test_labs_differ_in_stain_colour_only():
     assert np.abs(means["A"] - means["B"]).max() > 10
 
 
+def _class_means(rgb, labels):
+    cells = rgb.reshape(labels.shape[0], 16, labels.shape[1], 16, 3).mean((1, 3))
+    return {c: cells[labels == c].mean(0) for c in range(len(annotations.CLASSES)) if (labels == c).any()}
+
+
+def test_hard_shift_gives_each_slide_its_own_stains_and_lab_b_its_own_blood_and_muscle(monkeypatch):
+    def render(seed, lab):
+        return synthetic_slides.render_slide(np.random.default_rng(seed), (512, 512), lab, regions=15, shift="hard")
+    (a0, labels0), (a1, labels1) = render(0, "A"), render(1, "A")
+    for c in range(len(annotations.CLASSES)):  # dealt in turn: every class is in every slide
+        assert (labels0 == c).sum() > 0.05 * (labels0 != 255).sum(), c
+    stroma = annotations.CLASSES.index("stroma")
+    # two slides of one lab: the same class in different colours (per-slide stains, per-region densities)
+    assert np.abs(_class_means(a0, labels0)[stroma] - _class_means(a1, labels1)[stroma]).max() > 3
+    assert synthetic_slides.TARGET_TEXTURES["blood"] != synthetic_slides.TEXTURES["blood"]
+    assert set(synthetic_slides.TARGET_TEXTURES) == {"blood", "muscle"}  # the other classes keep lab A's textures
+    b0, labels_b = render(0, "B")
+    np.testing.assert_array_equal(labels0, labels_b)  # same layout, other lab
+    assert np.abs(b0.astype(float) - render(0, "B")[0]).max() == 0  # deterministic
+
+    def sharpness(rgb):
+        return np.abs(np.diff(rgb.astype(float).mean(-1), axis=1)).mean()
+    monkeypatch.setattr(synthetic_slides, "TARGET_NOISE_SD", 0.0)
+    blurred = render(0, "B")[0]
+    monkeypatch.setattr(synthetic_slides, "TARGET_BLUR_SIGMA", (1e-3, 1e-3))  # a 1-pixel kernel: no blur
+    assert sharpness(blurred) < 0.8 * sharpness(render(0, "B")[0])  # lab B is scanned out of focus
+
+
+def test_hard_cohort_records_label_noise_of_rough_annotations(tmp_path):
+    ids = synthetic_slides.write_cohort(tmp_path, slides_per_lab=1, target_slides=2, seed=0, size=(1024, 1024),
+                                        shift="hard")
+    assert ids == ["labA_000", "labB_000", "labB_001"]
+    manifest = json.loads((tmp_path / "slides.json").read_text(encoding="utf-8"))
+    assert manifest["shift"] == "hard"
+    for slide_id in ids:
+        assert 0.01 < manifest["slides"][slide_id]["label_noise"] < 0.12, slide_id
+    plain = synthetic_slides.write_cohort(tmp_path / "plain", slides_per_lab=1, seed=0, size=(1024, 1024))
+    manifest = json.loads((tmp_path / "plain" / "slides.json").read_text(encoding="utf-8"))
+    assert all(manifest["slides"][s]["label_noise"] == 0 for s in plain)  # polygons well inside their regions
+
+
+def test_label_noise_counts_annotated_cells_of_another_class():
+    labels = np.zeros((8, 8), np.uint8)
+    labels[:, 4:] = 1
+    ring = (np.array([[0, 0], [5, 0], [5, 7], [0, 7], [0, 0]]) * synthetic_slides.GRID
+            + synthetic_slides.GRID / 2).tolist()
+    feature = {"geometry": {"coordinates": [ring]}, "properties": {"classification": {"name": "Blood"}}}
+    assert synthetic_slides.label_noise([feature], labels) == pytest.approx(2 / 6)  # columns 4, 5 of 0..5
+
+
 @pytest.mark.parametrize("kwargs, message", [
     (dict(lab="C"), "lab"),
     (dict(size=(100, 256)), "size"),
     (dict(size=(64, 64)), "size"),
+    (dict(shift="strong"), "shift"),
 ])
 def test_bad_arguments(kwargs, message):
     arguments = {"size": (256, 256), "lab": "A", **kwargs}
     with pytest.raises(ValueError, match=message):
-        synthetic_slides.render_slide(np.random.default_rng(0), arguments["size"], arguments["lab"])
+        synthetic_slides.render_slide(np.random.default_rng(0), arguments.pop("size"), arguments.pop("lab"),
+                                      **arguments)
+
+
+def test_target_slides_must_be_positive(tmp_path):
+    with pytest.raises(ValueError, match="target_slides"):
+        synthetic_slides.write_cohort(tmp_path, slides_per_lab=1, target_slides=0, size=(256, 256))
