@@ -56,6 +56,17 @@ def _add_eval_pose(sub):
     p.set_defaults(handler=eval_pose)
 
 
+def _add_compare_pose(sub):
+    p = sub.add_parser("compare-pose", help="PCKh of two folders of pose runs (one per seed) paired by run name: "
+                                            "mean ± std, 95%% CI, paired t-test")
+    p.add_argument("runs_a", help="folder of runs (e.g. STUDY/hourglass with seed_0/, seed_1/, ...), each scored "
+                                  "by zoo eval-pose")
+    p.add_argument("runs_b", help="folder of the other method's runs, the same run names")
+    p.add_argument("--column", default="Total", help="the Table 1 column to compare (default Total)")
+    p.add_argument("--split", default="valid", help="the split the runs were scored on (default valid)")
+    p.set_defaults(handler=compare_pose)
+
+
 def _add_pose_pictures(sub):
     p = sub.add_parser("pose-pictures", help="skeleton overlay, heatmaps (Fig. 1) and attention masks (Fig. 6) as PNG")
     p.add_argument("run", help="run folder (zoo train-pose) or .keras file")
@@ -125,6 +136,19 @@ def eval_pose(args) -> None:
     print(pose_eval.format_table({name: result}))
 
 
+def compare_pose(args) -> None:
+    from common import stats
+    from common.pose import evaluate as pose_eval
+
+    result = pose_eval.compare_groups(args.runs_a, args.runs_b, args.column, args.split)
+    print(f"| run | {args.runs_a} | {args.runs_b} | difference |\n|---|---|---|---|")
+    for name, a, b, d in zip(result["runs"], result["a"], result["b"], result["paired"]["difference"]):
+        print(f"| {name} | {a:.2f} | {b:.2f} | {d:+.2f} |")
+    for folder, values in ((args.runs_a, result["a"]), (args.runs_b, result["b"])):
+        print(f"{folder}: {args.column} {stats.format_summary(values)} (mean ± std [95% CI])")
+    print(f"{args.runs_b} - {args.runs_a}: {stats.format_paired(result['paired'])}")
+
+
 def pose_pictures(args) -> None:
     from common.pose import data as pose_data
     from common.studies import pose_pictures as pose_report
@@ -138,4 +162,4 @@ def pose_pictures(args) -> None:
 
 
 # Each subcommand's parser, in the order ``zoo --help`` lists them.
-PARSERS = (_add_synthetic_pose, _add_train_pose, _add_eval_pose, _add_pose_pictures)
+PARSERS = (_add_synthetic_pose, _add_train_pose, _add_eval_pose, _add_compare_pose, _add_pose_pictures)

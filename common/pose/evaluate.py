@@ -14,11 +14,13 @@ which flips back without a shift; ``FLIP_SHIFT`` is therefore 0, and
 
 from __future__ import annotations
 
+import json
 import math
+import pathlib
 
 import numpy as np
 
-from common import tables
+from common import stats, tables
 from common.pose import data as pose_data
 from common.pose import mpii
 
@@ -123,3 +125,34 @@ def format_table(rows: dict[str, dict[str, float]]) -> str:
     """A markdown table with the paper's Table 1 columns and Mean@0.1, one row per method."""
     return tables.markdown(["Method", *TABLE_COLUMNS],
                            [[name, *(format_cell(result[c]) for c in TABLE_COLUMNS)] for name, result in rows.items()])
+
+
+def load_group(folder, split: str = "valid", result_file: str | None = None) -> dict[str, dict]:
+    """Each run's ``zoo eval-pose`` result in a folder of runs (one subfolder per seed): ``{run name: result}``.
+
+    ``result_file`` defaults to ``pckh_<split>.json`` (the flip test's).
+    """
+    folder = pathlib.Path(folder)
+    name = result_file or f"pckh_{split}.json"
+    if not folder.is_dir():
+        raise pose_data.DataError(f"{folder}: no such folder of pose runs")
+    results = {path.parent.name: json.loads(path.read_text(encoding="utf-8"))
+               for path in sorted(folder.glob(f"*/{name}"))}
+    if not results:
+        raise pose_data.DataError(f"{folder}: no run with {name} (run zoo eval-pose on each run first)")
+    return results
+
+
+def compare_groups(group_a, group_b, column: str = "Total", split: str = "valid") -> dict:
+    """``column`` of two folders of runs paired by run name: each group's summary and the paired test of b - a."""
+    a, b = load_group(group_a, split), load_group(group_b, split)
+    if sorted(a) != sorted(b):
+        raise pose_data.DataError(f"{group_a} and {group_b} must hold runs of the same names to pair them, "
+                                  f"got {sorted(a)} and {sorted(b)}")
+    if column not in TABLE_COLUMNS:
+        raise ValueError(f"--column must be one of {', '.join(TABLE_COLUMNS)}, got {column!r}")
+    names = sorted(a)
+    values_a, values_b = [a[n][column] for n in names], [b[n][column] for n in names]
+    return {"column": column, "runs": names, "a": values_a, "b": values_b,
+            "summary_a": stats.describe(values_a), "summary_b": stats.describe(values_b),
+            "paired": stats.paired(values_a, values_b)}

@@ -69,3 +69,29 @@ def test_synthetic_pose_clutter_defaults_to_none_and_is_recorded(tmp_path, capsy
     with pytest.raises(SystemExit) as exit_info:
         cli.main(base + [str(tmp_path / "bad"), "--clutter", "crowd"])
     assert exit_info.value.code == 2 and "invalid choice: 'crowd'" in capsys.readouterr().err
+
+
+def _write_group(folder, totals):
+    for name, total in totals.items():
+        (folder / name).mkdir(parents=True)
+        (folder / name / "pckh_valid.json").write_text(json.dumps({"Total": total, "Head": 90.0}))
+
+
+def test_compare_pose_pairs_runs_by_name(tmp_path, capsys):
+    _write_group(tmp_path / "hourglass", {"seed_0": 40.0, "seed_1": 42.0, "seed_2": 41.0})
+    _write_group(tmp_path / "acnn", {"seed_0": 43.0, "seed_1": 44.5, "seed_2": 44.0})
+    assert cli.main(["compare-pose", str(tmp_path / "hourglass"), str(tmp_path / "acnn")]) == 0
+    out = capsys.readouterr().out
+    assert "| seed_1 | 42.00 | 44.50 | +2.50 |" in out
+    assert "difference +2.83 (95% CI" in out and "n = 3" in out
+    assert "41.00 ± 1.00 [" in out  # hourglass: mean ± std [95% CI]
+
+
+def test_compare_pose_refuses_unpaired_groups(tmp_path, capsys):
+    _write_group(tmp_path / "a", {"seed_0": 40.0, "seed_1": 42.0})
+    _write_group(tmp_path / "b", {"seed_0": 43.0, "seed_2": 44.0})
+    (tmp_path / "empty").mkdir()
+    assert cli.main(["compare-pose", str(tmp_path / "a"), str(tmp_path / "b")]) == 2
+    assert "same names" in capsys.readouterr().err
+    assert cli.main(["compare-pose", str(tmp_path / "a"), str(tmp_path / "empty")]) == 2
+    assert "no run with pckh_valid.json" in capsys.readouterr().err

@@ -1,0 +1,54 @@
+"""The statistics every study reports (SPEC, "Studies"): mean ± std, the 95% CI, and the paired t-test.
+
+Units are what was repeated (a CV fold from its own seed, a training seed, an
+AL run); the CI is Student's t interval over them, and two methods are
+compared on the same units with ``scipy.stats.ttest_rel``.
+
+>>> s = describe([0.80, 0.82, 0.84])
+>>> round(s["mean"], 2), round(s["std"], 2), [round(v, 3) for v in s["ci95"]]
+(0.82, 0.02, [0.77, 0.87])
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import stats
+
+
+def describe(values) -> dict:
+    """Mean, sample standard deviation and the 95% t-interval of the mean over ``values`` (NaNs left out)."""
+    values = np.asarray(values, float)
+    values = values[~np.isnan(values)]
+    if not len(values):
+        raise ValueError("describe needs at least one value that is not NaN")
+    mean = float(values.mean())
+    std = float(values.std(ddof=1)) if len(values) > 1 else float("nan")
+    half = float(stats.t.ppf(0.975, len(values) - 1) * std / np.sqrt(len(values))) if len(values) > 1 else float("nan")
+    return {"n": int(len(values)), "mean": mean, "std": std, "ci95": [mean - half, mean + half]}
+
+
+def paired(a, b) -> dict:
+    """``b - a`` per unit: its mean, 95% CI and the paired t-test (t, two-sided p) over the units."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValueError(f"paired values must be two lists of the same length, got {a.shape} and {b.shape}")
+    if len(a) < 2:
+        raise ValueError(f"a paired t-test needs at least 2 units, got {len(a)}")
+    test = stats.ttest_rel(b, a)
+    difference = describe(b - a)
+    return {"n": int(len(a)), "difference": (b - a).tolist(), "mean_difference": difference["mean"],
+            "ci95": difference["ci95"], "t": float(test.statistic), "p_value": float(test.pvalue)}
+
+
+def format_summary(values, scale: float = 1.0) -> str:
+    """``mean ± std [low, high]`` with two decimals, times ``scale`` (100 for percent)."""
+    s = describe(values)
+    low, high = s["ci95"]
+    return f"{scale * s['mean']:.2f} ± {scale * s['std']:.2f} [{scale * low:.2f}, {scale * high:.2f}]"
+
+
+def format_paired(result: dict, scale: float = 1.0) -> str:
+    """One line: the mean difference, its 95% CI, t and p over n units."""
+    low, high = result["ci95"]
+    return (f"difference {scale * result['mean_difference']:+.2f} (95% CI {scale * low:+.2f} to {scale * high:+.2f}), "
+            f"paired t-test t = {result['t']:.3f}, p = {result['p_value']:.4g}, n = {result['n']}")
