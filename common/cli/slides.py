@@ -194,7 +194,7 @@ def tri_al_report(args) -> None:
     results = tri_al_study.collect_results(study)
     if not results:
         raise errors.DataError(f"{study}: no finished TRI-AL runs (run `zoo tri-al` first)")
-    table = report.table_ii(results)
+    table = report.table_ii(results) + "\nPaired over runs:\n\n" + report.paired_tests(results)
     with atomic.atomic_path(study / "table_ii.md") as tmp:
         tmp.write_text(table, encoding="utf-8")
     print(table)

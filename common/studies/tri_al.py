@@ -221,15 +221,17 @@ def collect_results(out) -> dict:
     for folder in sorted(out.glob("SL_*"), key=lambda p: int(p.name.split("_")[1])):
         runs = [json.loads(p.read_text(encoding="utf-8")) for p in sorted(folder.glob("run_*/supervised.json"))]
         if runs:
-            columns[f"TRI-SL({folder.name.split('_')[1]}%)"] = [{**r["test"], "samples": len(r["train_ids"])}
-                                                                 for r in runs]
+            columns[f"TRI-SL({folder.name.split('_')[1]}%)"] = [
+                {**r["test"], "samples": len(r["train_ids"]), "run": int(p.parent.name.split("_")[1])}
+                for r, p in zip(runs, sorted(folder.glob("run_*/supervised.json")))]
     for strategy in al.STRATEGIES:
         finals = []
         for run in sorted((out / strategy).glob("run_*")):
             states = sorted(run.glob("iteration_*.json"), key=lambda p: int(p.stem.split("_")[1]))
             last = json.loads(states[-1].read_text(encoding="utf-8")) if states else None
             if last and last["done"]:
-                finals.append({**last["test"], "samples": len(last["train_ids"]), "iterations": len(states)})
+                finals.append({**last["test"], "samples": len(last["train_ids"]), "iterations": len(states),
+                               "run": int(run.name.split("_")[1])})
         if finals:
             columns[f"TRI-AL_{strategy}"] = finals
     return columns

@@ -11,7 +11,7 @@ import pathlib
 import cv2
 import numpy as np
 
-from common import atomic, tables
+from common import atomic, stats, tables
 from common.slides import annotations, predict
 
 # BGR colours of the five classes (blood, damaged, muscle, stroma, urothelium) in the figures.
@@ -36,6 +36,32 @@ def table_ii(results: dict, classes=annotations.CLASSES) -> str:
     rows.append(["Training triplets"] + [str(round(np.mean([r.get("samples", 0) for r in results[n]])))
                                          if "samples" in results[n][0] else "source" for n in names])
     return tables.markdown(["", *names], rows) + "\n"
+
+
+def paired_tests(results: dict, metric: str = "micro_f1") -> str:
+    """The study's paired t-tests over runs (Markdown list): the positive control and the paper's comparisons.
+
+    TRI-SL at the largest share against the smallest (more target data must
+    win), then each TRI-AL strategy against the TRI-SL column nearest in
+    training triplets (chosen against random samples) and against the
+    largest TRI-SL column (the paper's "as good with less data").
+    """
+    supervised = [n for n in results if n.startswith("TRI-SL(")]
+    pairs = [(supervised[0], supervised[-1])] if len(supervised) > 1 else []
+    for name in (n for n in results if n.startswith("TRI-AL_")):
+        samples = np.mean([r["samples"] for r in results[name]])
+        nearest = min(supervised, key=lambda n: abs(np.mean([r["samples"] for r in results[n]]) - samples),
+                      default=None)
+        pairs += [(nearest, name), (supervised[-1], name)] if nearest else []
+    lines = []
+    for a, b in dict.fromkeys(pairs):
+        by_run = [{r["run"]: r[metric] for r in results[n]} for n in (a, b)]
+        runs = sorted(set(by_run[0]) & set(by_run[1]))
+        if len(runs) < 2:
+            continue
+        result = stats.paired([by_run[0][r] for r in runs], [by_run[1][r] for r in runs])
+        lines.append(f"- {b} − {a}, {metric} (%): {stats.format_paired(result, scale=100)}")
+    return "\n".join(lines) + ("\n" if lines else "")
 
 
 def iteration_shares(out, strategy: str = "ITER") -> np.ndarray:
