@@ -15,12 +15,22 @@ def _add_synthetic_ct(sub):
     p.add_argument("out", help="cohort folder to write")
     p.add_argument("--cases", type=int, default=12)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--size", type=options.numbers(int, "X,Y,Z"), default=(128, 128, 32), help="voxels X,Y,Z")
+    p.add_argument("--size", type=options.numbers(int, "X,Y,Z"), default=None,
+                   help="voxels X,Y,Z (default 128,128,32; 128,128,24 for --layout context)")
     p.add_argument("--spacing", type=options.numbers(float, "X,Y,Z"), default=None,
                    help="mm X,Y,Z (default: drawn per case, 2.5-3.0 in-plane, 3-5 between slices)")
-    p.add_argument("--layout", choices=("msd", "lits"), default="msd",
+    p.add_argument("--layout", choices=("msd", "lits", "context"), default="msd",
                    help="msd: images/ + labels/ with 7 organs; lits: volume-N.nii + segmentation-N.nii "
-                        "with liver (1) and tumours (2), as the LiTS challenge ships them")
+                        "with liver (1) and tumours (2), as the LiTS challenge ships them; context: msd's "
+                        "layout with organ look-alikes labelled background and a low-contrast pancreas, where "
+                        "only position relative to the other organs tells them apart (distractors/ marks "
+                        "them; common.ct.synthetic_context)")
+    p.add_argument("--distractors", type=int, default=None,
+                   help="--layout context only: unlabelled kidney- and spleen-like blobs per case, placed where "
+                        "those organs never are (default 2)")
+    p.add_argument("--cue-hu", type=float, default=None,
+                   help="--layout context only: HU added to every distractor, making it locally "
+                        "distinguishable: the study's positive control (default 0, locally identical)")
     p.set_defaults(handler=synthetic_ct)
 
 
@@ -112,10 +122,20 @@ SINGLE_FILE_SUFFIXES = (".nii.gz", ".nii", ".mha", ".nrrd")
 
 
 def synthetic_ct(args) -> None:
-    from common.ct import synthetic as generator
+    from common.ct import synthetic, synthetic_context
 
-    write = generator.write_lits_cohort if args.layout == "lits" else generator.write_cohort
-    ids = write(args.out, num_cases=args.cases, seed=args.seed, size=args.size, spacing=args.spacing)
+    context = {"distractors": args.distractors, "cue_hu": args.cue_hu}
+    if args.layout != "context":
+        for name, value in context.items():
+            if value is not None:
+                raise ValueError(f"--{name.replace('_', '-')} applies to --layout context only, not --layout "
+                                 f"{args.layout}")
+    write = {"msd": synthetic.write_cohort, "lits": synthetic.write_lits_cohort,
+             "context": synthetic_context.write_context_cohort}[args.layout]
+    # Options left out take the generator's own defaults.
+    given = {"size": args.size, **context}
+    ids = write(args.out, num_cases=args.cases, seed=args.seed, spacing=args.spacing,
+                **{name: value for name, value in given.items() if value is not None})
     print(f"wrote {len(ids)} cases to {args.out}")
 
 
