@@ -156,7 +156,9 @@ def annotation_features(rng, labels: np.ndarray, fraction: float = 1.0, jitter: 
             if cv2.contourArea(contour) < 6 or rng.random() > fraction:
                 continue
             ring = cv2.approxPolyDP(contour, 1.0, True)[:, 0, :].astype(float)
-            ring = (ring + rng.normal(0, jitter, ring.shape) if jitter else ring) * GRID + GRID / 2
+            if jitter:  # moved vertices stay on the slide
+                ring = np.clip(ring + rng.normal(0, jitter, ring.shape), 0, np.array(labels.shape[::-1]) - 1)
+            ring = ring * GRID + GRID / 2
             ring = [[round(x, 1), round(y, 1)] for x, y in ring]
             features.append({
                 "type": "Feature",

@@ -108,6 +108,8 @@ def test_hard_cohort_records_label_noise_of_rough_annotations(tmp_path):
     assert manifest["shift"] == "hard"
     for slide_id in ids:
         assert 0.01 < manifest["slides"][slide_id]["label_noise"] < 0.12, slide_id
+        regions, skipped = annotations.read_annotations(tmp_path / f"{slide_id}.geojson", (1024, 1024))
+        assert regions and not skipped  # jittered vertices stay inside the slide
     plain = synthetic_slides.write_cohort(tmp_path / "plain", slides_per_lab=1, seed=0, size=(1024, 1024))
     manifest = json.loads((tmp_path / "plain" / "slides.json").read_text(encoding="utf-8"))
     assert all(manifest["slides"][s]["label_noise"] == 0 for s in plain)  # polygons well inside their regions
@@ -138,3 +140,11 @@ def test_bad_arguments(kwargs, message):
 def test_target_slides_must_be_positive(tmp_path):
     with pytest.raises(ValueError, match="target_slides"):
         synthetic_slides.write_cohort(tmp_path, slides_per_lab=1, target_slides=0, size=(256, 256))
+
+
+def test_rough_annotations_stay_on_the_slide():
+    labels = np.zeros((16, 24), np.uint8)  # one region filling the slide to every edge
+    for seed in range(5):
+        features = synthetic_slides.annotation_features(np.random.default_rng(seed), labels, jitter=3.0)
+        ring = np.asarray(features[0]["geometry"]["coordinates"][0])
+        assert (ring >= 0).all() and (ring[:, 0] < 24 * 16).all() and (ring[:, 1] < 16 * 16).all()
