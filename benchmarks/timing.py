@@ -33,11 +33,11 @@ def peak_rss_mib() -> float:
 def compiled_zoo_model(model_name: str, base: int, batch: int, classes: int, steps_per_epoch: int,
                        precision: str = "float32", model_options: dict | None = None):
     """The segmentation model ``zoo train`` builds, compiled as it compiles it (``common.train.segmentation``)."""
-    from common.train import distribute
+    from common.train import recipe
     from common.train import segmentation as training
     config = training.TrainConfig(data="", out="", model=model_name, base_filters=base, batch_size=batch,
                                   precision=precision, model_options=model_options or {})
-    distribute.configure_precision(config.precision)
+    recipe.configure_precision(config.precision)
     model = training.build_segmentation_model(config, classes)
     training.compile_model(model, config, classes, steps_per_epoch=steps_per_epoch)
     return model

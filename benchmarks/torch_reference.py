@@ -1,9 +1,9 @@
 """The network of ``unet_transformer.build_model`` written in PyTorch (NCHW, float32), for speed comparisons.
 
-Exists only for ``python -m benchmarks vs-torch``, which trains this module
-and the Keras model on the same random data and compares images/s; nothing
-else may import it. Only torch and the standard library are imported, never
-Keras or TensorFlow.
+Exists only for ``python -m benchmarks vs-torch`` (CPU, float32) and
+``gpu-check`` (on a GPU: AMP), which train this module and the Keras model on
+the same random data and compare images/s; nothing else may import it. Only
+torch and the standard library are imported, never Keras or TensorFlow.
 
 Variants "unet" and "u_transformer" mirror the Keras graph layer for layer:
 the same widths ``base_filters * [1, 2, 4, 8, 16]``, bias-free 3x3 convs +
@@ -228,10 +228,23 @@ def make_optimizer(module: nn.Module) -> torch.optim.Optimizer:
 
 
 def train_step(module: nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor, labels: torch.Tensor,
-               num_classes: int) -> float:
-    """One eager training step on (B, C_in, H, W) images and (B, H, W) labels; returns the loss."""
+               num_classes: int, scaler: torch.amp.GradScaler | None = None) -> float:
+    """One eager training step on (B, C_in, H, W) images and (B, H, W) labels; returns the loss.
+
+    With a ``scaler`` it is PyTorch's AMP, the counterpart of Keras'
+    mixed_float16: the network under float16 autocast, the loss from float32
+    logits (Keras' softmax runs in float32), scaled for the backward pass, the
+    step skipped where a gradient overflows (Keras' ``LossScaleOptimizer``).
+    """
     optimizer.zero_grad(set_to_none=True)
-    loss = ce_dice_loss(module(images), labels, num_classes)
-    loss.backward()
-    optimizer.step()
+    with torch.autocast(images.device.type, dtype=torch.float16, enabled=scaler is not None):
+        logits = module(images)
+    loss = ce_dice_loss(logits.float(), labels, num_classes)
+    if scaler is None:
+        loss.backward()
+        optimizer.step()
+    else:
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
     return loss.item()

@@ -33,6 +33,9 @@ def train_options(p):
     p.add_argument("--side-weight", type=float, help="loss weight of deep-supervision side outputs (default 0.4)")
     p.add_argument("--loss", choices=("ce_dice", "dice"), help="default ce_dice")
     p.add_argument("--precision", help="auto, float32, mixed_float16 or mixed_bfloat16 (default auto)")
+    p.add_argument("--steps-per-execution", type=int, metavar="N",
+                   help="training steps per compiled call; callbacks and logs run once per call (default: 1 on a "
+                        "CPU, 10 on a GPU, where per-step host work was the gap; at most an epoch's steps)")
     p.add_argument("--test-fraction", type=float, help="cases held out for evaluation (default 0.2)")
     p.add_argument("--test-cases", type=options.case_list, help="held-out case ids, comma-separated")
     p.add_argument("--seed", type=int, help="default 0")
@@ -79,7 +82,7 @@ def _add_compare(sub):
 
 TRAIN_FIELDS = ("model", "base_filters", "model_options", "epochs", "batch_size", "crop_size", "learning_rate",
                 "lr_decay", "optimizer", "momentum", "weight_decay", "side_weight", "loss", "precision",
-                "test_fraction", "test_cases", "seed", "augment")
+                "steps_per_execution", "test_fraction", "test_cases", "seed", "augment")
 
 
 def train_config(args):

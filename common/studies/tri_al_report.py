@@ -60,7 +60,7 @@ def paired_tests(results: dict, metric: str = "micro_f1") -> str:
         if len(runs) < 2:
             continue
         result = stats.paired([by_run[0][r] for r in runs], [by_run[1][r] for r in runs])
-        lines.append(f"- {b} − {a}, {metric} (%): {stats.format_paired(result, scale=100)}")
+        lines.append(f"- {b} - {a}, {metric} (%): {stats.format_paired(result, scale=100)}")
     return "\n".join(lines) + ("\n" if lines else "")
 
 

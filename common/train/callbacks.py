@@ -2,6 +2,13 @@
 
 Only the chief writes checkpoints and logs; every worker reads the chief's
 resume state, so a rerun of the same command resumes where it stopped.
+
+All of them work once per epoch, and they say so (``async_safe``): a callback
+that overrides a per-batch hook without it makes Keras turn each step's logs
+into Python floats before dispatching the next step, so on JAX the host
+waits for the GPU every execution (the GPU then idles while Python prepares
+the next step). With it, Keras hands the logs to the callbacks from a worker
+thread and the training loop runs ahead.
 """
 
 from __future__ import annotations
@@ -50,7 +57,10 @@ def make_callbacks(run_dir: pathlib.Path, chief: bool = True) -> list[keras.call
             keras.callbacks.TensorBoard(str(run_dir / "logs"), write_graph=False),
         ]
     # Last, so an epoch's log line is written before its backup: a kill in between redoes the epoch.
-    return callbacks + [BackupAndRestore(run_dir / "backup", chief)]
+    callbacks.append(BackupAndRestore(run_dir / "backup", chief))
+    for callback in callbacks:  # per-epoch saves and logs: their batch hooks write nothing (module docstring)
+        callback.async_safe = True
+    return callbacks
 
 
 def save_model_atomic(model: keras.Model, path) -> pathlib.Path:

@@ -1,4 +1,4 @@
-"""Where training runs: the precision policy and the ``tf.distribute`` strategy.
+"""Where training runs: the ``tf.distribute`` strategy (the precision policy is ``recipe.configure_precision``).
 
 One device, ``MirroredStrategy`` over local GPUs, or ``MultiWorkerMirroredStrategy``
 from ``TF_CONFIG`` (docs/scale.md); which worker is the chief; batch norm
@@ -12,22 +12,6 @@ import os
 
 import keras
 import tensorflow as tf
-
-
-def configure_precision(precision: str = "auto") -> str:
-    """Sets Keras' global dtype policy and returns its name.
-
-    Args:
-        precision: "auto" (mixed_float16 on a GPU, float32 otherwise),
-            "float32", "mixed_float16" or "mixed_bfloat16".
-    """
-    choices = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
-    if precision not in choices:
-        raise ValueError(f"precision must be one of {choices}, got {precision!r}")
-    if precision == "auto":
-        precision = "mixed_float16" if tf.config.list_physical_devices("GPU") else "float32"
-    keras.config.set_dtype_policy(precision)
-    return precision
 
 
 class MultiWorkerMirroredStrategy(tf.distribute.MultiWorkerMirroredStrategy):
@@ -60,10 +44,17 @@ def choose_strategy() -> tf.distribute.Strategy:
 
     ``MultiWorkerMirroredStrategy`` when ``TF_CONFIG`` names more than one
     worker, ``MirroredStrategy`` over several local GPUs, else the default
-    (single-device) strategy.
+    (single-device) strategy. When Keras runs on another backend than
+    TensorFlow, always the default one: its ``scope`` changes nothing and its
+    ``distribute_datasets_from_function`` returns the plain tf.data dataset.
     """
     tf_config = json.loads(os.environ.get("TF_CONFIG", "{}") or "{}")
     workers = tf_config.get("cluster", {}).get("worker", [])
+    if keras.backend.backend() != "tensorflow":
+        if len(workers) > 1:
+            raise ValueError(f"TF_CONFIG names {len(workers)} workers: multi-worker training needs "
+                             f"KERAS_BACKEND=tensorflow, not {keras.backend.backend()}")
+        return tf.distribute.get_strategy()
     if len(workers) > 1:
         return MultiWorkerMirroredStrategy()
     if len(tf.config.list_logical_devices("GPU")) > 1:

@@ -8,6 +8,11 @@ A run folder holds everything one training writes::
     RUN/backup/            BackupAndRestore state: rerunning the same command resumes
     RUN/history.csv        one line per epoch
     RUN/logs/              TensorBoard
+
+The compile settings come from ``common.train.recipe`` (keras-only, shared with
+``benchmarks gpu-check``). Keras may run on TensorFlow (the default: fused
+batch norm, ``tf.distribute``) or, with ``KERAS_BACKEND=jax``, on JAX: the same
+tf.data pipeline feeds one device and the step is compiled by XLA.
 """
 
 from __future__ import annotations
@@ -22,23 +27,17 @@ import tensorflow as tf
 
 from common import atomic, registry
 from common.ct import pipeline, shards, splits
-from common.nn import losses, optimizers
-from common.train import batch_norm, callbacks, distribute
+from common.train import batch_norm, callbacks, distribute, recipe
 
 
 @dataclasses.dataclass
-class TrainConfig:
-    """What ``zoo train`` trains; defaults follow the U-Transformer paper (section 3).
+class TrainConfig(recipe.Recipe):
+    """What ``zoo train`` trains: the data and the model here, how it is compiled in ``recipe.Recipe``.
 
-    The paper trains with Adam at 1e-4 and an exponential decay (rate not
-    given: we decay by ``lr_decay`` per epoch). ``PRESETS`` holds the other
-    papers' recipes. ``optimizer="sgd"`` is ``common.nn.optimizers.TorchSGD``:
-    PyTorch's rule, whose ``weight_decay`` is L2 added to the gradient before
-    the momentum (the EAS U-Net paper trained in PyTorch; Keras' decoupled
-    decay would be ~10x weaker at momentum 0.9). With Adam, ``weight_decay``
-    is Keras' decoupled decay (AdamW's).
-    Models with deep supervision (``eas_unet``) get the loss on their main
-    output plus ``side_weight`` times the same loss on each side output.
+    ``Recipe``'s fields (optimizer, learning rate and decay, loss, side
+    weight, precision, steps per execution) are keyword-only and keras-only,
+    so the GPU benchmark compiles exactly as training does. ``PRESETS`` holds
+    the papers' recipes.
     """
 
     data: str
@@ -49,14 +48,6 @@ class TrainConfig:
     epochs: int = 50
     batch_size: int = 8
     crop_size: int | None = None
-    learning_rate: float = 1e-4
-    lr_decay: float = 0.95
-    optimizer: str = "adam"
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    side_weight: float = 0.4
-    loss: str = "ce_dice"
-    precision: str = "auto"
     augment: str = "flip-rot"  # flips and 90-degree rotations (EAS U-Net III.B); "none" keeps the layout
     test_fraction: float = 0.2
     test_cases: list[str] | None = None
@@ -73,21 +64,10 @@ class TrainConfig:
                 raise ValueError(f"{field} must be >= 1, got {getattr(self, field)}")
         if self.crop_size is not None and (self.crop_size < stride or self.crop_size % stride):
             raise ValueError(f"crop_size must be a positive multiple of {stride}, got {self.crop_size}")
-        if not self.learning_rate > 0:
-            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
         if self.augment not in pipeline.AUGMENTATIONS:
             raise ValueError(f"augment must be one of {pipeline.AUGMENTATIONS}, got {self.augment!r}")
-        if self.loss not in LOSSES:
-            raise ValueError(f"loss must be one of {tuple(LOSSES)}, got {self.loss!r}")
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
-        for field in ("lr_decay", "momentum", "weight_decay", "side_weight"):
-            if not getattr(self, field) >= 0:
-                raise ValueError(f"{field} must be >= 0, got {getattr(self, field)}")
+        super().validate()
 
-
-LOSSES = {"ce_dice": losses.CEDiceLoss, "dice": losses.SoftDiceLoss}
-OPTIMIZERS = ("adam", "sgd")
 
 # The papers' training recipes; ``preset_config`` applies one.
 PRESETS = {
@@ -128,18 +108,6 @@ def build_segmentation_model(config: TrainConfig, num_classes: int) -> keras.Mod
         raise ValueError(f"model_options {config.model_options}: {error}") from None
 
 
-def output_weights(model: keras.Model, side_weight: float) -> dict[str, float]:
-    """The loss weight of each output: 1 for the segmentation, ``side_weight`` for deep-supervision sides."""
-    names = model.output_names
-    if len(names) == 1:
-        return {names[0]: 1.0}
-    extra = [n for n in names[1:] if not n.startswith("side_")]
-    if extra:
-        raise ValueError(f"model_options: outputs {extra} are for inspection, not training "
-                         "(drop return_attention)")
-    return {names[0]: 1.0, **{name: side_weight for name in names[1:]}}
-
-
 def with_targets(dataset: tf.data.Dataset, names) -> tf.data.Dataset:
     """Repeats the label of each (image, label) pair for every output that has a loss."""
     if len(names) == 1:
@@ -154,27 +122,11 @@ def default_crop(manifest: dict, stride: int) -> int:
     return -(-side // stride) * stride
 
 
-def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> keras.optimizers.Optimizer:
-    """Adam, or SGD with PyTorch's update rule (momentum, coupled weight decay); the rate decays per epoch."""
-    schedule = keras.optimizers.schedules.ExponentialDecay(
-        config.learning_rate, decay_steps=max(steps_per_epoch, 1), decay_rate=config.lr_decay
-    )
-    if config.optimizer == "sgd":  # PyTorch's rule: the EAS U-Net paper trained in PyTorch
-        return optimizers.TorchSGD(schedule, momentum=config.momentum, weight_decay=config.weight_decay)
-    return keras.optimizers.Adam(schedule, weight_decay=config.weight_decay or None)
-
-
 def compile_model(model: keras.Model, config: TrainConfig, num_classes: int, steps_per_epoch: int) -> None:
-    """The configured optimizer and loss (on every supervised output), mean IoU of the main output; fused BN."""
-    weights = output_weights(model, config.side_weight)
-    batch_norm.fuse_batch_norm(model)
-    main = model.output_names[0]
-    model.compile(
-        optimizer=make_optimizer(config, steps_per_epoch),
-        loss={name: LOSSES[config.loss](num_classes=num_classes) for name in weights},
-        loss_weights=weights,
-        metrics={main: [keras.metrics.MeanIoU(num_classes, sparse_y_pred=False, name="mean_iou")]},
-    )
+    """``recipe.compile_model`` (every compile setting), plus TensorFlow's fused batch norm where Keras runs on it."""
+    recipe.compile_model(model, config, num_classes, steps_per_epoch)
+    if keras.backend.backend() == "tensorflow":  # a TensorFlow kernel: other backends keep Keras' own layer
+        batch_norm.fuse_batch_norm(model)
 
 
 def train(config: TrainConfig, strategy: tf.distribute.Strategy | None = None, log=print,
@@ -183,7 +135,8 @@ def train(config: TrainConfig, strategy: tf.distribute.Strategy | None = None, l
 
     Args:
         config: what to train.
-        strategy: a ``tf.distribute`` strategy; default ``distribute.choose_strategy()``.
+        strategy: a ``tf.distribute`` strategy; default ``distribute.choose_strategy()`` (one device when
+            Keras runs on JAX or PyTorch: tf.data still feeds it, Keras hands the batches over as NumPy).
         log: where progress lines go.
         extra_callbacks: more Keras callbacks, run after the zoo's own (so after each epoch's backup).
 
@@ -203,13 +156,14 @@ def train(config: TrainConfig, strategy: tf.distribute.Strategy | None = None, l
     num_slices = sum(by_id[i]["slices"] for i in split["train"])
 
     strategy = strategy or distribute.choose_strategy()  # first: collective ops must be set up before TensorFlow starts
-    precision = distribute.configure_precision(config.precision)
+    precision = recipe.configure_precision(config.precision)
     global_batch = config.batch_size * strategy.num_replicas_in_sync
     steps = -(-num_slices // global_batch)
+    execution = recipe.resolve_steps_per_execution(config.steps_per_execution, steps)
     chief = distribute.is_chief(strategy)
     if chief:
         atomic.write_json(run_dir / "config.json", {
-            **dataclasses.asdict(config), "crop_size": crop, "precision": precision,
+            **dataclasses.asdict(config), "crop_size": crop, "precision": precision, "steps_per_execution": execution,
             "num_classes": manifest["num_classes"], "class_names": manifest["class_names"],
             "hu_window": manifest["hu_window"], "label_map": manifest.get("label_map"),
             "source": manifest.get("source"), "split": split, "command": shlex.join(sys.argv),
@@ -220,7 +174,7 @@ def train(config: TrainConfig, strategy: tf.distribute.Strategy | None = None, l
         compile_model(model, config, manifest["num_classes"], steps)
     replicated = strategy.num_replicas_in_sync > 1
     distribute.synchronize_batch_norm(model, replicated)
-    targets = list(output_weights(model, config.side_weight))
+    targets = list(recipe.output_weights(model, config.side_weight))
     dataset = strategy.distribute_datasets_from_function(
         lambda ctx: with_targets(pipeline.slice_dataset(train_shards, config.batch_size, crop, training=True,
                                                         seed=config.seed, input_context=ctx,
@@ -228,7 +182,7 @@ def train(config: TrainConfig, strategy: tf.distribute.Strategy | None = None, l
     )
     log(f"training {config.model} ({model.count_params():,} parameters, {precision}) on "
         f"{len(split['train'])} cases / {num_slices} slices, {crop}x{crop} crops, "
-        f"{strategy.num_replicas_in_sync} replica(s)")
+        f"{strategy.num_replicas_in_sync} replica(s), {execution} step(s) per execution, {keras.backend.backend()}")
     model.fit(dataset, epochs=config.epochs, steps_per_epoch=steps,
               callbacks=[*callbacks.make_callbacks(run_dir, chief), *extra_callbacks], verbose=config.verbose,
               shuffle=False)  # the dataset shuffles itself

@@ -176,7 +176,7 @@ def test_supervised_baseline_trains_on_a_fraction_and_resumes(tiny_data, model, 
     data, split = tiny_data
     state = al.run_supervised(model, data, split, 0.4, tmp_path, TRAIN, seed=1, initial_weights=source_weights)
     assert len(state["train_ids"]) == 40 and set(state["train_ids"]) <= set(split["train"].tolist())
-    assert json.loads((tmp_path / "supervised.json").read_text()) == state
+    assert json.loads((tmp_path / "supervised.json").read_text(encoding="utf-8")) == state
     stamp = (tmp_path / "supervised.json").stat().st_mtime_ns
     assert al.run_supervised(model, data, split, 0.4, tmp_path, TRAIN, seed=1) == state
     assert (tmp_path / "supervised.json").stat().st_mtime_ns == stamp

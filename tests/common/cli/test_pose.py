@@ -12,11 +12,11 @@ def test_eval_pose_scores_the_weights_of_a_stage(pose_data, pose_run, capsys):
 
     out, _ = pose_run
     assert cli.main(["eval-pose", str(out), str(pose_data), "--stage", "A"]) == 0
-    stage_a = json.loads((out / "pckh_valid_stage_A.json").read_text())
+    stage_a = json.loads((out / "pckh_valid_stage_A.json").read_text(encoding="utf-8"))
     assert cli.main(["eval-pose", str(out), str(pose_data), "--stage", "C"]) == 0
-    stage_c = json.loads((out / "pckh_valid_stage_C.json").read_text())
+    stage_c = json.loads((out / "pckh_valid_stage_C.json").read_text(encoding="utf-8"))
     assert cli.main(["eval-pose", str(out), str(pose_data)]) == 0
-    assert json.loads((out / "pckh_valid.json").read_text()) == stage_c  # the final model is stage C's
+    assert json.loads((out / "pckh_valid.json").read_text(encoding="utf-8")) == stage_c  # the final model is stage C's
     assert set(stage_a) == set(stage_c)
     (out / "stage_B.weights.h5").rename(out / "moved.h5")
     try:

@@ -57,7 +57,7 @@ def test_triplets_of_lab_folders_with_a_class_mapping_skip_and_count_the_rest(zo
                     "--classes", "tumor = Urothelium")
     assert done.returncode == 0, done.stderr
     assert f"skipped 2 unclassified and 1 'Necrosis' annotations in {slides / 'labA' / 'a1.geojson'}" in done.stdout
-    manifest = json.loads((tmp_path / "out" / "triplets.json").read_text())
+    manifest = json.loads((tmp_path / "out" / "triplets.json").read_text(encoding="utf-8"))
     assert {s: (e["lab"], e["counts"]) for s, e in manifest["slides"].items()} == \
         {"a1": ("A", [0, 0, 0, 0, 4]), "b1": ("B", [0, 0, 0, 4, 0])}
 
@@ -94,7 +94,7 @@ def test_tri_al_predict_writes_qupath_geojson_and_the_colour_map_and_overwrites_
     assert done.returncode == 0, done.stderr
     assert f"wrote 2 annotations to {out}: Stroma 27 tiles, Tumor 9 tiles" in done.stdout
     assert "36 of 64 tiles in tissue (32 px apart at 40x" in done.stdout
-    features = json.loads(out.read_text())["features"]
+    features = json.loads(out.read_text(encoding="utf-8"))["features"]
     assert sorted(f["properties"]["classification"]["name"] for f in features) == ["Stroma", "Tumor"]
     tumour = next(f for f in features if f["properties"]["classification"]["name"] == "Tumor")
     assert tumour["geometry"] == {"type": "Polygon", "coordinates": [[[64, 64], [160, 64], [160, 160], [64, 160],
@@ -108,7 +108,8 @@ def test_tri_al_predict_writes_qupath_geojson_and_the_colour_map_and_overwrites_
     assert out.stat().st_mtime_ns == stamp
     done = zoo_here(*args[:3], tmp_path / "cells.geojson", "--object-type", "detection")
     assert done.returncode == 0, done.stderr
-    kinds = {f["properties"]["objectType"] for f in json.loads((tmp_path / "cells.geojson").read_text())["features"]}
+    features = json.loads((tmp_path / "cells.geojson").read_text(encoding="utf-8"))["features"]
+    kinds = {f["properties"]["objectType"] for f in features}
     assert kinds == {"detection"}
 
 

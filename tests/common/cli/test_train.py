@@ -23,3 +23,13 @@ def test_unknown_metric_is_refused(capsys):
     with pytest.raises(SystemExit) as exit_info:
         cli.build_parser().parse_args(["cv", "prep", "run", "--metrics", "dice,jaccard"])
     assert exit_info.value.code == 2 and "metrics must be among" in capsys.readouterr().err
+
+
+def test_steps_per_execution_reaches_the_config():
+    from common import cli
+    from common.cli.train import train_config
+
+    for command in ("train", "cv"):
+        args = cli.build_parser().parse_args([command, "prep", "run", "--steps-per-execution", "10"])
+        assert train_config(args).steps_per_execution == 10
+    assert train_config(cli.build_parser().parse_args(["train", "prep", "run"])).steps_per_execution is None

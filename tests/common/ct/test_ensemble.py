@@ -42,7 +42,7 @@ def test_a_cv_folder_predicts_the_mean_of_its_folds(cv_folder):
 
 def test_folds_that_cannot_be_averaged(cv_folder, tmp_path):
     other = helpers.fake_cv_folder(tmp_path / "cv", [_fold(0.0), _fold(0.0)])
-    config = json.loads((other / "fold_2" / "config.json").read_text())
+    config = json.loads((other / "fold_2" / "config.json").read_text(encoding="utf-8"))
     (other / "fold_2" / "config.json").write_text(json.dumps({**config, "num_classes": 4}))
     with pytest.raises(errors.DataError, match=r"fold_2/config.json: num_classes 4 differs from fold_1's 3"):
         ensemble.load(other)

@@ -86,7 +86,7 @@ def test_eval_pose_prints_the_table_1_columns_and_writes_the_curve(zoo_here, pos
     header, rule, row = done.stdout.strip().splitlines()
     assert header == "| Method | Head | Sho. | Elb. | Wri. | Hip | Kne. | Ank. | Total | Mean@0.1 |"
     assert row.startswith("| tiny | ") and len(row.split("|")) == 12
-    saved = json.loads((out / "pckh_valid.json").read_text())
+    saved = json.loads((out / "pckh_valid.json").read_text(encoding="utf-8"))
     assert 0.0 <= saved["Total"] <= 100.0 and len(saved) == 16 + 9 + 1  # joints, columns, curve
     assert len(saved["curve"]["Total"]) == 51
     picture = cv2.imread(str(out / "pckh_valid.png"))

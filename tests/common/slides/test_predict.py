@@ -68,7 +68,7 @@ def test_geojson_is_a_feature_collection_qupath_imports(predicted):
     folder, prediction, _ = predicted
     names = predict.class_names("Tumor=urothelium")
     assert predict.write_geojson(folder / "out.geojson", prediction, names, PALETTE) == 5
-    payload = json.loads((folder / "out.geojson").read_text())
+    payload = json.loads((folder / "out.geojson").read_text(encoding="utf-8"))
     assert payload["type"] == "FeatureCollection" and len(payload["features"]) == 5
     areas = {}
     for feature in payload["features"]:

@@ -30,7 +30,7 @@ def test_study_runs_resumes_and_reports_table_ii_and_figures(zoo, study):
     done = zoo(*args, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "| Total (macro) |" in done.stdout and "TRI-AL_ITER" in done.stdout and "TRI-SL(50%)" in done.stdout
-    plan = json.loads((study / "out" / "study.json").read_text())
+    plan = json.loads((study / "out" / "study.json").read_text(encoding="utf-8"))
     target = sum(plan["target"].values(), [])
     assert all(s.startswith("labB") for s in target) and all(s.startswith("labA") for s in plan["source"]["train"])
     assert plan["settings"]["head_units"] == 16 and plan["settings"]["train"]["nesterov"] is True
@@ -47,11 +47,15 @@ def test_study_runs_resumes_and_reports_table_ii_and_figures(zoo, study):
 
     report = zoo("tri-al-report", study / "out", timeout=300)
     assert report.returncode == 0, report.stderr[-3000:]
-    table = (study / "out" / "table_ii.md").read_text()
-    rows = [line.split(" | ")[0].strip("| ") for line in table.splitlines()[2:]]
+    table = (study / "out" / "table_ii.md").read_text(encoding="utf-8")
+    lines = [line for line in table.splitlines() if line.startswith("|")]
+    rows = [line.split(" | ")[0].strip("| ") for line in lines[2:]]
     assert rows == ["Blood", "Damaged", "Muscle", "Stroma", "Urothelium", "Total (micro)", "Total (macro)", "Runs",
                     "Training triplets"]
-    assert table.splitlines()[0].split(" | ")[1:] == ["TRI-CNN", "TRI-SL(50%)", "TRI-SL(100%)", "TRI-AL_ITER |"]
+    assert lines[0].split(" | ")[1:] == ["TRI-CNN", "TRI-SL(50%)", "TRI-SL(100%)", "TRI-AL_ITER |"]
+    # the paired tests under the table: the positive control first, then ITER against its nearest SL and SL(100%)
+    assert [line.split(",")[0] for line in table.splitlines() if line.startswith("- ")] == [
+        "- TRI-SL(100%) - TRI-SL(50%)", "- TRI-AL_ITER - TRI-SL(50%)", "- TRI-AL_ITER - TRI-SL(100%)"]
     fig2 = cv2.imread(str(study / "out" / "fig2_class_shares.png"))
     fig3 = cv2.imread(str(study / "out" / "fig3_slide_map.png"))
     assert fig2 is not None and fig2.shape[2] == 3 and fig3 is not None and fig3.shape[1] > fig3.shape[0]
@@ -59,7 +63,7 @@ def test_study_runs_resumes_and_reports_table_ii_and_figures(zoo, study):
 
 def test_rerun_with_other_settings_is_refused(study, tmp_path):
     config = tri_al_study.StudyConfig(data=str(study / "triplets"), out=str(tmp_path), width=0.0625, runs=1)
-    tri_al_study._plan(config, json.loads((study / "triplets" / triplets.MANIFEST).read_text()))
+    tri_al_study._plan(config, json.loads((study / "triplets" / triplets.MANIFEST).read_text(encoding="utf-8")))
     other = tri_al_study.StudyConfig(data=str(study / "triplets"), out=str(tmp_path), width=0.125, runs=1)
     with pytest.raises(ValueError, match="other settings"):
         tri_al_study.run_study(other)
@@ -67,7 +71,7 @@ def test_rerun_with_other_settings_is_refused(study, tmp_path):
 
 def test_a_study_from_before_stain_augment_resumes(study, tmp_path):
     config = tri_al_study.StudyConfig(data=str(study / "triplets"), out=str(tmp_path), width=0.0625, runs=1)
-    manifest = json.loads((study / "triplets" / triplets.MANIFEST).read_text())
+    manifest = json.loads((study / "triplets" / triplets.MANIFEST).read_text(encoding="utf-8"))
     plan = tri_al_study._plan(config, manifest)
     del plan["settings"]["train"]["stain_augment"]  # study.json as written before the option existed
     (tmp_path / "study.json").write_text(json.dumps(plan))
@@ -98,7 +102,8 @@ def test_a_lab_with_too_few_slides_is_named(study, tmp_path):
     config = tri_al_study.StudyConfig(data=str(study / "triplets"), out=str(tmp_path), target_lab="C")
     with pytest.raises(ValueError, match="lab 'C' has 0 slides"):
         tri_al_study.run_study(config)
-    assert np.isin(["labA_000"], list(json.loads((study / "triplets" / triplets.MANIFEST).read_text())["slides"])).all()
+    manifest = json.loads((study / "triplets" / triplets.MANIFEST).read_text(encoding="utf-8"))
+    assert np.isin(["labA_000"], list(manifest["slides"])).all()
 
 
 def test_defaults_are_the_original_model():
@@ -122,9 +127,9 @@ def test_a_trained_tri_cnn_is_adapted_without_a_source_stage(zoo_here, study, tr
                     "--learning-rate", "1e-30")
     assert done.returncode == 0, done.stderr
     assert f"source model: {trained_tri_cnn}" in done.stdout and "TRI-AL_ITER" in done.stdout
-    plan = json.loads((tmp_path / "study.json").read_text())
+    plan = json.loads((tmp_path / "study.json").read_text(encoding="utf-8"))
     assert plan["source"] == {"model": str(trained_tri_cnn)}  # no source-lab slides, nothing trained on them
-    metrics = json.loads((tmp_path / "source" / "metrics.json").read_text())
+    metrics = json.loads((tmp_path / "source" / "metrics.json").read_text(encoding="utf-8"))
     assert "source_val" not in metrics and not (tmp_path / "source" / "model.keras").exists()
     given = keras.models.load_model(trained_tri_cnn)
     for weights in (tmp_path / "source" / "model.weights.h5", tmp_path / "ITER" / "run_0" / "iteration_1.weights.h5",

@@ -35,9 +35,9 @@ def test_paired_tests_pair_runs_by_index_control_first():
         "TRI-AL_ITER": runs([0.88, 0.99, 0.90], 210, skip=(1,)),  # run 1 unfinished: pairs runs 0 and 2
     }
     lines = tri_al_report.paired_tests(results).splitlines()
-    assert lines[0].startswith("- TRI-SL(100%) − TRI-SL(20%), micro_f1 (%): difference +10.00")
-    assert lines[1].startswith("- TRI-AL_ITER − TRI-SL(40%), micro_f1 (%): difference +4.00")  # nearest in samples
-    assert lines[2].startswith("- TRI-AL_ITER − TRI-SL(100%), micro_f1 (%): difference -2.00")
+    assert lines[0].startswith("- TRI-SL(100%) - TRI-SL(20%), micro_f1 (%): difference +10.00")
+    assert lines[1].startswith("- TRI-AL_ITER - TRI-SL(40%), micro_f1 (%): difference +4.00")  # nearest in samples
+    assert lines[2].startswith("- TRI-AL_ITER - TRI-SL(100%), micro_f1 (%): difference -2.00")
     assert all("n = 3" in line for line in lines[:1]) and all("n = 2" in line for line in lines[1:])
     assert len(lines) == 3
 

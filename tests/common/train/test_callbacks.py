@@ -67,3 +67,14 @@ def test_save_model_atomic_leaves_no_partial_file(tmp_path):
     path = callbacks.save_model_atomic(model, tmp_path / "model.keras")
     assert path.is_file() and sorted(p.name for p in tmp_path.iterdir()) == ["model.keras"]
     assert keras.models.load_model(path).count_params() == 3
+
+
+def test_callbacks_are_per_epoch_and_async_safe(tmp_path):
+    """Marked async-safe, so on JAX Keras never waits for a step's logs before dispatching the next; true because
+    every one of them saves or logs per epoch only."""
+    from common.train import callbacks
+
+    made = callbacks.make_callbacks(tmp_path, chief=True)
+    assert len(made) == 4 and all(callback.async_safe for callback in made)
+    assert all(getattr(callback, "save_freq", "epoch") == "epoch" for callback in made)
+    assert all(getattr(callback, "update_freq", "epoch") == "epoch" for callback in made)

@@ -15,14 +15,14 @@ import pytest
 
 import unet_transformer
 from common.nn import losses
-from common.train import distribute
+from common.train import recipe
 from tests import helpers
 
 
 def test_mixed_float16_gives_float32_and_a_finite_step():
     previous = keras.config.dtype_policy()
     try:
-        assert distribute.configure_precision("mixed_float16") == "mixed_float16"
+        assert recipe.configure_precision("mixed_float16") == "mixed_float16"
         model = unet_transformer.build_model("unet", num_classes=3, base_filters=4)
         assert model.layers[1].compute_dtype == "float16"
         model.compile(optimizer="adam", loss=losses.CEDiceLoss(num_classes=3))
@@ -37,7 +37,7 @@ def test_mixed_float16_gives_float32_and_a_finite_step():
 
 def test_precision_argument_is_checked():
     with pytest.raises(ValueError, match="precision"):
-        distribute.configure_precision("float8")
+        recipe.configure_precision("float8")
 
 
 def test_mirrored_strategy_on_two_cpus_trains_one_epoch(tiny_prepared, tmp_path):

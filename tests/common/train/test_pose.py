@@ -13,7 +13,7 @@ def test_train_pose_runs_the_three_stages_and_saves(pose_run):
     out, lines = pose_run
     assert lines[0].startswith("training acnn (") and "stages A:1, B:1, C:1" in lines[0]
     assert [line.split(":")[0] for line in lines[1::2]] == ["stage A", "stage B", "stage C"]
-    config = json.loads((out / "config.json").read_text())
+    config = json.loads((out / "config.json").read_text(encoding="utf-8"))
     assert config["train_images"] == 8 and [s["name"] for s in config["stages"]] == ["A", "B", "C"]
     assert isinstance(config["command"], str) and config["command"]  # the model card's training command
     assert (out / "model.keras").is_file()

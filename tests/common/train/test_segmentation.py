@@ -8,6 +8,7 @@ import pytest
 
 import unet_transformer
 from common.nn import optimizers
+from common.train import recipe
 from common.train import segmentation as training
 
 
@@ -27,7 +28,7 @@ def test_eas_unet_preset_is_the_papers_recipe_scaled():
     explicit = training.preset_config("eas_unet", epoch_scale=0.1, data="d", out="o", epochs=7, batch_size=4,
                                       model="unet", seed=None)
     assert (explicit.epochs, explicit.batch_size, explicit.model, explicit.seed) == (7, 4, "unet", 0)
-    optimizer = training.make_optimizer(config, steps_per_epoch=10)
+    optimizer = recipe.make_optimizer(config, steps_per_epoch=10)
     # PyTorch's SGD (the paper's framework): weight decay coupled into the gradient, Keras' decoupled one off.
     assert isinstance(optimizer, optimizers.TorchSGD) and optimizer.weight_decay is None
     assert optimizer.momentum == 0.9 and optimizer.coupled_weight_decay == pytest.approx(1e-4)
@@ -55,4 +56,4 @@ def test_deep_supervision_loss_is_fused_plus_weighted_sides(tiny_prepared, tmp_p
 def test_attention_outputs_are_not_trained():
     model = unet_transformer.build_model("mhsa", num_classes=2, base_filters=4, heads=2, return_attention=True)
     with pytest.raises(ValueError, match="return_attention"):
-        training.output_weights(model, 0.4)
+        recipe.output_weights(model, 0.4)
