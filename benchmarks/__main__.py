@@ -257,7 +257,8 @@ def main(argv=None) -> int:
     parser.add_argument("--depth", type=int, default=100, help="predict-volume, predict-options: slices")
     parser.add_argument("--folds", type=int, default=5, help="predict-options: models of the ensemble")
     parser.add_argument("--tile", type=int, default=256, help="predict-options: sliding window side")
-    parser.add_argument("--steps-per-execution", type=int, default=1, help="gpu-check: steps per compiled call")
+    parser.add_argument("--steps-per-execution", type=int, default=0,
+                        help="gpu-check: steps per compiled call (default 0: the zoo's, 10 on a GPU, 1 on a CPU)")
     parser.add_argument("--only", nargs="*", help="gpu-check: only these models; speed-settings: only these "
                         "settings, the first the reference (default: all)")
     parser.add_argument("--sizes", default="10000,50000,200000",
