@@ -77,6 +77,9 @@ def _add_compare(sub):
     p.add_argument("--metrics", type=options.metric_names, default=None,
                    help="also print both runs as rows of a table with these columns, e.g. "
                         "dice,voe,assd,precision,recall,hd (the EAS U-Net paper's Table 1)")
+    p.add_argument("--classes", type=lambda text: [c.strip() for c in text.split(",") if c.strip()],
+                   help="average --metric over these classes only (names or label numbers, comma-separated), "
+                        "e.g. spleen,kidney_right,kidney_left,pancreas; default every class")
     p.set_defaults(handler=compare)
 
 
@@ -109,15 +112,22 @@ def cv(args) -> None:
 
 
 def compare(args) -> None:
+    from common import stats
+    from common.ct import metrics
     from common.train import crossval
 
-    result = crossval.compare(args.run_a, args.run_b, args.metric)
+    classes = crossval.class_labels(args.run_a, args.classes) if args.classes else None
+    result = crossval.compare(args.run_a, args.run_b, args.metric, classes)
     if args.metrics:
         print(crossval.format_runs({args.run_a: args.run_a, args.run_b: args.run_b}, args.metrics) + "\n")
     print(f"| unit | {args.run_a} | {args.run_b} | difference |\n|---|---|---|---|")
     for name, a, b, d in zip(result["units"], result["a"], result["b"], result["difference"]):
         print(f"| {name} | {a:.4f} | {b:.4f} | {d:+.4f} |")
-    print(f"paired t-test on mean {args.metric}: t = {result['t']:.3f}, p = {result['p_value']:.4g}")
+    scale, over = metrics.scale_of(args.metric), f" over classes {','.join(args.classes)}" if classes else ""
+    print(f"\nmean {args.metric}{over}, mean ± std [95% CI] over {len(result['units'])} units:")
+    for folder, values in ((args.run_a, result["a"]), (args.run_b, result["b"])):
+        print(f"  {folder}: {stats.format_summary(values, scale)}")
+    print(f"{args.run_b} - {args.run_a}: {stats.format_paired(result['paired'], scale)}")
 
 
 # Each subcommand's parser, in the order ``zoo --help`` lists them.

@@ -33,6 +33,7 @@ import numpy as np
 from scipy import stats
 
 from common import atomic, errors, registry, tables
+from common import stats as study_stats
 from common.ct import ensemble, inference, metrics, postprocess, shards, splits, volumes
 from common.train import segmentation as training
 
@@ -235,23 +236,48 @@ def format_runs(runs: dict, metric_names=("dice", "voe", "assd", "precision", "r
     return tables.markdown(["method", *metric_names], rows)
 
 
-def unit_mean(unit: dict, metric: str = "dice") -> float:
-    """A fold's ``metric`` averaged over its classes (the papers' "averaged over organs")."""
-    return float(np.nanmean([by_metric[metric] for by_metric in unit["per_class"].values()]))
+def unit_mean(unit: dict, metric: str = "dice", classes=None) -> float:
+    """A fold's ``metric`` averaged over its classes (the papers' "averaged over organs"), or over ``classes``.
+
+    ``classes``: label values as strings (the keys of ``unit["per_class"]``); None for every class.
+    """
+    per_class = unit["per_class"]
+    missing = sorted(set(classes or ()) - set(per_class))
+    if missing:
+        raise ValueError(f"{unit['name']}: no class {missing} among its scored labels {sorted(per_class)}")
+    return float(np.nanmean([per_class[label][metric] for label in (classes or per_class)]))
 
 
-def compare(run_a, run_b, metric: str = "dice") -> dict:
-    """Per-unit differences of the class-mean ``metric`` and the paired t-test p-value (scipy).
+def class_labels(out, names) -> list[str]:
+    """Label values (as ``per_class`` keys) of ``names``: numbers, or class names from the folds' config.json."""
+    configs = sorted(pathlib.Path(out).glob("*/config.json"))
+    class_names = json.loads(configs[0].read_text(encoding="utf-8")).get("class_names", []) if configs else []
+    labels = []
+    for name in names:
+        if name.isdigit():
+            labels.append(str(int(name)))
+        elif name in class_names:
+            labels.append(str(class_names.index(name)))
+        else:
+            raise ValueError(f"--classes: {name!r} is neither a label number nor one of {class_names[1:]}")
+    return labels
+
+
+def compare(run_a, run_b, metric: str = "dice", classes=None) -> dict:
+    """Per-unit differences of the class-mean ``metric``, its 95% CI and the paired t-test (scipy).
 
     Both folders must hold the same units over the same held-out cases.
+    ``classes``: average over these label values only (strings; see ``class_labels``).
     """
     a, b = load_units(run_a), load_units(run_b)
     if [(u["name"], u["test_cases"]) for u in a] != [(u["name"], u["test_cases"]) for u in b]:
         raise ValueError(f"{run_a} and {run_b} do not share the same finished folds and held-out cases")
     if len(a) < 2:
         raise ValueError(f"a paired t-test needs at least 2 finished folds, found {len(a)}")
-    values_a, values_b = [unit_mean(u, metric) for u in a], [unit_mean(u, metric) for u in b]
+    values_a, values_b = [unit_mean(u, metric, classes) for u in a], [unit_mean(u, metric, classes) for u in b]
     test = stats.ttest_rel(values_b, values_a)
-    return {"metric": metric, "units": [u["name"] for u in a], "a": values_a, "b": values_b,
+    return {"metric": metric, "classes": classes, "units": [u["name"] for u in a], "a": values_a, "b": values_b,
             "difference": [vb - va for va, vb in zip(values_a, values_b)],
-            "t": float(test.statistic), "p_value": float(test.pvalue)}
+            "t": float(test.statistic), "p_value": float(test.pvalue),
+            "summary_a": study_stats.describe(values_a), "summary_b": study_stats.describe(values_b),
+            "paired": study_stats.paired(values_a, values_b)}

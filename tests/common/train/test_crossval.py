@@ -121,6 +121,27 @@ def test_compare_gives_the_paired_t_test(tmp_path):
         crossval.compare(a, c)
 
 
+def test_compare_over_chosen_classes_with_ci(tmp_path, capsys):
+    from common import cli
+
+    a = helpers.fake_cv_run(tmp_path, "a", [0.80, 0.82, 0.79, 0.85, 0.81])
+    b = helpers.fake_cv_run(tmp_path, "b", [0.83, 0.84, 0.80, 0.88, 0.82])
+    (a / "fold_1" / "config.json").write_text(json.dumps({"class_names": ["background", "liver", "spleen"]}))
+    result = crossval.compare(a, b, classes=crossval.class_labels(a, ["spleen"]))
+    assert result["a"] == pytest.approx([0.70, 0.72, 0.69, 0.75, 0.71])  # class 2 alone: dice - 0.1
+    assert result["paired"]["mean_difference"] == pytest.approx(0.02)
+    low, high = result["paired"]["ci95"]
+    assert low < 0.02 < high and result["summary_b"]["n"] == 5
+    assert crossval.class_labels(a, ["1", "spleen"]) == ["1", "2"]
+    with pytest.raises(ValueError, match="kidney"):
+        crossval.class_labels(a, ["kidney"])
+    assert cli.main(["compare", str(a), str(b), "--classes", "liver"]) == 0
+    out = capsys.readouterr().out
+    assert "over classes liver" in out and "difference +2.00 (95% CI" in out
+    assert cli.main(["compare", str(a), str(b), "--classes", "7"]) == 2  # a label no fold scored
+    assert "no class ['7']" in capsys.readouterr().err
+
+
 def test_runs_as_rows_of_the_papers_table(tmp_path):
     a = helpers.fake_cv_run(tmp_path, "a", [0.80, 0.90])
     table = crossval.format_runs({"U-Net": a, "EAS U-Net": helpers.fake_cv_run(tmp_path, "b", [0.70, 0.70])}, ("dice",))
