@@ -38,6 +38,9 @@ def train_options(p):
                         "CPU, 10 on a GPU, where per-step host work was the gap; at most an epoch's steps)")
     p.add_argument("--test-fraction", type=float, help="cases held out for evaluation (default 0.2)")
     p.add_argument("--test-cases", type=options.case_list, help="held-out case ids, comma-separated")
+    p.add_argument("--train-cases", type=int, metavar="N",
+                   help="train on N of the training cases only, the same N for every model and seed on the same "
+                        "held-out cases (a learning curve; a study's less-data arm); default all")
     p.add_argument("--seed", type=int, help="default 0")
     p.add_argument("--augment", choices=("none", "flip", "flip-rot"),
                    help="training augmentation after the random crop (default flip-rot; the u_transformer preset: "
@@ -85,7 +88,7 @@ def _add_compare(sub):
 
 TRAIN_FIELDS = ("model", "base_filters", "model_options", "epochs", "batch_size", "crop_size", "learning_rate",
                 "lr_decay", "optimizer", "momentum", "weight_decay", "side_weight", "loss", "precision",
-                "steps_per_execution", "test_fraction", "test_cases", "seed", "augment")
+                "steps_per_execution", "test_fraction", "test_cases", "train_cases", "seed", "augment")
 
 
 def train_config(args):

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 
 
-def holdout_split(case_ids, test_fraction: float = 0.2, seed: int = 0, test_cases=None) -> dict[str, list[str]]:
+def holdout_split(case_ids, test_fraction: float = 0.2, seed: int = 0, test_cases=None,
+                  train_cases: int | None = None) -> dict[str, list[str]]:
     """Splits case ids into train and test.
 
     Args:
@@ -13,6 +16,10 @@ def holdout_split(case_ids, test_fraction: float = 0.2, seed: int = 0, test_case
         test_fraction: share of cases held out (at least one case when > 0).
         seed: shuffles the ids before the split.
         test_cases: explicit held-out ids; overrides ``test_fraction``.
+        train_cases: train on this many of the remaining cases only (a learning
+            curve, or a study's less-data arm). Drawn by a generator seeded from
+            the held-out ids alone, so every model and seed on the same held-out
+            set trains on the same cases, and a smaller subset lies inside a larger.
 
     Returns:
         {"train": [...], "test": [...]}, each sorted.
@@ -34,4 +41,10 @@ def holdout_split(case_ids, test_fraction: float = 0.2, seed: int = 0, test_case
     train = [c for c in case_ids if c not in set(test)]
     if not train:
         raise ValueError(f"no training cases left after holding out {len(test)} of {len(case_ids)}")
+    if train_cases is not None:
+        if not 1 <= train_cases <= len(train):
+            raise ValueError(f"train_cases must lie in [1, {len(train)}] (the cases left after holding out "
+                             f"{len(test)} of {len(case_ids)}), got {train_cases}")
+        key = [int.from_bytes(hashlib.sha256(",".join(test).encode()).digest()[:8], "little")]
+        train = sorted(train[i] for i in np.random.default_rng(key).permutation(len(train))[:train_cases])
     return {"train": train, "test": test}

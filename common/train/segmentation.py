@@ -51,6 +51,7 @@ class TrainConfig(recipe.Recipe):
     augment: str = "flip-rot"  # flips and 90-degree rotations (EAS U-Net III.B); "none" keeps the layout
     test_fraction: float = 0.2
     test_cases: list[str] | None = None
+    train_cases: int | None = None  # a fixed subset of the training cases (splits.holdout_split)
     seed: int = 0
     verbose: int = 2
 
@@ -148,7 +149,7 @@ def train(config: TrainConfig, strategy: tf.distribute.Strategy | None = None, l
     manifest = shards.load_manifest(config.data)
     run_dir = pathlib.Path(config.out)
     split = splits.holdout_split([c["id"] for c in manifest["cases"]], config.test_fraction,
-                                 config.seed, config.test_cases)
+                                 config.seed, config.test_cases, config.train_cases)
     # Crops no larger than the slices (a 256 preset on 64-pixel slices trains on whole slices).
     crop = min(config.crop_size or default_crop(manifest, stride), default_crop(manifest, stride))
     by_id = {c["id"]: c for c in manifest["cases"]}

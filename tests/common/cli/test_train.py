@@ -33,3 +33,17 @@ def test_steps_per_execution_reaches_the_config():
         args = cli.build_parser().parse_args([command, "prep", "run", "--steps-per-execution", "10"])
         assert train_config(args).steps_per_execution == 10
     assert train_config(cli.build_parser().parse_args(["train", "prep", "run"])).steps_per_execution is None
+
+
+def test_train_cases_reaches_the_config_and_the_split(tiny_prepared):
+    from common import cli
+    from common.cli.train import train_config
+    from common.ct import shards, splits
+
+    for command in ("train", "cv"):
+        args = cli.build_parser().parse_args([command, str(tiny_prepared), "run", "--train-cases", "2"])
+        assert train_config(args).train_cases == 2
+    config = train_config(cli.build_parser().parse_args(["train", str(tiny_prepared), "run", "--train-cases", "2"]))
+    ids = [c["id"] for c in shards.load_manifest(tiny_prepared)["cases"]]
+    split = splits.holdout_split(ids, config.test_fraction, config.seed, config.test_cases, config.train_cases)
+    assert len(split["train"]) == 2

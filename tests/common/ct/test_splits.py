@@ -22,3 +22,16 @@ def test_explicit_cases_win_and_unknown_ones_are_named():
         splits.holdout_split(IDS, test_cases=["case_99"])
     with pytest.raises(ValueError, match="test_fraction"):
         splits.holdout_split(IDS, 1.0)
+
+
+def test_train_cases_are_a_subset_fixed_by_the_held_out_set():
+    full = splits.holdout_split(IDS, test_cases=["case_001", "case_007"])
+    four = splits.holdout_split(IDS, test_cases=["case_007", "case_001"], seed=5, train_cases=4)
+    assert len(four["train"]) == 4 and set(four["train"]) < set(full["train"]) and four["test"] == full["test"]
+    assert splits.holdout_split(IDS, test_cases=["case_001", "case_007"], seed=9, train_cases=4) == four  # any seed
+    six = splits.holdout_split(IDS, test_cases=["case_001", "case_007"], train_cases=6)
+    assert set(four["train"]) < set(six["train"])  # nested: more data adds cases
+    other = splits.holdout_split(IDS, test_cases=["case_002", "case_003"], train_cases=4)
+    assert other["train"] != four["train"]
+    with pytest.raises(ValueError, match="train_cases"):
+        splits.holdout_split(IDS, test_cases=["case_001"], train_cases=len(IDS))
