@@ -52,7 +52,8 @@ def _stain_sigma(text: str) -> float:
     except ValueError:
         sigma = None
     if sigma is None or not 0 <= sigma < 1:
-        raise argparse.ArgumentTypeError(f"expected a jitter size in [0, 1), got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected a jitter size in [0, 1), got {text!r} (without a SIGMA, put "
+                                         "--stain-augment after DATA and OUT: it takes the next word as its value)")
     return sigma
 
 

@@ -35,6 +35,17 @@ def test_tri_al_defaults_are_the_originals_and_the_help_names_the_cpu_deviations
     assert "4096, the original's" in text and "momentum (the original's 0.9)" in text
 
 
+def test_stain_augment_before_the_folders_says_where_to_put_it(capsys):
+    from common import cli
+
+    parser = cli.build_parser()
+    assert parser.parse_args(["tri-al", "data", "out", "--stain-augment"]).stain_augment == 0.05
+    assert parser.parse_args(["tri-al", "--stain-augment", "0.1", "data", "out"]).stain_augment == 0.1
+    with pytest.raises(SystemExit):
+        parser.parse_args(["tri-al", "--stain-augment", "data", "out"])
+    assert "put --stain-augment after DATA and OUT" in capsys.readouterr().err
+
+
 def _slide(folder, name, writer=synthetic_slides.write_pyramid, features=(), **kwargs):
     folder.mkdir(parents=True, exist_ok=True)
     writer(folder / f"{name}", np.full((256, 256, 3), 180, np.uint8), **kwargs)
