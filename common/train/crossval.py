@@ -196,8 +196,9 @@ def summarize_run(out, class_names) -> dict:
         per_class[label] = {}
         for name in units[0]["per_class"][label]:
             values = [u["per_class"][label][name] for u in units]
-            per_class[label][name] = {"mean": float(np.nanmean(values)), "std": float(np.nanstd(values)),
-                                      "values": values}
+            known = np.asarray(values, float)[~np.isnan(np.asarray(values, float))]  # NaN: undefined in a unit
+            per_class[label][name] = {"mean": float(known.mean()) if known.size else float("nan"),
+                                      "std": float(known.std()) if known.size else float("nan"), "values": values}
     summary = {"units": [u["name"] for u in units], "class_names": list(class_names), "per_class": per_class}
     atomic.write_json(out / "summary.json", summary)
     with atomic.atomic_path(out / "summary.md") as tmp:
