@@ -75,6 +75,9 @@ def _add_pose_pictures(sub):
     p.add_argument("--split", default="valid")
     p.add_argument("--index", type=int, default=0, help="which annotation of the split")
     p.add_argument("--input-size", type=int, default=None, help="crop side (default: the run's)")
+    p.add_argument("--mask-contrast", action="store_true",
+                   help="also print, per stage, the mask's mean on the annotated limbs and elsewhere and its AUC "
+                        "over the whole split (0.5: blind to the figure), and write them to OUT/mask_contrast.json")
     p.set_defaults(handler=pose_pictures)
 
 
@@ -159,6 +162,12 @@ def pose_pictures(args) -> None:
         raise ValueError(f"--index: {args.index} is outside the {len(records)} annotations of {args.split}")
     written = pose_report.write_pictures(model, records[args.index], args.out, size)
     print("wrote " + ", ".join(str(p) for p in written))
+    if args.mask_contrast:
+        contrast = pose_report.mask_contrast(model, records, size)
+        atomic.write_json(pathlib.Path(args.out) / "mask_contrast.json", contrast)
+        for row in contrast:
+            print(f"{row['stage']}: mask {row['figure']:.3f} on the figure, {row['background']:.3f} elsewhere, "
+                  f"AUC {row['auc']:.3f} ({row['records']} crops of {args.split})")
 
 
 # Each subcommand's parser, in the order ``zoo --help`` lists them.

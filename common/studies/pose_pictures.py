@@ -68,6 +68,50 @@ def mask_figure(crop, masks) -> np.ndarray:
     return np.concatenate(panels, axis=1)
 
 
+def figure_region(record: pose_data.PoseRecord, size: int, thickness: int = 2) -> np.ndarray:
+    """Where the annotated figure lies in a ``size`` x ``size`` map of the evaluation crop: its limbs as lines."""
+    joints = pose_data.transform_points(record.joints, pose_data.crop_matrix(record.center, record.side, 0.0, size))
+    region = np.zeros((size, size), np.uint8)
+    point = lambda j: tuple(int(round(v)) for v in joints[j])  # noqa: E731
+    for a, b, _ in mpii.LIMBS + ((8, 9, 0),):
+        if record.visible[a] and record.visible[b]:
+            cv2.line(region, point(a), point(b), 1, thickness)
+    return region.astype(bool)
+
+
+def mask_contrast(model, records, input_size: int) -> list[dict]:
+    """How well each stage's mask tells the annotated figure from the rest of the crop, over ``records``.
+
+    Per stage: the mean mask on the figure's limbs and elsewhere, and the AUC
+    (the chance that a figure pixel's mask exceeds a background pixel's; 0.5 is
+    a mask blind to the figure, 1.0 one that separates it), each averaged over
+    the records. A number beside the Fig. 6 picture, which shows one crop.
+    """
+    from scipy import stats
+
+    names = model.output_names
+    per_stage = {}
+    for record in records:
+        crop, _, _ = pose_data.prepare_sample(record, input_size)
+        outputs = model(crop[None], training=False)
+        outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+        for name, output in zip(names, outputs):
+            if not name.startswith("mask_"):
+                continue
+            mask = np.asarray(output, np.float32)[0, ..., 0]
+            region = figure_region(record, mask.shape[0])
+            if not region.any() or region.all():
+                continue
+            on, off = mask[region], mask[~region]
+            auc = stats.mannwhitneyu(on, off).statistic / (on.size * off.size)
+            per_stage.setdefault(name, []).append((on.mean(), off.mean(), auc))
+    if not per_stage:
+        raise ValueError("mask_contrast: the model has no mask outputs (an ACNN run with --attention has)")
+    return [{"stage": name, "figure": float(np.mean([v[0] for v in values])),
+             "background": float(np.mean([v[1] for v in values])), "auc": float(np.mean([v[2] for v in values])),
+             "records": len(values)} for name, values in per_stage.items()]
+
+
 def write_pictures(model, record: pose_data.PoseRecord, out, input_size: int, prefix: str = "") -> list[pathlib.Path]:
     """Writes ``<prefix>skeleton.png`` (ground truth red, prediction green on the original image),
     ``<prefix>heatmaps.png`` (the last prediction) and, for a model with masks, ``<prefix>masks.png``."""
