@@ -35,7 +35,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _utf8_output() -> None:
+    """UTF-8 on an ASCII stdout/stderr (a C or POSIX locale without Python's UTF-8 mode), as that mode would.
+
+    The tables print ``±``; without this a CI job's ASCII locale turned a finished command into a
+    UnicodeEncodeError.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        if getattr(stream, "encoding", "utf-8").lower() in ("ascii", "ansi_x3.4-1968") and \
+                hasattr(stream, "reconfigure"):
+            stream.reconfigure(encoding="utf-8")
+
+
 def main(argv=None) -> int:
+    _utf8_output()
     args = build_parser().parse_args(argv)
     from common.cli import quiet
 

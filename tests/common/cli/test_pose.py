@@ -87,6 +87,15 @@ def test_compare_pose_pairs_runs_by_name(tmp_path, capsys):
     assert "41.00 ± 1.00 [" in out  # hourglass: mean ± std [95% CI]
 
 
+def test_tables_print_under_an_ascii_locale(zoo, tmp_path):
+    _write_group(tmp_path / "hourglass", {"seed_0": 40.0, "seed_1": 42.0})
+    _write_group(tmp_path / "acnn", {"seed_0": 43.0, "seed_1": 44.5})
+    ascii_locale = {"LC_ALL": "C", "LANG": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"}
+    done = zoo("compare-pose", tmp_path / "hourglass", tmp_path / "acnn", env=ascii_locale)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "41.00 ± 1.41 [" in done.stdout  # UTF-8, as Python's UTF-8 mode would write it
+
+
 def test_compare_pose_refuses_unpaired_groups(tmp_path, capsys):
     _write_group(tmp_path / "a", {"seed_0": 40.0, "seed_1": 42.0})
     _write_group(tmp_path / "b", {"seed_0": 43.0, "seed_2": 44.0})
