@@ -20,17 +20,25 @@ def _uint8(image) -> np.ndarray:
     return image if image.dtype == np.uint8 else (np.clip(image, 0, 1) * 255).astype(np.uint8)
 
 
+def _point(joints, j) -> tuple[int, int]:
+    return tuple(int(round(v)) for v in joints[j])
+
+
+def _draw_limbs(canvas, joints, visible, colour, thickness, line_type=cv2.LINE_8) -> None:
+    """The MPII limbs and the neck-head segment between visible joints, drawn into ``canvas``."""
+    for a, b, _ in mpii.LIMBS + ((8, 9, 0),):
+        if visible[a] and visible[b]:
+            cv2.line(canvas, _point(joints, a), _point(joints, b), colour, thickness, line_type)
+
+
 def skeleton_overlay(image, joints, visible=None, colour=PRED_COLOUR) -> np.ndarray:
     """A copy of the RGB image with the MPII skeleton drawn over it (invisible joints skipped)."""
     out = _uint8(image).copy()
     visible = np.ones(len(joints), bool) if visible is None else np.asarray(visible, bool)
     thickness = max(1, out.shape[0] // 128)
-    point = lambda j: tuple(int(round(v)) for v in joints[j])  # noqa: E731
-    for a, b, _ in mpii.LIMBS + ((8, 9, 0),):
-        if visible[a] and visible[b]:
-            cv2.line(out, point(a), point(b), colour, thickness, cv2.LINE_AA)
+    _draw_limbs(out, joints, visible, colour, thickness, cv2.LINE_AA)
     for j in np.flatnonzero(visible):
-        cv2.circle(out, point(j), thickness + 1, colour, -1, cv2.LINE_AA)
+        cv2.circle(out, _point(joints, j), thickness + 1, colour, -1, cv2.LINE_AA)
     return out
 
 
@@ -72,10 +80,7 @@ def figure_region(record: pose_data.PoseRecord, size: int, thickness: int = 2) -
     """Where the annotated figure lies in a ``size`` x ``size`` map of the evaluation crop: its limbs as lines."""
     joints = pose_data.transform_points(record.joints, pose_data.crop_matrix(record.center, record.side, 0.0, size))
     region = np.zeros((size, size), np.uint8)
-    point = lambda j: tuple(int(round(v)) for v in joints[j])  # noqa: E731
-    for a, b, _ in mpii.LIMBS + ((8, 9, 0),):
-        if record.visible[a] and record.visible[b]:
-            cv2.line(region, point(a), point(b), 1, thickness)
+    _draw_limbs(region, joints, record.visible, 1, thickness)
     return region.astype(bool)
 
 

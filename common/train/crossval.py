@@ -30,10 +30,8 @@ import pathlib
 
 import keras
 import numpy as np
-from scipy import stats
 
-from common import atomic, errors, registry, tables
-from common import stats as study_stats
+from common import atomic, errors, registry, stats, tables
 from common.ct import ensemble, inference, metrics, postprocess, shards, splits, volumes
 from common.train import segmentation as training
 
@@ -276,9 +274,8 @@ def compare(run_a, run_b, metric: str = "dice", classes=None) -> dict:
     if len(a) < 2:
         raise ValueError(f"a paired t-test needs at least 2 finished folds, found {len(a)}")
     values_a, values_b = [unit_mean(u, metric, classes) for u in a], [unit_mean(u, metric, classes) for u in b]
-    test = stats.ttest_rel(values_b, values_a)
+    paired = stats.paired(values_a, values_b)  # scipy's ttest_rel of b - a, with the difference's 95% CI
     return {"metric": metric, "classes": classes, "units": [u["name"] for u in a], "a": values_a, "b": values_b,
-            "difference": [vb - va for va, vb in zip(values_a, values_b)],
-            "t": float(test.statistic), "p_value": float(test.pvalue),
-            "summary_a": study_stats.describe(values_a), "summary_b": study_stats.describe(values_b),
-            "paired": study_stats.paired(values_a, values_b)}
+            "difference": paired["difference"], "t": paired["t"], "p_value": paired["p_value"],
+            "summary_a": stats.describe(values_a), "summary_b": stats.describe(values_b),
+            "paired": paired}
