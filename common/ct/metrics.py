@@ -45,7 +45,9 @@ from scipy import ndimage
 
 # The keys of ``segmentation_metrics``; reports print the overlaps in percent, distances in mm.
 METRIC_NAMES = ("dice", "iou", "voe", "precision", "recall", "hd", "hd95", "assd")
-PERCENT_METRICS = ("dice", "iou", "voe", "precision", "recall")
+# Scored besides those where a cohort marks organ look-alikes (``zoo synthetic-ct --layout context``).
+DISTRACTOR_ERROR = "distractor_error"
+PERCENT_METRICS = ("dice", "iou", "voe", "precision", "recall", DISTRACTOR_ERROR)
 
 
 def scale_of(name: str) -> float:
@@ -83,6 +85,37 @@ def segmentation_metrics(
             **_distance_metrics(a, b, sampling),
         }
     return results
+
+
+def distractor_errors(pred, distractors, labels) -> dict[int, float]:
+    """Share of each label's look-alike voxels that ``pred`` gives that label.
+
+    A distractor is background that imitates an organ; ``distractors`` holds, on each of
+    its voxels, the label it imitates (0 elsewhere), as ``zoo synthetic-ct --layout
+    context`` writes it. Organ precision hides these errors among the far more numerous
+    boundary errors, so they are counted on their own.
+
+    Args:
+        pred: integer label array.
+        distractors: the imitated-label map, same shape.
+        labels: label values to report.
+
+    Returns:
+        ``{label: fraction in [0, 1]}``, nan for a label that no distractor imitates here.
+
+    Example:
+        >>> d = np.array([0, 2, 2, 2, 4]); p = np.array([2, 2, 0, 0, 0])
+        >>> distractor_errors(p, d, [2, 4])
+        {2: 0.3333333333333333, 4: 0.0}
+    """
+    pred, distractors = np.asarray(pred), np.asarray(distractors)
+    if pred.shape != distractors.shape:
+        raise ValueError(f"prediction {pred.shape} and distractor map {distractors.shape} differ in shape")
+    result = {}
+    for label in labels:
+        mask = distractors == label
+        result[int(label)] = float((pred[mask] == label).mean()) if mask.any() else float("nan")
+    return result
 
 
 def summarize(

@@ -48,7 +48,7 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from common import atomic
-from common.ct import synthetic
+from common.ct import synthetic, volumes
 from common.ct.synthetic import CLASS_NAMES
 
 # One definition of each fact: the phantom's tissue HU, label values, organ layout and geometry helpers.
@@ -276,15 +276,15 @@ def write_context_cohort(out_dir, num_cases: int = 12, seed: int = 0, size=(128,
         raise ValueError(f"num_cases must be an integer >= 1, got {num_cases!r}")
     size, spacing = synthetic._check_args(seed, size, spacing, NOISE_HU, spacing_optional=True)
     _check_context_args(distractors, cue_hu)
-    folders = ("images", "labels", "distractors")
+    folders = ("images", "labels", volumes.DISTRACTORS_DIR)
     for sub in folders:
         os.makedirs(os.path.join(out_dir, sub), exist_ok=True)
     case_ids = []
     for index in range(num_cases):
         case_seed, case_spacing = synthetic._case_plan(seed, index, spacing)
-        volumes = make_context_phantom(case_seed, size, case_spacing, NOISE_HU, distractors, cue_hu)
+        images = make_context_phantom(case_seed, size, case_spacing, NOISE_HU, distractors, cue_hu)
         case_id = f"case_{index:03d}"
-        for sub, volume in zip(folders, volumes):
+        for sub, volume in zip(folders, images):
             volume = synthetic._flip_to_ras_storage(volume) if index % 2 == 1 else volume
             synthetic._write_atomic(volume, os.path.join(out_dir, sub, case_id + ".nii.gz"))
         case_ids.append(case_id)

@@ -349,6 +349,28 @@ def read_label(case: Case, image: sitk.Image, num_classes: int, label_map: dict 
     return result
 
 
+DISTRACTORS_DIR = "distractors"  # a cohort's organ look-alike maps, beside labels/ (zoo synthetic-ct --layout context)
+
+
+def distractors_path(case: Case) -> pathlib.Path | None:
+    """The case's distractor map, in its cohort's ``distractors/`` under the image's file name, or None."""
+    path = case.image.parent.parent / DISTRACTORS_DIR / case.image.name
+    return path if path.exists() else None
+
+
+def read_distractors(case: Case, image: sitk.Image) -> np.ndarray | None:
+    """The case's distractor map as a (z, y, x) array in ``image``'s geometry, or None when its cohort has none.
+
+    The map holds on each distractor voxel the label of the organ it imitates.
+    """
+    path = distractors_path(case)
+    if path is None:
+        return None
+    distractors = read_volume(path)
+    check_same_geometry(image, distractors, case.image, path)
+    return sitk.GetArrayFromImage(distractors)
+
+
 def load_case(case: Case, num_classes: int, hu_window=DEFAULT_WINDOW, label_map: dict | None = None) -> CaseArrays:
     """Reads, checks, reorients and windows one case (labels renumbered by ``label_map``)."""
     image = read_volume(case.image)

@@ -58,7 +58,11 @@ def _plan_units(out: pathlib.Path, units: list[dict]) -> list[dict]:
 
 
 def _score_unit(model, config: training.TrainConfig, manifest: dict, test_cases, log) -> dict:
-    """Scores a unit's held-out cases as predicted, and each class reduced to its largest component."""
+    """Scores a unit's held-out cases as predicted, and each class reduced to its largest component.
+
+    Where the cohort marks organ look-alikes (``distractors/``), every class also gets
+    ``distractor_error``: the share of its look-alikes' voxels predicted as that class.
+    """
     cases = {c.case_id: c for c in volumes.find_cases(manifest["source"])}
     missing = sorted(set(test_cases) - set(cases))
     if missing:
@@ -69,6 +73,10 @@ def _score_unit(model, config: training.TrainConfig, manifest: dict, test_cases,
             model, [cases[c] for c in test_cases], manifest["num_classes"], manifest["hu_window"],
             config.batch_size, label_map=manifest.get("label_map")):
         per_case[case.case_id] = metrics.segmentation_metrics(predicted, reference, image.GetSpacing(), classes)
+        distractors = volumes.read_distractors(case, image)
+        if distractors is not None:
+            for label, error in metrics.distractor_errors(predicted, distractors, classes).items():
+                per_case[case.case_id][label][metrics.DISTRACTOR_ERROR] = error
         lcc_dice[case.case_id] = postprocess.lcc_dice(predicted, reference, classes)
         log(f"evaluated {case.case_id}: mean Dice {metrics.mean_foreground_dice(per_case[case.case_id]):.3f}")
     summary = metrics.summarize(list(per_case.values()))
@@ -98,16 +106,33 @@ def decide_postprocessing(out, class_names, log=print) -> dict | None:
     return decision
 
 
-def _score_lcc_of_older_unit(unit_dir: pathlib.Path, config: training.TrainConfig, manifest: dict, log) -> None:
-    """A finished unit is skipped; one scored before the largest-component rule was measured gets that score."""
+def _unscored(finished: dict, manifest: dict) -> list[str]:
+    """What a unit scored by an older zoo lacks: the largest-component rule, or the cohort's distractor errors."""
+    lacks = [] if "lcc_dice" in finished else ["the largest-component rule"]
+    first = next(iter(finished["per_class"].values()), {})
+    if metrics.DISTRACTOR_ERROR not in first:
+        cases = {c.case_id: c for c in volumes.find_cases(manifest["source"])}
+        case = cases.get(finished["test_cases"][0])
+        if case is not None and volumes.distractors_path(case) is not None:
+            lacks.append("the distractor errors")
+    return lacks
+
+
+def _score_older_unit(unit_dir: pathlib.Path, config: training.TrainConfig, manifest: dict, log) -> None:
+    """A finished unit is skipped; one scored before the zoo measured something it now measures is scored again."""
     finished = json.loads((unit_dir / "metrics.json").read_text(encoding="utf-8"))
-    if "lcc_dice" in finished:
+    lacks = _unscored(finished, manifest)
+    if not lacks:
         log(f"{unit_dir.name}: finished earlier, skipped")
         return
-    log(f"{unit_dir.name}: finished earlier, scoring its held-out cases with the largest-component rule")
+    if not (unit_dir / "model.keras").exists():
+        log(f"{unit_dir.name}: finished earlier without {' and '.join(lacks)}, and its model is not here to score "
+            "them: kept as it is")
+        return
+    log(f"{unit_dir.name}: finished earlier, scoring its held-out cases again for {' and '.join(lacks)}")
     model, _ = registry.load_run(unit_dir)
     scored = _score_unit(model, config, manifest, finished["test_cases"], log)
-    atomic.write_json(unit_dir / "metrics.json", {**finished, "lcc_dice": scored["lcc_dice"]})
+    atomic.write_json(unit_dir / "metrics.json", {**finished, **scored})
 
 
 def _run_units(config: training.TrainConfig, out, units: list[dict], log) -> dict:
@@ -119,7 +144,7 @@ def _run_units(config: training.TrainConfig, out, units: list[dict], log) -> dic
         unit_config = dataclasses.replace(config, out=str(unit_dir), test_cases=unit["test_cases"],
                                           seed=unit["seed"])
         if (unit_dir / "metrics.json").exists():
-            _score_lcc_of_older_unit(unit_dir, unit_config, manifest, log)
+            _score_older_unit(unit_dir, unit_config, manifest, log)
             continue
         log(f"{unit['name']}: training, held out {', '.join(unit['test_cases'])}")
         keras.backend.clear_session()  # a fresh model per fold, and no graph left from the last
@@ -192,9 +217,10 @@ def summarize_run(out, class_names) -> dict:
     per_class = {}
     for label in units[0]["per_class"] if units else []:
         per_class[label] = {}
-        for name in units[0]["per_class"][label]:
-            values = [u["per_class"][label][name] for u in units]
-            known = np.asarray(values, float)[~np.isnan(np.asarray(values, float))]  # NaN: undefined in a unit
+        # A unit scored by an older zoo may lack a metric: NaN there, as for one undefined in a unit.
+        for name in dict.fromkeys(name for u in units for name in u["per_class"].get(label, {})):
+            values = [u["per_class"].get(label, {}).get(name, float("nan")) for u in units]
+            known = np.asarray(values, float)[~np.isnan(np.asarray(values, float))]
             per_class[label][name] = {"mean": float(known.mean()) if known.size else float("nan"),
                                       "std": float(known.std()) if known.size else float("nan"), "values": values}
     summary = {"units": [u["name"] for u in units], "class_names": list(class_names), "per_class": per_class}
@@ -244,6 +270,10 @@ def unit_mean(unit: dict, metric: str = "dice", classes=None) -> float:
     missing = sorted(set(classes or ()) - set(per_class))
     if missing:
         raise ValueError(f"{unit['name']}: no class {missing} among its scored labels {sorted(per_class)}")
+    unscored = sorted(label for label in (classes or per_class) if metric not in per_class[label])
+    if unscored:
+        raise ValueError(f"{unit['name']}: no {metric!r} scored for class {unscored}; scored: "
+                         f"{sorted(per_class[unscored[0]])}")
     return float(np.nanmean([per_class[label][metric] for label in (classes or per_class)]))
 
 

@@ -7,6 +7,7 @@ import pytest
 import SimpleITK as sitk
 from scipy import ndimage
 
+from common.ct import metrics
 from common.ct.metrics import mean_foreground_dice, segmentation_metrics, summarize
 
 ANISOTROPIC = (0.7, 0.9, 2.5)  # (x, y, z) mm, SimpleITK order
@@ -186,3 +187,17 @@ def test_summarize_uses_nan_aware_mean_std_and_counts():
 def test_mean_foreground_dice_averages_labels():
     assert mean_foreground_dice({1: {"dice": 0.5}, 2: {"dice": 1.0}}) == 0.75
     assert math.isnan(mean_foreground_dice({}))
+
+
+def test_distractor_errors_count_look_alikes_given_their_organ():
+    distractors = np.zeros((2, 4, 4), np.uint8)
+    distractors[0, :2, :2] = 2  # 4 spleen look-alike voxels
+    distractors[1, 0, :] = 4  # 4 kidney look-alike voxels
+    pred = np.zeros_like(distractors)
+    pred[0, 0, :2] = 2  # 2 of the spleen's taken for spleen
+    pred[0, 1, 0] = 3  # one taken for another organ: not this error
+    pred[1, 0, 0] = 4
+    errors = metrics.distractor_errors(pred, distractors, [1, 2, 4])
+    assert errors[2] == 0.5 and errors[4] == 0.25 and np.isnan(errors[1])  # no liver look-alike here
+    with pytest.raises(ValueError, match=r"\(2, 4, 4\).*\(2, 4\)"):
+        metrics.distractor_errors(pred, distractors[:, 0], [2])

@@ -178,3 +178,41 @@ def test_every_fold_and_repeat_trains_from_its_own_seed_on_the_same_split():
         crossval.plan_units(ids, folds=3, seeds=[0, 1])
     with pytest.raises(ValueError, match="disagree"):
         crossval.plan_units(ids, folds=3, repeats=3, seeds=[0, 10])
+
+
+def test_cv_on_a_context_cohort_scores_distractor_errors(tmp_path, capsys):
+    """Where the cohort marks organ look-alikes, every unit scores them; a unit scored without them is rescored."""
+    import SimpleITK as sitk
+
+    from common import cli
+    from common.ct import metrics, synthetic_context
+
+    cohort = tmp_path / "cohort"
+    synthetic_context.write_context_cohort(cohort, num_cases=4, seed=1, size=(48, 48, 8), spacing=(7.0, 7.0, 10.0))
+    shards.prepare(cohort, tmp_path / "prepared", log=lambda _: None)
+    config = training.TrainConfig(data=str(tmp_path / "prepared"), out="", **TINY)
+    crossval.run_cv(config, tmp_path / "cv", folds=2, log=lambda _: None)
+    unit = tmp_path / "cv" / "fold_1"
+    scored = json.loads((unit / "metrics.json").read_text(encoding="utf-8"))
+    case = scored["test_cases"][0]
+    assert cli.main(["predict", str(unit), str(cohort / "images" / f"{case}.nii.gz"), str(tmp_path / "p.nii.gz"),
+                     "--tta", "none", "--tile", "whole"]) == 0
+    predicted = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "p.nii.gz")))
+    decoys = sitk.GetArrayFromImage(sitk.ReadImage(str(cohort / "distractors" / f"{case}.nii.gz")))
+    expected = metrics.distractor_errors(predicted, decoys, range(1, 8))
+    got = {int(k): v["distractor_error"] for k, v in scored["per_case"][case].items()}
+    assert got == pytest.approx(expected, nan_ok=True) and not np.isnan([got[2], got[4]]).any()
+
+    # Scored by an older zoo: rescored on a rerun (not trained); without its model, kept and said so.
+    older = {**scored, "per_class": {k: {n: v for n, v in m.items() if n != "distractor_error"}
+                                     for k, m in scored["per_class"].items()}}
+    (unit / "metrics.json").write_text(json.dumps(older))
+    (tmp_path / "cv" / "fold_2" / "metrics.json").write_text(json.dumps(older | {"name": "fold_2"}))
+    (tmp_path / "cv" / "fold_2" / "model.keras").unlink()
+    lines = []
+    crossval.run_cv(config, tmp_path / "cv", folds=2, log=lines.append)
+    assert json.loads((unit / "metrics.json").read_text(encoding="utf-8"))["per_class"] == scored["per_class"]
+    assert any("fold_1: finished earlier, scoring" in line and "distractor errors" in line for line in lines)
+    assert any("fold_2: finished earlier without the distractor errors" in line for line in lines)
+    assert cli.main(["compare", str(tmp_path / "cv"), str(tmp_path / "cv"), "--metric", "distractor_error"]) == 2
+    assert "fold_2: no 'distractor_error' scored" in capsys.readouterr().err
