@@ -122,7 +122,7 @@ SINGLE_FILE_SUFFIXES = (".nii.gz", ".nii", ".mha", ".nrrd")
 
 
 def synthetic_ct(args) -> None:
-    from common.ct import synthetic, synthetic_context
+    from common.ct import synthetic, synthetic_context, synthetic_lits
 
     context = {"distractors": args.distractors, "cue_hu": args.cue_hu}
     if args.layout != "context":
@@ -130,7 +130,7 @@ def synthetic_ct(args) -> None:
             if value is not None:
                 raise ValueError(f"--{name.replace('_', '-')} applies to --layout context only, not --layout "
                                  f"{args.layout}")
-    write = {"msd": synthetic.write_cohort, "lits": synthetic.write_lits_cohort,
+    write = {"msd": synthetic.write_cohort, "lits": synthetic_lits.write_lits_cohort,
              "context": synthetic_context.write_context_cohort}[args.layout]
     # Options left out take the generator's own defaults.
     given = {"size": args.size, **context}

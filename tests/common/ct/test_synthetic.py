@@ -148,11 +148,3 @@ def test_bad_arguments_raise_value_error_naming_them(tmp_path, call, kwargs, arg
     with pytest.raises(ValueError, match=argument):
         call(**kwargs)
     assert not (tmp_path / "images").exists()  # validated before anything is written
-
-
-def test_synthetic_tumours_lie_inside_the_liver():
-    image, organs = synthetic_ct.make_phantom(5, size=(48, 48, 8), spacing=(7.0, 7.0, 10.0))
-    liver = sitk.GetArrayFromImage(organs) == 1
-    hu, label = synthetic_ct._paint_tumours(image, liver, np.random.default_rng(0), count=2)
-    assert (label == 2).any() and not ((label > 0) & ~liver).any()
-    assert hu[label == 2].mean() < sitk.GetArrayFromImage(image)[label == 1].mean()
