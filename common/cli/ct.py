@@ -25,6 +25,8 @@ def _add_synthetic_ct(sub):
                         "layout with organ look-alikes labelled background and a low-contrast pancreas, where "
                         "only position relative to the other organs tells them apart (distractors/ marks "
                         "them; common.ct.synthetic_context)")
+    p.add_argument("--noise-hu", type=float, default=None,
+                   help="standard deviation of the additive Gaussian noise in HU (default 20)")
     p.add_argument("--distractors", type=int, default=None,
                    help="--layout context only: unlabelled kidney- and spleen-like blobs per case, placed where "
                         "those organs never are (default 2)")
@@ -133,7 +135,7 @@ def synthetic_ct(args) -> None:
     write = {"msd": synthetic.write_cohort, "lits": synthetic_lits.write_lits_cohort,
              "context": synthetic_context.write_context_cohort}[args.layout]
     # Options left out take the generator's own defaults.
-    given = {"size": args.size, **context}
+    given = {"size": args.size, "noise_hu": args.noise_hu, **context}
     ids = write(args.out, num_cases=args.cases, seed=args.seed, spacing=args.spacing,
                 **{name: value for name, value in given.items() if value is not None})
     print(f"wrote {len(ids)} cases to {args.out}")

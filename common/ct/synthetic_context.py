@@ -249,7 +249,7 @@ def make_context_phantom(seed: int, size=(128, 128, 24), spacing=(2.7, 2.7, 5.0)
 
 
 def write_context_cohort(out_dir, num_cases: int = 12, seed: int = 0, size=(128, 128, 24), spacing=None,
-                         distractors: int = 2, cue_hu: float = 0.0) -> list[str]:
+                         distractors: int = 2, cue_hu: float = 0.0, noise_hu: float = NOISE_HU) -> list[str]:
     """Write a context cohort in ``write_cohort``'s layout, plus ``distractors/``; return the case ids.
 
     ``images/case_XXX.nii.gz`` and ``labels/case_XXX.nii.gz`` as ``write_cohort`` writes them
@@ -266,6 +266,7 @@ def write_context_cohort(out_dir, num_cases: int = 12, seed: int = 0, size=(128,
         spacing: Fixed (x, y, z) spacing in mm, or None to draw one per case as ``write_cohort`` does.
         distractors: Organ look-alikes per case, in [0, MAX_DISTRACTORS].
         cue_hu: HU added to every distractor (the study's positive control); 0 hides them locally.
+        noise_hu: Standard deviation of the additive Gaussian noise in HU (>= 0).
 
     Example:
         >>> import tempfile
@@ -274,7 +275,7 @@ def write_context_cohort(out_dir, num_cases: int = 12, seed: int = 0, size=(128,
     """
     if not isinstance(num_cases, Integral) or isinstance(num_cases, bool) or num_cases < 1:
         raise ValueError(f"num_cases must be an integer >= 1, got {num_cases!r}")
-    size, spacing = synthetic._check_args(seed, size, spacing, NOISE_HU, spacing_optional=True)
+    size, spacing = synthetic._check_args(seed, size, spacing, noise_hu, spacing_optional=True)
     _check_context_args(distractors, cue_hu)
     folders = ("images", "labels", volumes.DISTRACTORS_DIR)
     for sub in folders:
@@ -282,7 +283,7 @@ def write_context_cohort(out_dir, num_cases: int = 12, seed: int = 0, size=(128,
     case_ids = []
     for index in range(num_cases):
         case_seed, case_spacing = synthetic._case_plan(seed, index, spacing)
-        images = make_context_phantom(case_seed, size, case_spacing, NOISE_HU, distractors, cue_hu)
+        images = make_context_phantom(case_seed, size, case_spacing, noise_hu, distractors, cue_hu)
         case_id = f"case_{index:03d}"
         for sub, volume in zip(folders, images):
             volume = synthetic._flip_to_ras_storage(volume) if index % 2 == 1 else volume
@@ -291,7 +292,7 @@ def write_context_cohort(out_dir, num_cases: int = 12, seed: int = 0, size=(128,
     atomic.write_json(os.path.join(out_dir, "dataset.json"), {
         "name": "synthetic abdominal CT with context distractors", "seed": seed,
         "labels": {str(i): name for i, name in enumerate(CLASS_NAMES)},
-        "distractors": distractors, "cue_hu": float(cue_hu),
+        "distractors": distractors, "cue_hu": float(cue_hu), "noise_hu": float(noise_hu),
         "distractor_folder": "distractors/: label of the organ each background voxel imitates, 0 elsewhere",
     })
     return case_ids

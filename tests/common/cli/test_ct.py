@@ -85,6 +85,17 @@ def test_synthetic_ct_command_writes_a_cohort(tmp_path, capsys):
     assert exit_info.value.code == 2 and "expected X,Y,Z" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("layout, image", [("msd", "images/case_000.nii.gz"), ("lits", "volume-0.nii"),
+                                           ("context", "images/case_000.nii.gz")])
+def test_synthetic_ct_noise_hu_sets_every_layouts_noise(tmp_path, layout, image):
+    """--noise-hu is the noise's standard deviation: the same case differs from its noise-free twin by it."""
+    common = ["--layout", layout, "--cases", "1", "--size", "48,48,8", "--spacing", "7,7,10"]
+    for noise in ("0", "60"):
+        assert cli.main(["synthetic-ct", str(tmp_path / noise), *common, "--noise-hu", noise]) == 0
+    clean, noisy = (sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / n / image))) for n in ("0", "60"))
+    assert np.std(noisy - clean) == pytest.approx(60.0, rel=0.05)
+
+
 def test_synthetic_lits_cohort_through_the_cli(tmp_path, capsys):
     cohort = tmp_path / "cohort"
     assert cli.main(["synthetic-ct", str(cohort), "--layout", "lits", "--cases", "3", "--size", "48,48,6",
