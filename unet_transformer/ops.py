@@ -112,17 +112,19 @@ def _softmax_product(q, k, v):
 
     def grad(*args, upstream=None):  # Keras' backend-agnostic signature (upstream: PyTorch)
         d_out = args[0] if upstream is None else upstream  # dO
-        # FlashAttention (Dao et al. 2022, appendix B.2): dS = A * (dA - D), D = rowsum(dA * A) = rowsum(dO * O);
-        # [dO, -D] [V, 1]^T gives dA - D from one product, so the subtraction costs no (Nq, Nk) pass.
-        rowsum = ops.sum(d_out * out, axis=-1, keepdims=True)  # D
-        ones = ops.ones_like(v[..., :1])
-        shifted = ops.matmul(ops.concatenate([d_out, -rowsum], axis=-1),
-                             _last_two_swapped(ops.concatenate([v, ones], axis=-1)))  # dA - D, dA = dO V^T
-        d_logits = attention * shifted  # dS
-        # Products arranged so that only (N, d) operands are transposed, never an (Nq, Nk) one.
-        d_q = ops.matmul(d_logits, k)  # dS K
-        d_k = _last_two_swapped(ops.matmul(_last_two_swapped(q), d_logits))  # dS^T Q
-        d_v = _last_two_swapped(ops.matmul(_last_two_swapped(d_out), attention))  # A^T dO
+        # A scope of its own: TensorFlow runs these ops outside the layer's, and profiles should name them.
+        with keras.name_scope("attention_gradient"):
+            # FlashAttention (Dao et al. 2022, appendix B.2): dS = A * (dA - D), D = rowsum(dA * A) = rowsum(dO * O);
+            # [dO, -D] [V, 1]^T gives dA - D from one product, so the subtraction costs no (Nq, Nk) pass.
+            rowsum = ops.sum(d_out * out, axis=-1, keepdims=True)  # D
+            ones = ops.ones_like(v[..., :1])
+            shifted = ops.matmul(ops.concatenate([d_out, -rowsum], axis=-1),
+                                 _last_two_swapped(ops.concatenate([v, ones], axis=-1)))  # dA - D, dA = dO V^T
+            d_logits = attention * shifted  # dS
+            # Products arranged so that only (N, d) operands are transposed, never an (Nq, Nk) one.
+            d_q = ops.matmul(d_logits, k)  # dS K
+            d_k = _last_two_swapped(ops.matmul(_last_two_swapped(q), d_logits))  # dS^T Q
+            d_v = _last_two_swapped(ops.matmul(_last_two_swapped(d_out), attention))  # A^T dO
         return d_q, d_k, d_v
 
     return out, grad
