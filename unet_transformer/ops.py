@@ -11,7 +11,8 @@ and ``softmax(scale q k^T) v`` of eq. 1 (``scaled_attention``), computed
   TensorFlow has no fused attention kernel and, outside XLA, fuses no
   elementwise ops, so autodiff of ``keras.ops.dot_product_attention`` (the
   same einsum and softmax there) moves the (Nq, Nk) matrix through memory
-  more often;
+  more often; for heads up to ``LOW_RANK_GRADIENT_DEPTH`` channels wide the
+  backward pass never forms dS at all (``_low_rank_gradient``);
 - on the other backends: ``keras.ops.dot_product_attention`` (JAX: cuDNN's
   fused kernel on a GPU where the head size allows, XLA elsewhere);
 - above ``BLOCKED_ATTENTION_TOKENS`` query tokens: in query blocks of
@@ -34,6 +35,10 @@ from keras import ops
 # a 64x64 grid; the full (4096, 4096) float32 logits of 8 heads are 512 MiB a sample.
 BLOCKED_ATTENTION_TOKENS = 4096
 QUERY_BLOCK = 1024
+# Heads up to this many channels wide backpropagate attention through two products with A instead of
+# writing dS (``_low_rank_gradient``). On this project's CPU (docs/performance.md, 8 x 8 heads x 1024^2):
+# 0.62x the time of the dense pass at width 2, 0.79x at 4, 0.90x at 6, 1.03x at 8.
+LOW_RANK_GRADIENT_DEPTH = 4
 
 
 def sinusoidal_encoding_2d(height, width, channels: int):
@@ -104,28 +109,72 @@ def plain_attention(q, k, v, scale: float):
     return _heads_first(ops.matmul(ops.cast(attention, v.dtype), _heads_first(v))), attention
 
 
+def _dense_gradient(q, k, v, attention, out, d_out):
+    """(dQ, dK, dV) of O = A V through dS = A * (dA - D), the (Nq, Nk) matrix dS written out once."""
+    # FlashAttention (Dao et al. 2022, appendix B.2): dS = A * (dA - D), D = rowsum(dA * A) = rowsum(dO * O);
+    # [dO, -D] [V, 1]^T gives dA - D from one product, so the subtraction costs no (Nq, Nk) pass.
+    rowsum = ops.sum(d_out * out, axis=-1, keepdims=True)  # D
+    ones = ops.ones_like(v[..., :1])
+    shifted = ops.matmul(ops.concatenate([d_out, -rowsum], axis=-1),
+                         _last_two_swapped(ops.concatenate([v, ones], axis=-1)))  # dA - D, dA = dO V^T
+    d_logits = attention * shifted  # dS
+    # Products arranged so that only (N, d) operands are transposed, never an (Nq, Nk) one.
+    d_q = ops.matmul(d_logits, k)  # dS K
+    d_k = _last_two_swapped(ops.matmul(_last_two_swapped(q), d_logits))  # dS^T Q
+    d_v = _last_two_swapped(ops.matmul(_last_two_swapped(d_out), attention))  # A^T dO
+    return d_q, d_k, d_v
+
+
+def _low_rank_gradient(q, k, v, attention, out, d_out):
+    """(dQ, dK, dV) of O = A V without forming dS: two products with A, for heads a few channels wide.
+
+    dA - D = [dO, -D] [V, 1]^T has rank r = d + 1, so dS = A * (dA - D) is a
+    sum of r terms diag(u_i) A diag(w_i), and
+    dQ = sum_i u_i * (A (w_i K)), dK = sum_i w_i * (A^T (u_i Q)), dV = A^T dO:
+    one product of A with the (Nk, r d) stack of w_i K and one of A^T with the
+    (Nq, (r + 1) d) stack of u_i Q and dO. Each reads A once; the dense pass
+    writes two (Nq, Nk) matrices and reads four. The products grow as d^2, so
+    this pays for narrow heads only (``LOW_RANK_GRADIENT_DEPTH``). V is
+    centred over the keys first (dA - D = dO (V_j - O_i) does not change), so
+    that a common offset of V is not summed and cancelled in float32.
+    """
+    mean = ops.mean(v, axis=-2, keepdims=True)
+    rowsum = ops.sum(d_out * (out - mean), axis=-1, keepdims=True)  # D with V centred
+    u = ops.concatenate([d_out, -rowsum], axis=-1)  # (B, h, Nq, r)
+    w = ops.concatenate([v - mean, ops.ones_like(v[..., :1])], axis=-1)  # (B, h, Nk, r)
+    rank, depth = u.shape[-1], q.shape[-1]
+    # Plain products of A with flattened (N, r d) stacks: einsum would transpose the (Nq, Nk) operand here.
+    key_terms = _flatten_last_two(w[..., :, None] * k[..., None, :])  # w_i K
+    query_terms = ops.concatenate([_flatten_last_two(u[..., :, None] * q[..., None, :]), d_out], axis=-1)  # u_i Q, dO
+    from_keys = _unflatten_last(ops.matmul(attention, key_terms), rank, depth)  # A (w_i K)
+    from_queries = _last_two_swapped(ops.matmul(_last_two_swapped(query_terms), attention))  # A^T (u_i Q), A^T dO
+    d_q = ops.sum(from_keys * u[..., None], axis=-2)
+    d_k = ops.sum(_unflatten_last(from_queries[..., :-depth], rank, depth) * w[..., None], axis=-2)
+    return d_q, d_k, from_queries[..., -depth:]
+
+
+def _flatten_last_two(x):
+    shape = ops.shape(x)
+    return ops.reshape(x, (*shape[:-2], x.shape[-2] * x.shape[-1]))
+
+
+def _unflatten_last(x, rows: int, columns: int):
+    return ops.reshape(x, (*ops.shape(x)[:-1], rows, columns))
+
+
 @ops.custom_gradient
 def _softmax_product(q, k, v):
     """softmax(q k^T) v on (B, h, N, d) float32, q already scaled, with FlashAttention's backward pass."""
     attention = _attention_weights(q, k)
     out = ops.matmul(attention, v)  # O = A V
+    narrow = q.shape[-1] == v.shape[-1] and q.shape[-1] <= LOW_RANK_GRADIENT_DEPTH
+    gradient = _low_rank_gradient if narrow else _dense_gradient
 
     def grad(*args, upstream=None):  # Keras' backend-agnostic signature (upstream: PyTorch)
         d_out = args[0] if upstream is None else upstream  # dO
         # A scope of its own: TensorFlow runs these ops outside the layer's, and profiles should name them.
         with keras.name_scope("attention_gradient"):
-            # FlashAttention (Dao et al. 2022, appendix B.2): dS = A * (dA - D), D = rowsum(dA * A) = rowsum(dO * O);
-            # [dO, -D] [V, 1]^T gives dA - D from one product, so the subtraction costs no (Nq, Nk) pass.
-            rowsum = ops.sum(d_out * out, axis=-1, keepdims=True)  # D
-            ones = ops.ones_like(v[..., :1])
-            shifted = ops.matmul(ops.concatenate([d_out, -rowsum], axis=-1),
-                                 _last_two_swapped(ops.concatenate([v, ones], axis=-1)))  # dA - D, dA = dO V^T
-            d_logits = attention * shifted  # dS
-            # Products arranged so that only (N, d) operands are transposed, never an (Nq, Nk) one.
-            d_q = ops.matmul(d_logits, k)  # dS K
-            d_k = _last_two_swapped(ops.matmul(_last_two_swapped(q), d_logits))  # dS^T Q
-            d_v = _last_two_swapped(ops.matmul(_last_two_swapped(d_out), attention))  # A^T dO
-        return d_q, d_k, d_v
+            return gradient(q, k, v, attention, out, d_out)
 
     return out, grad
 
@@ -136,12 +185,13 @@ def flash_gradient_attention(q, k, v, scale: float):
     Written by hand because Keras' attention on TensorFlow is autodiff of an
     einsum and a softmax, whose softmax gradient makes four passes over
     (Nq, Nk) tensors (multiply, sum, subtract, multiply) where this one makes
-    one (the multiply). A is kept from the forward pass: recomputing it here
-    would not lower the peak (the backward pass needs an (Nq, Nk) buffer
-    beside A either way) and costs a product and a softmax; the query blocks
-    of ``blocked_attention`` are recomputed instead. Measured on this
-    project's CPU (docs/performance.md): the U-Transformer (base 16, 128x128,
-    batch 8) trains about 1.1x as fast with a fifth less peak memory.
+    one (the multiply, ``_dense_gradient``), or none for narrow heads
+    (``_low_rank_gradient``: two products that read A). A is kept from the
+    forward pass: recomputing it here would not lower the peak and costs a
+    product and a softmax; the query blocks of ``blocked_attention`` are
+    recomputed instead. Measured on this project's CPU (docs/performance.md):
+    the U-Transformer (base 16, 128x128, batch 8) trains about 1.1x as fast
+    with a fifth less peak memory through the dense pass.
     """
     q = _heads_first(ops.cast(q, "float32")) * scale
     k, v_heads = (_heads_first(ops.cast(t, "float32")) for t in (k, v))

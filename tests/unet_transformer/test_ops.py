@@ -87,6 +87,30 @@ def test_flash_gradient_equals_autodiff_of_the_formula_under_a_tf_function():
         np.testing.assert_allclose(np.asarray(g), np.asarray(e), atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("depth, offset, low_rank", [
+    (4, 0.0, True), (2, 0.0, True),
+    (4, 20.0, True),  # values far from zero: the low-rank sums must not cancel
+    (4, 0.0, False), (6, 0.0, False),  # the dense pass: switched off, and above the width
+])
+def test_both_backward_passes_equal_autodiff_of_the_formula(monkeypatch, depth, offset, low_rank):
+    chosen = []
+    for name in ("_low_rank_gradient", "_dense_gradient"):
+        original = getattr(attention_ops, name)
+        monkeypatch.setattr(attention_ops, name,
+                            lambda *args, _name=name, _original=original: chosen.append(_name) or _original(*args))
+    if not low_rank and depth <= attention_ops.LOW_RANK_GRADIENT_DEPTH:
+        monkeypatch.setattr(attention_ops, "LOW_RANK_GRADIENT_DEPTH", 0)
+    q, k, v = _qkv((37, 23), heads=3, depth=depth)
+    q, k, v = q * 2.0, k * 2.0, v + offset  # logits up to ~30: a softmax far from uniform
+    scale = 1 / math.sqrt(depth)
+    graph = tf.function(lambda q, k, v: _value_and_gradients(lambda *t: flash_gradient_attention(*t, scale), q, k, v))
+    expected = _value_and_gradients(todays_attention, q, k, v)
+    got = graph(q, k, v)
+    assert chosen == ["_low_rank_gradient" if low_rank else "_dense_gradient"]
+    for e, g in zip(expected, got):
+        np.testing.assert_allclose(np.asarray(g), np.asarray(e), atol=1e-5 * (1 + offset), rtol=1e-5)
+
+
 @pytest.mark.parametrize("kernel", ["flash_gradient", "fused", "plain"])
 def test_kernels_keep_the_value_dtype_under_mixed_precision(kernel):
     q, k, v = _qkv(dtype="float16")  # what float16 projections hand over under mixed_float16
