@@ -1,5 +1,5 @@
 """``python -m benchmarks NAME [options]``: train, infer, input, serving, predict-volume, predict-options, vs-torch,
-speed-settings, profile, gpu-check, triplet-stream.
+speed-settings, profile, gpu-check, triplet-stream, attention-gradient.
 
 Each prints one JSON line per figure. Peak memory is the process's peak
 resident set size (``ru_maxrss``), so run one benchmark per process.
@@ -229,11 +229,19 @@ def bench_triplet_stream(args) -> None:
     triplet_stream(args, _emit)
 
 
+def bench_attention_gradient(args) -> None:
+    """Attention's low-rank and dense TensorFlow backward passes, per head width (attention_gradient)."""
+    from benchmarks.attention_gradient import attention_gradient
+
+    attention_gradient(args, _emit)
+
+
 BENCHMARKS = {"train": bench_train, "infer": bench_infer, "input": bench_input,
               "serving": bench_serving, "predict-volume": bench_predict_volume,
               "predict-options": bench_predict_options, "vs-torch": bench_vs_torch,
               "speed-settings": bench_speed_settings, "profile": bench_profile,
-              "gpu-check": bench_gpu_check, "triplet-stream": bench_triplet_stream}
+              "gpu-check": bench_gpu_check, "triplet-stream": bench_triplet_stream,
+              "attention-gradient": bench_attention_gradient}
 
 
 def main(argv=None) -> int:
@@ -263,6 +271,8 @@ def main(argv=None) -> int:
                         "settings, the first the reference (default: all)")
     parser.add_argument("--sizes", default="10000,50000,200000",
                         help="triplet-stream: pool sizes (--size: the tile side, --batch: the batch)")
+    parser.add_argument("--widths", default="2,4,6,8",
+                        help="attention-gradient: head widths (--size: the tokens, --batch: the images)")
     args = parser.parse_args(argv)
     if args.warmup < 1 or args.steps < 1:
         parser.error("--warmup and --steps must be >= 1")

@@ -36,9 +36,10 @@ from keras import ops
 BLOCKED_ATTENTION_TOKENS = 4096
 QUERY_BLOCK = 1024
 # Heads up to this many channels wide backpropagate attention through two products with A instead of
-# writing dS (``_low_rank_gradient``). On this project's CPU (docs/performance.md, 8 x 8 heads x 1024^2):
-# 0.62x the time of the dense pass at width 2, 0.79x at 4, 0.90x at 6, 1.03x at 8.
-LOW_RANK_GRADIENT_DEPTH = 4
+# writing dS (``_low_rank_gradient``). Its time over the dense pass's on this project's CPU, 8 x 8 heads of
+# 1024 x 1024 (``python -m benchmarks attention-gradient``, docs/performance.md): 0.63 at width 2, 0.67 at 4,
+# 0.79 at 6, 1.00 at 8.
+LOW_RANK_GRADIENT_DEPTH = 6
 
 
 def sinusoidal_encoding_2d(height, width, channels: int):
