@@ -134,7 +134,7 @@ def _low_rank_gradient(q, k, v, attention, out, d_out):
     dQ = sum_i u_i * (A (w_i K)), dK = sum_i w_i * (A^T (u_i Q)), dV = A^T dO:
     one product of A with the (Nk, r d) stack of w_i K and one of A^T with the
     (Nq, (r + 1) d) stack of u_i Q and dO. Each reads A once; the dense pass
-    writes two (Nq, Nk) matrices and reads four. The products grow as d^2, so
+    writes two (Nq, Nk) matrices and reads five. The products grow as d^2, so
     this pays for narrow heads only (``LOW_RANK_GRADIENT_DEPTH``). V is
     centred over the keys first (dA - D = dO (V_j - O_i) does not change), so
     that a common offset of V is not summed and cancelled in float32.
@@ -144,7 +144,7 @@ def _low_rank_gradient(q, k, v, attention, out, d_out):
     u = ops.concatenate([d_out, -rowsum], axis=-1)  # (B, h, Nq, r)
     w = ops.concatenate([v - mean, ops.ones_like(v[..., :1])], axis=-1)  # (B, h, Nk, r)
     rank, depth = u.shape[-1], q.shape[-1]
-    # Plain products of A with flattened (N, r d) stacks: einsum would transpose the (Nq, Nk) operand here.
+    # Plain products of A with flattened (N, r d) stacks: faster on TensorFlow than the same as einsums.
     key_terms = _flatten_last_two(w[..., :, None] * k[..., None, :])  # w_i K
     query_terms = ops.concatenate([_flatten_last_two(u[..., :, None] * q[..., None, :]), d_out], axis=-1)  # u_i Q, dO
     from_keys = _unflatten_last(ops.matmul(attention, key_terms), rank, depth)  # A (w_i K)
