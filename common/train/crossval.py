@@ -257,8 +257,17 @@ def format_runs(runs: dict, metric_names=("dice", "voe", "assd", "precision", "r
         for name in metric_names:
             values = [unit_mean(u, name) for u in units]
             cells.append(tables.mean_std(np.nanmean(values), np.nanstd(values), metrics.scale_of(name)))
-        rows.append([f"{label} ({len(units)} folds)", *cells])
+        rows.append([f"{label} ({_count_units(units)})", *cells])
     return tables.markdown(["method", *metric_names], rows)
+
+
+def _count_units(units: list[dict]) -> str:
+    """"5 folds", or "15 units: 5 folds x 3 seeds" where folds were trained more than once."""
+    folds = len({u["name"].split("_repeat_")[0] for u in units})
+    if folds == len(units):
+        return f"{folds} folds"
+    seeds = f" x {len(units) // folds} seeds" if len(units) % folds == 0 else ""  # else a run still going
+    return f"{len(units)} units: {folds} folds{seeds}"
 
 
 def unit_mean(unit: dict, metric: str = "dice", classes=None) -> float:

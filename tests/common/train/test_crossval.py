@@ -148,6 +148,10 @@ def test_runs_as_rows_of_the_papers_table(tmp_path):
     # fold means over the two classes: (0.75, 0.85) and (0.65, 0.65)
     assert table.splitlines() == ["| method | dice |", "|---|---|", "| U-Net (2 folds) | 80.00 (± 5.00) |",
                                   "| EAS U-Net (2 folds) | 65.00 (± 0.00) |"]
+    assert crossval._count_units([{"name": f"fold_{k}_repeat_{r}"} for k in (1, 2) for r in (1, 2, 3)]) == (
+        "6 units: 2 folds x 3 seeds")
+    going = [{"name": "fold_1_repeat_1"}, {"name": "fold_1_repeat_2"}, {"name": "fold_2_repeat_1"}]
+    assert crossval._count_units(going) == "3 units: 2 folds"
     (tmp_path / "empty").mkdir()
     crossval._plan_units(tmp_path / "empty", [{"name": "fold_1", "test_cases": ["c0"], "seed": 0}])
     with pytest.raises(ValueError, match="empty: no finished fold"):
