@@ -24,7 +24,7 @@ def _step(width: int, low_rank: bool):
 
     from unet_transformer import ops as attention_ops
 
-    @tf.function
+    @tf.function(input_signature=[tf.TensorSpec((None, None, HEADS, width), tf.float32)] * 3)  # traced once
     def step(q, k, v):
         with tf.GradientTape() as tape:
             tape.watch([q, k, v])
@@ -35,7 +35,7 @@ def _step(width: int, low_rank: bool):
     chosen = attention_ops.LOW_RANK_GRADIENT_DEPTH
     attention_ops.LOW_RANK_GRADIENT_DEPTH = width if low_rank else 0  # read when the step is traced
     try:
-        step.get_concrete_function(*[tf.TensorSpec((None, None, HEADS, width))] * 3)
+        step.get_concrete_function()
     finally:
         attention_ops.LOW_RANK_GRADIENT_DEPTH = chosen
     return step
