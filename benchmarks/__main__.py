@@ -197,7 +197,7 @@ def bench_vs_torch(args) -> int:
     from benchmarks.vs_torch import vs_torch
 
     vs_torch(args.model, args.base, args.size, args.batch, args.classes, args.steps, args.warmup, args.rounds,
-             _emit, args.torch_attention)
+             _emit, "none" if args.without_attention else args.torch_attention)
     return 0
 
 
@@ -261,6 +261,9 @@ def main(argv=None) -> int:
     parser.add_argument("--rounds", type=int, default=3, help="vs-torch, serving: alternating rounds")
     parser.add_argument("--torch-attention", default="fused", choices=("fused", "plain"),
                         help="vs-torch: PyTorch's attention, F.scaled_dot_product_attention or op by op")
+    parser.add_argument("--without-attention", action="store_true",
+                        help="vs-torch diagnostic: both frameworks compute O = V in place of softmax(QK^T/sqrt(d)) V, "
+                             "timing the network around attention")
     parser.add_argument("--top", type=int, default=12, help="profile: lines per table")
     parser.add_argument("--depth", type=int, default=100, help="predict-volume, predict-options: slices")
     parser.add_argument("--folds", type=int, default=5, help="predict-options: models of the ensemble")

@@ -7,6 +7,12 @@ on identical random data, keras first, then torch, each in a fresh process so
 neither framework's thread pools compete with the other's. One JSON line per
 round, then the median ratio (Keras images/s over PyTorch images/s).
 
+``attention="none"`` (``--without-attention``) is a diagnostic: both frameworks
+then compute O = V in place of eq. 1's softmax(QK^T / sqrt(d)) V (projections,
+gates and everything around attention unchanged), so the two rounds time the
+network around attention, and the difference from a normal run is what
+attention itself costs in each framework.
+
 PyTorch is a bench-only extra: ``pip install torch==2.13.0`` (the CPU build)
 then ``pip install -e '.[bench]'``.
 """
@@ -21,13 +27,31 @@ import numpy as np
 from benchmarks.timing import compiled_zoo_model, in_fresh_process, peak_rss_mib, random_batch, timed_fit
 
 
+def _without_attention_keras() -> None:
+    """This process's U-Transformer layers compute O = V instead of eq. 1 (the ``attention="none"`` diagnostic)."""
+    from unet_transformer import layers
+
+    layers.scaled_attention = lambda q, k, v, *_args: (v, None)  # layers call it by this module-level name
+
+
+def _without_attention_torch() -> None:
+    """This process's PyTorch reference computes O = V instead of ``F.scaled_dot_product_attention``."""
+    from benchmarks import torch_reference
+
+    torch_reference.F.scaled_dot_product_attention = lambda q, k, v, *_args, **_kwargs: v
+
+
 def keras_images_per_s(model_name: str, base: int, size: int, batch: int, classes: int, steps: int,
-                       warmup: int, _torch_attention: str) -> tuple[float, int, float]:
+                       warmup: int, attention: str) -> tuple[float, int, float]:
     """Training images/s of ``common.train.segmentation`` on one repeated batch; trainable parameters; peak MiB.
 
-    (The last argument is the PyTorch runner's; both runners take the same arguments.)
+    ``attention``: "none" for the diagnostic without attention (module docstring); any other value is
+    the PyTorch runner's (both runners take the same arguments).
     """
     import tensorflow as tf
+
+    if attention == "none":
+        _without_attention_keras()
 
     model = compiled_zoo_model(model_name, base, batch, classes, steps)
     images, labels = random_batch(batch, size, classes)
@@ -43,15 +67,19 @@ def torch_images_per_s(model_name: str, base: int, size: int, batch: int, classe
     """Training images/s of the PyTorch reference in eager mode on the same batch; parameters; peak MiB.
 
     ``torch_attention``: "fused" (``F.scaled_dot_product_attention``, what a
-    PyTorch user writes) or "plain" (softmax(QK^T)V op by op, as Keras runs it).
+    PyTorch user writes), "plain" (softmax(QK^T)V op by op, as Keras runs it)
+    or "none" (the fused path computing O = V: the diagnostic in the module docstring).
     """
     import torch
 
     from benchmarks import torch_reference
 
+    if torch_attention == "none":
+        _without_attention_torch()
+
     torch.manual_seed(0)
     module = torch_reference.build(model_name, base, num_classes=classes,
-                                   fused_attention=torch_attention == "fused")
+                                   fused_attention=torch_attention in ("fused", "none"))
     optimizer = torch_reference.make_optimizer(module)
     images, labels = random_batch(batch, size, classes)
     images = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()  # NCHW, PyTorch's layout
@@ -70,11 +98,16 @@ RUNNERS = {"keras": keras_images_per_s, "torch": torch_images_per_s}
 
 def vs_torch(model_name: str, base: int, size: int, batch: int, classes: int, steps: int, warmup: int,
              rounds: int, emit, torch_attention: str = "fused") -> float:
-    """Runs ``rounds`` alternating keras/torch rounds; emits one line per round and the median; returns it."""
+    """Runs ``rounds`` alternating keras/torch rounds; emits one line per round and the median; returns it.
+
+    ``torch_attention``: "fused", "plain", or "none" (both frameworks without attention, module docstring).
+    """
     if model_name not in ("unet", "u_transformer"):
         raise ValueError(f"--model must be unet or u_transformer for vs-torch, got {model_name!r}")
-    if torch_attention not in ("fused", "plain"):
-        raise ValueError(f"--torch-attention must be fused or plain, got {torch_attention!r}")
+    if torch_attention not in ("fused", "plain", "none"):
+        raise ValueError(f"--torch-attention must be fused, plain or none, got {torch_attention!r}")
+    if torch_attention == "none" and model_name != "u_transformer":
+        raise ValueError("--without-attention applies to --model u_transformer only")
     ratios = []
     for round_index in range(rounds):
         figures = {}
