@@ -1,5 +1,8 @@
 """The statistics every study reports (SPEC, "Studies"): mean ± std, the 95% CI, and the paired t-test.
 
+The std is the sample standard deviation (ddof 1) wherever the zoo reports
+one over units, the one the t-interval uses (``mean_std``).
+
 Units are what was repeated (a CV fold from its own seed, a training seed, an
 AL run); the CI is Student's t interval over them, and two methods are
 compared on the same units with ``scipy.stats.ttest_rel``.
@@ -15,14 +18,27 @@ import numpy as np
 from scipy import stats
 
 
+def mean_std(values) -> tuple[float, float]:
+    """Mean and sample standard deviation (ddof 1) of ``values``, NaNs left out: the std of every table.
+
+    The std is NaN for fewer than two values, both are NaN for none.
+
+    >>> [round(v, 4) for v in mean_std([0.75, 0.85, float("nan")])]
+    [0.8, 0.0707]
+    """
+    values = np.asarray(values, float)
+    values = values[~np.isnan(values)]
+    mean = float(values.mean()) if len(values) else float("nan")
+    return mean, float(values.std(ddof=1)) if len(values) > 1 else float("nan")
+
+
 def describe(values) -> dict:
     """Mean, sample standard deviation and the 95% t-interval of the mean over ``values`` (NaNs left out)."""
     values = np.asarray(values, float)
     values = values[~np.isnan(values)]
     if not len(values):
         raise ValueError("describe needs at least one value that is not NaN")
-    mean = float(values.mean())
-    std = float(values.std(ddof=1)) if len(values) > 1 else float("nan")
+    mean, std = mean_std(values)
     half = float(stats.t.ppf(0.975, len(values) - 1) * std / np.sqrt(len(values))) if len(values) > 1 else float("nan")
     return {"n": int(len(values)), "mean": mean, "std": std, "ci95": [mean - half, mean + half]}
 

@@ -8,9 +8,16 @@
 
 from __future__ import annotations
 
+import math
+
 
 def mean_std(mean: float, std: float, scale: float = 1.0) -> str:
-    """The papers' cell: ``mean (± std)`` with two decimals, both multiplied by ``scale`` (100 for percent)."""
+    """The papers' cell: ``mean (± std)`` with two decimals, both multiplied by ``scale`` (100 for percent).
+
+    A NaN std (one value: no sample std) prints as ``mean (-)``.
+    """
+    if math.isnan(std):
+        return f"{scale * mean:.2f} (-)"
     return f"{scale * mean:.2f} (± {scale * std:.2f})"
 
 

@@ -12,9 +12,7 @@ from __future__ import annotations
 import dataclasses
 import pathlib
 
-import numpy as np
-
-from common import atomic, tables
+from common import atomic, stats, tables
 from common.train import crossval
 from common.train import segmentation as training
 
@@ -68,5 +66,5 @@ def format_study(out, settings) -> str:
         units = crossval.load_units(out / folder_name(setting))
         dice = [crossval.unit_mean(u, "dice") for u in units]
         p = "—" if setting == "U-Net" else f"{crossval.compare(baseline, out / folder_name(setting))['p_value']:.3g}"
-        rows.append([setting, tables.mean_std(float(np.mean(dice)), float(np.std(dice)), scale=100), p])
+        rows.append([setting, tables.mean_std(*stats.mean_std(dice), scale=100), p])
     return tables.markdown(["setting", "Dice % (mean ± std over folds)", "p vs U-Net (paired t-test)"], rows)

@@ -211,7 +211,7 @@ def load_units(out) -> list[dict]:
 
 
 def summarize_run(out, class_names) -> dict:
-    """Mean ± std over units of each class's per-unit mean metric; writes summary.json and .md."""
+    """Mean ± sample std over units of each class's per-unit mean metric; writes summary.json and .md."""
     out = pathlib.Path(out)
     units = load_units(out)
     per_class = {}
@@ -220,9 +220,8 @@ def summarize_run(out, class_names) -> dict:
         # A unit scored by an older zoo may lack a metric: NaN there, as for one undefined in a unit.
         for name in dict.fromkeys(name for u in units for name in u["per_class"].get(label, {})):
             values = [u["per_class"].get(label, {}).get(name, float("nan")) for u in units]
-            known = np.asarray(values, float)[~np.isnan(np.asarray(values, float))]
-            per_class[label][name] = {"mean": float(known.mean()) if known.size else float("nan"),
-                                      "std": float(known.std()) if known.size else float("nan"), "values": values}
+            mean, std = stats.mean_std(values)
+            per_class[label][name] = {"mean": mean, "std": std, "values": values}
     summary = {"units": [u["name"] for u in units], "class_names": list(class_names), "per_class": per_class}
     atomic.write_json(out / "summary.json", summary)
     with atomic.atomic_path(out / "summary.md") as tmp:
@@ -242,7 +241,7 @@ def format_summary(summary: dict, metric_names=("dice", "hd95", "assd")) -> str:
 
 
 def format_runs(runs: dict, metric_names=("dice", "voe", "assd", "precision", "recall", "hd")) -> str:
-    """One row per cv folder, ``mean (± std)`` over folds of each class-averaged metric (the papers' Table 1).
+    """One row per cv folder, ``mean (± sample std)`` over units of each class-averaged metric (the papers' Table 1).
 
     Args:
         runs: row label -> cross-validation folder.
@@ -255,8 +254,7 @@ def format_runs(runs: dict, metric_names=("dice", "voe", "assd", "precision", "r
             raise ValueError(f"{folder}: no finished fold to report")
         cells = []
         for name in metric_names:
-            values = [unit_mean(u, name) for u in units]
-            cells.append(tables.mean_std(np.nanmean(values), np.nanstd(values), metrics.scale_of(name)))
+            cells.append(tables.mean_std(*stats.mean_std([unit_mean(u, name) for u in units]), metrics.scale_of(name)))
         rows.append([f"{label} ({_count_units(units)})", *cells])
     return tables.markdown(["method", *metric_names], rows)
 

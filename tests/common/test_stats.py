@@ -20,6 +20,12 @@ def test_describe_leaves_out_nan_and_refuses_nothing():
         stats.describe([float("nan")])
 
 
+def test_mean_std_is_the_sample_std_of_the_known_values():
+    mean, std = stats.mean_std([0.70, float("nan"), 0.74, 0.79])
+    assert mean == pytest.approx(0.7433, abs=1e-4) and std == pytest.approx(np.std([0.70, 0.74, 0.79], ddof=1))
+    assert np.isnan(stats.mean_std([0.70])[1]) and all(np.isnan(stats.mean_std([float("nan")])))
+
+
 def test_paired_is_scipy_ttest_rel_of_b_minus_a():
     a, b = [0.50, 0.55, 0.60, 0.52], [0.56, 0.58, 0.66, 0.55]
     result = stats.paired(a, b)
