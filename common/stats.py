@@ -44,16 +44,24 @@ def describe(values) -> dict:
 
 
 def paired(a, b) -> dict:
-    """``b - a`` per unit: its mean, 95% CI and the paired t-test (t, two-sided p) over the units."""
+    """``b - a`` per unit: its mean, 95% CI and the paired t-test (t, two-sided p) over the units.
+
+    Where every unit differs by the same amount the test is undefined: t and p are NaN.
+    """
     a, b = np.asarray(a, float), np.asarray(b, float)
     if a.shape != b.shape or a.ndim != 1:
         raise ValueError(f"paired values must be two lists of the same length, got {a.shape} and {b.shape}")
     if len(a) < 2:
         raise ValueError(f"a paired t-test needs at least 2 units, got {len(a)}")
-    test = stats.ttest_rel(b, a)
     difference = describe(b - a)
+    if np.allclose(b - a, (b - a)[0], rtol=1e-9, atol=1e-15):
+        # every unit moved by the same amount: no spread, so no t statistic (scipy would warn and return NaN)
+        t, p_value = float("nan"), float("nan")
+    else:
+        test = stats.ttest_rel(b, a)
+        t, p_value = float(test.statistic), float(test.pvalue)
     return {"n": int(len(a)), "difference": (b - a).tolist(), "mean_difference": difference["mean"],
-            "ci95": difference["ci95"], "t": float(test.statistic), "p_value": float(test.pvalue)}
+            "ci95": difference["ci95"], "t": t, "p_value": p_value}
 
 
 def format_summary(values, scale: float = 1.0) -> str:
@@ -65,6 +73,9 @@ def format_summary(values, scale: float = 1.0) -> str:
 
 def format_paired(result: dict, scale: float = 1.0) -> str:
     """One line: the mean difference, its 95% CI, t and p over n units."""
+    if np.isnan(result["p_value"]):
+        return (f"difference {scale * result['mean_difference']:+.2f} on every unit: no paired t-test "
+                f"(the differences do not vary), n = {result['n']}")
     low, high = result["ci95"]
     return (f"difference {scale * result['mean_difference']:+.2f} (95% CI {scale * low:+.2f} to {scale * high:+.2f}), "
             f"paired t-test t = {result['t']:.3f}, p = {result['p_value']:.4g}, n = {result['n']}")

@@ -1,3 +1,5 @@
+import warnings
+
 import numpy as np
 import pytest
 from scipy import stats as scipy_stats
@@ -33,6 +35,15 @@ def test_paired_is_scipy_ttest_rel_of_b_minus_a():
     assert result["t"] > 0 and result["mean_difference"] == pytest.approx(0.045)
     assert result["ci95"][0] > 0  # every unit improved by 0.03 to 0.06: the interval excludes 0
     assert "p = " in stats.format_paired(result, scale=100) and "+4.50" in stats.format_paired(result, scale=100)
+
+
+def test_paired_says_so_when_every_unit_differs_by_the_same_amount():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # scipy's precision-loss warning would fail here
+        result = stats.paired([0.5, 0.6, 0.7], [0.6, 0.7, 0.8])
+    assert np.isnan(result["t"]) and np.isnan(result["p_value"]) and result["mean_difference"] == pytest.approx(0.1)
+    assert stats.format_paired(result, scale=100) == (
+        "difference +10.00 on every unit: no paired t-test (the differences do not vary), n = 3")
 
 
 @pytest.mark.parametrize("a, b, message", [([1.0], [2.0], "at least 2"), ([1.0, 2.0], [1.0], "same length")])
