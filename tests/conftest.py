@@ -12,6 +12,9 @@ import pytest
 from tests import helpers
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# oneDNN on, as `make test` and the zoo CLI set it, before TensorFlow is imported: a plain `pytest` on a CPU
+# without AVX-512 would otherwise compute with it off here and on in the subprocesses, which round differently.
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 # 64 px slices at twice the default spacing keep the phantom's anatomy in view.
 TINY_SIZE = (64, 64, 12)
