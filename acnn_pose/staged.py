@@ -23,7 +23,7 @@ from keras import ops
 
 from acnn_pose.layers import AttentionMaskGate
 from common import atomic  # stdlib only: this module stays keras-only
-from common.nn.optimizers import TorchRMSprop
+from common.nn.optimizers import TorchRMSprop, build_compiled
 
 TRAINS = ("heatmaps", "masks", "all")
 
@@ -140,6 +140,7 @@ def train_staged(model: keras.Model, dataset, out, stages=STAGES, steps_per_epoc
         # Keras' RMSprop puts eps inside and took ~100x smaller steps here (measurements/acnn-rmsprop-epsilon.md).
         trainer.compile(optimizer=TorchRMSprop(stage.learning_rate, rho=0.99, epsilon=1e-8),
                         loss=stacked_mse, run_eagerly=run_eagerly)
+        build_compiled(trainer)  # after configure_stage: the stage's trainable weights only
         stage_callbacks = [
             keras.callbacks.BackupAndRestore(str(out / "backup" / f"stage_{stage.name}")),
             keras.callbacks.LearningRateScheduler(stage.learning_rate_at),

@@ -1,5 +1,5 @@
 """``python -m benchmarks NAME [options]``: train, infer, input, serving, predict-volume, predict-options, vs-torch,
-speed-settings, profile, gpu-check, triplet-stream, attention-gradient.
+speed-settings, profile, gpu-check, triplet-stream, attention-gradient, first-step.
 
 Each prints one JSON line per figure. Peak memory is the process's peak
 resident set size (``ru_maxrss``), so run one benchmark per process.
@@ -229,6 +229,13 @@ def bench_triplet_stream(args) -> None:
     triplet_stream(args, _emit)
 
 
+def bench_first_step(args) -> None:
+    """Seconds to the end of fit's first step, optimizer built at compile or inside the step (first_step)."""
+    from benchmarks.first_step import first_step
+
+    first_step(args, _emit)
+
+
 def bench_attention_gradient(args) -> None:
     """Attention's low-rank and dense TensorFlow backward passes, per head width (attention_gradient)."""
     from benchmarks.attention_gradient import attention_gradient
@@ -241,7 +248,7 @@ BENCHMARKS = {"train": bench_train, "infer": bench_infer, "input": bench_input,
               "predict-options": bench_predict_options, "vs-torch": bench_vs_torch,
               "speed-settings": bench_speed_settings, "profile": bench_profile,
               "gpu-check": bench_gpu_check, "triplet-stream": bench_triplet_stream,
-              "attention-gradient": bench_attention_gradient}
+              "attention-gradient": bench_attention_gradient, "first-step": bench_first_step}
 
 
 def main(argv=None) -> int:
@@ -258,7 +265,7 @@ def main(argv=None) -> int:
     parser.add_argument("--model-options", type=json.loads, default={},
                         help='more build_model arguments as JSON, e.g. \'{"token_stride": [1, 2, 1, 1]}\'')
     parser.add_argument("--data", help="prepared folder for `input` (default: a synthetic one)")
-    parser.add_argument("--rounds", type=int, default=3, help="vs-torch, serving: alternating rounds")
+    parser.add_argument("--rounds", type=int, default=3, help="vs-torch, serving, first-step: alternating rounds")
     parser.add_argument("--torch-attention", default="fused", choices=("fused", "plain"),
                         help="vs-torch: PyTorch's attention, F.scaled_dot_product_attention or op by op")
     parser.add_argument("--without-attention", action="store_true",

@@ -28,6 +28,7 @@ import keras
 import numpy as np
 
 from common import atomic  # stdlib only: this module stays keras-only
+from common.nn.optimizers import build_compiled
 from tri_al.sources import as_source
 
 STRATEGIES = ("ITER", "OOD", "ENT")
@@ -187,6 +188,7 @@ def _fresh_optimizer(model, config: TrainConfig) -> None:
                 variable.assign(np.zeros(variable.shape, variable.dtype))
         return
     model.compile(optimizer=sgd(config), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    build_compiled(model)
     _COMPILED[model] = settings
 
 

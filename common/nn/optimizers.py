@@ -18,6 +18,9 @@ Both subclass ``keras.optimizers.Optimizer`` (clipping, gradient
 accumulation, loss scaling and schedules come from Keras), are registered
 for serialization and go straight into ``model.compile``. Keras-only.
 
+``build_compiled`` creates a compiled model's optimizer variables before
+``fit``, so that TensorFlow traces the training step once, not twice.
+
 Example:
 
 >>> import keras, numpy as np
@@ -35,6 +38,17 @@ from __future__ import annotations
 
 import keras
 from keras import ops
+
+
+def build_compiled(model: keras.Model) -> None:
+    """Creates the compiled optimizer's variables (moments, step count) now, for ``model``'s trainable weights.
+
+    Keras builds them inside ``fit``'s first traced step, and a ``tf.function`` that creates variables on
+    its first call is traced a second time (tensorflow/tensorflow#48851): every ``fit`` on TensorFlow
+    traced its training step twice. Call after ``compile``, under the strategy's scope, with the trainable
+    flags as they will train. Harmless on JAX, whose trainer builds the optimizer before its first step.
+    """
+    model.optimizer.build(model.trainable_variables)
 
 
 def _check_range(value, name: str, low: float, high: float) -> None:

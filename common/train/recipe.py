@@ -165,3 +165,4 @@ def compile_model(model: keras.Model, recipe: Recipe, num_classes: int, steps_pe
         metrics={main: [keras.metrics.MeanIoU(num_classes, sparse_y_pred=False, name="mean_iou")]},
         steps_per_execution=resolve_steps_per_execution(recipe.steps_per_execution, steps_per_epoch),
     )
+    optimizers.build_compiled(model)

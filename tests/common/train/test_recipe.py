@@ -6,6 +6,7 @@ import sys
 import textwrap
 
 import keras
+import numpy as np
 import pytest
 
 import unet_transformer
@@ -41,6 +42,33 @@ def test_compile_model_sets_the_recipe():
     assert isinstance(compiled["loss"][main], losses.SoftDiceLoss)
     assert [m.name for m in compiled["metrics"][main]] == ["mean_iou"]
     assert isinstance(model.optimizer, keras.optimizers.Adam)
+
+
+class _CountsCalls(keras.layers.Layer):
+    """Identity whose Python ``call`` runs once per trace of a step through the model (and once eagerly)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.calls = 0
+
+    def call(self, x):
+        self.calls += 1
+        return x
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_fit_traces_the_training_step_once(optimizer):
+    # Keras creates optimizer variables in fit's first traced step unless they exist: TensorFlow then traces twice.
+    counter = _CountsCalls()
+    inputs = keras.Input((8, 8, 1))
+    model = keras.Model(inputs, keras.layers.Conv2D(3, 1, activation="softmax")(counter(inputs)))
+    recipe.compile_model(model, recipe.Recipe(optimizer=optimizer), num_classes=3, steps_per_epoch=2)
+    assert model.optimizer.built and len(model.optimizer.variables) > 2  # moments, not only the step count
+    rng = np.random.default_rng(0)
+    x, y = rng.random((4, 8, 8, 1), dtype=np.float32), rng.integers(0, 3, (4, 8, 8))
+    counter.calls = 0  # the functional build called it symbolically
+    model.fit(x, y, batch_size=2, epochs=2, verbose=0, shuffle=False)
+    assert counter.calls == 1
 
 
 # The GPU machine has no TensorFlow: the recipe must compile and train a model with TensorFlow unimportable.
