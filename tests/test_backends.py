@@ -95,6 +95,15 @@ JAX_SCRIPT = textwrap.dedent('''
         return result
 
 
+    def predict(model, x):  # one jitted forward pass, its outputs as a list
+        y = model.predict_on_batch(x)
+        return list(y) if isinstance(y, (list, tuple)) else [y]
+
+
+    def largest_difference(a, b):
+        return max(float(np.abs(np.asarray(p) - np.asarray(q)).max()) for p, q in zip(a, b))
+
+
     folder, models = sys.argv[1], json.loads(sys.argv[2])
     SEGMENTATION, FORWARD_ONLY, OPTIMIZERS = {segmentation}, {forward_only}, {optimizers}
     report = {{}}
@@ -105,13 +114,11 @@ JAX_SCRIPT = textwrap.dedent('''
         # The .keras file saved under TensorFlow: the same config rebuilt here, its weights loaded.
         model = keras.models.load_model(f"{{folder}}/{{name}}.keras", compile=False)
         # One jitted forward pass: compiling it whole takes about half as long as JAX's op-by-op eager call.
-        outputs = model.predict_on_batch(x)
-        outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
-        difference = max(float(np.abs(np.asarray(o) - data[f"output_{{i}}"]).max()) for i, o in enumerate(outputs))
+        outputs = predict(model, x)
+        difference = largest_difference(outputs, [data[f"output_{{i}}"] for i in range(len(outputs))])
         model.load_weights(f"{{folder}}/{{name}}.weights.h5")  # the plain weights file loads as well
-        again = model.predict_on_batch(x)
-        again = again if isinstance(again, (list, tuple)) else [again]
-        reload_difference = max(float(np.abs(np.asarray(a) - np.asarray(o)).max()) for a, o in zip(again, outputs))
+        again = predict(model, x)
+        reload_difference = largest_difference(again, outputs)
         report[name] = {{"difference": difference, "reload_difference": reload_difference,
                         "dtype": str(outputs[0].dtype)}}
         if name in FORWARD_ONLY:
@@ -127,10 +134,7 @@ JAX_SCRIPT = textwrap.dedent('''
             targets = [rng.random(o.shape, dtype=np.float32) for o in outputs]
         loss = model.train_on_batch(x, targets)
         report[name]["loss"] = float(np.ravel(loss)[0])
-        after = model.predict_on_batch(x)  # the compiled forward pass again, on the stepped weights
-        after = after if isinstance(after, (list, tuple)) else [after]
-        report[name]["step_change"] = max(float(np.abs(np.asarray(a) - np.asarray(o)).max())
-                                          for a, o in zip(after, again))
+        report[name]["step_change"] = largest_difference(predict(model, x), again)  # on the stepped weights
     if sys.argv[3:] == ["attention"]:
         report.update(attention_check())
     report["tensorflow_imported"] = "tensorflow" in sys.modules
