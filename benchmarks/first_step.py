@@ -5,9 +5,12 @@ step in well under a second). ``prebuilt``: the zoo's ``compile_model``,
 which creates the optimizer's variables before ``fit``
 (``common.nn.optimizers.build_compiled``); ``lazy``: the same model and
 compile with the optimizer left for Keras to build inside the first traced
-step, as before, which makes TensorFlow trace the step twice. Each in a
+step, as before, which makes TensorFlow trace the step twice. Each process
+then trains ``--warmup`` untimed and ``--steps`` timed steps on the same
+batch (``benchmarks.timing.timed_fit``), so the run also shows whether
+building the optimizer early changes the steady-state step. Each variant in a
 fresh process, alternating, ``--rounds`` times; one JSON line per
-measurement, then the median ratio lazy / prebuilt.
+measurement, then the medians and the ratios lazy / prebuilt.
 """
 
 from __future__ import annotations
@@ -15,13 +18,16 @@ from __future__ import annotations
 import statistics
 import time
 
-from benchmarks.timing import in_fresh_process, random_batch
+from benchmarks.timing import in_fresh_process, random_batch, timed_fit
 
 VARIANTS = ("prebuilt", "lazy")
 
 
-def _first_step_seconds(model_name: str, base: int, size: int, batch: int, classes: int, variant: str) -> float:
+def _first_step_seconds(model_name: str, base: int, size: int, batch: int, classes: int, variant: str,
+                        warmup: int, steps: int) -> tuple[float, float]:
+    """Seconds to the end of fit's first step, then images/s over ``steps`` steps after ``warmup`` untimed ones."""
     import keras
+    import tensorflow as tf
 
     from common.nn import optimizers
     from common.train import recipe
@@ -44,19 +50,27 @@ def _first_step_seconds(model_name: str, base: int, size: int, batch: int, class
     first = FirstStep()
     start = time.perf_counter()
     model.fit(images, targets, batch_size=batch, epochs=1, verbose=0, shuffle=False, callbacks=[first])
-    return first.end - start
+    data = tf.data.Dataset.from_tensors((images, targets)).repeat().prefetch(tf.data.AUTOTUNE)
+    timed_fit(model, data, warmup)  # a tf.data input may retrace the step once
+    return first.end - start, batch * steps / timed_fit(model, data, steps)
 
 
 def first_step(args, emit) -> None:
     seconds = {variant: [] for variant in VARIANTS}
+    speed = {variant: [] for variant in VARIANTS}
     for round_index in range(args.rounds):
         for variant in VARIANTS:
-            value = in_fresh_process(_first_step_seconds, args.model, args.base, args.size, args.batch,
-                                     args.classes, variant)
-            seconds[variant].append(value)
+            first, images_per_s = in_fresh_process(_first_step_seconds, args.model, args.base, args.size,
+                                                   args.batch, args.classes, variant, args.warmup, args.steps)
+            seconds[variant].append(first)
+            speed[variant].append(images_per_s)
             emit(benchmark="first-step", model=args.model, base=args.base, size=args.size, batch=args.batch,
-                 variant=variant, round=round_index + 1, seconds=round(value, 2))
+                 variant=variant, round=round_index + 1, seconds=round(first, 2),
+                 steps=args.steps, images_per_s=round(images_per_s, 2))
     medians = {variant: statistics.median(values) for variant, values in seconds.items()}
+    steady = {variant: statistics.median(values) for variant, values in speed.items()}
     emit(benchmark="first-step", model=args.model, base=args.base, size=args.size, batch=args.batch,
          rounds=args.rounds, **{f"median_{v}_s": round(m, 2) for v, m in medians.items()},
-         median_ratio_lazy_to_prebuilt=round(medians["lazy"] / medians["prebuilt"], 3))
+         median_ratio_lazy_to_prebuilt=round(medians["lazy"] / medians["prebuilt"], 3),
+         **{f"median_{v}_images_per_s": round(m, 2) for v, m in steady.items()},
+         images_per_s_ratio_lazy_to_prebuilt=round(steady["lazy"] / steady["prebuilt"], 3))
