@@ -18,7 +18,7 @@ from __future__ import annotations
 import statistics
 import time
 
-from benchmarks.timing import in_fresh_process, random_batch, timed_fit
+from benchmarks.timing import in_fresh_process, random_batch, repeated_stream, timed_fit
 
 VARIANTS = ("prebuilt", "lazy")
 
@@ -27,7 +27,6 @@ def _first_step_seconds(model_name: str, base: int, size: int, batch: int, class
                         warmup: int, steps: int) -> tuple[float, float]:
     """Seconds to the end of fit's first step, then images/s over ``steps`` steps after ``warmup`` untimed ones."""
     import keras
-    import tensorflow as tf
 
     from common.nn import optimizers
     from common.train import recipe
@@ -50,7 +49,7 @@ def _first_step_seconds(model_name: str, base: int, size: int, batch: int, class
     first = FirstStep()
     start = time.perf_counter()
     model.fit(images, targets, batch_size=batch, epochs=1, verbose=0, shuffle=False, callbacks=[first])
-    data = tf.data.Dataset.from_tensors((images, targets)).repeat().prefetch(tf.data.AUTOTUNE)
+    data = repeated_stream(images, targets)
     timed_fit(model, data, warmup)  # a tf.data input may retrace the step once
     return first.end - start, batch * steps / timed_fit(model, data, steps)
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import statistics
 
-from benchmarks.timing import compiled_zoo_model, in_fresh_process, random_batch, timed_fit
+from benchmarks.timing import compiled_zoo_model, in_fresh_process, random_batch, repeated_stream, timed_fit
 
 SETTINGS = ("zoo", "keras_batch_norm", "xla", "steps_per_execution_4", "inter_op_1", "intra_op_1")
 
@@ -69,7 +69,7 @@ def images_per_s(setting: str, model_name: str, base: int, size: int, batch: int
         model.compile(optimizer=model.optimizer, loss=compiled["loss"], loss_weights=compiled["loss_weights"],
                       metrics=compiled["metrics"], jit_compile=setting == "xla",
                       steps_per_execution=4 if setting == "steps_per_execution_4" else 1)
-    data = tf.data.Dataset.from_tensors((inputs, targets)).repeat().prefetch(tf.data.AUTOTUNE)
+    data = repeated_stream(inputs, targets)
     model.fit(data, epochs=1, steps_per_epoch=4 * warmup, verbose=0, shuffle=False)  # traces the step
     return steps * batch / timed_fit(model, data, steps)
 

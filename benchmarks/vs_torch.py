@@ -26,7 +26,14 @@ import time
 
 import numpy as np
 
-from benchmarks.timing import compiled_zoo_model, in_fresh_process, peak_rss_mib, random_batch, timed_fit
+from benchmarks.timing import (
+    compiled_zoo_model,
+    in_fresh_process,
+    peak_rss_mib,
+    random_batch,
+    repeated_stream,
+    timed_fit,
+)
 
 
 def _without_attention_keras() -> None:
@@ -50,14 +57,13 @@ def keras_images_per_s(model_name: str, base: int, size: int, batch: int, classe
     ``attention``: "none" for the diagnostic without attention (module docstring); any other value is
     the PyTorch runner's (both runners take the same arguments).
     """
-    import tensorflow as tf
 
     if attention == "none":
         _without_attention_keras()
 
     model = compiled_zoo_model(model_name, base, batch, classes, steps)
     images, labels = random_batch(batch, size, classes)
-    data = tf.data.Dataset.from_tensors((images, labels)).repeat().prefetch(tf.data.AUTOTUNE)
+    data = repeated_stream(images, labels)
     model.fit(data, epochs=1, steps_per_epoch=warmup, verbose=0, shuffle=False)  # traces the step
     seconds = timed_fit(model, data, steps)
     parameters = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
