@@ -31,6 +31,7 @@ import math
 import keras
 from keras import layers, ops
 
+from common.nn.initializers import TorchUniform
 from common.nn.ops import batch_norm, check_positive_int, upsample_bilinear
 
 LEAKY_RELU_SLOPE = 0.01  # PyTorch's default; see the module docstring
@@ -76,9 +77,11 @@ class SeparableConvBNHSwish(keras.layers.Layer):
         channels = input_shape[-1]
         policy = self.dtype_policy
         self.depthwise = layers.DepthwiseConv2D(self.kernel_size, padding="same", dilation_rate=self.dilation_rate,
-                                                use_bias=False, dtype=policy, name="depthwise")
+                                                use_bias=False, depthwise_initializer=TorchUniform(depthwise=True),
+                                                dtype=policy, name="depthwise")
         self.depthwise_bn = batch_norm(dtype=policy, name="depthwise_bn")
-        self.pointwise = layers.Conv2D(self.filters, 1, use_bias=False, dtype=policy, name="pointwise")
+        self.pointwise = layers.Conv2D(self.filters, 1, use_bias=False, kernel_initializer=TorchUniform(), dtype=policy,
+                                       name="pointwise")
         self.pointwise_bn = batch_norm(dtype=policy, name="pointwise_bn")
         self.depthwise.build(input_shape)
         self.depthwise_bn.build((None, None, None, channels))
@@ -129,8 +132,8 @@ class ECA(keras.layers.Layer):
     def build(self, input_shape):
         channels = input_shape[-1]
         self.kernel_size = eca_kernel_size(channels, self.gamma, self.b)
-        self.conv = layers.Conv1D(1, self.kernel_size, padding="same", use_bias=False, dtype=self.dtype_policy,
-                                  name="conv")
+        self.conv = layers.Conv1D(1, self.kernel_size, padding="same", use_bias=False,
+                                  kernel_initializer=TorchUniform(), dtype=self.dtype_policy, name="conv")
         self.conv.build((None, channels, 1))
 
     def call(self, x):
@@ -186,7 +189,8 @@ class EASPyramid(keras.layers.Layer):
 
     def _conv_bn(self, kernel_size, name):
         policy = self.dtype_policy
-        conv = layers.Conv2D(self.filters, kernel_size, use_bias=False, dtype=policy, name=f"{name}_conv")
+        conv = layers.Conv2D(self.filters, kernel_size, use_bias=False, kernel_initializer=TorchUniform(), dtype=policy,
+                             name=f"{name}_conv")
         bn = batch_norm(dtype=policy, name=f"{name}_bn")
         return conv, bn
 

@@ -46,6 +46,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
+from common.nn.initializers import torch_defaults
 from common.nn.ops import check_input_shape, check_positive_int, is_positive_int
 from eas_unet.layers import EASPyramid, SeparableConvBNHSwish, _BilinearUpsampling2D
 
@@ -113,12 +114,15 @@ def build_model(input_shape=(None, None, 1), num_classes: int = 2, base_filters:
     x = EASPyramid(widths[-1], name="eas_pyramid")(x)
     sides = []
     for stage, level in enumerate(reversed(range(DEPTH)), start=1):
-        x = layers.Conv2DTranspose(widths[level], 2, strides=2, name=f"up{level}")(x)
+        # PyTorch's fan_in of a transposed convolution counts its outputs: 2 * 2 * out (common.nn.initializers)
+        x = layers.Conv2DTranspose(widths[level], 2, strides=2, name=f"up{level}",
+                                   **torch_defaults(4 * widths[level]))(x)
         x = layers.Concatenate(name=f"concat{level}")([skips[level], x])
         x = eas_block(x, widths[level], name=f"dec{level}")
-        logits = layers.Conv2D(num_classes, 1, name=f"side_{stage}_logits")(x)
+        logits = layers.Conv2D(num_classes, 1, name=f"side_{stage}_logits", **torch_defaults(widths[level]))(x)
         sides.append(_BilinearUpsampling2D(2**level, name=f"side_{stage}_upsample")(logits))
-    fused = layers.Conv2D(num_classes, 1, name="fusion")(layers.Concatenate(name="side_concat")(sides))
+    fused = layers.Conv2D(num_classes, 1, name="fusion", **torch_defaults(len(sides) * num_classes))(
+        layers.Concatenate(name="side_concat")(sides))
     outputs = _softmax(fused, "fused")
     if deep_supervision:
         outputs = [outputs, *(_softmax(side, f"side_{stage}") for stage, side in enumerate(sides, start=1))]

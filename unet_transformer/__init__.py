@@ -3,6 +3,18 @@
 Public API: ``build_model`` and the custom layers (the computation behind
 them is in ``unet_transformer.ops``). Imports keras, numpy and the keras-only
 ``common.nn`` only, so it also runs under Keras' JAX backend.
+
+The paper trained in TensorFlow and its code is not public, so the zoo keeps
+TensorFlow's arithmetic and Keras' initialisation (glorot_uniform kernels,
+zero biases): its convolutions are 3x3 stride 1 "same" (symmetric), 1x1, and
+2x2 stride 2 without padding (transposed upsampling, the attention gate's
+theta), so no padding convention arises; bilinear upsampling uses
+half-pixel centres as ``tf.image.resize``. One deliberate exception:
+BatchNorm momentum 0.1 / epsilon 1e-5 (``common.nn.ops.batch_norm``) instead of
+Keras' 0.99 / 1e-3, for the lag measured there. Where the paper is silent (the
+positional encoding added after the Y/S convolutions, Y upsampled by a 2x2
+transposed convolution before the concatenation) ``docs/fidelity.md`` says what
+the zoo chose and why.
 """
 
 from unet_transformer.layers import (

@@ -7,6 +7,7 @@ import eas_unet
 import unet_transformer
 from eas_unet.model import DEPTH
 from tests import helpers
+from tests.references import pytorch_init
 
 SIDES = ["side_1", "side_2", "side_3", "side_4"]
 
@@ -101,3 +102,13 @@ def test_stride_is_two_to_the_number_of_poolings():
     assert eas_unet.STRIDE == 2**DEPTH == 16
     model = eas_unet.build_model(input_shape=(None, None, 1), base_filters=2, deep_supervision=False)
     assert sum(isinstance(layer, keras.layers.MaxPooling2D) for layer in model.layers) == DEPTH
+
+
+def test_every_convolution_starts_as_pytorch_initialises_it():
+    """The authors trained in PyTorch 2.0: every kernel and bias from U(+-1/sqrt(fan_in)), depthwise fan kh * kw."""
+    model = eas_unet.build_model(input_shape=(64, 64, 1), num_classes=3, base_filters=16)
+    kinds = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Conv2DTranspose)
+    convs = [layer for layer in model._flatten_layers() if isinstance(layer, kinds)]
+    assert {type(layer) for layer in convs} == set(kinds)
+    checked = sum(pytorch_init.check_layer(layer) for layer in convs)
+    assert checked == len(convs) + sum(layer.use_bias for layer in convs)

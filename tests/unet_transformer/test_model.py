@@ -126,3 +126,17 @@ def test_every_variant_reloads_in_fresh_process(tmp_path):
                                       "mhca_attention_1"]
     assert names["attention_unet"][1:] == [f"gate_attention_{level}" for level in (3, 2, 1, 0)]
     assert names["unet"] == ["probabilities"]
+
+
+def test_keeps_tensorflows_initialisation():
+    """The paper trained in TensorFlow: Keras' glorot_uniform kernels and zero biases, not PyTorch's draws."""
+    model = unet_transformer.build_model("u_transformer", input_shape=(64, 64, 1), base_filters=8, heads=2)
+    kernels = [layer for layer in model._flatten_layers() if getattr(layer, "kernel", None) is not None]
+    assert len(kernels) > 20
+    for layer in kernels:
+        shape = tuple(layer.kernel.shape)
+        taps = int(np.prod(shape[:-2])) if len(shape) > 2 else 1
+        limit = np.sqrt(6.0 / (taps * (shape[-2] + shape[-1])))  # glorot_uniform
+        assert np.abs(np.asarray(layer.kernel)).max() <= limit * (1 + 1e-6), layer.kernel.path
+        if getattr(layer, "bias", None) is not None:
+            assert not np.asarray(layer.bias).any(), layer.bias.path
