@@ -22,8 +22,19 @@ Decisions where the paper is vague:
   ``X_i + theta(X_i)`` is the hourglass output (its top branch carries X_i
   through identity skips), read by both f and f_c (eq. 2). With the masks at
   ones (stage A, or ``attention=False``) the network is exactly Newell's.
-- BatchNorm: Torch's epsilon 1e-5 and momentum 0.1 (Keras' momentum 0.9), not
-  Keras' defaults (SPEC, "Matching the original implementation").
+- Arithmetic of the original framework (Torch7 / PyTorch), not Keras' defaults
+  (SPEC, "Matching the original implementation"; ``docs/fidelity.md``):
+  BatchNorm epsilon 1e-5 and momentum 0.1 (Keras' momentum 0.9); the stem's
+  7x7 stride-2 convolution pads 3 on every side as PyTorch's ``padding=3``
+  (Keras' "same" pads (2, 3) on an even side, which shifted every feature map
+  one input pixel off Newell's: 9-11% off his outputs); every other
+  convolution has stride 1 and an odd kernel, where "same" is symmetric, and
+  the 2x2 max-pools and nearest upsampling have no padding. Every convolution
+  starts from PyTorch's default initialisation, U(+-1/sqrt(fan_in)) for
+  weights and biases (``common.nn.initializers``), but the two choices below
+  (heatmap kernels, mask bias). princeton-vl's released checkpoints load with
+  ``zoo convert hourglass`` and give that code's outputs (to 1e-6 of their
+  scale, ``tests/common/convert/test_hourglass.py``).
 - The mask head f_c (eq. 2) reads the hourglass output like f: a 3x3
   conv-BN-ReLU to C/4 then a 1x1 conv to one channel and a sigmoid (section
   3.2: no BN/ReLU on the 1x1 layers that make heatmaps and masks). Its bias
@@ -31,9 +42,9 @@ Decisions where the paper is vague:
   masks on in stage B barely disturbs the heatmap path trained in stage A.
   The masks stay soft (sigmoid): the paper calls them binary but trains them
   by back-propagation.
-- The heatmap 1x1 convs start from normal(std=0.001) weights, as HRNet's
-  heatmap heads do: with Keras' default init the first ~600 steps of a
-  small run only unlearned random peaks.
+- The heatmap 1x1 convs start from normal(std=0.001) weights and zero biases,
+  as HRNet's heatmap heads do: with Keras' default init the first ~600 steps
+  of a small run only unlearned random peaks.
 - The last stage makes no mask (no stage follows to gate); a model of S
   stacks outputs S predictions and S - 1 masks.
 - The plain baseline (``attention=False``) has no mask heads at all, so its

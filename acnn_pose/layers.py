@@ -12,6 +12,7 @@ from __future__ import annotations
 import keras
 from keras import layers, ops
 
+from common.nn.initializers import torch_defaults  # Newell's code: PyTorch's default initialisation
 from common.nn.ops import batch_norm, check_positive_int  # BN: Torch's momentum and epsilon
 
 
@@ -44,14 +45,15 @@ class Residual(keras.layers.Layer):
         self.norms, self.convs = [], []
         for i, (width_in, width_out, kernel) in enumerate(widths, start=1):
             bn = batch_norm(dtype=policy, name=f"bn{i}")
-            conv = layers.Conv2D(width_out, kernel, padding="same", dtype=policy, name=f"conv{i}")
+            conv = layers.Conv2D(width_out, kernel, padding="same", dtype=policy, name=f"conv{i}",
+                                 **torch_defaults(kernel * kernel * width_in))
             bn.build((None, None, None, width_in))
             conv.build((None, None, None, width_in))
             self.norms.append(bn)
             self.convs.append(conv)
         self.skip = None
         if channels != self.filters:
-            self.skip = layers.Conv2D(self.filters, 1, dtype=policy, name="skip")
+            self.skip = layers.Conv2D(self.filters, 1, dtype=policy, name="skip", **torch_defaults(channels))
             self.skip.build(input_shape)
 
     def call(self, x, training=None):

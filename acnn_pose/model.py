@@ -1,7 +1,8 @@
 """The ACNN network (Sun et al., section 3, Fig. 3 and 4) and its base, Newell's stacked hourglass.
 
 Stem (section 3.2, "Inference"): 7x7/2 conv - BN - ReLU, Residual, 2x2
-max-pool, Residual, Residual: 256x256 -> 64x64 features. Then per stage i,
+max-pool, Residual, Residual: 256x256 -> 64x64 features. The 7x7/2 conv pads 3
+on every side as Newell's PyTorch and Torch code do (``_conv``). Then per stage i,
 with ``Y_i = hourglass(X_i)`` (= ``X_i + theta(X_i)``: the hourglass' top
 branch carries X_i through identity skips):
 
@@ -21,6 +22,7 @@ import keras
 from keras import layers
 
 from acnn_pose.layers import AttentionMaskGate, Hourglass, Residual, StagePrediction
+from common.nn.initializers import torch_defaults
 from common.nn.ops import batch_norm, check_input_shape, check_positive_int
 
 HOURGLASS_DEPTH = 4
@@ -42,15 +44,30 @@ def _check_config(input_shape, num_stacks, num_joints, features):
         raise ValueError(f"features must be a positive multiple of 8, got {features!r}")
 
 
+def _conv(x, filters: int, kernel: int, name: str, strides: int = 1, **kwargs):
+    """Newell's ``Conv``: PyTorch's ``padding=(k - 1) // 2`` on every side, and PyTorch's initialisation.
+
+    With stride 1 and an odd kernel that is Keras' "same". With stride 2 on an
+    even side Keras' "same" pads (2, 3) for a 7x7 kernel where PyTorch pads
+    (3, 3): every feature map would sit one input pixel off Newell's.
+    """
+    padding = "same"
+    if strides > 1:
+        x = layers.ZeroPadding2D((kernel - 1) // 2, name=f"{name}_pad")(x)
+        padding = "valid"
+    init = {**torch_defaults(kernel * kernel * x.shape[-1]), **kwargs}
+    return layers.Conv2D(filters, kernel, strides=strides, padding=padding, name=name, **init)(x)
+
+
 def _conv_bn_relu(x, filters: int, kernel: int, name: str, strides: int = 1):
-    x = layers.Conv2D(filters, kernel, strides=strides, padding="same", name=f"{name}_conv")(x)
+    x = _conv(x, filters, kernel, f"{name}_conv", strides)
     x = batch_norm(name=f"{name}_bn")(x)
     return layers.Activation("relu", name=f"{name}_relu")(x)
 
 
 def _stem(x, features: int):
     # The reference widths 64 / 128 / 128 / 256 at features=256, scaled with features.
-    x = _conv_bn_relu(x, features // 4, 7, "stem", strides=2)
+    x = _conv_bn_relu(x, features // 4, 7, "stem", strides=2)  # Newell: pads 3 on every side
     x = Residual(features // 2, name="stem_res1")(x)
     x = layers.MaxPooling2D(2, name="stem_pool")(x)
     x = Residual(features // 2, name="stem_res2")(x)
@@ -60,15 +77,14 @@ def _stem(x, features: int):
 def _mask_head(x, features: int, stage: int):
     """Eq. 2, f_c: every layer named ``mask_<stage>_*`` (staged training freezes them by name)."""
     m = _conv_bn_relu(x, features // 4, 3, f"mask_{stage}")
-    m = layers.Conv2D(1, 1, bias_initializer=keras.initializers.Constant(MASK_BIAS_INIT),
-                      name=f"mask_{stage}_logits")(m)
+    m = _conv(m, 1, 1, f"mask_{stage}_logits", bias_initializer=keras.initializers.Constant(MASK_BIAS_INIT))
     return layers.Activation("sigmoid", dtype="float32", name=f"mask_{stage}_sigmoid")(m)
 
 
 def _merge(x, feature, heatmap, features: int, stage: int):
     """Newell's next-stage input ``X_i + fc'(F_i) + score'(H_i)``: the stage's input, features and heatmaps."""
-    merged_features = layers.Conv2D(features, 1, name=f"merge_features_{stage}")(feature)
-    merged_heatmaps = layers.Conv2D(features, 1, name=f"merge_heatmaps_{stage}")(heatmap)
+    merged_features = _conv(feature, features, 1, f"merge_features_{stage}")
+    merged_heatmaps = _conv(heatmap, features, 1, f"merge_heatmaps_{stage}")
     return layers.Add(name=f"merge_{stage}")([x, merged_features, merged_heatmaps])
 
 
@@ -107,8 +123,8 @@ def build_model(input_shape=(256, 256, 3), num_stacks: int = 4, num_joints: int 
         y = Hourglass(features, HOURGLASS_DEPTH, name=f"hourglass_{stage}")(x)  # X_i + theta(X_i)
         feature = Residual(features, name=f"stage_{stage}_res")(y)
         feature = _conv_bn_relu(feature, features, 1, f"stage_{stage}_fc")  # F_i, eq. 1's f
-        init = keras.initializers.RandomNormal(stddev=HEATMAP_STDDEV)
-        heatmap = layers.Conv2D(num_joints, 1, kernel_initializer=init, name=f"heatmap_{stage}")(feature)  # H_i
+        heatmap = _conv(feature, num_joints, 1, f"heatmap_{stage}", bias_initializer="zeros",  # H_i
+                        kernel_initializer=keras.initializers.RandomNormal(stddev=HEATMAP_STDDEV))
         parts = [heatmap] if mask is None else [heatmap, previous, mask]
         previous = StagePrediction(name=f"prediction_{stage}")(parts)  # P_i, eq. 4 (P_i = H_i without masks)
         predictions.append(previous)

@@ -4,7 +4,7 @@ Bad input ends the command with a one-line message naming the file or the
 argument and exit status 2, never a traceback.
 
 One module per wing (``ct``, ``train``, ``serve``, ``slides``, ``pose``,
-``studies``), each subcommand's parser beside its action; ``options`` holds
+``studies``, ``convert``), each subcommand's parser beside its action; ``options`` holds
 the argument types they share. The CLI may import every wing, inside the
 actions, so that ``zoo --help`` and argument errors never wait for TensorFlow.
 """
@@ -25,11 +25,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 def build_parser() -> argparse.ArgumentParser:
     """``zoo``'s parser: every wing's subcommands, each parser set to run its action."""
-    from common.cli import ct, pose, serve, slides, studies, train
+    from common.cli import convert, ct, pose, serve, slides, studies, train
 
     parser = argparse.ArgumentParser(prog="zoo", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    for wing in (studies, ct, train, serve, slides, pose):
+    for wing in (studies, ct, train, serve, slides, pose, convert):
         for add in wing.PARSERS:
             add(sub)
     return parser

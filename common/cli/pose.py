@@ -35,6 +35,9 @@ def _add_train_pose(sub):
     p.add_argument("--stage-factor", type=float, default=1.0,
                    help="multiplies every stage's epochs and drop epochs (paper: 200, 200, 100)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--init", default=None, metavar="MODEL.keras",
+                   help="start from this pose model's weights and skip stage A (e.g. Newell's trained hourglass from "
+                        "`zoo convert hourglass --attention`); its stacks, features and attention must match")
     p.set_defaults(handler=train_pose)
 
 
@@ -96,7 +99,7 @@ def train_pose(args) -> None:
     pose_training.train_pose(pose_training.PoseTrainConfig(
         data=args.data, out=args.out, attention=args.attention, num_stacks=args.stacks, features=args.features,
         input_size=args.input_size, batch_size=args.batch_size, stage_factor=args.stage_factor, seed=args.seed,
-        verbose=1 if sys.stdout.isatty() else 2,
+        init=args.init, verbose=1 if sys.stdout.isatty() else 2,
     ))
 
 

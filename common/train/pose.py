@@ -20,6 +20,7 @@ import sys
 import keras
 
 from common import atomic, registry
+from common.errors import DataError
 from common.pose import data as pose_data
 from common.pose import mpii
 from common.train import batch_norm
@@ -38,6 +39,7 @@ class PoseTrainConfig:
     batch_size: int = 12
     stage_factor: float = 1.0
     seed: int = 0
+    init: str | None = None  # a .keras pose model (e.g. `zoo convert hourglass`) standing for stage A
     verbose: int = 2
     run_eagerly: bool = False  # for tiny models (tests), where tracing costs more than the steps
 
@@ -66,6 +68,22 @@ def _validation(config: PoseTrainConfig, log):
     return pose_data.pose_dataset(records, config.batch_size, config.input_size, training=False, seed=config.seed)
 
 
+def _load_init(model: keras.Model, path: str) -> None:
+    """Copies the weights of the pose model in ``path`` into ``model``, variable by variable (same names, shapes)."""
+    source, _ = registry.load_run(path)
+    theirs = {w.path: w for w in source.weights}
+    for variable in model.weights:
+        other = theirs.pop(variable.path, None)
+        if other is None or tuple(other.shape) != tuple(variable.shape):
+            found = "nothing" if other is None else f"shape {tuple(other.shape)}"
+            raise DataError(f"{path}: --init holds {found} for {variable.path} {tuple(variable.shape)}: give a model "
+                            f"of the run's stacks, features and attention (zoo convert hourglass --attention for ACNN)")
+        variable.assign(other)
+    if theirs:
+        raise DataError(f"{path}: --init has weights the run's model lacks ({next(iter(theirs))}); "
+                        "train with the same stacks, features and attention")
+
+
 def train_pose(config: PoseTrainConfig, log=print) -> keras.Model:
     """Trains ACNN (or the plain hourglass) through the scaled stages; rerunning resumes."""
     entry = registry.get(config.model)
@@ -73,6 +91,9 @@ def train_pose(config: PoseTrainConfig, log=print) -> keras.Model:
     records = pose_data.load_split(config.data, "train")
     run_dir = pathlib.Path(config.out)
     stages = entry.stages(config.stage_factor)
+    if config.init:  # its weights are stage A's result (Newell's trained network): the later stages start there
+        config.init = str(pathlib.Path(config.init).resolve())
+        stages = [stage for stage in stages if stage.trains != "heatmaps"]
     atomic.write_json(run_dir / "config.json", {
         **dataclasses.asdict(config), "train_images": len(records),
         "model": entry.name, "stages": [dataclasses.asdict(s) for s in stages], "command": shlex.join(sys.argv),
@@ -80,6 +101,8 @@ def train_pose(config: PoseTrainConfig, log=print) -> keras.Model:
     keras.utils.set_random_seed(config.seed)
     model = entry.build(input_shape=(config.input_size, config.input_size, 3), num_stacks=config.num_stacks,
                         num_joints=mpii.NUM_JOINTS, features=config.features)
+    if config.init:
+        _load_init(model, config.init)
     log(f"training {model.name} ({model.count_params():,} parameters) on {len(records)} people, "
         f"{config.input_size}x{config.input_size}, stages {', '.join(f'{s.name}:{s.epochs}' for s in stages)}")
     batch_norm.fuse_batch_norm(model)  # TensorFlow's fused kernel: 1.28x the images/s (docs/performance.md)

@@ -8,6 +8,7 @@ import pytest
 
 import acnn_pose
 from tests import helpers
+from tests.references import pytorch_init
 
 SHAPE_CASES = [
     # (build_model kwargs, input shape, prediction shape, number of masks)
@@ -150,3 +151,18 @@ def test_reloads_in_a_fresh_process(acnn, tmp_path):
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "reloaded ['prediction_1', 'prediction_2', 'prediction_3', 'mask_1', 'mask_2']" in done.stdout
+
+
+def test_every_convolution_starts_as_pytorch_initialises_it():
+    """Newell's code is PyTorch's: U(+-1/sqrt(fan_in)) weights and biases, but for the two documented choices."""
+    model = acnn_pose.build_model(input_shape=(64, 64, 3), num_stacks=2, features=32)
+    heatmaps = [w for w in model.weights if w.path.startswith("heatmap_")]
+    mask_biases = [w for w in model.weights if w.path.startswith("mask_") and w.path.endswith("logits/bias")]
+    exempt = {w.path for w in heatmaps + mask_biases}
+    convs = [layer for layer in model._flatten_layers() if isinstance(layer, keras.layers.Conv2D)]
+    checked = sum(pytorch_init.check_layer(layer, exempt) for layer in convs)
+    assert checked == 2 * len(convs) - len(exempt)
+    for w in heatmaps:  # HRNet's normal(std=0.001) kernels and zero biases (acnn_pose.model.HEATMAP_STDDEV)
+        values = np.asarray(w)
+        assert (values == 0).all() if w.path.endswith("bias") else 0.0007 < values.std() < 0.0013
+    assert [float(np.asarray(w)[0]) for w in mask_biases] == [2.0]  # MASK_BIAS_INIT

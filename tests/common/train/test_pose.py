@@ -41,3 +41,29 @@ def test_rerun_resumes_without_training(pose_data, pose_run):
 def test_bad_training_configuration(pose_data, tmp_path):
     with pytest.raises(ValueError, match="input_size"):
         pose_training.train_pose(pose_training.PoseTrainConfig(str(pose_data), str(tmp_path), input_size=100))
+
+
+def test_init_starts_from_a_models_weights_and_skips_stage_a(pose_data, pose_run, tmp_path):
+    """``--init`` (e.g. Newell's hourglass from `zoo convert hourglass --attention`) stands for stage A."""
+    trained, _ = pose_run
+    lines = []
+    config = pose_training.PoseTrainConfig(str(pose_data), str(tmp_path / "run"), init=str(trained / "model.keras"),
+                                           **helpers.TINY_POSE)
+    pose_training.train_pose(config, log=lines.append)
+    starts = [line for line in lines if "before training" in line]
+    assert [line.split(":")[0] for line in starts] == ["stage B", "stage C"]
+    assert not (tmp_path / "run" / "history_A.csv").exists()
+    # Stage B starts where the run it was given ended: its loss before training is that run's last val_loss.
+    with open(trained / "history_C.csv", encoding="utf-8") as file:
+        ended = float(list(csv.DictReader(file))[-1]["val_loss"])
+    assert float(starts[0].split("validation loss ")[1].split()[0]) == pytest.approx(ended, rel=1e-4)
+    assert json.loads((tmp_path / "run" / "config.json").read_text(encoding="utf-8"))["init"] == \
+        str((trained / "model.keras").resolve())
+
+
+def test_init_of_another_architecture_names_the_file(pose_data, pose_run, tmp_path):
+    trained, _ = pose_run
+    config = pose_training.PoseTrainConfig(str(pose_data), str(tmp_path / "run"), init=str(trained / "model.keras"),
+                                           **{**helpers.TINY_POSE, "features": 24})
+    with pytest.raises(pose_training.DataError, match=r"model\.keras: --init holds shape"):
+        pose_training.train_pose(config, log=lambda line: None)
