@@ -17,19 +17,29 @@ Decisions where the paper is vague:
   dropout 0.4 as in TRI-AL's script. At width 1.0: 3 x 14,714,688 backbone
   and 23,097,349 head parameters, 67,241,413 in all. The original concatenates
   40x, 10x, 2.5x; we keep the inputs' order (2.5x, 10x, 40x), which only
-  permutes the first dense layer's rows.
+  permutes the first dense layer's rows; the converter of the original's
+  weights (``common.convert.tri_cnn``, ``zoo convert``) permutes them back and
+  drops the original's sixth, unused "background" output (index 0), so the
+  zoo's 5 probabilities are the original's renormalised over the 5 tissues.
+- Framework: the original is Keras 2, and so is the arithmetic followed here:
+  VGG16's 3x3 stride-1 'same' convolutions and 2x2 valid max-poolings (no
+  asymmetric padding anywhere, so nothing differs from Keras 2), Keras'
+  default initialisation (glorot_uniform, zero biases) kept.
 - Preprocessing: inputs are float32 RGB in [0, 1], as the triplets are fed
   (uint8 / 255), served and exported; ``VGG16Preprocess`` turns them in the
-  graph into what ImageNet's VGG16 weights expect,
-  ``keras.applications.vgg16.preprocess_input(255 x)``: BGR, 0-255, ImageNet
-  mean subtracted (SPEC). The original code feeds raw 0-255 RGB (its
-  mean-subtraction and RGB->BGR calls are commented out); matching the
-  weights is SPEC's call.
+  graph into what the VGG16s see. The default, ``preprocessing="raw"``,
+  follows the original code, which feeds raw 0-255 RGB (its mean subtraction
+  and RGB->BGR calls are commented out) even from ImageNet weights: ``255 x``,
+  so the original's converted weights give its outputs. ``"imagenet"`` is
+  ``keras.applications.vgg16.preprocess_input(255 x)`` (BGR, 0-255, ImageNet
+  mean subtracted), what ImageNet's VGG16 weights were trained on. (SPEC first
+  made ImageNet's the default; it was corrected to the original's.)
 - Training (``active_learning.TrainConfig``): SGD lr 1.5e-4 (paper III;
   TRI-AL's script has 1.5e-5), momentum 0.9 with Nesterov and Keras 2's
   ``decay=1e-6`` (the original's optimizer), batch 128 (the original's),
   early stopping on validation loss with patience 5 (paper; the script: 3),
-  the best epoch's weights kept (the script's ``ModelCheckpoint``).
+  the best epoch's weights kept (the script's ``ModelCheckpoint``). Where the
+  paper's text and its code differ, the text is the default (SPEC).
 - ``width`` < 1 and a smaller ``head_units`` (deviations, for CPU-sized
   experiments): every VGG16 width is multiplied by ``width``, the layout
   (13 convolutions, 5 poolings) is VGG16's. ``width=1.0`` is

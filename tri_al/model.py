@@ -10,17 +10,25 @@ INPUT_NAMES = ("tile_2_5x", "tile_10x", "tile_40x")  # paper: 2.5x, 10x, 40x til
 VGG16_BLOCKS = ((2, 64), (2, 128), (3, 256), (3, 512), (3, 512))
 # ImageNet channel means in BGR order on the 0-255 scale, as keras.applications.vgg16.preprocess_input subtracts.
 IMAGENET_BGR_MEAN = (103.939, 116.779, 123.68)
+# What the VGG16s see: "raw" 0-255 RGB as the original code fed them, or ImageNet's "caffe" preprocessing.
+PREPROCESSING = ("raw", "imagenet")
 HEAD_UNITS = 4096  # the original's n_neurons_first_layer = n_neurons_second_layer = 4096
 DROPOUT = 0.4  # TRI-AL's training script: Dropout(0.4) after each 4096-unit layer
 
 
 @keras.saving.register_keras_serializable(package="tri_al")
 class VGG16Preprocess(layers.Layer):
-    """``keras.applications.vgg16.preprocess_input`` ("caffe" mode) for RGB tiles in [0, 1].
+    """What each VGG16 sees of an RGB tile in [0, 1]: the original's raw pixels, or ImageNet's "caffe" input.
 
-    The ImageNet VGG16 weights were trained on BGR pixels on the 0-255 scale
-    with the ImageNet mean subtracted; in the graph, so trained, exported and
-    served inputs all go through it: ``x_bgr = 255 * x[..., ::-1] - mean_bgr``.
+    In the graph, so trained, exported and served inputs all go through it.
+    ``mode="raw"``: ``255 x``, the 0-255 RGB the original TRI-CNN was fed (its
+    mean subtraction and BGR flip are commented out), so its weights give its
+    outputs. ``mode="imagenet"``: ``keras.applications.vgg16.preprocess_input``,
+    what the ImageNet VGG16 weights were trained on, ``x_bgr = 255 * x[..., ::-1] - mean_bgr``.
+
+    Args:
+        mode: "raw" or "imagenet". The default is "imagenet" because files saved
+            before the argument existed carry no ``mode`` and computed that.
 
     Example:
 
@@ -28,11 +36,25 @@ class VGG16Preprocess(layers.Layer):
     >>> red = np.array([[[[1.0, 0.0, 0.0]]]], "float32")  # one RGB pixel
     >>> np.asarray(VGG16Preprocess()(red), "float64").round(3).tolist()  # B, G, R minus their means
     [[[[-103.939, -116.779, 131.32]]]]
+    >>> np.asarray(VGG16Preprocess(mode="raw")(red), "float64").tolist()  # the original's R, G, B
+    [[[[255.0, 0.0, 0.0]]]]
     """
 
+    def __init__(self, mode: str = "imagenet", **kwargs):
+        super().__init__(**kwargs)
+        if mode not in PREPROCESSING:
+            raise ValueError(f"mode must be one of {PREPROCESSING}, got {mode!r}")
+        self.mode = mode
+
     def call(self, x):
-        bgr = ops.flip(x * 255.0, axis=-1)  # RGB -> BGR
+        x = x * 255.0
+        if self.mode == "raw":
+            return x
+        bgr = ops.flip(x, axis=-1)  # RGB -> BGR
         return bgr - ops.convert_to_tensor(IMAGENET_BGR_MEAN, dtype=bgr.dtype)
+
+    def get_config(self):
+        return {**super().get_config(), "mode": self.mode}
 
 
 def _vgg16_scaled(tile_size: int, width: float, name: str) -> keras.Model:
@@ -60,7 +82,7 @@ def backbone(tile_size: int, width: float, name: str, weights=None) -> keras.Mod
         return _vgg16_scaled(tile_size, width, name)
 
 
-def _check(num_classes, tile_size, width, backbone_weights, head_units, dropout) -> None:
+def _check(num_classes, tile_size, width, backbone_weights, head_units, dropout, preprocessing) -> None:
     if not isinstance(num_classes, int) or num_classes < 2:
         raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
     if not isinstance(tile_size, int) or tile_size < 32 or tile_size % 32:
@@ -73,13 +95,15 @@ def _check(num_classes, tile_size, width, backbone_weights, head_units, dropout)
         raise ValueError(f"head_units must be a positive integer, got {head_units!r}")
     if not 0 <= dropout < 1:
         raise ValueError(f"dropout must lie in [0, 1), got {dropout!r}")
+    if preprocessing not in PREPROCESSING:
+        raise ValueError(f"preprocessing must be one of {PREPROCESSING}, got {preprocessing!r}")
 
 
 def build_model(num_classes: int = 5, tile_size: int = 128, backbone_weights=None, width: float = 1.0,
-                head_units: int = HEAD_UNITS, dropout: float = DROPOUT) -> keras.Model:
+                head_units: int = HEAD_UNITS, dropout: float = DROPOUT, preprocessing: str = "raw") -> keras.Model:
     """Builds TRI-CNN: three weight-independent VGG16 backbones, concatenated features, softmax classifier.
 
-    Each tile goes through ``VGG16Preprocess`` and its own VGG16, whose last
+    Each tile goes through ``VGG16Preprocess(preprocessing)`` and its own VGG16, whose last
     feature map is global-average pooled (512 features); the three are
     concatenated (1536) and classified by the original's head,
     Dense(4096, ReLU) -> dropout -> Dense(4096, ReLU) -> dropout -> softmax.
@@ -95,6 +119,10 @@ def build_model(num_classes: int = 5, tile_size: int = 128, backbone_weights=Non
         head_units: units of each of the two hidden dense layers (original: 4096; fewer is a
             CPU-sized deviation).
         dropout: rate of the dropout after each hidden dense layer (TRI-AL's code: 0.4).
+        preprocessing: what the VGG16s see of each tile: "raw", ``255 x`` as RGB, what the original
+            code fed (so its converted weights give its outputs, ``common.convert.tri_cnn``), or
+            "imagenet", ``keras.applications.vgg16.preprocess_input(255 x)`` (BGR, ImageNet mean
+            subtracted), for training from ImageNet VGG16 weights as they were trained.
 
     Inputs ``tile_2_5x``, ``tile_10x``, ``tile_40x``: float32 RGB in [0, 1],
     shape (batch, tile_size, tile_size, 3). Output ``probabilities``: (batch, num_classes).
@@ -105,12 +133,12 @@ def build_model(num_classes: int = 5, tile_size: int = 128, backbone_weights=Non
     >>> [tuple(t.shape) for t in model.inputs], model.output_shape
     ([(None, 32, 32, 3), (None, 32, 32, 3), (None, 32, 32, 3)], (None, 5))
     """
-    _check(num_classes, tile_size, width, backbone_weights, head_units, dropout)
+    _check(num_classes, tile_size, width, backbone_weights, head_units, dropout, preprocessing)
     inputs = [keras.Input((tile_size, tile_size, 3), name=name) for name in INPUT_NAMES]
     features = []
     for name, tile in zip(INPUT_NAMES, inputs):
         suffix = name.removeprefix("tile_")
-        x = VGG16Preprocess(name=f"preprocess_{suffix}")(tile)
+        x = VGG16Preprocess(preprocessing, name=f"preprocess_{suffix}")(tile)
         x = backbone(tile_size, float(width), f"vgg16_{suffix}", backbone_weights)(x)
         features.append(layers.GlobalAveragePooling2D(name=f"pool_{suffix}")(x))  # VGG16(pooling="avg")
     x = layers.Concatenate(name="features")(features)

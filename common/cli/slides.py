@@ -77,6 +77,9 @@ def _add_tri_al(sub):
                    help="units of the two hidden dense layers (default 4096, the original's; fewer: CPU deviation)")
     p.add_argument("--backbone-weights", default=None,
                    help="local ImageNet VGG16 no-top weights file, the original's start (width 1 only)")
+    p.add_argument("--preprocessing", choices=("raw", "imagenet"), default=None,
+                   help="what the VGG16s see: raw 0-255 RGB, as the original code feeds them even from ImageNet "
+                        "weights (default), or ImageNet's caffe preprocessing (BGR, mean subtracted)")
     p.add_argument("--source-lab", default="A", help="lab the source model is trained on (not with --source-model); "
                    "a lab of `zoo triplets`: slides.json's, or the lab folder's name less a leading 'lab'")
     p.add_argument("--target-lab", default="B", help="lab adapted to (its slides split by --target-split)")
@@ -178,7 +181,7 @@ def tri_al(args) -> None:
     config = tri_al_study.StudyConfig(
         data=args.data, out=args.out, strategies=tuple(args.strategy), runs=args.runs, fractions=args.fractions,
         width=args.width, head_units=args.head_units, backbone_weights=args.backbone_weights,
-        source_model=args.source_model, source_lab=args.source_lab,
+        preprocessing=args.preprocessing, source_model=args.source_model, source_lab=args.source_lab,
         target_lab=args.target_lab, target_split=args.target_split, iterations=args.iterations,
         budget=args.budget, candidates=args.candidates,
         initial_per_class=args.initial_per_class, source_epochs=args.source_epochs, seed=args.seed, train=train)

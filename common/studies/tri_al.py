@@ -49,6 +49,7 @@ class StudyConfig:
     width: float | None = None  # None: 1.0 (VGG16), or the source model's
     head_units: int | None = None  # None: 4096 (the original's), or the source model's
     backbone_weights: str | None = None
+    preprocessing: str | None = None  # None: "raw", the original's 0-255 RGB; "imagenet": caffe preprocessing
     source_model: str | None = None  # a trained TRI-CNN (.keras) to adapt instead of training one
     source_lab: str = "A"
     target_lab: str = "B"
@@ -70,13 +71,15 @@ class StudyConfig:
         if any(not 0 < f <= 1 for f in self.fractions):
             raise ValueError(f"fractions must lie in (0, 1], got {self.fractions}")
         if self.source_model is not None:
-            given = [n for n in ("width", "head_units", "backbone_weights") if getattr(self, n) is not None]
+            given = [n for n in ("width", "head_units", "backbone_weights", "preprocessing")
+                     if getattr(self, n) is not None]
             if given:
                 raise ValueError(f"{', '.join(given)}: the model comes from source_model {self.source_model}; "
                                  "leave them out")
         else:
             self.width = 1.0 if self.width is None else self.width
             self.head_units = HEAD_UNITS if self.head_units is None else self.head_units
+            self.preprocessing = "raw" if self.preprocessing is None else self.preprocessing
 
 
 def load_source_model(path, classes, tile_size: int) -> keras.Model:
@@ -129,6 +132,9 @@ def _plan(config: StudyConfig, manifest: dict) -> dict:
     if path.exists():
         previous = json.loads(path.read_text(encoding="utf-8"))
         previous["settings"].get("train", {}).setdefault("stain_augment", 0.0)  # studies from before the option
+        # Studies from before the option fed ImageNet's preprocessing: `--preprocessing imagenet` resumes them.
+        before = None if previous["settings"].get("source_model") else "imagenet"
+        previous["settings"].setdefault("preprocessing", before)
         if previous["target"] != plan["target"] or previous["settings"] != json.loads(json.dumps(plan["settings"])):
             raise ValueError(f"{path}: this folder holds a study with other settings; use a new OUT")
     else:
@@ -184,7 +190,7 @@ def run_study(config: StudyConfig, log=print) -> dict:
     if model is None:
         model = build_model(num_classes=len(manifest["classes"]), tile_size=manifest["tile_size"],
                             backbone_weights=config.backbone_weights, width=config.width,
-                            head_units=config.head_units)
+                            head_units=config.head_units, preprocessing=config.preprocessing)
     target = triplets.load_pools(config.data, sorted(sum(plan["target"].values(), [])))
     split = {k: _ids_of(target, v) for k, v in plan["target"].items()}
     source_weights = _source_stage(model, config, plan, target, split, log)

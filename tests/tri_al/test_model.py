@@ -1,3 +1,6 @@
+import json
+import zipfile
+
 import keras
 import numpy as np
 import pytest
@@ -37,6 +40,8 @@ ILL_CASES = [
     (dict(dropout=1.0), "dropout"),
     (dict(head_units=0), "head_units"),
     (dict(head_units=64.0), "head_units"),
+    (dict(preprocessing="caffe"), "preprocessing"),
+    (dict(preprocessing=None), "preprocessing"),
 ]
 
 
@@ -105,16 +110,62 @@ def test_preprocessing_is_vgg16_preprocess_input_of_0_255_pixels():
     assert IMAGENET_BGR_MEAN == (103.939, 116.779, 123.68)
 
 
-def test_each_backbone_sees_its_preprocessed_tile(tiny):
+# What each VGG16 sees of RGB tiles x in [0, 1], in NumPy: the original's raw pixels, or ImageNet's "caffe" input.
+PREPROCESSING_CASES = [
+    ("raw", lambda x: 255 * x),
+    ("imagenet", lambda x: 255 * x[..., ::-1] - np.array(IMAGENET_BGR_MEAN)),
+]
+
+
+@pytest.mark.parametrize("mode, expected", PREPROCESSING_CASES, ids=[case[0] for case in PREPROCESSING_CASES])
+def test_vgg16_preprocess_modes(mode, expected):
+    rgb = np.random.default_rng(4).random((2, 4, 5, 3), dtype=np.float32)
+    layer = tri_al.VGG16Preprocess(mode=mode)
+    np.testing.assert_allclose(np.asarray(layer(rgb)), expected(rgb), atol=1e-4)
+    assert layer.get_config()["mode"] == mode
+    assert tri_al.VGG16Preprocess.from_config(layer.get_config()).mode == mode
+
+
+def test_vgg16_preprocess_rejects_an_unknown_mode():
+    with pytest.raises(ValueError, match="mode.*'caffe'"):
+        tri_al.VGG16Preprocess(mode="caffe")
+
+
+@pytest.mark.parametrize("mode, expected", PREPROCESSING_CASES, ids=[case[0] for case in PREPROCESSING_CASES])
+def test_each_backbone_sees_its_preprocessed_tile(mode, expected, tiny):
+    model = tiny if mode == "raw" else tri_al.build_model(tile_size=32, width=1 / 16, head_units=16,
+                                                            preprocessing=mode)
+    assert tiny.get_layer("preprocess_40x").mode == "raw"  # the default: what the original fed
     x = _triplet(2, 32, seed=5)
     names = ("2_5x", "10x", "40x")
-    probe = keras.Model(tiny.inputs, [tiny.get_layer(f"preprocess_{m}").output for m in names] +
-                        [tiny.get_layer(f"pool_{m}").output for m in names])
+    probe = keras.Model(model.inputs, [model.get_layer(f"preprocess_{m}").output for m in names] +
+                        [model.get_layer(f"pool_{m}").output for m in names])
     outputs = [np.asarray(o) for o in probe(x)]
     for k, name in enumerate(names):
-        np.testing.assert_allclose(outputs[k], 255 * x[k][..., ::-1] - np.array(IMAGENET_BGR_MEAN), atol=1e-3)
-        features = np.asarray(tiny.get_layer(f"vgg16_{name}")(outputs[k])).mean(axis=(1, 2))
+        assert model.get_layer(f"preprocess_{name}").mode == mode
+        np.testing.assert_allclose(outputs[k], expected(x[k]), atol=1e-3)
+        features = np.asarray(model.get_layer(f"vgg16_{name}")(outputs[k])).mean(axis=(1, 2))
         np.testing.assert_allclose(outputs[3 + k], features, rtol=1e-5, atol=1e-5)
+
+
+def test_a_file_saved_before_the_mode_argument_loads_with_imagenet_preprocessing(tmp_path):
+    model = tri_al.build_model(tile_size=32, width=1 / 16, head_units=16, preprocessing="imagenet")
+    model.save(tmp_path / "new.keras")
+    with zipfile.ZipFile(tmp_path / "new.keras") as new, zipfile.ZipFile(tmp_path / "old.keras", "w") as old:
+        for item in new.namelist():
+            data = new.read(item)
+            if item == "config.json":  # as written before VGG16Preprocess had ``mode``
+                config = json.loads(data)
+                for layer in config["config"]["layers"]:
+                    if layer["class_name"] == "VGG16Preprocess":
+                        del layer["config"]["mode"]
+                data = json.dumps(config)
+                assert '"mode"' not in data
+            old.writestr(item, data)
+    loaded = keras.models.load_model(tmp_path / "old.keras")
+    assert {loaded.get_layer(f"preprocess_{m}").mode for m in ("2_5x", "10x", "40x")} == {"imagenet"}
+    x = _triplet(2, 32, seed=9)
+    np.testing.assert_allclose(np.asarray(loaded(x)), np.asarray(model(x)), atol=1e-6)
 
 
 def test_saved_model_reloads_in_a_fresh_process(tiny, tmp_path):

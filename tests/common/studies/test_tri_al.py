@@ -82,6 +82,20 @@ def test_a_study_from_before_stain_augment_resumes(study, tmp_path):
         tri_al_study._plan(jittered, manifest)
 
 
+def test_a_study_from_before_the_preprocessing_option_resumes_with_imagenet_only(study, tmp_path):
+    """Such a study fed ImageNet's preprocessing; today's default (raw, the original's) would change it."""
+    def config(**kwargs):
+        return tri_al_study.StudyConfig(data=str(study / "triplets"), out=str(tmp_path), width=0.0625, runs=1, **kwargs)
+
+    manifest = json.loads((study / "triplets" / triplets.MANIFEST).read_text(encoding="utf-8"))
+    plan = tri_al_study._plan(config(preprocessing="imagenet"), manifest)
+    del plan["settings"]["preprocessing"]  # study.json as written before the option existed
+    (tmp_path / "study.json").write_text(json.dumps(plan))
+    assert tri_al_study._plan(config(preprocessing="imagenet"), manifest)["target"] == plan["target"]
+    with pytest.raises(ValueError, match="other settings"):
+        tri_al_study._plan(config(), manifest)
+
+
 @pytest.mark.parametrize("value", ["-0.1", "1", "much"])
 def test_a_bad_stain_augment_is_named(zoo_here, study, tmp_path, value):
     done = zoo_here("tri-al", study / "triplets", tmp_path / "out", "--stain-augment", value, *TINY)
@@ -92,6 +106,7 @@ def test_a_bad_stain_augment_is_named(zoo_here, study, tmp_path, value):
 @pytest.mark.parametrize("kwargs, argument", [
     (dict(strategies=("RANDOM",)), "strategy"), (dict(runs=0), "runs"), (dict(fractions=(0.0,)), "fractions"),
     (dict(source_model="tri.keras", width=0.5), "width"), (dict(source_model="tri.keras", head_units=8), "head_units"),
+    (dict(source_model="tri.keras", preprocessing="raw"), "preprocessing"),
 ])
 def test_bad_study_configuration(kwargs, argument):
     with pytest.raises(ValueError, match=argument):
