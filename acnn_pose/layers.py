@@ -46,14 +46,15 @@ class Residual(keras.layers.Layer):
         for i, (width_in, width_out, kernel) in enumerate(widths, start=1):
             bn = batch_norm(dtype=policy, name=f"bn{i}")
             conv = layers.Conv2D(width_out, kernel, padding="same", dtype=policy, name=f"conv{i}",
-                                 **torch_defaults(kernel * kernel * width_in))
+                                 **torch_defaults((kernel, kernel, width_in, width_out)))
             bn.build((None, None, None, width_in))
             conv.build((None, None, None, width_in))
             self.norms.append(bn)
             self.convs.append(conv)
         self.skip = None
         if channels != self.filters:
-            self.skip = layers.Conv2D(self.filters, 1, dtype=policy, name="skip", **torch_defaults(channels))
+            self.skip = layers.Conv2D(self.filters, 1, dtype=policy, name="skip",
+                                      **torch_defaults((1, 1, channels, self.filters)))
             self.skip.build(input_shape)
 
     def call(self, x, training=None):

@@ -55,7 +55,7 @@ def _conv(x, filters: int, kernel: int, name: str, strides: int = 1, **kwargs):
     if strides > 1:
         x = layers.ZeroPadding2D((kernel - 1) // 2, name=f"{name}_pad")(x)
         padding = "valid"
-    init = {**torch_defaults(kernel * kernel * x.shape[-1]), **kwargs}
+    init = {**torch_defaults((kernel, kernel, x.shape[-1], filters)), **kwargs}
     return layers.Conv2D(filters, kernel, strides=strides, padding=padding, name=name, **init)(x)
 
 

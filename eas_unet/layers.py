@@ -31,7 +31,7 @@ import math
 import keras
 from keras import layers, ops
 
-from common.nn.initializers import TorchUniform
+from common.nn.initializers import torch_uniform
 from common.nn.ops import batch_norm, check_positive_int, upsample_bilinear
 
 LEAKY_RELU_SLOPE = 0.01  # PyTorch's default; see the module docstring
@@ -77,11 +77,11 @@ class SeparableConvBNHSwish(keras.layers.Layer):
         channels = input_shape[-1]
         policy = self.dtype_policy
         self.depthwise = layers.DepthwiseConv2D(self.kernel_size, padding="same", dilation_rate=self.dilation_rate,
-                                                use_bias=False, depthwise_initializer=TorchUniform(depthwise=True),
-                                                dtype=policy, name="depthwise")
+                                                use_bias=False, dtype=policy, name="depthwise",
+                                                depthwise_initializer=torch_uniform(self.kernel_size**2))
         self.depthwise_bn = batch_norm(dtype=policy, name="depthwise_bn")
-        self.pointwise = layers.Conv2D(self.filters, 1, use_bias=False, kernel_initializer=TorchUniform(), dtype=policy,
-                                       name="pointwise")
+        self.pointwise = layers.Conv2D(self.filters, 1, use_bias=False, kernel_initializer=torch_uniform(channels),
+                                       dtype=policy, name="pointwise")
         self.pointwise_bn = batch_norm(dtype=policy, name="pointwise_bn")
         self.depthwise.build(input_shape)
         self.depthwise_bn.build((None, None, None, channels))
@@ -132,8 +132,8 @@ class ECA(keras.layers.Layer):
     def build(self, input_shape):
         channels = input_shape[-1]
         self.kernel_size = eca_kernel_size(channels, self.gamma, self.b)
-        self.conv = layers.Conv1D(1, self.kernel_size, padding="same", use_bias=False,
-                                  kernel_initializer=TorchUniform(), dtype=self.dtype_policy, name="conv")
+        self.conv = layers.Conv1D(1, self.kernel_size, padding="same", use_bias=False, dtype=self.dtype_policy,
+                                  kernel_initializer=torch_uniform(self.kernel_size), name="conv")
         self.conv.build((None, channels, 1))
 
     def call(self, x):
@@ -187,22 +187,24 @@ class EASPyramid(keras.layers.Layer):
         self.filters = filters
         self.dilation_rates = tuple(dilation_rates)
 
-    def _conv_bn(self, kernel_size, name):
+    def _conv_bn(self, in_channels: int, name: str):
+        """A 1x1 conv (PyTorch's init: fan_in = in_channels) and its BN."""
         policy = self.dtype_policy
-        conv = layers.Conv2D(self.filters, kernel_size, use_bias=False, kernel_initializer=TorchUniform(), dtype=policy,
-                             name=f"{name}_conv")
+        conv = layers.Conv2D(self.filters, 1, use_bias=False, kernel_initializer=torch_uniform(in_channels),
+                             dtype=policy, name=f"{name}_conv")
         bn = batch_norm(dtype=policy, name=f"{name}_bn")
         return conv, bn
 
     def build(self, input_shape):
         channels, policy = input_shape[-1], self.dtype_policy
         branch_shape = (None, None, None, self.filters)
-        self.pointwise_conv, self.pointwise_bn = self._conv_bn(1, "pointwise")
+        self.pointwise_conv, self.pointwise_bn = self._conv_bn(channels, "pointwise")
         self.atrous = [SeparableConvBNHSwish(self.filters, 3, rate, dtype=policy, name=f"atrous{rate}")
                        for rate in self.dilation_rates]
         self.eca = [ECA(dtype=policy, name=f"eca{i}") for i in range(len(self.dilation_rates) + 1)]
-        self.pool_conv, self.pool_bn = self._conv_bn(1, "pool")
-        self.project_conv, self.project_bn = self._conv_bn(1, "project")
+        self.pool_conv, self.pool_bn = self._conv_bn(channels, "pool")
+        branches = len(self.dilation_rates) + 2
+        self.project_conv, self.project_bn = self._conv_bn(self.filters * branches, "project")
         for conv in (self.pointwise_conv, self.pool_conv):
             conv.build((None, None, None, channels))
         for block in self.atrous:

@@ -70,6 +70,11 @@ def _validate(input_shape, num_classes, base_filters, deep_supervision):
         raise ValueError(f"deep_supervision must be True or False, got {deep_supervision!r}")
 
 
+def _logits(x, num_classes: int, name: str):
+    """A 1x1 conv to class logits, initialised as PyTorch's ``Conv2d(C, num_classes, 1)``."""
+    return layers.Conv2D(num_classes, 1, name=name, **torch_defaults((1, 1, x.shape[-1], num_classes)))(x)
+
+
 def _softmax(logits, name):
     # float32 so mixed_float16 training stays stable and outputs are float32.
     return layers.Activation("softmax", dtype="float32", name=name)(logits)
@@ -114,15 +119,14 @@ def build_model(input_shape=(None, None, 1), num_classes: int = 2, base_filters:
     x = EASPyramid(widths[-1], name="eas_pyramid")(x)
     sides = []
     for stage, level in enumerate(reversed(range(DEPTH)), start=1):
-        # PyTorch's fan_in of a transposed convolution counts its outputs: 2 * 2 * out (common.nn.initializers)
+        # Keras' (kh, kw, out, in) kernel: PyTorch's fan_in counts the outputs, 2 * 2 * out (common.nn.initializers)
         x = layers.Conv2DTranspose(widths[level], 2, strides=2, name=f"up{level}",
-                                   **torch_defaults(4 * widths[level]))(x)
+                                   **torch_defaults((2, 2, widths[level], x.shape[-1])))(x)
         x = layers.Concatenate(name=f"concat{level}")([skips[level], x])
         x = eas_block(x, widths[level], name=f"dec{level}")
-        logits = layers.Conv2D(num_classes, 1, name=f"side_{stage}_logits", **torch_defaults(widths[level]))(x)
+        logits = _logits(x, num_classes, f"side_{stage}_logits")
         sides.append(_BilinearUpsampling2D(2**level, name=f"side_{stage}_upsample")(logits))
-    fused = layers.Conv2D(num_classes, 1, name="fusion", **torch_defaults(len(sides) * num_classes))(
-        layers.Concatenate(name="side_concat")(sides))
+    fused = _logits(layers.Concatenate(name="side_concat")(sides), num_classes, "fusion")
     outputs = _softmax(fused, "fused")
     if deep_supervision:
         outputs = [outputs, *(_softmax(side, f"side_{stage}") for stage, side in enumerate(sides, start=1))]

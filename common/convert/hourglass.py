@@ -63,12 +63,21 @@ def read_checkpoint(path) -> dict[str, np.ndarray]:
     except FileNotFoundError:
         raise DataError(f"{path}: no such file") from None
     except Exception as error:  # torch raises RuntimeError, UnpicklingError, EOFError, ... for a bad file
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise DataError(f"{path}: not a readable PyTorch checkpoint ({reason})") from None
+        raise DataError(f"{path}: not a readable PyTorch checkpoint ({_reason(error)})") from None
     state = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else None
     if not isinstance(state, dict) or not state or not all(torch.is_tensor(v) for v in state.values()):
         raise DataError(f"{path}: not a PyTorch state dict (expected {{'state_dict': {{name: tensor}}}})")
     return strip_prefix({name: tensor.numpy() for name, tensor in state.items()})
+
+
+def _reason(error: Exception) -> str:
+    """torch.load's error in one line: what weights_only refused (never its advice to load unsafely)."""
+    text = str(error) or type(error).__name__
+    if text.startswith("Weights only load failed"):
+        lines = [line.strip() for line in text.splitlines()[1:]
+                 if line.strip() and not line.startswith(("Please file an issue", "Check the documentation"))]
+        return "torch.load(weights_only=True) refused it: " + (lines[-1] if lines else "not tensors only")
+    return text.splitlines()[0].split(". ")[0]
 
 
 def strip_prefix(state: dict) -> dict:

@@ -8,8 +8,11 @@ and ``linear.py``, ``reset_parameters``); Torch7's ``reset()`` draws both from
 the same bound. Keras draws glorot_uniform weights and zero biases, and counts
 a depthwise kernel's fan over all its channels: for a 3x3 depthwise kernel on
 128 channels Keras' bound is 0.072, PyTorch's 0.333 (SPEC, "Matching the
-original implementation"). ``keras.initializers`` has no initializer that takes
-the fan from PyTorch's weight layout, hence this one.
+original implementation"). Keras has no initializer that counts the fan as
+PyTorch does, hence ``torch_fan_in``.
+
+Both are plain ``keras.initializers.RandomUniform`` bounded by the layer's
+fan_in, which the builders know from the kernel's shape.
 
 PyTorch's fan_in is ``weight.size(1) * kh * kw``: ``in_channels / groups`` taps
 per output for a convolution, but ``out_channels / groups`` for a transposed one
@@ -37,49 +40,35 @@ def torch_fan_in(kernel_shape, depthwise: bool = False) -> int:
     return math.prod(int(side) for side in taps)
 
 
-@keras.saving.register_keras_serializable(package="common")
-class TorchUniform(keras.initializers.RandomUniform):
-    """U(+-1 / sqrt(fan_in)): PyTorch's default for conv and linear weights and biases.
+def torch_uniform(fan_in: int, seed=None) -> keras.initializers.RandomUniform:
+    """U(+-1 / sqrt(fan_in)): PyTorch's draw for a conv or linear weight, and for its bias, of that fan_in.
 
-    Args:
-        fan_in: the fan a bias needs (its own shape does not tell it: pass the
-            layer's, ``torch_fan_in(kernel_shape)``). None: taken from the shape
-            drawn, which must then be the kernel's.
-        depthwise: the kernel is a ``DepthwiseConv2D``'s (fan kh * kw).
-        seed: as ``keras.initializers.RandomUniform``'s.
+    A plain ``keras.initializers.RandomUniform``, so saved models need nothing
+    of the zoo to load.
 
     Example:
-    >>> import numpy as np
-    >>> w = np.asarray(TorchUniform(seed=0)((3, 3, 16, 8)))
-    >>> bool(np.abs(w).max() <= 1 / 12)  # fan_in 3 * 3 * 16 = 144
-    True
+    >>> init = torch_uniform(144)
+    >>> (round(init.minval, 4), round(init.maxval, 4))
+    (-0.0833, 0.0833)
     """
-
-    def __init__(self, fan_in: int | None = None, depthwise: bool = False, seed=None):
-        if fan_in is not None and (isinstance(fan_in, bool) or not isinstance(fan_in, int) or fan_in < 1):
-            raise ValueError(f"TorchUniform: fan_in must be a positive integer or None, got {fan_in!r}")
-        self.fan_in = fan_in
-        self.depthwise = bool(depthwise)
-        super().__init__(minval=-1.0, maxval=1.0, seed=seed)
-
-    def __call__(self, shape, dtype=None):
-        fan_in = self.fan_in or torch_fan_in(shape, self.depthwise)
-        bound = 1.0 / math.sqrt(fan_in)
-        return keras.random.uniform(shape, minval=-bound, maxval=bound, seed=self.seed, dtype=dtype)
-
-    def get_config(self):
-        return {"fan_in": self.fan_in, "depthwise": self.depthwise, "seed": super().get_config()["seed"]}
+    if isinstance(fan_in, bool) or not isinstance(fan_in, int) or fan_in < 1:
+        raise ValueError(f"fan_in must be a positive integer, got {fan_in!r}")
+    bound = 1.0 / math.sqrt(fan_in)
+    return keras.initializers.RandomUniform(-bound, bound, seed=seed)
 
 
-def torch_defaults(fan_in: int, depthwise: bool = False) -> dict:
-    """``kernel_initializer`` and ``bias_initializer`` of a layer as PyTorch initialises it.
+def torch_defaults(kernel_shape, depthwise: bool = False) -> dict:
+    """``kernel_initializer`` and ``bias_initializer`` of a layer whose Keras kernel has ``kernel_shape``, as PyTorch.
 
-    ``fan_in`` is the layer's (``torch_fan_in`` of its kernel shape); the
-    kernel takes its own from its shape, the bias uses ``fan_in``.
+    Both are U(+-1/sqrt(fan_in)) with PyTorch's fan_in (``torch_fan_in``). For a
+    ``DepthwiseConv2D`` pass ``depthwise=True`` and use the kernel's as its
+    ``depthwise_initializer``.
 
     Example:
-    >>> layer = keras.layers.Conv2D(8, 3, **torch_defaults(torch_fan_in((3, 3, 4, 8))))
-    >>> layer.bias_initializer.fan_in
-    36
+    >>> init = torch_defaults((3, 3, 4, 8))
+    >>> layer = keras.layers.Conv2D(8, 3, **init)
+    >>> round(layer.bias_initializer.maxval, 4)  # fan_in 3 * 3 * 4 = 36
+    0.1667
     """
-    return {"kernel_initializer": TorchUniform(depthwise=depthwise), "bias_initializer": TorchUniform(fan_in)}
+    fan_in = torch_fan_in(kernel_shape, depthwise)
+    return {"kernel_initializer": torch_uniform(fan_in), "bias_initializer": torch_uniform(fan_in)}

@@ -107,6 +107,8 @@ def main(nstack: int = 2, inp_dim: int = 256, size: int = 256) -> int:
     import keras
     import torch
 
+    import acnn_pose  # noqa: F401  (registers the layers the converted file holds, as a user's script does)
+
     torch.manual_seed(0)
     PoseNet, Trainer = _network(torch, nstack, inp_dim, 16)
     net = PoseNet()

@@ -136,6 +136,11 @@ def test_cli_converts_a_checkpoint_and_the_file_alone_predicts(zoo_here, monkeyp
     (RuntimeError("PytorchStreamReader failed reading zip archive: failed finding central directory"),
      "not a readable PyTorch checkpoint (PytorchStreamReader failed"),
     (EOFError("Ran out of input"), "not a readable PyTorch checkpoint (Ran out of input)"),
+    (RuntimeError("Weights only load failed. Re-running `torch.load` with `weights_only` set to `False` will likely "
+                  "succeed\n\n\nTrying to load unsupported GLOBAL posix.system whose module posix is blocked.\n\n"
+                  "Check the documentation of torch.load to learn more"),
+     "not a readable PyTorch checkpoint (torch.load(weights_only=True) refused it: Trying to load unsupported GLOBAL "
+     "posix.system"),
 ])
 def test_cli_a_truncated_or_foreign_file_is_one_line_and_writes_nothing(zoo_here, monkeypatch, tmp_path, error,
                                                                          reason):
