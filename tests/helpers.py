@@ -262,3 +262,27 @@ def flat_slide(path, labels, palette, cell: int, origin=None, canvas=None) -> np
     else:
         synthetic.write_leica(path, rgb, origin, canvas)
     return rgb
+
+
+def file_limit(limit_bytes: int):
+    """A ``preexec_fn`` that caps every file the child writes at ``limit_bytes`` (RLIMIT_FSIZE).
+
+    Writes past it fail with EFBIG ("file too large"), as writes to a full disk fail with ENOSPC;
+    Python ignores SIGXFSZ, so the writer sees the error (or, like SimpleITK, swallows it).
+    ``run_zoo(..., preexec_fn=helpers.file_limit(4096))`` runs `zoo` so.
+    """
+    import resource
+
+    def apply():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit_bytes, limit_bytes))
+
+    return apply
+
+
+def checksums(folder) -> dict[str, str]:
+    """sha256 of every file under ``folder`` by relative path: what a failure must leave unchanged."""
+    import hashlib
+
+    folder = pathlib.Path(folder)
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
