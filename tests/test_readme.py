@@ -1,6 +1,8 @@
 """The README's "Training from your own script" example runs as printed, at a tiny size."""
 
 import pathlib
+import re
+import shlex
 import subprocess
 import sys
 
@@ -28,3 +30,35 @@ def test_readme_training_example_runs(tiny_prepared, tmp_path):
                                                               "PATH": "/usr/bin:/bin"})
     assert done.returncode == 0, done.stderr[-3000:]
     assert "trained" in done.stdout
+
+
+# Placeholders of the README's synopses that an option's type must read as a value.
+PLACEHOLDERS = {"N": "2", "ROW,COL": "32,40"}
+
+
+def _synopsis_variant(line: str) -> list[str]:
+    """One command of a synopsis line: comments, "..." and "[x options]" dropped, the first of a|b alternatives."""
+    line = line.split("   #")[0].split("  #")[0]
+    line = re.sub(r"\[[a-z ]+ options\]", "", line).replace("...", "")
+    line = re.sub(r"\s\|\s[^\]]*", "", line)  # [--repeats 3 | --seeds 0,10,20] -> [--repeats 3
+    tokens = shlex.split(line.replace("[", " ").replace("]", " "))
+    return [PLACEHOLDERS.get(t, t.split("|")[0] if "|" in t and not t.startswith("-") else t) for t in tokens[1:]]
+
+
+def test_every_zoo_line_of_the_readme_parses_as_written():
+    from common import cli
+
+    lines, language = [], None
+    for line in (ROOT / "README.md").read_text(encoding="utf-8").splitlines():
+        if line.startswith("```"):
+            language = None if language is not None else line[3:].strip()
+        elif language in ("", "sh", "bash") and line.strip().startswith("zoo "):
+            lines.append(line.strip())
+    assert len(lines) > 25
+    failures = []
+    for line in lines:
+        try:
+            cli.parse_args(_synopsis_variant(line))
+        except SystemExit as error:  # argparse's usage error
+            failures.append((line, error.code))
+    assert not failures, failures

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 
 from common import errors
@@ -35,6 +36,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _negative_values_attached(argv: list[str]) -> list[str]:
+    """``--window -160,240`` as ``--window=-160,240``: argparse takes a value starting with "-" for an option.
+
+    (It accepts plain negative numbers, not "-160,240".) No zoo option name starts with a digit, so a
+    token "-<digit>..." after an option is always that option's value.
+    """
+    joined = []
+    for token in argv:
+        if joined and joined[-1].startswith("--") and "=" not in joined[-1] and re.match(r"-\d", token):
+            joined[-1] = f"{joined[-1]}={token}"
+        else:
+            joined.append(token)
+    return joined
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    """``zoo``'s arguments as the command line gives them (``sys.argv[1:]`` by default)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    return build_parser().parse_args(_negative_values_attached(argv))
+
+
 def _utf8_output() -> None:
     """UTF-8 on an ASCII stdout/stderr (a C or POSIX locale without Python's UTF-8 mode), as that mode would.
 
@@ -49,7 +71,7 @@ def _utf8_output() -> None:
 
 def main(argv=None) -> int:
     _utf8_output()
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     from common.cli import quiet
 
     try:
