@@ -161,7 +161,10 @@ class AttentionMaskGate(keras.layers.Layer):
 
     def __init__(self, force_ones: bool = False, **kwargs):
         super().__init__(**kwargs)
-        self._initial_force = bool(force_ones)
+        if not isinstance(force_ones, bool):
+            raise ValueError(f"AttentionMaskGate: force_ones must be True or False, got {force_ones!r}")
+        self._constructed_force = force_ones  # the config: what the constructor was given
+        self._initial_force = force_ones  # the switch's value until built (the setter may change it)
 
     def build(self, input_shape):
         f_shape, m_shape = input_shape
@@ -192,7 +195,8 @@ class AttentionMaskGate(keras.layers.Layer):
                 keras.KerasTensor(mask.shape, dtype="float32"))
 
     def get_config(self):
-        return {**super().get_config(), "force_ones": self._initial_force}
+        # The switch's state is a weight (saved with the model); the config stays the constructor's.
+        return {**super().get_config(), "force_ones": self._constructed_force}
 
 
 @keras.saving.register_keras_serializable(package="acnn_pose")

@@ -16,11 +16,12 @@ convolution has stride 1 and an odd kernel ("same" is symmetric, PyTorch's
 padding, and the poolings are 2x2 without padding.
 """
 
-from eas_unet.layers import ECA, EASPyramid, SeparableConvBNHSwish
+from eas_unet.layers import ECA, BilinearUpsampling2D, EASPyramid, SeparableConvBNHSwish
 from eas_unet.model import STRIDE, build_model
 
 __all__ = [
     "ECA",
+    "BilinearUpsampling2D",
     "STRIDE",
     "EASPyramid",
     "SeparableConvBNHSwish",

@@ -16,8 +16,7 @@ Decisions where the paper is silent:
   With dense 3x3 convolutions the pyramid alone would hold 28M parameters at
   base 64, more than the whole U-Net baseline.
 - The pyramid's activation is h-swish throughout (reasons in ``EASPyramid``).
-- ``_BilinearUpsampling2D`` (internal, registered so saved models reload)
-  upsamples the side outputs with ``common.nn.ops.upsample_bilinear``:
+- ``BilinearUpsampling2D`` upsamples the side outputs with ``common.nn.ops.upsample_bilinear``:
   ``UpSampling2D(interpolation="bilinear")`` fails on symbolic height/width
   in TensorFlow graphs.
 - BatchNormalization is ``common.nn.ops.batch_norm``: PyTorch's momentum 0.1
@@ -233,12 +232,24 @@ class EASPyramid(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="eas_unet")
-class _BilinearUpsampling2D(keras.layers.Layer):
-    """Bilinear upsampling by an integer factor that also works on symbolic sizes."""
+class BilinearUpsampling2D(keras.layers.Layer):
+    """Bilinear upsampling by an integer factor that also works on symbolic sizes (the side outputs, Fig. 6).
+
+    Half-pixel centres, as PyTorch's ``align_corners=False`` and ``tf.image.resize``
+    (``common.nn.ops.upsample_bilinear``).
+
+    Args:
+        factor: the integer upsampling factor.
+
+    Example:
+    >>> import numpy as np
+    >>> tuple(BilinearUpsampling2D(4)(np.zeros((1, 2, 3, 5), "float32")).shape)
+    (1, 8, 12, 5)
+    """
 
     def __init__(self, factor: int, **kwargs):
         super().__init__(**kwargs)
-        check_positive_int(factor, "factor", "_BilinearUpsampling2D")
+        check_positive_int(factor, "factor", type(self).__name__)
         self.factor = factor
 
     def call(self, x):
@@ -250,3 +261,8 @@ class _BilinearUpsampling2D(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "factor": self.factor}
+
+
+@keras.saving.register_keras_serializable(package="eas_unet", name="_BilinearUpsampling2D")
+class _LegacyBilinearUpsampling2D(BilinearUpsampling2D):
+    """The name files saved before ``BilinearUpsampling2D`` was public carry; they load as it."""

@@ -48,7 +48,7 @@ from keras import layers
 
 from common.nn.initializers import torch_defaults
 from common.nn.ops import check_input_shape, check_positive_int, is_positive_int
-from eas_unet.layers import EASPyramid, SeparableConvBNHSwish, _BilinearUpsampling2D
+from eas_unet.layers import BilinearUpsampling2D, EASPyramid, SeparableConvBNHSwish
 
 DEPTH = 4  # poolings; the total stride is 2**DEPTH
 STRIDE = 2**DEPTH
@@ -125,7 +125,7 @@ def build_model(input_shape=(None, None, 1), num_classes: int = 2, base_filters:
         x = layers.Concatenate(name=f"concat{level}")([skips[level], x])
         x = eas_block(x, widths[level], name=f"dec{level}")
         logits = _logits(x, num_classes, f"side_{stage}_logits")
-        sides.append(_BilinearUpsampling2D(2**level, name=f"side_{stage}_upsample")(logits))
+        sides.append(BilinearUpsampling2D(2**level, name=f"side_{stage}_upsample")(logits))
     fused = _logits(layers.Concatenate(name="side_concat")(sides), num_classes, "fusion")
     outputs = _softmax(fused, "fused")
     if deep_supervision:

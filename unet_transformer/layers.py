@@ -95,6 +95,15 @@ class _AttentionCore(keras.layers.Layer):
 
     blocked_above = BLOCKED_ATTENTION_TOKENS
 
+    def _set_attention_config(self, heads, positional_encoding):
+        """Checks and keeps the constructor's ``heads`` and ``positional_encoding`` (divisibility waits for build)."""
+        check_positive_int(heads, "heads", type(self).__name__)
+        if not isinstance(positional_encoding, bool):
+            raise ValueError(f"{type(self).__name__}: positional_encoding must be True or False, "
+                             f"got {positional_encoding!r}")
+        self.heads = heads
+        self.positional_encoding = positional_encoding
+
     def _make_projections(self, channels: int):
         # Dense on (B, N, d) tokens is a 1x1 conv with bias on the feature map.
         self.query, self.key, self.value, self.output_projection = (
@@ -164,8 +173,7 @@ class MultiHeadSelfAttention2D(_AttentionCore):
 
     def __init__(self, heads: int = 8, positional_encoding: bool = True, **kwargs):
         super().__init__(**kwargs)
-        self.heads = heads
-        self.positional_encoding = positional_encoding
+        self._set_attention_config(heads, positional_encoding)
 
     def build(self, input_shape):
         channels = input_shape[-1]
@@ -216,8 +224,7 @@ class MultiHeadCrossAttention(_AttentionCore):
     def __init__(self, heads: int = 8, positional_encoding: bool = True, token_stride: int = 1, **kwargs):
         super().__init__(**kwargs)
         check_positive_int(token_stride, "token_stride")
-        self.heads = heads
-        self.positional_encoding = positional_encoding
+        self._set_attention_config(heads, positional_encoding)
         self.token_stride = token_stride
 
     def _conv_bn(self, channels, in_shape, prefix):

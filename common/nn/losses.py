@@ -76,6 +76,11 @@ def _check_num_classes(num_classes, include_background):
         )
 
 
+def _check_smooth(smooth):
+    if isinstance(smooth, bool) or not isinstance(smooth, (int, float)) or not smooth > 0:
+        raise ValueError(f"smooth must be a positive number, got {smooth!r}")
+
+
 @keras.saving.register_keras_serializable(package="common")
 class SoftDiceLoss(keras.losses.Loss):
     """Soft Dice loss, 1 - mean per-class Dice pooled over the batch.
@@ -107,6 +112,7 @@ class SoftDiceLoss(keras.losses.Loss):
     ):
         super().__init__(name=name, reduction=reduction)
         _check_num_classes(num_classes, include_background)
+        _check_smooth(smooth)
         self.num_classes = int(num_classes)
         self.include_background = bool(include_background)
         self.smooth = float(smooth)
@@ -134,7 +140,9 @@ class CEDiceLoss(keras.losses.Loss):
         num_classes: number of classes C; y_pred is (batch, ..., C).
         dice_weight: factor of the Dice term; cross-entropy has weight 1.
         include_background: whether class 0 enters the Dice mean.
+        smooth: added to Dice's numerator and denominator.
         name: name of the loss.
+        reduction: Keras reduction; the loss is already one scalar per batch.
 
     Example:
 
@@ -146,13 +154,23 @@ class CEDiceLoss(keras.losses.Loss):
     """
 
     def __init__(
-        self, num_classes, dice_weight=1.0, include_background=False, name="ce_dice"
+        self,
+        num_classes,
+        dice_weight=1.0,
+        include_background=False,
+        smooth=1e-5,
+        name="ce_dice",
+        reduction="sum_over_batch_size",
     ):
-        super().__init__(name=name)
+        super().__init__(name=name, reduction=reduction)
         _check_num_classes(num_classes, include_background)
+        if not float(dice_weight) >= 0:
+            raise ValueError(f"dice_weight must be >= 0, got {dice_weight!r}")
+        _check_smooth(smooth)
         self.num_classes = int(num_classes)
         self.dice_weight = float(dice_weight)
         self.include_background = bool(include_background)
+        self.smooth = float(smooth)
 
     def call(self, y_true, y_pred):
         y_pred = ops.cast(y_pred, "float32")
@@ -161,7 +179,7 @@ class CEDiceLoss(keras.losses.Loss):
             ops.sparse_categorical_crossentropy(labels, y_pred, from_logits=False)
         )
         dice = _soft_dice_loss(
-            labels, y_pred, self.num_classes, self.include_background, smooth=1e-5
+            labels, y_pred, self.num_classes, self.include_background, self.smooth
         )
         return cross_entropy + self.dice_weight * dice
 
@@ -170,5 +188,7 @@ class CEDiceLoss(keras.losses.Loss):
             "num_classes": self.num_classes,
             "dice_weight": self.dice_weight,
             "include_background": self.include_background,
+            "smooth": self.smooth,
             "name": self.name,
+            "reduction": self.reduction,
         }
