@@ -9,9 +9,10 @@ import pathlib
 import socket
 import subprocess
 import sys
-import textwrap
 
 import numpy as np
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]  # where ``python -m tests.scripts...`` finds the modules
 
 # A 2-stack hourglass of 16 features on 64 px crops, stages of one epoch (conftest's pose_run trains it once).
 TINY_POSE = dict(num_stacks=2, features=16, input_size=64, batch_size=4, stage_factor=0.001, run_eagerly=True,
@@ -65,26 +66,10 @@ def zoo_train_process(argv, env=None, kill_after: int | None = None, weights_to=
     instead of a kill after polling: the zoo's callbacks have run for that epoch, the next has not
     started). ``weights_to``: the final weights, moving statistics included, go to this ``.npz``.
     """
-    script = textwrap.dedent(f"""
-        import os, signal, sys
-        import keras
-        import numpy as np
-        from common.cli import build_parser
-        from common.cli.train import train_config
-        from common.train import segmentation
-
-        class KillAfterEpoch(keras.callbacks.Callback):
-            def on_epoch_end(self, epoch, logs=None):
-                if epoch + 1 == {kill_after!r}:
-                    os.kill(os.getpid(), signal.SIGKILL)
-
-        config = train_config(build_parser().parse_args(["train", *sys.argv[1:]]))
-        model = segmentation.train(config, extra_callbacks=[KillAfterEpoch()])
-        if {str(weights_to) if weights_to else None!r}:
-            np.savez({str(weights_to)!r}, *model.get_weights())
-    """)
-    return subprocess.Popen([sys.executable, "-c", script, *map(str, argv)], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, encoding="utf-8", env={**os.environ, **(env or {})})
+    command = [sys.executable, "-m", "tests.scripts.train_killed", str(kill_after or 0),
+               str(weights_to) if weights_to else "-", *map(str, argv)]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, encoding="utf-8",
+                            cwd=ROOT, env={**os.environ, **(env or {})})
 
 
 def free_ports(count: int) -> list[int]:
@@ -133,27 +118,6 @@ def dtype_policy(name: str = "mixed_float16"):
         keras.config.set_dtype_policy(previous)
 
 
-_RELOAD_SCRIPT = textwrap.dedent("""
-    import json, sys
-    import numpy as np, keras
-    import {package}  # the package alone registers its layers
-    folder, names, atol = sys.argv[1], json.loads(sys.argv[2]), float(sys.argv[3])
-    x = list(np.load(folder + "/inputs.npz").values())
-    x = x if len(x) > 1 else x[0]
-    report = {{}}
-    for name in names:
-        model = keras.models.load_model(f"{{folder}}/{{name}}.keras")
-        outputs = model(x)
-        outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
-        expected = np.load(f"{{folder}}/{{name}}.outputs.npz")
-        assert len(outputs) == len(expected.files), name
-        for i, output in enumerate(outputs):
-            np.testing.assert_allclose(np.asarray(output), expected[f"arr_{{i}}"], rtol=0, atol=atol, err_msg=name)
-        report[name] = {{"outputs": model.output_names, "inputs": [t.name for t in model.inputs]}}
-    print("REPORT " + json.dumps(report))
-""")
-
-
 def reload_in_fresh_process(folder, models: dict, inputs, package: str, atol: float = 0.0) -> dict:
     """Saves each model (name -> keras.Model) as ``name.keras``, reloads it in a fresh Python, compares outputs.
 
@@ -169,9 +133,9 @@ def reload_in_fresh_process(folder, models: dict, inputs, package: str, atol: fl
         outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
         np.savez(folder / f"{name}.outputs.npz", *[np.asarray(o) for o in outputs])
         model.save(folder / f"{name}.keras")
-    done = subprocess.run([sys.executable, "-c", _RELOAD_SCRIPT.format(package=package), str(folder),
+    done = subprocess.run([sys.executable, "-m", "tests.scripts.reload_check", package, str(folder),
                            json.dumps(list(models)), str(atol)], capture_output=True, text=True, encoding="utf-8",
-                          timeout=300)
+                          timeout=300, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-3000:]
     line = next(line for line in done.stdout.splitlines() if line.startswith("REPORT "))
     return json.loads(line[len("REPORT "):])
