@@ -60,8 +60,8 @@ def metric_names(text: str) -> tuple[str, ...]:
     return names
 
 
-METRICS_HELP = ("table columns, comma-separated (default dice,hd95,assd; the EAS U-Net paper's Table 1: "
-                 "dice,voe,assd,precision,recall,hd)")
+METRICS_HELP = ("table columns, comma-separated (default dice,hd95,assd; the EAS U-Net paper's Table 1, its ASD "
+                 "as the LiTS evaluation computes it: dice,voe,assd_lits,precision,recall,hd)")
 
 
 def fractions(text: str) -> tuple[float, ...]:

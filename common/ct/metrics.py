@@ -8,20 +8,31 @@ metrics are in millimetres:
   match neither consistently; we use the standard definition.
 * ``hd``: the symmetric Hausdorff distance between the two voxel sets, the
   quantity SimpleITK's ``HausdorffDistanceImageFilter`` reports.
-* ``hd95`` and ``assd``: surface distances as in medpy and MONAI. The surface
-  of a mask is ``mask & ~binary_erosion(mask, face connectivity,
-  border_value=0)``, so voxels on the array edge are surface. Each surface
-  voxel of one mask is paired with the nearest surface voxel of the other, in
-  both directions; ``hd95`` is the 95th percentile (linear interpolation) and
-  ``assd`` the mean of the pooled distances.
+* ``hd95``, ``assd`` and ``assd_lits``: surface distances. The surface of a
+  mask is ``mask & ~binary_erosion(mask, face connectivity, border_value=0)``
+  (medpy's, connectivity 1), so voxels on the array edge are surface. Each
+  surface voxel of one mask is paired with the nearest surface voxel of the
+  other, in both directions. Libraries combine the two directions
+  differently, so each name says whose rule it follows:
+
+  - ``hd95``: the 95th percentile (linear interpolation) of both directions'
+    distances pooled, as medpy's ``hd95`` (``percentile(hstack((d_ab, d_ba)), 95)``).
+    MONAI's ``compute_hausdorff_distance(percentile=95)`` takes the larger of
+    the two directed percentiles instead, which is never smaller.
+  - ``assd``: the mean of both directions' distances pooled, as MONAI's
+    ``compute_average_surface_distance(symmetric=True)`` (and medpy 0.5).
+  - ``assd_lits``: the mean of the two directed means, ``(mean(d_ab) +
+    mean(d_ba)) / 2``, as medpy 0.4's ``assd`` and the LiTS evaluation code,
+    which the EAS U-Net paper's ASD column comes from. It differs from
+    ``assd`` whenever the two surfaces have different sizes.
 
 Empty-mask conventions, per label:
 
 * both masks empty: dice = iou = precision = recall = 1.0, voe = 0.0 and
-  hd = hd95 = assd = 0.0 (a correct "absent" call).
+  hd = hd95 = assd = assd_lits = 0.0 (a correct "absent" call).
 * exactly one mask empty: dice = iou = precision = recall = 0.0, voe = 1.0
   (a ratio whose denominator is zero is 0.0, because the other mask is not
-  empty), and hd = hd95 = assd = nan: the distances are undefined, so
+  empty), and hd = hd95 = assd = assd_lits = nan: the distances are undefined, so
   reports average them with ``nanmean`` and count them (see ``summarize``).
 
 Spacing is given in SimpleITK's (x, y, z) order, reversed relative to the
@@ -44,7 +55,7 @@ import numpy as np
 from scipy import ndimage
 
 # The keys of ``segmentation_metrics``; reports print the overlaps in percent, distances in mm.
-METRIC_NAMES = ("dice", "iou", "voe", "precision", "recall", "hd", "hd95", "assd")
+METRIC_NAMES = ("dice", "iou", "voe", "precision", "recall", "hd", "hd95", "assd", "assd_lits")
 # Scored besides those where a cohort marks organ look-alikes (``zoo synthetic-ct --layout context``).
 DISTRACTOR_ERROR = "distractor_error"
 PERCENT_METRICS = ("dice", "iou", "voe", "precision", "recall", DISTRACTOR_ERROR)
@@ -70,7 +81,7 @@ def segmentation_metrics(
 
     Returns:
         `{label: {"dice", "iou", "voe", "precision", "recall", "hd", "hd95",
-        "assd"}}` with python floats; see the module docstring for empty masks.
+        "assd", "assd_lits"}}` with python floats; see the module docstring for empty masks.
     """
     pred, ref = np.asarray(pred), np.asarray(ref)
     sampling = _validate(pred, ref, spacing)
@@ -128,9 +139,10 @@ def summarize(
             from a case does not count for that case.
 
     Returns:
-        `{label: {metric: {"mean", "std", "n"}}}`, where mean and std (ddof=0)
-        ignore nan values and n counts the non-nan ones; mean and std are nan
-        when n is 0.
+        `{label: {metric: {"mean", "std", "n"}}}`, where mean and std ignore nan
+        values and n counts the non-nan ones; std is the sample standard
+        deviation (ddof 1, as every std the zoo prints: ``common.stats``), nan
+        when n < 2; the mean is nan when n is 0.
     """
     values: dict[int, dict[str, list[float]]] = {}
     for case in per_case:
@@ -145,7 +157,7 @@ def summarize(
             n = int(np.count_nonzero(~np.isnan(arr)))
             # The guard spares nanmean its RuntimeWarning when all are nan.
             mean = float(np.nanmean(arr)) if n else float("nan")
-            std = float(np.nanstd(arr)) if n else float("nan")
+            std = float(np.nanstd(arr, ddof=1)) if n > 1 else float("nan")
             summary[label][name] = {"mean": mean, "std": std, "n": n}
     return summary
 
@@ -232,7 +244,7 @@ def _overlap_metrics(a, b):
 
 
 def _distance_metrics(a, b, sampling):
-    """Computes hd (voxel sets), hd95 and assd (surfaces) in mm.
+    """Computes hd (voxel sets), hd95, assd and assd_lits (surfaces) in mm.
 
     Args:
         a: boolean predicted mask, cropped by `_crop_to_union`.
@@ -241,21 +253,21 @@ def _distance_metrics(a, b, sampling):
     """
     has_a, has_b = bool(a.any()), bool(b.any())
     if not has_a and not has_b:
-        return {"hd": 0.0, "hd95": 0.0, "assd": 0.0}
+        return {"hd": 0.0, "hd95": 0.0, "assd": 0.0, "assd_lits": 0.0}
     if not has_a or not has_b:
         nan = float("nan")
-        return {"hd": nan, "hd95": nan, "assd": nan}
+        return {"hd": nan, "hd95": nan, "assd": nan, "assd_lits": nan}
     hd = max(_directed_distances(a, b, sampling).max(),
              _directed_distances(b, a, sampling).max())
     surf_a, surf_b = _surface(a), _surface(b)
-    pooled = np.concatenate([
-        _directed_distances(surf_a, surf_b, sampling),
-        _directed_distances(surf_b, surf_a, sampling),
-    ])
+    a_to_b = _directed_distances(surf_a, surf_b, sampling)
+    b_to_a = _directed_distances(surf_b, surf_a, sampling)
+    pooled = np.concatenate([a_to_b, b_to_a])
     return {
         "hd": float(hd),
-        "hd95": float(np.percentile(pooled, 95)),
-        "assd": float(pooled.mean()),
+        "hd95": float(np.percentile(pooled, 95)),  # medpy's hd95
+        "assd": float(pooled.mean()),  # MONAI's symmetric ASD, medpy 0.5
+        "assd_lits": float((a_to_b.mean() + b_to_a.mean()) / 2),  # medpy 0.4, the LiTS evaluation
     }
 
 

@@ -8,4 +8,5 @@ from common.pose import mpii
 def test_the_public_path_is_the_implementations():
     assert common.metrics.segmentation_metrics is ct_metrics.segmentation_metrics
     assert common.metrics.pckh is mpii.pckh
-    assert common.metrics.METRIC_NAMES == ("dice", "iou", "voe", "precision", "recall", "hd", "hd95", "assd")
+    assert common.metrics.METRIC_NAMES == ("dice", "iou", "voe", "precision", "recall", "hd", "hd95", "assd",
+                                           "assd_lits")

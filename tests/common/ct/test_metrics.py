@@ -142,7 +142,7 @@ def test_both_masks_empty_count_as_perfect():
     assert segmentation_metrics(empty, empty) == {}
     m = segmentation_metrics(empty, empty, labels=[1])[1]
     assert m == {"dice": 1.0, "iou": 1.0, "voe": 0.0, "precision": 1.0,
-                 "recall": 1.0, "hd": 0.0, "hd95": 0.0, "assd": 0.0}
+                 "recall": 1.0, "hd": 0.0, "hd95": 0.0, "assd": 0.0, "assd_lits": 0.0}
 
 
 @pytest.mark.parametrize("empty_side", ["pred", "ref"])
@@ -154,7 +154,7 @@ def test_one_empty_mask_scores_zero_with_undefined_distances(empty_side):
     m = segmentation_metrics(pred, ref)[1]
     assert (m["dice"], m["iou"], m["voe"]) == (0.0, 0.0, 1.0)
     assert (m["precision"], m["recall"]) == (0.0, 0.0)
-    assert all(math.isnan(m[name]) for name in ("hd", "hd95", "assd"))
+    assert all(math.isnan(m[name]) for name in ("hd", "hd95", "assd", "assd_lits"))
 
 
 def test_mismatched_shapes_raise_with_both_shapes():
@@ -177,9 +177,9 @@ def test_summarize_uses_nan_aware_mean_std_and_counts():
     case_1 = {1: {"dice": 0.5, "hd": 4.0}, 2: {"dice": 0.2, "hd": 1.0}}
     case_2 = {1: {"dice": 1.0, "hd": nan}}
     summary = summarize([case_1, case_2])
-    assert summary[1]["dice"] == pytest.approx({"mean": 0.75, "std": 0.25, "n": 2})
-    assert summary[1]["hd"] == pytest.approx({"mean": 4.0, "std": 0.0, "n": 1})
-    assert summary[2]["dice"] == pytest.approx({"mean": 0.2, "std": 0.0, "n": 1})
+    assert summary[1]["dice"] == pytest.approx({"mean": 0.75, "std": np.std([0.5, 1.0], ddof=1), "n": 2})
+    assert (summary[1]["hd"]["mean"], summary[1]["hd"]["n"]) == (4.0, 1) and math.isnan(summary[1]["hd"]["std"])
+    assert (summary[2]["dice"]["mean"], summary[2]["dice"]["n"]) == (0.2, 1)  # one value: no sample std
     only_nan = summarize([case_2])[1]["hd"]
     assert only_nan["n"] == 0 and math.isnan(only_nan["mean"])
 
@@ -201,3 +201,26 @@ def test_distractor_errors_count_look_alikes_given_their_organ():
     assert errors[2] == 0.5 and errors[4] == 0.25 and np.isnan(errors[1])  # no liver look-alike here
     with pytest.raises(ValueError, match=r"\(2, 4, 4\).*\(2, 4\)"):
         metrics.distractor_errors(pred, distractors[:, 0], [2])
+
+
+def _directed(src_surface, dst_surface, spacing):
+    """Each surface voxel of one mask to the nearest of the other, in mm, by brute force (no distance transform)."""
+    src = np.argwhere(src_surface) * spacing
+    dst = np.argwhere(dst_surface) * spacing
+    return np.sqrt(((src[:, None, :] - dst[None, :, :]) ** 2).sum(-1)).min(axis=1)
+
+
+def test_pooled_and_lits_assd_differ_where_the_surfaces_differ_in_size_and_each_follows_its_rule():
+    """A 3x3 square against a 7x11 rectangle: 8 against 32 surface pixels, so the two rules part."""
+    pred = np.zeros((16, 16), np.uint8)
+    pred[2:5, 2:5] = 1
+    ref = np.zeros_like(pred)
+    ref[2:9, 2:13] = 1
+    spacing = np.array([0.7, 1.3])  # numpy axis order (y, x); SimpleITK's (x, y) below
+    surface = [m.astype(bool) & ~ndimage.binary_erosion(m, border_value=0) for m in (pred, ref)]
+    a_to_b, b_to_a = _directed(surface[0], surface[1], spacing), _directed(surface[1], surface[0], spacing)
+    pooled = np.concatenate([a_to_b, b_to_a]).mean()  # MONAI's symmetric ASD
+    lits = (a_to_b.mean() + b_to_a.mean()) / 2  # medpy 0.4, the LiTS evaluation
+    m = segmentation_metrics(pred, ref, spacing=(1.3, 0.7))[1]
+    assert m["assd"] == pytest.approx(pooled) and m["assd_lits"] == pytest.approx(lits)
+    assert abs(m["assd"] - m["assd_lits"]) > 0.3, (m["assd"], m["assd_lits"])
