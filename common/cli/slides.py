@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import pathlib
 
@@ -29,7 +30,9 @@ def _add_triplets(sub):
                        description="Slides with their QuPath GeoJSON beside them (<name>.geojson); labs from "
                        "SLIDES/slides.json or, without one, a folder per lab (SLIDES/labA/..., lab 'A'). "
                        "Annotations are read in QuPath's frame (the slide's OpenSlide bounds, as for MRXS); "
-                       "unclassified and unknown-class annotations are skipped and counted.")
+                       "unclassified and unknown-class annotations, and polygons without area, are skipped and "
+                       "counted; self-intersecting polygons are read by the even-odd rule (GEOS make_valid's repair) "
+                       "and counted.")
     p.add_argument("slides", help="folder of slides with <name>.geojson beside them, or of lab folders of them")
     p.add_argument("out", help="triplet folder to write (a rerun skips written slides)")
     p.add_argument("--tile-size", type=int, default=128)
@@ -166,8 +169,16 @@ def triplets(args) -> None:
     manifest = triplets.prepare_triplets(args.slides, args.out, tile_size=args.tile_size,
                                          max_per_slide=args.max_per_slide, seed=args.seed,
                                          magnification=args.magnification, classes=classes, upsample=args.upsample)
-    total = sum(sum(e["counts"]) for e in manifest["slides"].values())
-    print(f"wrote {total} triplets of {len(manifest['slides'])} slides to {args.out}")
+    slides = manifest["slides"].values()
+    total = sum(sum(e["counts"]) for e in slides)
+    skipped = collections.Counter()
+    for entry in slides:
+        skipped.update(entry["skipped"])
+    repaired = sum(e["repaired"] for e in slides)
+    notes = [f"repaired {repaired} self-intersecting polygons"] if repaired else []
+    notes += [f"skipped {annotations.skipped_counts(skipped)} annotations"] if skipped else []
+    listed = f" ({'; '.join(notes)}: per slide in {pathlib.Path(args.out) / triplets.MANIFEST})" if notes else ""
+    print(f"wrote {total} triplets of {len(manifest['slides'])} slides to {args.out}{listed}")
 
 
 def tri_al(args) -> None:

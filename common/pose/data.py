@@ -23,7 +23,11 @@ the output grid, so the crop and heatmap transforms agree:
 
 The pipeline reads and warps images with OpenCV inside ``tf.numpy_function``
 (OpenCV releases the GIL, so parallel calls overlap), then batches and
-prefetches in TensorFlow.
+prefetches in TensorFlow. An error raised in there reaches the user as a
+TensorFlow traceback, so every record is checked when the annotation file is
+read, before a dataset is built: numbers finite, head box of non-zero size,
+image path inside the image folder (checked before anything is opened), and
+each image whole (``images.image_problem``: not empty, not truncated).
 """
 
 from __future__ import annotations
@@ -31,13 +35,16 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import pathlib
 
 import cv2
 import numpy as np
 
 from common.errors import DataError
-from common.pose.mpii import FLIP_PERMUTATION, NUM_JOINTS
+from common.pose import images
+from common.pose.images import read_image
+from common.pose.mpii import FLIP_PERMUTATION, MPII_JOINTS, NUM_JOINTS
 
 REQUIRED_KEYS = ("image", "center", "scale", "joints", "joints_vis")
 SCALE_BOX = 1.25  # HRNet's crop margin around the annotated person scale
@@ -69,34 +76,70 @@ class Augmentation:
                 bool(rng.random() < self.flip))
 
 
-def _array(entry, key, shape, path, index):
+def _array(entry, key, shape, where):
     try:
         value = np.asarray(entry[key], dtype=np.float64)
     except (TypeError, ValueError):
-        raise DataError(f"{path}: entry {index}: '{key}' is not numeric") from None
+        raise DataError(f"{where}: '{key}' is not numeric") from None
     if key == "joints" and value.ndim == 2 and value.shape[0] != NUM_JOINTS:
-        raise DataError(f"{path}: entry {index}: {value.shape[0]} joints, expected {NUM_JOINTS} (MPII order)")
+        raise DataError(f"{where}: {value.shape[0]} joints, expected {NUM_JOINTS} (MPII order)")
     if value.shape != shape:
-        raise DataError(f"{path}: entry {index}: '{key}' has shape {value.shape}, expected {shape}")
+        raise DataError(f"{where}: '{key}' has shape {value.shape}, expected {shape}")
+    if not np.isfinite(value).all():  # one NaN joint makes every loss NaN
+        bad = np.argwhere(~np.isfinite(value))[0]
+        which = f"joint {bad[0]}, {MPII_JOINTS[bad[0]]}" if key == "joints" else f"value {value.tolist()}"
+        raise DataError(f"{where}: '{key}' holds NaN or Inf ({which})")
     return value
 
 
-def _record(entry, index: int, path: pathlib.Path, image_dir: pathlib.Path) -> PoseRecord:
+def _scale(value, where) -> float:
+    """MPII's person scale: a number, or a list holding one (as some converters write it)."""
+    try:
+        scale = float(np.asarray(value, dtype=np.float64).reshape(-1)[0])
+    except (TypeError, ValueError, IndexError):
+        raise DataError(f"{where}: 'scale' is not a number") from None
+    if not scale > 0 or not math.isfinite(scale):
+        raise DataError(f"{where}: scale must be > 0 and finite, got {scale}")
+    return scale
+
+
+def _image_path(name: str, image_dir: pathlib.Path, where: str) -> pathlib.Path:
+    """``image_dir / name``, refused before anything is opened if ``name`` leads outside ``image_dir``.
+
+    Checked on the words, not on the resolved file: an images folder that is
+    a link to a data disk is common, and stays usable.
+    """
+    relative = pathlib.PurePath(os.path.normpath(name))
+    if "\x00" in name:
+        raise DataError(f"{where}: image path {name!r} holds a NUL character")
+    if relative.is_absolute() or relative.parts[:1] == ("..",):
+        raise DataError(f"{where}: image path {name!r} leads outside the image folder {image_dir}; refused "
+                        "(image names are relative to it)")
+    return image_dir / name
+
+
+def _record(entry, index: int, path: pathlib.Path, image_dir: pathlib.Path, checked: dict) -> PoseRecord:
+    where = f"{path}: entry {index}"
     if not isinstance(entry, dict):
-        raise DataError(f"{path}: entry {index} is not an object")
+        raise DataError(f"{where} is not an object")
+    where += f" ({entry['image']})" if "image" in entry else ""
     missing = [key for key in REQUIRED_KEYS if key not in entry]
     if missing:
-        raise DataError(f"{path}: entry {index} is missing {', '.join(repr(k) for k in missing)}")
-    joints = _array(entry, "joints", (NUM_JOINTS, 2), path, index)
-    visible = _array(entry, "joints_vis", (NUM_JOINTS,), path, index) > 0
-    center = _array(entry, "center", (2,), path, index)
-    scale = float(np.asarray(entry["scale"], dtype=np.float64).reshape(-1)[0])
-    if not scale > 0:
-        raise DataError(f"{path}: entry {index}: scale must be > 0, got {scale}")
-    image = image_dir / str(entry["image"])
+        raise DataError(f"{where} is missing {', '.join(repr(k) for k in missing)}")
+    joints = _array(entry, "joints", (NUM_JOINTS, 2), where)
+    visible = _array(entry, "joints_vis", (NUM_JOINTS,), where) > 0
+    center = _array(entry, "center", (2,), where)
+    scale = _scale(entry["scale"], where)
+    head_box = _array(entry, "head_box", (2, 2), where) - 1 if "head_box" in entry else None
+    if head_box is not None and visible.any() and not np.linalg.norm(head_box[1] - head_box[0]) > 0:
+        raise DataError(f"{where}: 'head_box' {entry['head_box']} has zero size (PCKh divides by it)")
+    image = _image_path(str(entry["image"]), image_dir, where)
     if not image.is_file():
-        raise DataError(f"{path}: entry {index}: image {image} does not exist")
-    head_box = _array(entry, "head_box", (2, 2), path, index) - 1 if "head_box" in entry else None
+        raise DataError(f"{where}: image {image} does not exist")
+    if image not in checked:  # once per image: MPII has several people per image
+        checked[image] = images.image_problem(image)
+    if checked[image]:
+        raise DataError(f"{where}: image {image}: {checked[image]}")
     center = center + np.array([0.0, CENTER_SHIFT * scale]) - 1  # HRNet's MPII adjustment, then 0-based
     return PoseRecord(image, center, 200.0 * scale * SCALE_BOX, joints - 1, visible, head_box)
 
@@ -109,8 +152,12 @@ def read_annotations(path, image_dir=None) -> list[PoseRecord]:
         image_dir: where ``image`` names are found; default ``../images`` beside ``annot/``.
 
     Raises:
-        DataError: naming the file (and entry) for a missing file, bad JSON,
-            missing keys, a joint count other than 16, or a missing image.
+        DataError: naming the file and the entry (index and image) for a
+            missing file, bad JSON, missing keys, a joint count other than 16,
+            NaN or Inf, a zero-size head box, an image path leading outside
+            ``image_dir``, or a missing, empty or truncated image
+            (``images.image_problem``; each image is checked once, here, so
+            that tf.data never meets a bad one).
     """
     path = pathlib.Path(path)
     image_dir = pathlib.Path(image_dir) if image_dir is not None else path.parent.parent / "images"
@@ -122,7 +169,8 @@ def read_annotations(path, image_dir=None) -> list[PoseRecord]:
         raise DataError(f"{path}: not JSON ({error})") from None
     if not isinstance(entries, list) or not entries:
         raise DataError(f"{path}: expected a non-empty JSON list of annotations")
-    return [_record(entry, i, path, image_dir) for i, entry in enumerate(entries)]
+    checked = {}
+    return [_record(entry, i, path, image_dir, checked) for i, entry in enumerate(entries)]
 
 
 def read_head_boxes_mat(path, count: int) -> tuple[np.ndarray, np.ndarray]:
@@ -155,13 +203,16 @@ def split_paths(root, split: str) -> tuple[pathlib.Path, pathlib.Path]:
 
 def load_split(root, split: str) -> list[PoseRecord]:
     """Reads a split; fills in head boxes (and annotated flags) from ``annot/gt_<split>.mat`` when entries lack them."""
-    annotation, images = split_paths(root, split)
-    records = read_annotations(annotation, images)
+    annotation, image_dir = split_paths(root, split)
+    records = read_annotations(annotation, image_dir)
     mat = annotation.parent / f"gt_{split}.mat"
     if any(r.head_box is None for r in records) and mat.is_file():
         boxes, visible = read_head_boxes_mat(mat, len(records))
-        for record, box, vis in zip(records, boxes, visible):
+        for index, (record, box, vis) in enumerate(zip(records, boxes, visible)):
             record.head_box, record.visible = box, record.visible & vis
+            if not np.isfinite(box).all() or (record.visible.any() and not np.linalg.norm(box[1] - box[0]) > 0):
+                raise DataError(f"{mat}: head box {index} (of {annotation} entry {index} ({record.image.name})) is "
+                                f"{box.tolist()}: zero size, NaN or Inf (PCKh divides by its size)")
     return records
 
 
@@ -213,14 +264,6 @@ def gaussian_heatmaps(joints, visible, size: int, sigma: float = 1.0) -> np.ndar
     gy = np.exp(-((grid[None, :] - joints[:, 1:]) ** 2) / (2 * sigma**2))  # (K, H)
     maps = gy[:, :, None] * gx[:, None, :] * inside[:, None, None]
     return np.transpose(maps, (1, 2, 0)).astype(np.float32)
-
-
-def read_image(path) -> np.ndarray:
-    """RGB uint8 image read by OpenCV; DataError naming the file if it cannot be decoded."""
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise DataError(f"{path}: cannot be read as an image")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
 def prepare_sample(record: PoseRecord, input_size: int = 256, sigma: float = 1.0, augmentation=None, rng=None,

@@ -8,6 +8,9 @@ below a tile's magnification (a 20x scan, the 40x tile) is read at level 0
 and upsampled. Outside the slide OpenSlide returns transparent pixels, which
 are padded as white glass.
 
+A tile OpenSlide cannot decode (a damaged slide) raises ``DataError`` naming
+the slide and the region read (``Slide``), whichever step read it.
+
 QuPath opens bounded formats (MRXS, Leica SCN, Ventana) through OpenSlide
 with the scanned area's bounds applied, so its coordinates start at
 (``openslide.bounds-x``, ``openslide.bounds-y``) of level 0: ``qupath_frame``
@@ -20,6 +23,7 @@ import dataclasses
 
 import cv2
 import numpy as np
+import openslide
 
 from common.errors import DataError
 
@@ -39,12 +43,32 @@ class Frame:
     height: int
 
 
-def open_slide(path):
-    """Opens a whole slide with OpenSlide; an unreadable file raises ``DataError`` naming it."""
-    import openslide
+class Slide(openslide.OpenSlide):
+    """An OpenSlide that knows its file, so that a damaged tile is one ``DataError`` naming the slide and region.
 
+    OpenSlide raises ``OpenSlideError`` (e.g. libtiff's "ZIPDecode: Decoding
+    error") for a tile it cannot decode, and every later read of the handle
+    fails the same way; whatever read it, the triplets or a prediction, the
+    slide cannot be used past that point, so the error is the user's to see.
+    """
+
+    def __init__(self, path):
+        super().__init__(str(path))
+        self.path = path
+
+    def read_region(self, location, level, size):
+        try:
+            return super().read_region(location, level, size)
+        except openslide.OpenSlideError as error:
+            cause = " ".join(str(error).split()) or type(error).__name__
+            raise DataError(f"{self.path}: damaged tile in the region level {level}, x {location[0]}, y {location[1]} "
+                            f"(level-0 coordinates), size {size[0]}x{size[1]}: {cause}") from None
+
+
+def open_slide(path) -> Slide:
+    """Opens a whole slide with OpenSlide; an unreadable file raises ``DataError`` naming it, as does a damaged tile."""
     try:
-        return openslide.OpenSlide(str(path))
+        return Slide(path)
     except (openslide.OpenSlideError, OSError) as error:
         raise DataError(f"{path}: cannot be opened as a whole slide ({error or type(error).__name__})") from None
 

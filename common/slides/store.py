@@ -3,8 +3,9 @@
 A triplet folder (``common.slides.triplets``) holds, per slide::
 
     shards/<slide>.tfrecord    one tf.train.Example per triplet: tile_2_5x, tile_10x, tile_40x (PNG), label, point
-    shards/<slide>.index.npz   label (N,), point (N, 2), each record's byte offset and length, tile size; written
-                               after the shard, so it marks the shard complete
+    shards/<slide>.index.npz   label (N,), point (N, 2), each record's byte offset and length, tile size, and
+                               notes (what the slide's annotations had skipped and repaired); written after the
+                               shard, so it marks the shard complete
 
 Tiles are PNG, lossless: a streamed triplet is the extracted array bit for
 bit, so a study's numbers do not depend on the storage (JPEG would be
@@ -18,6 +19,8 @@ what they use, and peak memory does not grow with the pool.
 from __future__ import annotations
 
 import dataclasses
+import errno
+import json
 import os
 import pathlib
 
@@ -64,23 +67,30 @@ def write_shard(path, arrays: dict) -> None:
 
     Args:
         path: ``<slide>.tfrecord``; the index goes to ``index_path(path)``.
-        arrays: ``tile_2_5x``, ``tile_10x``, ``tile_40x`` (N, T, T, 3) uint8, ``label`` (N,), ``point`` (N, 2).
+        arrays: ``tile_2_5x``, ``tile_10x``, ``tile_40x`` (N, T, T, 3) uint8, ``label`` (N,), ``point`` (N, 2);
+            optionally ``skipped`` ({reason: count}) and ``repaired`` (a count), kept as the index's notes so
+            that a rerun, which does not read the slide again, still reports them (``read_notes``).
     """
     path = pathlib.Path(path)
     count = len(arrays["label"])
     offsets, lengths, position = np.zeros(count, np.int64), np.zeros(count, np.int64), 0
     with atomic.atomic_path(path) as tmp:
-        with tf.io.TFRecordWriter(str(tmp)) as writer:
-            for i in range(count):
-                record = _example([arrays[name][i] for name in SHARD_KEYS], arrays["label"][i], arrays["point"][i])
-                writer.write(record)
-                offsets[i], lengths[i] = position + HEADER, len(record)
-                position += HEADER + len(record) + FOOTER
+        try:
+            with tf.io.TFRecordWriter(str(tmp)) as writer:
+                for i in range(count):
+                    record = _example([arrays[name][i] for name in SHARD_KEYS], arrays["label"][i], arrays["point"][i])
+                    writer.write(record)
+                    offsets[i], lengths[i] = position + HEADER, len(record)
+                    position += HEADER + len(record) + FOOTER
+        except tf.errors.OpError as error:  # TensorFlow's, not an OSError: "<tmp path>; File too large"
+            raise OSError(errno.EIO, error.message.rpartition("; ")[2] or error.message) from None
         if os.path.getsize(tmp) != position:  # the framing above is TensorFlow's; a change must not go unseen
             raise OSError(f"{path}: TFRecord framing is not {HEADER}+data+{FOOTER} bytes a record")
+    notes = {"skipped": dict(arrays.get("skipped", {})), "repaired": int(arrays.get("repaired", 0))}
     with atomic.atomic_path(index_path(path)) as tmp:
         np.savez(tmp, label=np.asarray(arrays["label"], np.int64), point=np.asarray(arrays["point"], np.float32),
-                 offset=offsets, length=lengths, tile_size=np.int64(arrays[SHARD_KEYS[-1]].shape[1]))
+                 offset=offsets, length=lengths, tile_size=np.int64(arrays[SHARD_KEYS[-1]].shape[1]),
+                 notes=np.array(json.dumps(notes)))
 
 
 def read_index(path) -> dict[str, np.ndarray]:
@@ -97,6 +107,20 @@ def read_index(path) -> dict[str, np.ndarray]:
         raise DataError(f"{path}: {'missing' if size is None else f'{size} bytes'}, its index {index.name} says "
                         f"{end}; delete both and rerun `zoo triplets`")
     return entries
+
+
+def read_notes(path) -> dict:
+    """What a shard's slide had skipped and repaired: ``{"skipped": {reason: count}, "repaired": count}``.
+
+    An index written before the notes existed gives ``{"skipped": {}, "repaired": 0}``.
+    """
+    index = index_path(path)
+    try:
+        with np.load(index) as stored:
+            notes = json.loads(str(stored["notes"])) if "notes" in stored.files else {}
+    except (OSError, ValueError) as error:
+        raise DataError(f"{index}: not a readable shard index ({error}); rerun `zoo triplets`") from None
+    return {"skipped": notes.get("skipped", {}), "repaired": notes.get("repaired", 0)}
 
 
 def _parse(record, tile_size: int):

@@ -11,7 +11,8 @@ labs from ``SLIDES/slides.json`` or, without one, from a folder per lab::
 It samples points inside the annotated polygons (at most 500 per slide),
 extracts their triplets and writes::
 
-    OUT/triplets.json                  manifest: format, classes, tile size, magnifications, per slide: lab, counts
+    OUT/triplets.json                  manifest: format, classes, tile size, magnifications, per slide: lab, counts,
+                                       annotations skipped ({reason: count}) and self-intersecting ones repaired
     OUT/shards/<slide_id>.tfrecord     one record per triplet: tile_2_5x, tile_10x, tile_40x (PNG), label,
                                        point (level-0 centre)
     OUT/shards/<slide_id>.index.npz    labels, points and record offsets (``common.slides.store``)
@@ -36,7 +37,14 @@ import numpy as np
 from common import atomic
 from common.errors import DataError
 from common.slides import store
-from common.slides.annotations import CLASSES, class_map, read_annotations, sample_points, skipped_line
+from common.slides.annotations import (
+    CLASSES,
+    class_map,
+    read_annotations,
+    repaired_line,
+    sample_points,
+    skipped_line,
+)
 from common.slides.reader import (
     MAGNIFICATIONS,
     base_magnification,
@@ -63,6 +71,10 @@ def extract_slide(slide_path, annotation_path, tile_size: int = 128, max_points:
     scanned below 40x is upsampled (said once in ``log``) or, without
     ``upsample``, refused with a ``DataError``. With ``tissue``, points on
     glass (``tissue.tissue_mask``) are rejected and redrawn, their count logged.
+    Besides the arrays, ``"skipped"`` holds what ``read_annotations`` skipped
+    (``{reason: count}``) and ``"repaired"`` the self-intersecting polygons
+    read by the even-odd rule; both are logged. A damaged tile raises
+    ``DataError`` naming the slide and the region (``reader.Slide``).
     """
     slide = open_slide(slide_path)
     try:
@@ -72,6 +84,9 @@ def extract_slide(slide_path, annotation_path, tile_size: int = 128, max_points:
         regions, skipped = read_annotations(annotation_path, (frame.width, frame.height), (frame.x, frame.y), classes)
         if skipped:
             log(skipped_line(annotation_path, skipped))
+        repaired = sum(region.repaired for region in regions)
+        if repaired:
+            log(repaired_line(annotation_path, repaired))
         rng = np.random.default_rng(seed)
         if tissue:
             points, labels, rejected = sample_in_tissue(regions, max_points, rng, tissue_mask(slide, base, frame))
@@ -86,7 +101,7 @@ def extract_slide(slide_path, annotation_path, tile_size: int = 128, max_points:
                 tiles[name][i] = tile
     finally:
         slide.close()
-    return {**tiles, "label": labels, "point": points.astype(np.float32)}
+    return {**tiles, "label": labels, "point": points.astype(np.float32), "skipped": skipped, "repaired": repaired}
 
 
 def _lab_name(folder: str) -> str:
@@ -186,7 +201,8 @@ def prepare_triplets(slides, out, tile_size: int = 128, max_per_slide: int = MAX
         labels = store.read_index(shard)["label"]
         counts = np.bincount(labels, minlength=len(CLASSES)).tolist()
         manifest["slides"][slide_id] = {"lab": entry.get("lab", ""), "counts": counts,
-                                        "slide": str(pathlib.Path(entry["slide"]).resolve())}
+                                        "slide": str(pathlib.Path(entry["slide"]).resolve()),
+                                        **store.read_notes(shard)}
         log(f"{slide_id}: {sum(counts)} triplets {dict(zip(CLASSES, counts))}")
     atomic.write_json(out / MANIFEST, manifest)
     return manifest

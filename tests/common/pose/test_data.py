@@ -69,7 +69,7 @@ def test_unreadable_annotation_files(tmp_path):
     with pytest.raises(DataError, match="non-empty JSON list"):
         pose_data.read_annotations(bad)
     (tmp_path / "broken.png").write_bytes(b"not an image")
-    with pytest.raises(DataError, match="broken.png: cannot be read as an image"):
+    with pytest.raises(DataError, match="broken.png: not an image OpenCV can decode"):
         pose_data.read_image(tmp_path / "broken.png")
 
 

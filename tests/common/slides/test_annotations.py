@@ -83,3 +83,53 @@ def test_qupath_coordinates_shift_by_the_origin_and_are_checked_against_the_fram
     with pytest.raises(DataError, match=r"frame.geojson: feature 0 \(Blood\) has vertex \(300, 0\) outside "
                        r"the slide of 299x200 pixels"):
         annotations.read_annotations(path, (299, 200), origin=(1000, 500))
+
+
+SQUARE = np.array([[0, 0], [40, 0], [40, 40], [0, 40], [0, 0]], float)
+FLAWS = [
+    ("square", [SQUARE], None),
+    ("square with a hole", [SQUARE, np.array([[10, 10], [20, 10], [20, 20], [10, 10]], float)], None),
+    ("hole touching the outline at a corner", [SQUARE, np.array([[0, 0], [20, 10], [10, 20], [0, 0]], float)], None),
+    ("figure eight", [SQUARE[[0, 1, 3, 2, 0]]], annotations.SELF_INTERSECTING),
+    ("hole across the outline", [SQUARE, np.array([[30, 10], [50, 10], [50, 20], [30, 10]], float)],
+     annotations.SELF_INTERSECTING),
+    ("two vertices", [SQUARE[[0, 2, 0]]], annotations.DEGENERATE),
+    ("one line", [np.array([[0, 0], [10, 10], [30, 30], [0, 0]], float)], annotations.DEGENERATE),
+    ("no rings", [], annotations.DEGENERATE),
+]
+
+
+@pytest.mark.parametrize("rings, flaw", [row[1:] for row in FLAWS], ids=[row[0] for row in FLAWS])
+def test_polygon_flaws(rings, flaw):
+    assert annotations.polygon_flaw(tuple(rings)) == flaw
+
+
+def test_crossings_agree_with_testing_every_pair():
+    rng = np.random.default_rng(0)
+
+    def every_pair(ring):
+        a, b = ring, np.roll(ring, -1, axis=0)
+        i, j = np.triu_indices(len(ring), 1)
+        side = annotations._side
+        return bool(np.any((side(a[i], b[i], a[j]) * side(a[i], b[i], b[j]) < 0)
+                           & (side(a[j], b[j], a[i]) * side(a[j], b[j], b[i]) < 0)))
+
+    for _ in range(200):
+        ring = rng.integers(0, 12, (int(rng.integers(3, 9)), 2)).astype(float)
+        expected = every_pair(ring)
+        for budget in (1, 5, 1 << 21):  # chunks of every size give the same answer
+            assert annotations._crossings(ring, np.roll(ring, -1, axis=0), budget) == expected
+
+
+def test_a_figure_eight_is_repaired_by_the_even_odd_rule_and_sampled_in_both_loops(tmp_path):
+    path = helpers.qupath_geojson(tmp_path / "eight.geojson", "Stroma", (SQUARE[[0, 1, 3, 2, 0]] * 5).tolist())
+    (eight,), skipped = annotations.read_annotations(path, (200, 200))
+    assert eight.repaired and skipped == {}
+    assert annotations.area(eight) == pytest.approx(2 * 0.5 * 200 * 100, rel=0.005)  # two triangles
+    assert annotations.even_odd_area((SQUARE * 5, SQUARE)) == pytest.approx(40000 - 1600, rel=0.005)  # a hole
+    points, _ = annotations.sample_points([eight], 200, np.random.default_rng(0))
+    lower = points[:, 1] < 100
+    assert len(points) == 200 and 60 < lower.sum() < 140  # both loops, about half each
+    assert annotations.repaired_line(path, 1) == (f"repaired 1 self-intersecting polygons in {path}: read by the "
+                                                  "even-odd rule, as GEOS's make_valid repairs them (a figure eight "
+                                                  "is its two loops)")

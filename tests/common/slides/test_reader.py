@@ -143,3 +143,25 @@ def test_bad_inputs_name_the_file(tmp_path, textured_slide):
     with pytest.raises(DataError, match=r"outside.geojson.*outside the slide"):
         outside_path = helpers.qupath_geojson(tmp_path / "outside.geojson", "Stroma", outside)
         triplets.extract_slide(textured_slide, outside_path, TILE)
+
+
+def test_a_damaged_tile_names_the_slide_and_the_region_and_so_does_a_later_read(tmp_path):
+    import tifffile
+
+    path = tmp_path / "damaged.tiff"
+    synthetic_slides.write_pyramid(path, np.full((512, 512, 3), 200, np.uint8))
+    with tifffile.TiffFile(path) as tif:  # level 0's second tile: x 256-511, y 0-255
+        offset, size = tif.pages[0].dataoffsets[1], tif.pages[0].databytecounts[1]
+    data = bytearray(path.read_bytes())
+    data[offset + 2:offset + size] = b"\xff" * (size - 2)
+    path.write_bytes(bytes(data))
+    slide = reader.open_slide(path)
+    assert reader.read_tile(slide, (100, 100), 40.0, 40.0, TILE)[0].shape == (TILE, TILE, 3)  # a whole tile
+    cause = "TIFFRGBAImageGet failed, last error: ZIPDecode: Decoding error at scanline 256, invalid block type"
+    with pytest.raises(DataError) as error:
+        reader.read_tile(slide, (300, 100), 40.0, 40.0, TILE)
+    assert str(error.value) == (f"{path}: damaged tile in the region level 0, x 284, y 84 (level-0 coordinates), "
+                                f"size {TILE}x{TILE}: {cause}")
+    with pytest.raises(DataError, match="region level 0, x 84, y 84 .*ZIPDecode"):  # OpenSlide latches its error
+        slide.read_region((84, 84), 0, (TILE, TILE))
+    slide.close()

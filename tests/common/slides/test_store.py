@@ -99,3 +99,14 @@ def test_bad_stream_arguments(shards, ids, batch_size, sigma, argument):
     pools = store.open_pools(shards[0], list(COUNTS), TILE)
     with pytest.raises(ValueError, match=argument):
         pools.batches(ids, batch_size, stain_sigma=sigma)
+
+
+def test_notes_of_skipped_and_repaired_annotations_travel_with_the_index(tmp_path):
+    arrays = _arrays(np.random.default_rng(1), 2)
+    store.write_shard(tmp_path / "noted.tfrecord", {**arrays, "skipped": {"degenerate": 2}, "repaired": 1})
+    assert store.read_notes(tmp_path / "noted.tfrecord") == {"skipped": {"degenerate": 2}, "repaired": 1}
+    store.write_shard(tmp_path / "plain.tfrecord", arrays)
+    assert store.read_notes(tmp_path / "plain.tfrecord") == {"skipped": {}, "repaired": 0}
+    with np.load(store.index_path(tmp_path / "plain.tfrecord")) as index:  # an index of before the notes
+        np.savez(store.index_path(tmp_path / "old.tfrecord"), **{k: index[k] for k in index.files if k != "notes"})
+    assert store.read_notes(tmp_path / "old.tfrecord") == {"skipped": {}, "repaired": 0}
