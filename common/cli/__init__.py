@@ -69,6 +69,17 @@ def _utf8_output() -> None:
             stream.reconfigure(encoding="utf-8")
 
 
+def _data_error_inside_tensorflow(error: Exception) -> str | None:
+    """The one line of a DataError that tf.data raised inside a ``numpy_function`` (wrapped with its traceback).
+
+    Records are checked before training starts; this catches what broke after (a file deleted mid-run).
+    """
+    text = str(error)
+    if type(error).__module__.startswith("tensorflow") and " DataError: " in text:
+        return text.split(" DataError: ", 1)[1].splitlines()[0]
+    return None
+
+
 def main(argv=None) -> int:
     _utf8_output()
     args = parse_args(argv)
@@ -79,6 +90,12 @@ def main(argv=None) -> int:
             return args.handler(args) or 0
     except (errors.DataError, ValueError, OSError) as error:
         print(f"zoo {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except Exception as error:
+        line = _data_error_inside_tensorflow(error)
+        if line is None:
+            raise
+        print(f"zoo {args.command}: error: {line}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"zoo {args.command}: interrupted", file=sys.stderr)
