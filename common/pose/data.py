@@ -1,11 +1,14 @@
 """MPII-style pose data: annotation JSON + images -> crops and target heatmaps -> tf.data.
 
-A data folder is laid out as HRNet's and mmpose's ``data/mpii``::
+A data folder is laid out as HRNet's ``data/mpii`` or as mmpose's, which
+ships the same JSON and MATLAB files under other names (``layout_of``
+detects which)::
 
-    DATA/annot/train.json    [{"image", "center", "scale", "joints", "joints_vis"}, ...]
-    DATA/annot/valid.json
-    DATA/annot/gt_valid.mat  (optional) the toolkit's head boxes for valid.json
-    DATA/images/<image>
+    HRNet                          mmpose
+    DATA/annot/train.json          DATA/annotations/mpii_train.json    [{"image", "center", "scale", "joints",
+    DATA/annot/valid.json          DATA/annotations/mpii_val.json        "joints_vis"}, ...]
+    DATA/annot/gt_valid.mat        DATA/annotations/mpii_gt_val.mat    (optional) the toolkit's head boxes
+    DATA/images/<image>            DATA/images/<image>
 
 ``joints`` are 16 (x, y) pairs in MPII order, 1-based as MATLAB wrote them;
 ``center`` and ``scale`` (person height / 200 px) locate the person. As
@@ -149,7 +152,7 @@ def read_annotations(path, image_dir=None) -> list[PoseRecord]:
 
     Args:
         path: the JSON list.
-        image_dir: where ``image`` names are found; default ``../images`` beside ``annot/``.
+        image_dir: where ``image`` names are found; default ``../images`` beside ``annot/`` (or ``annotations/``).
 
     Raises:
         DataError: naming the file and the entry (index and image) for a
@@ -193,19 +196,34 @@ def read_head_boxes_mat(path, count: int) -> tuple[np.ndarray, np.ndarray]:
     return boxes, visible
 
 
-def split_paths(root, split: str) -> tuple[pathlib.Path, pathlib.Path]:
-    """The annotation file and image folder of ``split`` ("train" or "valid") in a data folder."""
+def layout_of(root) -> str:
+    """"hrnet" (``annot/``) or "mmpose" (``annotations/mpii_*.json``): how the data folder ``root`` names its files."""
     root = pathlib.Path(root)
     if not root.is_dir():
         raise DataError(f"{root}: no such data folder")
-    return root / "annot" / f"{split}.json", root / "images"
+    if not (root / "annot").is_dir() and any((root / "annotations").glob("mpii_*.json")):
+        return "mmpose"
+    return "hrnet"
+
+
+def _layout_name(layout: str, split: str, kind: str) -> str:
+    if layout == "mmpose":  # mmpose calls the validation split "val"
+        split = {"valid": "val"}.get(split, split)
+        return f"annotations/mpii_{split}.json" if kind == "json" else f"annotations/mpii_gt_{split}.mat"
+    return f"annot/{split}.json" if kind == "json" else f"annot/gt_{split}.mat"
+
+
+def split_paths(root, split: str) -> tuple[pathlib.Path, pathlib.Path]:
+    """The annotation file and image folder of ``split`` ("train" or "valid") in a data folder of either layout."""
+    root = pathlib.Path(root)
+    return root / _layout_name(layout_of(root), split, "json"), root / "images"
 
 
 def load_split(root, split: str) -> list[PoseRecord]:
-    """Reads a split; fills in head boxes (and annotated flags) from ``annot/gt_<split>.mat`` when entries lack them."""
+    """Reads a split; fills in head boxes (and annotated flags) from the layout's ``.mat`` when entries lack them."""
     annotation, image_dir = split_paths(root, split)
     records = read_annotations(annotation, image_dir)
-    mat = annotation.parent / f"gt_{split}.mat"
+    mat = pathlib.Path(root) / _layout_name(layout_of(root), split, "mat")
     if any(r.head_box is None for r in records) and mat.is_file():
         boxes, visible = read_head_boxes_mat(mat, len(records))
         for index, (record, box, vis) in enumerate(zip(records, boxes, visible)):

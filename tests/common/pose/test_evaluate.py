@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from common.pose import data as pose_data
+from common.pose import data as pose_data_module  # the fixture "pose_data" is the data folder
 from common.pose import evaluate, mpii
 
 
@@ -104,3 +105,35 @@ def test_flip_flags_write_their_own_files(zoo_here, pose_data, pose_run, monkeyp
     assert done.returncode == 0, done.stderr[-2000:]
     assert (out / f"{stem}.json").exists() and (out / f"{stem}.png").exists()
     assert calls and all(call == ((False, 0) if "--no-flip-test" in flags else (True, 1)) for call in calls)
+
+
+def _with_mat_head_boxes(data, out, layout):
+    """``data`` (HRNet layout, head boxes in its entries) in ``layout``, the boxes in the toolkit's .mat instead."""
+    import scipy.io
+
+    json_dir, names = {"hrnet": ("annot", ("train", "valid", "gt_valid")),
+                       "mmpose": ("annotations", ("mpii_train", "mpii_val", "mpii_gt_val"))}[layout]
+    (out / json_dir).mkdir(parents=True)
+    (out / "images").symlink_to(data / "images", target_is_directory=True)
+    for split, name in zip(("train", "valid"), names):
+        entries = json.loads((data / "annot" / f"{split}.json").read_text(encoding="utf-8"))
+        if split == "valid":
+            boxes = np.array([entry.pop("head_box") for entry in entries], np.float64)  # (N, 2 corners, xy)
+            scipy.io.savemat(out / json_dir / f"{names[2]}.mat", {"headboxes_src": np.transpose(boxes, (1, 2, 0))})
+        (out / json_dir / f"{name}.json").write_text(json.dumps(entries), encoding="utf-8")
+    return out
+
+
+def test_mmposes_mpii_layout_gives_hrnets_table(zoo_here, pose_data, pose_run, tmp_path):
+    """mmpose ships HRNet's JSON and the toolkit's .mat as annotations/mpii_{train,val}.json, mpii_gt_val.mat."""
+    out, _ = pose_run
+    tables = {}
+    for layout in ("hrnet", "mmpose"):
+        data = _with_mat_head_boxes(pose_data, tmp_path / layout, layout)
+        assert pose_data_module.layout_of(data) == layout
+        done = zoo_here("eval-pose", out / "model.keras", data, "--name", "run", "--input-size", "64")
+        assert done.returncode == 0, done.stderr[-2000:]
+        tables[layout] = done.stdout
+    assert tables["hrnet"] == tables["mmpose"] and "| run | " in tables["hrnet"]
+    records = {layout: pose_data_module.load_split(tmp_path / layout, "valid") for layout in tables}
+    assert [r.head_box.tolist() for r in records["hrnet"]] == [r.head_box.tolist() for r in records["mmpose"]]
