@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import pathlib
 
 from common import atomic, errors
@@ -159,9 +160,22 @@ def _loaded_with_options(path, args):
     from common.ct import ensemble
 
     loaded = ensemble.load(path)
+    _check_segmentation(loaded, pathlib.Path(path), args.command)
     if args.batch_size < 1:
         raise ValueError(f"batch-size must be >= 1, got {args.batch_size}")
     return loaded, ensemble.options_for(loaded, args.tile, args.step, args.tta, args.spacing, args.postprocess)
+
+
+def _check_segmentation(loaded, path: pathlib.Path, command: str) -> None:
+    """Refuses a pose or tile model in one line, before Keras meets a CT slice it cannot take."""
+    from common import registry
+
+    for model, name, config in zip(loaded.models, loaded.names, loaded.configs):
+        entry = registry.entry_of(model, config)
+        if entry.task != "segmentation":
+            folder = loaded.folder / name if loaded.folder is not None else path
+            file = folder / "model.keras" if folder.is_dir() else folder
+            raise errors.DataError(f"{file}: a {entry.task} model; zoo {command} takes a segmentation model")
 
 
 def _evaluated_cases(loaded, args, cohort) -> list:
@@ -213,10 +227,34 @@ def _beside(output: pathlib.Path, tag: str) -> pathlib.Path:
     return output.with_name(output.name[:-len(suffix)] + tag + suffix)
 
 
+def _write_volumes(pairs) -> None:
+    """Writes each (path, image) with SimpleITK; none replaces its previous file unless every one was written whole.
+
+    SimpleITK can leave a short file on a full disk and report success, so each is read back
+    (``atomic.check_complete``) before the first rename: labels never replaced beside stale probabilities.
+    """
+    import SimpleITK as sitk
+
+    with contextlib.ExitStack() as stack:
+        temporaries = [stack.enter_context(atomic.atomic_path(path)) for path, _ in pairs]
+        for (path, volume), tmp in zip(pairs, temporaries):
+            try:
+                sitk.WriteImage(volume, str(tmp), useCompression=True)
+                atomic.check_complete(tmp)
+            except RuntimeError as error:
+                raise _not_written(path, (str(error).strip().splitlines() or ["SimpleITK failed"])[-1]) from None
+            except OSError as error:
+                raise _not_written(path, error.strerror or str(error)) from None
+
+
+def _not_written(path: pathlib.Path, cause: str) -> atomic.WriteError:
+    """``atomic_path``'s message, naming this file of several written together (it would name the innermost)."""
+    kept = "the previous file is untouched" if path.exists() else "nothing was written"
+    return atomic.WriteError(f"{path}: not written: {cause.strip()[:1].lower()}{cause.strip()[1:]}; {kept}")
+
+
 def predict(args) -> None:
     import time
-
-    import SimpleITK as sitk
 
     from common.ct import inference
 
@@ -234,9 +272,7 @@ def predict(args) -> None:
     start = time.monotonic()
     result = inference.predict_volume(loaded.models, image, hu_window, args.batch_size, loaded.stride,
                                       args.input, how, print, args.save_probabilities)
-    for path, volume in zip(written, result if args.save_probabilities else [result]):
-        with atomic.atomic_path(path) as tmp:
-            sitk.WriteImage(volume, str(tmp), useCompression=True)
+    _write_volumes(list(zip(written, result if args.save_probabilities else [result])))
     labels = result[0] if args.save_probabilities else result
     print(f"wrote {', '.join(map(str, written))} ({'x'.join(map(str, labels.GetSize()))}, spacing "
           f"{labels.GetSpacing()}) in {time.monotonic() - start:.1f} s")

@@ -1,7 +1,8 @@
 """CT volumes from file to metric: readers, shards, tf.data, slice-by-slice inference, metrics, phantoms.
 
-``volumes`` reads NIfTI/MHA/NRRD/DICOM with SimpleITK into canonical arrays;
-``shards`` writes one TFRecord per case; ``pipeline`` streams them through
+``volumes`` reads NIfTI/MHA/NRRD/DICOM with SimpleITK into canonical arrays
+(``volume_checks``: what SimpleITK's readers let through, refused);
+``shards`` writes one TFRecord per case, a folder all or nothing; ``pipeline`` streams them through
 tf.data; ``splits`` holds cases out; ``inference`` labels whole volumes
 (``sliding``: Gaussian sliding window and mirroring per slice; ``ensemble``:
 a run's or a cross-validation's models and the options their training

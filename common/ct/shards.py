@@ -3,17 +3,27 @@
 Training then reads no SimpleITK, and folds split by case because a case is a
 file. A prepared folder holds::
 
-    PREPARED/dataset.json            manifest: classes, HU window, cases, settings
-    PREPARED/shards/<case>.tfrecord  one tf.train.Example per kept axial slice
+    PREPARED/dataset.json                         manifest: classes, HU window, cases, settings
+    PREPARED/shards/<generation>/<case>.tfrecord  one tf.train.Example per kept axial slice
 
 Slices are stored windowed (float32 in [0, 1]) in the canonical orientation of
-``common.ct.volumes``, with their uint8 labels.
+``common.ct.volumes``, with their uint8 labels. The manifest names each
+case's shard; a generation is one run of ``prepare``, so a rerun never
+overwrites the shards the current manifest lists (``prepare``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
+import functools
 import json
+import os
 import pathlib
+import re
+import shutil
+import uuid
 
 import numpy as np
 import tensorflow as tf
@@ -44,10 +54,33 @@ def _example(image: np.ndarray, label: np.ndarray, case_id: str, index: int) -> 
 
 
 def write_shard(arrays: volumes.CaseArrays, path: pathlib.Path, slice_indices) -> None:
-    """Writes the given z slices of one case to ``path``, atomically."""
-    with atomic.atomic_path(path) as tmp, tf.io.TFRecordWriter(str(tmp)) as writer:
-        for z in slice_indices:
-            writer.write(_example(arrays.image[z], arrays.label[z], arrays.case_id, int(z)))
+    """Writes the given z slices of one case to ``path``, atomically, read back whole before it takes the name.
+
+    Raises:
+        atomic.WriteError: naming ``path`` and the cause ("file too large") when TensorFlow cannot write
+            it or it reads back short; TensorFlow's own errors are not OSErrors and would end in a traceback.
+    """
+    with atomic.atomic_path(path, verify=functools.partial(_check_records, expected=len(slice_indices))) as tmp:
+        try:
+            with tf.io.TFRecordWriter(str(tmp)) as writer:
+                for z in slice_indices:
+                    writer.write(_example(arrays.image[z], arrays.label[z], arrays.case_id, int(z)))
+        except tf.errors.OpError as error:
+            raise OSError(errno.EIO, _tf_reason(error)) from None
+
+
+def _tf_reason(error) -> str:
+    """TensorFlow's "<path>; File too large" as "File too large"."""
+    return error.message.rsplit("; ", 1)[-1]
+
+
+def _check_records(path, expected: int) -> None:
+    try:
+        count = sum(1 for _ in tf.data.TFRecordDataset(str(path)))  # each record's CRC is checked on the way
+    except tf.errors.OpError as error:
+        raise OSError(errno.EIO, f"the shard reads back damaged ({_tf_reason(error)})") from None
+    if count != expected:
+        raise OSError(errno.EIO, f"the shard reads back {count} of its {expected} slices")
 
 
 def read_class_names(cohort: pathlib.Path) -> list[str] | None:
@@ -77,7 +110,14 @@ PRESETS = {
 def prepare(cohort, out_dir, num_classes: int | None = None, hu_window=volumes.DEFAULT_WINDOW,
             min_label_fraction: float = 0.0, label_map: dict | None = None, class_names=None,
             log=print) -> dict:
-    """Reads every case of a cohort once and writes its shard and the manifest.
+    """Reads every case of a cohort once and writes its shard and the manifest, all or nothing.
+
+    The shards go to a new generation folder (``shards/.partial-<generation>/`` while they are
+    written, ``shards/<generation>/`` once all are) and the manifest, written last, switches the
+    folder to them; then the shards of the manifest it replaced, and the folders of interrupted
+    runs, are removed (and counted in the log). A failure anywhere (a bad case, a full disk) leaves
+    an existing prepared folder as it was and a fresh one empty; a kill leaves the previous
+    manifest with its own shards, never a mix. Two runs into one folder at once are refused.
 
     Args:
         cohort: folder with ``images/`` and ``labels/``, or a LiTS folder (see
@@ -96,25 +136,10 @@ def prepare(cohort, out_dir, num_classes: int | None = None, hu_window=volumes.D
         The manifest (also written to ``out_dir/dataset.json``).
     """
     cohort, out_dir = pathlib.Path(cohort), pathlib.Path(out_dir)
-    class_names = list(class_names) if class_names is not None else read_class_names(cohort)
-    if num_classes is None:
-        if class_names is None:
-            raise ValueError(f"num_classes: not given and {cohort / 'dataset.json'} has no 'labels'")
-        num_classes = len(class_names)
-    if num_classes < 2:
-        raise ValueError(f"num_classes must be >= 2 (background included), got {num_classes}")
-    if class_names is None or len(class_names) != num_classes:
-        class_names = ["background"] + [f"class_{i}" for i in range(1, num_classes)]
-    volumes.window(np.zeros(1), hu_window)  # validates the window before any work
-    entries = []
-    for case in volumes.find_cases(cohort):
-        arrays = volumes.load_case(case, num_classes, hu_window, label_map)
-        kept = volumes.keep_slices(arrays.label, min_label_fraction)
-        shard = pathlib.Path("shards") / f"{case.case_id}.tfrecord"
-        write_shard(arrays, out_dir / shard, kept)
-        entries.append({"id": case.case_id, "shard": str(shard), "slices": int(len(kept)),
-                        "shape": list(arrays.image.shape), "spacing": list(arrays.spacing)})
-        log(f"prepared {case.case_id}: {len(kept)}/{arrays.image.shape[0]} slices")
+    cases = volumes.find_cases(cohort)  # first: a folder without images is named so, not blamed on its dataset.json
+    num_classes, class_names = _classes(cohort, num_classes, class_names)
+    volumes.window(np.zeros(1), hu_window)  # validates the options before any work
+    volumes.keep_slices(np.zeros((1, 1, 1)), min_label_fraction)
     manifest = {
         "format": FORMAT_VERSION,
         "source": str(cohort.resolve()),
@@ -124,10 +149,140 @@ def prepare(cohort, out_dir, num_classes: int | None = None, hu_window=volumes.D
         "orientation": volumes.CANONICAL_ORIENTATION,
         "min_label_fraction": min_label_fraction,
         "label_map": {str(k): int(v) for k, v in label_map.items()} if label_map else None,
-        "cases": entries,
     }
-    atomic.write_json(out_dir / MANIFEST, manifest)
+    read = functools.partial(volumes.load_case, num_classes=num_classes, hu_window=hu_window, label_map=label_map)
+    created = [folder for folder in (out_dir, out_dir / SHARDS) if not folder.exists()]
+    _make_folder(out_dir)
+    with _locked(out_dir):
+        previous = _listed_shards(out_dir)
+        generation = uuid.uuid4().hex[:8]
+        try:
+            manifest["cases"] = _write_generation(cases, read, min_label_fraction, out_dir, generation,
+                                                  previous is not None, log)
+            atomic.write_json(out_dir / MANIFEST, manifest)  # the switch: until here the folder is the previous one
+        except BaseException:
+            _discard(out_dir / SHARDS, generation, created)
+            raise
+        log(f"wrote {out_dir / MANIFEST}: {len(cases)} cases")
+        _remove_superseded(out_dir / SHARDS, previous or set(), generation, log)
     return manifest
+
+
+SHARDS = "shards"
+STAGING = ".partial-"  # shards/.partial-<generation>/: a generation being written
+_GENERATION = re.compile(r"(\.partial-)?[0-9a-f]{8}")
+
+
+def _classes(cohort: pathlib.Path, num_classes: int | None, class_names) -> tuple[int, list[str]]:
+    """``num_classes`` and ``class_names``, each defaulting to the other or to the cohort's ``dataset.json``."""
+    class_names = list(class_names) if class_names is not None else read_class_names(cohort)
+    if num_classes is None:
+        if class_names is None:
+            raise ValueError(f"num_classes: not given and {cohort / 'dataset.json'} has no 'labels'")
+        num_classes = len(class_names)
+    if not 2 <= num_classes <= volumes.MAX_LABEL + 1:
+        raise ValueError(f"num_classes must lie in [2, {volumes.MAX_LABEL + 1}] (background included; the shards "
+                         f"store uint8 labels), got {num_classes}")
+    if class_names is None or len(class_names) != num_classes:
+        class_names = ["background"] + [f"class_{i}" for i in range(1, num_classes)]
+    return num_classes, class_names
+
+
+def _make_folder(out_dir: pathlib.Path) -> None:
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise atomic.WriteError(f"{out_dir}: cannot create the prepared folder ({error.strerror})") from None
+
+
+@contextlib.contextmanager
+def _locked(out_dir: pathlib.Path):
+    """An exclusive lock on the folder: a second prepare would remove the first one's generation as a leftover."""
+    descriptor = os.open(out_dir, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise atomic.WriteError(f"{out_dir}: another `zoo prepare` is writing this folder; wait for it to "
+                                    "end") from None
+        yield
+    finally:
+        os.close(descriptor)  # releases the lock
+
+
+def _listed_shards(out_dir: pathlib.Path) -> set[pathlib.Path] | None:
+    """The shards the folder's manifest lists; None without a manifest.
+
+    Raises:
+        DataError: for a ``dataset.json`` that is not a zoo manifest (a cohort's own, say), which
+            preparing would overwrite.
+    """
+    path = out_dir / MANIFEST
+    if not path.exists():
+        return None
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+        if isinstance(manifest, dict) and "format" in manifest:
+            return {out_dir / case["shard"] for case in manifest["cases"]}
+    except (ValueError, KeyError, TypeError):
+        pass
+    raise errors.DataError(f"{path}: not a zoo manifest, and `zoo prepare` would replace it; choose another folder")
+
+
+def _write_generation(cases, read, min_label_fraction: float, out_dir: pathlib.Path, generation: str,
+                      replacing: bool, log) -> list[dict]:
+    """Writes every case's shard to ``shards/.partial-<generation>/``, then names it ``shards/<generation>/``."""
+    staging = out_dir / SHARDS / f"{STAGING}{generation}"
+    kept_text = "the previous prepared folder is untouched" if replacing else "nothing was written"
+    entries = []
+    for case in cases:
+        arrays = read(case)
+        kept = volumes.keep_slices(arrays.label, min_label_fraction)
+        try:
+            write_shard(arrays, staging / f"{case.case_id}.tfrecord", kept)
+        except atomic.WriteError as error:  # its message names the staging file; the user knows the folder
+            cause = str(error).split(": not written: ", 1)[-1].rsplit("; ", 1)[0]
+            raise atomic.WriteError(f"{out_dir}: not written: the shard of {case.case_id}: {cause}; "
+                                    f"{kept_text}") from None
+        entries.append({"id": case.case_id, "shard": f"{SHARDS}/{generation}/{case.case_id}.tfrecord",
+                        "slices": int(len(kept)), "shape": list(arrays.image.shape),
+                        "spacing": list(arrays.spacing)})
+        log(f"prepared {case.case_id}: {len(kept)}/{arrays.image.shape[0]} slices")
+    try:
+        os.rename(staging, staging.with_name(generation))
+    except OSError as error:
+        raise atomic.WriteError(f"{out_dir}: not written: {error.strerror}; {kept_text}") from None
+    return entries
+
+
+def _discard(shards_dir: pathlib.Path, generation: str, created: list[pathlib.Path]) -> None:
+    """Removes a generation that never became the manifest's, and the folders this run created."""
+    for name in (f"{STAGING}{generation}", generation):
+        shutil.rmtree(shards_dir / name, ignore_errors=True)
+    for folder in reversed(created):
+        with contextlib.suppress(OSError):
+            folder.rmdir()  # only when empty: never what someone else put there
+
+
+def _remove_superseded(shards_dir: pathlib.Path, previous: set[pathlib.Path], generation: str, log) -> None:
+    """Removes the shards of the replaced manifest and the generation folders of interrupted runs, counting them."""
+    shards, folders, failed = 0, 0, []
+    for path in sorted(previous):
+        if path.resolve().is_relative_to(shards_dir.resolve()) and path.is_file():  # never a file outside shards/
+            try:
+                path.unlink()
+                shards += 1
+            except OSError as error:
+                failed.append(f"{path} ({error.strerror})")
+    for folder in sorted(shards_dir.iterdir()):
+        if folder.is_dir() and folder.name != generation and _GENERATION.fullmatch(folder.name):
+            interrupted = any(folder.iterdir())  # the replaced generation is empty by now
+            shutil.rmtree(folder, onerror=lambda _f, path, info: failed.append(f"{path} ({info[1]})"))
+            folders += interrupted
+    if shards or folders:
+        log(f"removed {shards} shards of the replaced manifest and {folders} folders of interrupted runs")
+    if failed:
+        log(f"warning: could not remove {len(failed)} superseded files: {', '.join(failed[:3])}")
 
 
 def load_manifest(prepared) -> dict:

@@ -19,22 +19,20 @@ case ids are ``volume-<N>``, sorted by N.
 from __future__ import annotations
 
 import dataclasses
-import gzip
-import math
-import os
 import pathlib
 import re
-import zlib
 
 import numpy as np
 import SimpleITK as sitk
 
+from common.ct import volume_checks
 from common.errors import DataError
 
 CANONICAL_ORIENTATION = "LPS"
 VOLUME_SUFFIXES = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".nhdr")
 # Abdominal soft-tissue window (level 40, width 400), the usual one for organs.
 DEFAULT_WINDOW = (-160.0, 240.0)
+MAX_LABEL = 255  # labels are stored and predicted as uint8
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,7 +59,10 @@ def _volume_entries(folder: pathlib.Path) -> dict[str, pathlib.Path]:
         if path.name.startswith("."):
             continue
         if path.is_dir() or path.name.endswith(VOLUME_SUFFIXES):
-            entries[case_id_of(path)] = path
+            case_id = case_id_of(path)
+            if case_id in entries:  # e.g. case_000.nii beside case_000.nii.gz: which one is the case?
+                raise DataError(f"{entries[case_id]} and {path}: two volumes of case '{case_id}'; keep one")
+            entries[case_id] = path
     return entries
 
 
@@ -90,7 +91,16 @@ def find_lits_cases(root, require_labels: bool = True) -> list[Case]:
         if label is None and require_labels:
             raise DataError(f"{path}: no segmentation-{match.group(1)}.nii beside it (LiTS layout)")
         found[number] = Case(f"volume-{match.group(1)}", path, label)
+    _check_lits_segmentations(root, {case.label for case in found.values()})
     return [found[n] for n in sorted(found)]
+
+
+def _check_lits_segmentations(root: pathlib.Path, paired: set) -> None:
+    """Raises DataError naming a ``segmentation-N.nii`` that no ``volume-N.nii`` of the folder uses."""
+    for path in sorted(root.rglob("segmentation-*.nii*")):
+        if path not in paired and not any(part.startswith(".") for part in path.relative_to(root).parts):
+            raise DataError(f"{path}: a label volume without its image (no "
+                            f"{path.name.replace('segmentation-', 'volume-', 1)} beside it)")
 
 
 def find_cases(root, require_labels: bool = True) -> list[Case]:
@@ -105,16 +115,23 @@ def find_cases(root, require_labels: bool = True) -> list[Case]:
     """
     root = pathlib.Path(root)
     images_dir, labels_dir = root / "images", root / "labels"
+    if not root.is_dir():
+        raise DataError(f"{root}: no such cohort folder")
     if not images_dir.is_dir():
-        if root.is_dir():
-            lits = find_lits_cases(root, require_labels)
-            if lits:
-                return lits
-        raise DataError(f"{root}: no 'images' folder (expected {images_dir}) and no LiTS volume-N.nii files")
+        lits = find_lits_cases(root, require_labels)
+        if lits:
+            return lits
+        raise DataError(f"{root}: no images in the folder (neither an 'images' folder, {images_dir}, nor LiTS "
+                        "volume-N.nii files)")
     images = _volume_entries(images_dir)
     if not images:
         raise DataError(f"{images_dir}: no volumes found ({', '.join(VOLUME_SUFFIXES)} or DICOM folders)")
     labels = _volume_entries(labels_dir) if labels_dir.is_dir() else {}
+    orphans = sorted(set(labels) - set(images))
+    if orphans:  # a label is never ignored: its image was renamed, or lost
+        more = f" (and {len(orphans) - 1} more)" if len(orphans) > 1 else ""
+        raise DataError(f"{labels[orphans[0]]}: a label volume without its image (no case '{orphans[0]}' in "
+                        f"{images_dir}){more}")
     cases = []
     for case_id, image in images.items():
         label = labels.get(case_id)
@@ -129,7 +146,8 @@ def read_volume(path) -> sitk.Image:
 
     Raises:
         DataError: naming the file if it cannot be read, is truncated (shorter than its header
-            declares), is not 3D, or (a DICOM folder) misses slices.
+            declares), is not 3D, has a NIfTI pixdim of 0, holds NaN/Inf voxels (their count), or (a DICOM
+            folder) misses slices; ``common.ct.volume_checks`` says why each needs checking.
     """
     path = pathlib.Path(path)
     if not path.exists():
@@ -139,7 +157,7 @@ def read_volume(path) -> sitk.Image:
     except RuntimeError as error:
         lines = str(error).strip().splitlines()
         reason = lines[-1].strip() if lines else "unreadable"
-        if _TEEM_SHORT_READ.search(reason):
+        if volume_checks.TEEM_SHORT_READ.search(reason):
             raise DataError(f"{path}: truncated, the file is shorter than its header declares ({reason})") from None
         raise DataError(f"{path}: cannot be read as a volume ({reason})") from None
     if image.GetDimension() != 3:
@@ -148,11 +166,8 @@ def read_volume(path) -> sitk.Image:
         )
     if image.GetNumberOfComponentsPerPixel() != 1:
         raise DataError(f"{path}: expected a scalar volume, got {image.GetNumberOfComponentsPerPixel()} components")
+    volume_checks.check_finite(image, path)
     return image
-
-
-# Teem (SimpleITK's NRRD reader) detects short data itself; these are its words for it.
-_TEEM_SHORT_READ = re.compile(r"fread got only|expected \d+ bytes but received")
 
 
 def _read_file(path: pathlib.Path) -> sitk.Image:
@@ -161,74 +176,11 @@ def _read_file(path: pathlib.Path) -> sitk.Image:
     reader.ReadImageInformation()  # the header only: sizes to check before the data is read
     name = path.name.lower()
     if name.endswith((".nii", ".nii.gz")):
-        _check_nifti_length(path, reader)
+        volume_checks.check_nifti_length(path, reader)
+        volume_checks.check_nifti_spacing(path)
     elif name.endswith((".mha", ".mhd")):
-        _check_meta_image_length(path, reader)
+        volume_checks.check_meta_image_length(path, reader)
     return reader.Execute()
-
-
-def _truncated(path, present, declared) -> DataError:
-    return DataError(f"{path}: truncated, {present} bytes where its header declares {declared} "
-                     "(an interrupted copy or download?)")
-
-
-def _check_nifti_length(path: pathlib.Path, reader: sitk.ImageFileReader) -> None:
-    """ITK's NIfTI reader fills missing data with zeros without a word, so the length is checked here."""
-    keys = set(reader.GetMetaDataKeys())
-    if not {"dim[0]", "bitpix", "vox_offset"} <= keys:
-        return
-    dims = [int(reader.GetMetaData(f"dim[{i}]")) for i in range(1, int(reader.GetMetaData("dim[0]")) + 1)]
-    declared = int(float(reader.GetMetaData("vox_offset"))) + math.prod(dims) * int(reader.GetMetaData("bitpix")) // 8
-    with open(path, "rb") as file:
-        magic = file.read(2)
-        if magic != b"\x1f\x8b":
-            present = path.stat().st_size
-            if present < declared:
-                raise _truncated(path, present, declared)
-            return
-        # A whole gzip stream ends with its length mod 2**32 (RFC 1952, ISIZE): four bytes read
-        # spare a normal file a second decompression; only a mismatch is decompressed to measure it.
-        file.seek(-4, os.SEEK_END)
-        if int.from_bytes(file.read(4), "little") == declared % 2**32:
-            return
-    present = 0
-    try:
-        with gzip.open(path, "rb") as stream:
-            while chunk := stream.read(1 << 20):
-                present += len(chunk)
-    except EOFError:
-        raise DataError(f"{path}: truncated, its gzip stream ends before the {declared} bytes its header "
-                        "declares (an interrupted copy or download?)") from None
-    except (OSError, zlib.error) as error:
-        raise DataError(f"{path}: corrupt gzip stream ({error})") from None
-    if present < declared:
-        raise _truncated(path, present, declared)
-
-
-def _check_meta_image_length(path: pathlib.Path, reader: sitk.ImageFileReader) -> None:
-    """MetaIO reports a short read only on stderr and then fails with "No such file or directory",
-    so the data's length is compared with the header's own fields here."""
-    with open(path, "rb") as file:
-        head = file.read(1 << 16)
-    fields, header_end = {}, None
-    for match in re.finditer(rb"^\s*(\w+)\s*=\s*(.*?)\s*$", head, re.MULTILINE):
-        fields[match.group(1).decode()] = match.group(2).decode(errors="replace")
-        if match.group(1) == b"ElementDataFile":
-            header_end = head.find(b"\n", match.end()) + 1 or len(head)
-            break
-    data_file = fields.get("ElementDataFile", "")
-    if header_end is None or "HeaderSize" in fields or data_file.startswith("LIST") or "%" in data_file:
-        return  # data laid out in ways this check does not follow: left to MetaIO
-    offset, data_path = (header_end, path) if data_file == "LOCAL" else (0, path.parent / data_file)
-    if fields.get("CompressedData", "False").lower() == "true":
-        if "CompressedDataSize" not in fields:
-            return
-        declared = int(fields["CompressedDataSize"])
-    else:
-        item = sitk.GetArrayViewFromImage(sitk.Image((1, 1), reader.GetPixelID())).itemsize
-        declared = math.prod(reader.GetSize()) * reader.GetNumberOfComponents() * item
-    if data_path.exists() and data_path.stat().st_size - offset < declared:
-        raise _truncated(data_path, data_path.stat().st_size - offset, declared)
 
 
 def _read_series(folder: pathlib.Path) -> sitk.Image:
@@ -239,33 +191,8 @@ def _read_series(folder: pathlib.Path) -> sitk.Image:
     reader.SetFileNames(files)
     reader.MetaDataDictionaryArrayUpdateOn()  # each slice's tags, read with the pixels
     image = reader.Execute()
-    _check_even_slices(folder, reader, image)
+    volume_checks.check_even_slices(folder, reader, image)
     return image
-
-
-def _check_even_slices(folder: pathlib.Path, reader: sitk.ImageSeriesReader, image: sitk.Image) -> None:
-    """Raises DataError when the gaps between slice positions vary: slices are missing.
-
-    ITK only warns ("Non uniform sampling or missing slices") and spaces the slices evenly.
-    """
-    count = len(reader.GetFileNames())
-    if count < 3 or not all(reader.HasMetaDataKey(i, "0020|0032") for i in range(count)):
-        return
-    normal = np.array(image.GetDirection()).reshape(3, 3)[:, 2]
-    # 0020|0032, Image Position Patient, projected on the slice normal.
-    positions = np.array([[float(v) for v in reader.GetMetaData(i, "0020|0032").split("\\")]
-                          for i in range(count)]) @ normal
-    gaps = np.diff(positions)
-    usual = float(np.median(gaps))
-    if abs(usual) < 1e-6:
-        return
-    uneven = np.flatnonzero(np.abs(gaps - usual) > 0.1 * abs(usual))
-    if uneven.size == 0:
-        return
-    where = ", ".join(f"{gaps[i]:g} mm between {positions[i]:g} and {positions[i + 1]:g}" for i in uneven[:3])
-    missing = [positions[i] + k * usual for i in uneven for k in range(1, round(gaps[i] / usual))]
-    hint = f"; slices missing at {', '.join(f'{m:g}' for m in missing[:10])} mm" if missing else ""
-    raise DataError(f"{folder}: DICOM series has uneven slice gaps (usual {usual:g} mm; {where}){hint}")
 
 
 def check_same_geometry(image: sitk.Image, label: sitk.Image, image_path, label_path, tol: float = 1e-4) -> None:
@@ -311,6 +238,8 @@ def check_labels(label: np.ndarray, num_classes: int, path) -> np.ndarray:
         if not np.all(np.equal(np.mod(label, 1), 0)):
             raise DataError(f"{path}: label volume holds non-integer values")
     low, high = label.min(), label.max()
+    if high > MAX_LABEL:  # uint8 would wrap it around to another class (256 -> 0, background) without a word
+        raise DataError(f"{path}: label value {int(high)} does not fit the shards' 8-bit labels (0-{MAX_LABEL})")
     if low < 0 or high >= num_classes:
         bad = np.unique(label[(label < 0) | (label >= num_classes)])[:5]
         raise DataError(

@@ -1,5 +1,6 @@
 """The CT commands of `zoo`: outputs, and one-line errors on bad input."""
 
+import pathlib
 import shutil
 
 import numpy as np
@@ -203,3 +204,27 @@ def test_evaluate_a_cv_folder_on_the_cases_no_fold_trained_on(zoo_here, threshol
     assert sorted(saved) == ["case_002", "case_003"] and set(saved["case_002"]) == {"1", "2"}
     done = zoo_here("evaluate", threshold_cv, "--cases", "case_001,case_003", "--tta", "none")
     assert done.returncode == 0 and "warning: cases ['case_001'] trained some fold" in done.stdout
+
+
+def test_labels_and_probabilities_are_replaced_together_or_not_at_all(tmp_path, monkeypatch):
+    """SimpleITK leaving the second file short (a full disk) must not leave new labels beside old probabilities."""
+    from common.cli import ct
+    from tests import helpers
+
+    labels, probabilities = tmp_path / "labels.nii.gz", tmp_path / "labels_probabilities.nii.gz"
+    volume = sitk.GetImageFromArray(np.arange(4 * 16 * 16, dtype=np.float32).reshape(4, 16, 16))
+    for path in (labels, probabilities):
+        sitk.WriteImage(sitk.Image(16, 16, 4, sitk.sitkUInt8), str(path), True)
+    before = helpers.checksums(tmp_path)
+    write = sitk.WriteImage
+
+    def short_second_file(image, name, *args, **kwargs):
+        write(image, name, *args, **kwargs)
+        if "_probabilities" in pathlib.Path(name).name:
+            pathlib.Path(name).write_bytes(pathlib.Path(name).read_bytes()[:200])
+
+    monkeypatch.setattr(sitk, "WriteImage", short_second_file)
+    with pytest.raises(OSError, match=rf"^{probabilities}: not written: the file is incomplete .*; the previous file "
+                                      r"is untouched$"):
+        ct._write_volumes([(labels, volume), (probabilities, volume)])
+    assert helpers.checksums(tmp_path) == before

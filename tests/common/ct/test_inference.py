@@ -61,8 +61,8 @@ def test_fixed_size_model_refuses_other_slices():
 def test_format_table_reports_mean_and_std():
     results = {"a": {1: {"dice": 0.8}, 2: {"dice": 0.6}}, "b": {1: {"dice": 1.0}, 2: {"dice": 0.4}}}
     table = inference.format_table(results, ["bg", "liver", "spleen"])
-    assert "| liver | 90.00 (± 10.00) |" in table
-    assert "| spleen | 50.00 (± 10.00) |" in table
+    assert "| liver | 90.00 (± 14.14) |" in table  # sample std (ddof 1) of 80 and 100
+    assert "| spleen | 50.00 (± 14.14) |" in table
     assert "| **mean** | **70.00** |" in table
 
 
@@ -70,7 +70,7 @@ def test_format_table_has_a_column_per_metric():
     results = {"a": {1: {"dice": 0.8, "voe": 0.3, "assd": 1.5}}, "b": {1: {"dice": 0.6, "voe": 0.5, "assd": 2.5}}}
     table = inference.format_table(results, ["bg", "liver"], ("dice", "voe", "assd"))
     assert table.splitlines()[0] == "| class (2 cases) | dice | voe | assd |"
-    assert "| liver | 70.00 (± 10.00) | 40.00 (± 10.00) | 2.00 (± 0.50) |" in table
+    assert "| liver | 70.00 (± 14.14) | 40.00 (± 14.14) | 2.00 (± 0.71) |" in table
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,6 @@
 import json
+import pathlib
+import shutil
 
 import numpy as np
 import pytest
@@ -13,7 +15,10 @@ def test_one_shard_per_case_and_manifest(tiny_cohort, tiny_prepared):
     manifest = shards.load_manifest(tiny_prepared)
     cases = volumes.find_cases(tiny_cohort)
     assert [c["id"] for c in manifest["cases"]] == [c.case_id for c in cases]
-    assert sorted(p.name for p in (tiny_prepared / "shards").iterdir()) == [f"{c.case_id}.tfrecord" for c in cases]
+    # One generation folder holds every shard, and nothing else is there.
+    generation = tiny_prepared / pathlib.Path(manifest["cases"][0]["shard"]).relative_to(tiny_prepared).parent
+    assert [p.name for p in (tiny_prepared / "shards").iterdir()] == [generation.name]
+    assert sorted(p.name for p in generation.iterdir()) == [f"{c.case_id}.tfrecord" for c in cases]
     assert manifest["num_classes"] == 8 and manifest["class_names"][1] == "liver"
     assert manifest["orientation"] == "LPS"
     assert not list(tiny_prepared.rglob(".*tmp*"))
@@ -87,3 +92,38 @@ def test_tumour_preset_keeps_three_classes(tmp_path):
     assert manifest["num_classes"] == 3 and manifest["label_map"] is None
     arrays = volumes.load_case(volumes.find_cases(tmp_path / "lits")[0], 3)
     assert np.bincount(arrays.label.ravel()).tolist() == [260, 100, 40]
+
+
+def test_a_rerun_replaces_a_folder_of_the_old_layout_whole(tiny_cohort, tiny_prepared, tmp_path):
+    """A folder prepared before generations (shards/<case>.tfrecord) is replaced, its shards removed and counted."""
+    old = tmp_path / "prepared"
+    (old / "shards").mkdir(parents=True)
+    manifest = json.loads((tiny_prepared / shards.MANIFEST).read_text(encoding="utf-8"))
+    for case in manifest["cases"]:
+        (old / "shards" / f"{case['id']}.tfrecord").write_bytes((tiny_prepared / case["shard"]).read_bytes())
+        case["shard"] = f"shards/{case['id']}.tfrecord"
+    (old / shards.MANIFEST).write_text(json.dumps(manifest), encoding="utf-8")
+    (old / "notes.txt").write_text("mine")  # what a user keeps beside it stays
+    lines = []
+    fresh = shards.prepare(tiny_cohort, old, log=lines.append)
+    assert lines[-1] == "removed 4 shards of the replaced manifest and 0 folders of interrupted runs"
+    assert sorted(str(p.relative_to(old)) for p in old.rglob("*") if p.is_file()) == sorted(
+        [shards.MANIFEST, "notes.txt"] + [case["shard"] for case in fresh["cases"]])
+
+
+def test_a_manifest_not_written_leaves_the_folder_as_it_was(tiny_cohort, tiny_prepared, tmp_path, monkeypatch):
+    """The manifest is the switch: when it fails, the generation written before it goes too."""
+    from common import atomic
+
+    prepared = tmp_path / "prepared"
+    shutil.copytree(tiny_prepared, prepared)
+    before = helpers.checksums(prepared)
+
+    def full_disk(path, payload):
+        raise atomic.WriteError(f"{path}: not written: no space left on device; the previous file is untouched")
+
+    monkeypatch.setattr(shards.atomic, "write_json", full_disk)
+    with pytest.raises(atomic.WriteError, match="dataset.json: not written: no space left on device"):
+        shards.prepare(tiny_cohort, prepared, hu_window=(-200, 250), log=lambda _: None)
+    assert helpers.checksums(prepared) == before
+    assert [p.name for p in (prepared / "shards").iterdir()] == [p.name for p in (tiny_prepared / "shards").iterdir()]

@@ -3,7 +3,7 @@ import pytest
 import SimpleITK as sitk
 
 from common import errors
-from common.ct import shards, volumes
+from common.ct import shards, volume_checks, volumes
 from tests import helpers
 
 
@@ -95,7 +95,7 @@ def test_a_whole_nii_gz_is_decompressed_once(tmp_path, monkeypatch):
     def second_decompression(*args, **kwargs):
         raise AssertionError("a whole .nii.gz was decompressed a second time")
 
-    monkeypatch.setattr(volumes.gzip, "open", second_decompression)
+    monkeypatch.setattr(volume_checks.gzip, "open", second_decompression)
     assert volumes.read_volume(path).GetSize() == (12, 10, 6)
 
 
@@ -203,7 +203,8 @@ def test_a_volume_without_its_segmentation_is_named(tmp_path):
 
 def test_a_folder_that_is_neither_layout_is_refused(tmp_path):
     (tmp_path / "notes.txt").write_text("x")
-    with pytest.raises(errors.DataError, match="no 'images' folder .* and no LiTS volume-N.nii"):
+    with pytest.raises(errors.DataError, match=r"no images in the folder \(neither an 'images' folder, .*, nor LiTS "
+                                                 r"volume-N.nii files\)"):
         volumes.find_cases(tmp_path)
 
 
@@ -212,3 +213,48 @@ def test_a_segmentation_of_other_geometry_names_the_file(tmp_path):
     with pytest.raises(errors.DataError, match=r"segmentation-3.nii: label spacing .* differs from image "
                                                  r".*volume-3.nii spacing"):
         shards.prepare(tmp_path, tmp_path / "prepared", **shards.PRESETS["lits"], log=lambda _: None)
+
+
+# NIfTI's reader sets NaN/Inf to 0 before ITK sees them (the file's data is counted); the others hand them on.
+@pytest.mark.parametrize("name, dtype", [("case.nii", np.float64), ("case.nii.gz", np.float32),
+                                         ("case.mha", np.float32), ("case.nrrd", np.float64)])
+def test_non_finite_voxels_are_counted_in_every_format(tmp_path, name, dtype):
+    array = np.zeros((6, 10, 12), dtype)
+    array[2, 3, :5] = np.nan
+    array[4, :2, :3] = -np.inf
+    sitk.WriteImage(sitk.GetImageFromArray(array), str(tmp_path / name), name.endswith(".gz"))
+    with pytest.raises(errors.DataError, match=rf"{name}: 11 of 720 voxels are not finite \(NaN or Inf\)$"):
+        volumes.read_volume(tmp_path / name)
+
+
+@pytest.mark.parametrize("axis", [1, 2, 3])
+def test_a_nifti_spacing_of_0_is_refused_not_read_as_1_mm(tmp_path, axis):
+    import struct
+
+    sitk.WriteImage(_volume(), str(tmp_path / "case.nii"))
+    data = bytearray((tmp_path / "case.nii").read_bytes())
+    data[76 + 4 * axis:80 + 4 * axis] = struct.pack("<f", 0.0)  # pixdim[axis]
+    (tmp_path / "case.nii").write_bytes(bytes(data))
+    with pytest.raises(errors.DataError, match=rf"case.nii: pixdim\[{axis}\] \(the voxel spacing along "
+                                                 rf"{'xyz'[axis - 1]}\) is 0 in its header"):
+        volumes.read_volume(tmp_path / "case.nii")
+
+
+def test_two_volumes_of_one_case_and_a_label_without_its_image_are_named(tmp_path):
+    for sub in ("images", "labels"):
+        (tmp_path / sub).mkdir()
+        sitk.WriteImage(_volume(), str(tmp_path / sub / "a.nii.gz"))
+    sitk.WriteImage(_volume(), str(tmp_path / "labels" / "b.mha"))
+    with pytest.raises(errors.DataError, match=r"labels/b.mha: a label volume without its image \(no case 'b' in "):
+        volumes.find_cases(tmp_path)
+    sitk.WriteImage(_volume(), str(tmp_path / "images" / "b.mha"))
+    sitk.WriteImage(_volume(), str(tmp_path / "images" / "b.nrrd"))
+    with pytest.raises(errors.DataError, match=r"images/b.mha and .*images/b.nrrd: two volumes of case 'b'; keep one"):
+        volumes.find_cases(tmp_path)
+
+
+def test_a_label_past_uint8_is_refused_not_wrapped():
+    label = np.zeros((2, 4, 4), np.uint16)
+    label[1, 2, 2] = 256
+    with pytest.raises(errors.DataError, match=r"seg.nii: label value 256 does not fit the shards' 8-bit labels"):
+        volumes.check_labels(label, 300, "seg.nii")
