@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import pathlib
+import time
 
 from common import atomic, errors
 from common.cli import options
@@ -39,7 +39,8 @@ def _add_synthetic_ct(sub):
 
 def _add_prepare(sub):
     p = sub.add_parser("prepare", help="write each case of a cohort once to its own TFRecord shard")
-    p.add_argument("cohort", help="folder with images/ and labels/")
+    p.add_argument("cohort", help="cohort folder: the Decathlon's (imagesTr/, labelsTr/, dataset.json), nnU-Net v2's "
+                                  "raw (<case>_0000 images), images/ + labels/, or LiTS's volume-N.nii")
     p.add_argument("out", help="prepared folder to write")
     p.add_argument("--num-classes", type=int, help="classes incl. background (default: cohort dataset.json)")
     p.add_argument("--window", type=options.hu_window, default=None, help="HU window LOW,HIGH (default -160,240)")
@@ -108,20 +109,22 @@ def _add_evaluate(sub):
 
 
 def _add_predict(sub):
-    p = sub.add_parser("predict", help="segment one volume; the output keeps the input's geometry")
+    p = sub.add_parser("predict", help="segment a volume, or every volume of a folder; outputs keep their input's "
+                                       "geometry")
     p.add_argument("model", help="run folder, .keras file, or zoo cv folder (the mean of its folds)")
-    p.add_argument("input", help="CT volume (NIfTI, MHA/MHD, NRRD or a DICOM folder)")
-    p.add_argument("output", help="label volume to write (e.g. .nii.gz)")
+    p.add_argument("input", help="CT volume (NIfTI, MHA/MHD, NRRD or a DICOM folder), or a folder of them, or a "
+                                 "Decathlon or nnU-Net v2 dataset folder (its imagesTs)")
+    p.add_argument("output", help="label volume to write (e.g. .nii.gz); for a folder in, a folder: "
+                                  "OUTPUT/<case>.nii.gz as nnU-Net names them (channel suffix _0000 dropped)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="folder in: predict cases whose outputs exist again (default: skip them, so a rerun "
+                        "finishes an interrupted one); a single output file is always replaced")
     p.add_argument("--window", type=options.hu_window, default=None, help="HU window LOW,HIGH (default: the run's)")
     inference_options(p)
     p.add_argument("--save-probabilities", action="store_true",
                    help="also write the class probabilities (before post-processing) as a float32 vector image "
-                        "of the input's geometry, class axis last: OUTPUT's name + _probabilities")
+                        "of the input's geometry, class axis last: OUTPUT's name (each case's) + _probabilities")
     p.set_defaults(handler=predict)
-
-
-# Formats written as one file, so a temporary file renamed into place is atomic.
-SINGLE_FILE_SUFFIXES = (".nii.gz", ".nii", ".mha", ".nrrd")
 
 
 def synthetic_ct(args) -> None:
@@ -180,9 +183,11 @@ def _check_segmentation(loaded, path: pathlib.Path, command: str) -> None:
 
 def _evaluated_cases(loaded, args, cohort) -> list:
     """The cases to score: --cases, else the run's held-out ones, else (cv folder) those no fold trained on."""
-    from common.ct import ensemble
+    from common.ct import ensemble, layouts
 
-    cases = {c.case_id: c for c in volumes.find_cases(cohort)}
+    found = layouts.read_cohort(cohort)
+    print(f"cohort layout: {found.layout.description}")
+    cases = {c.case_id: c for c in found.cases}
     trained = ensemble.trained_cases(loaded)
     if args.cases:
         wanted = args.cases
@@ -221,61 +226,55 @@ def evaluate(args) -> None:
     print(inference.format_table(results, config["class_names"], args.metrics))
 
 
-def _beside(output: pathlib.Path, tag: str) -> pathlib.Path:
-    """``labels.nii.gz`` -> ``labels_probabilities.nii.gz``."""
-    suffix = next(s for s in SINGLE_FILE_SUFFIXES if output.name.endswith(s))
-    return output.with_name(output.name[:-len(suffix)] + tag + suffix)
+def _predict_case(loaded, how, args, hu_window, source, log) -> list:
+    """The label image of one volume (and its probabilities with --save-probabilities), as a list."""
+    from common.ct import inference
 
-
-def _write_volumes(pairs) -> None:
-    """Writes each (path, image) with SimpleITK; none replaces its previous file unless every one was written whole.
-
-    SimpleITK can leave a short file on a full disk and report success, so each is read back
-    (``atomic.check_complete``) before the first rename: labels never replaced beside stale probabilities.
-    """
-    import SimpleITK as sitk
-
-    with contextlib.ExitStack() as stack:
-        temporaries = [stack.enter_context(atomic.atomic_path(path)) for path, _ in pairs]
-        for (path, volume), tmp in zip(pairs, temporaries):
-            try:
-                sitk.WriteImage(volume, str(tmp), useCompression=True)
-                atomic.check_complete(tmp)
-            except RuntimeError as error:
-                raise _not_written(path, (str(error).strip().splitlines() or ["SimpleITK failed"])[-1]) from None
-            except OSError as error:
-                raise _not_written(path, error.strerror or str(error)) from None
-
-
-def _not_written(path: pathlib.Path, cause: str) -> atomic.WriteError:
-    """``atomic_path``'s message, naming this file of several written together (it would name the innermost)."""
-    kept = "the previous file is untouched" if path.exists() else "nothing was written"
-    return atomic.WriteError(f"{path}: not written: {cause.strip()[:1].lower()}{cause.strip()[1:]}; {kept}")
+    image = volumes.read_volume(source)
+    result = inference.predict_volume(loaded.models, image, hu_window, args.batch_size, loaded.stride, source, how,
+                                      log, args.save_probabilities)
+    return list(result) if args.save_probabilities else [result]
 
 
 def predict(args) -> None:
-    import time
-
-    from common.ct import inference
+    from common.ct import predictions
 
     output = pathlib.Path(args.output)
-    if not output.name.endswith(SINGLE_FILE_SUFFIXES):
-        raise ValueError(f"output: {output} needs one of the suffixes {', '.join(SINGLE_FILE_SUFFIXES)}")
-    written = [output, _beside(output, "_probabilities")] if args.save_probabilities else [output]
+    if not output.name.endswith(predictions.SINGLE_FILE_SUFFIXES) and pathlib.Path(args.input).is_dir():
+        return _predict_folder(args)
+    if not output.name.endswith(predictions.SINGLE_FILE_SUFFIXES):
+        raise ValueError(f"output: {output} needs one of the suffixes {', '.join(predictions.SINGLE_FILE_SUFFIXES)} "
+                         "(a folder of outputs takes a folder of inputs)")
+    written = predictions.outputs_of(output, args.save_probabilities)
     for path in written:
         if path.resolve() == pathlib.Path(args.input).resolve():
             raise ValueError(f"output: {path} is the input volume; choose another path")
     loaded, how = _loaded_with_options(args.model, args)
     hu_window = args.window or loaded.config.get("hu_window", volumes.DEFAULT_WINDOW)
-    image = volumes.read_volume(args.input)
     print(f"predicting {args.input} with {len(loaded.models)} model(s): {how.describe()}")
     start = time.monotonic()
-    result = inference.predict_volume(loaded.models, image, hu_window, args.batch_size, loaded.stride,
-                                      args.input, how, print, args.save_probabilities)
-    _write_volumes(list(zip(written, result if args.save_probabilities else [result])))
-    labels = result[0] if args.save_probabilities else result
-    print(f"wrote {', '.join(map(str, written))} ({'x'.join(map(str, labels.GetSize()))}, spacing "
-          f"{labels.GetSpacing()}) in {time.monotonic() - start:.1f} s")
+    result = _predict_case(loaded, how, args, hu_window, args.input, print)
+    predictions.write_volumes(list(zip(written, result)))
+    print(f"wrote {', '.join(map(str, written))} ({'x'.join(map(str, result[0].GetSize()))}, spacing "
+          f"{result[0].GetSpacing()}) in {time.monotonic() - start:.1f} s")
+
+
+def _predict_folder(args) -> None:
+    """Every volume of a folder (a dataset's imagesTs) to OUTPUT/<case>.nii.gz, resumable."""
+    from common.ct import layouts, predictions
+
+    description, cases = layouts.prediction_inputs(args.input, args.output)
+    predictions.check_folder_target(cases, pathlib.Path(args.output))  # before the models load
+    loaded, how = _loaded_with_options(args.model, args)
+    hu_window = args.window or loaded.config.get("hu_window", volumes.DEFAULT_WINDOW)
+    print(f"input layout: {description}")
+    print(f"predicting {len(cases)} volumes of {args.input} with {len(loaded.models)} model(s): {how.describe()}")
+    run = predictions.predict_folder(
+        cases, args.output, lambda case: _predict_case(loaded, how, args, hu_window, case.image, print),
+        args.save_probabilities, args.overwrite)
+    replaced = f" ({run.replaced} replaced)" if run.replaced else ""
+    skipped = f"; {run.skipped} skipped, their outputs exist (--overwrite predicts them again)" if run.skipped else ""
+    print(f"predicted {run.predicted} of {len(cases)} cases into {args.output}{replaced}{skipped}")
 
 
 # Each subcommand's parser, in the order ``zoo --help`` lists them.

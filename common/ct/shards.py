@@ -29,7 +29,7 @@ import numpy as np
 import tensorflow as tf
 
 from common import atomic, errors
-from common.ct import volumes
+from common.ct import layouts, volumes
 
 MANIFEST = "dataset.json"
 FORMAT_VERSION = 1
@@ -83,18 +83,6 @@ def _check_records(path, expected: int) -> None:
         raise OSError(errno.EIO, f"the shard reads back {count} of its {expected} slices")
 
 
-def read_class_names(cohort: pathlib.Path) -> list[str] | None:
-    """Returns the class names of a Decathlon-style ``dataset.json`` ("labels"), if any."""
-    path = pathlib.Path(cohort) / "dataset.json"
-    if not path.exists():
-        return None
-    try:
-        labels = json.loads(path.read_text(encoding="utf-8"))["labels"]
-        return [labels[str(i)] for i in range(len(labels))]
-    except (ValueError, KeyError, TypeError) as error:
-        raise errors.DataError(f"{path}: 'labels' must map '0'..'N-1' to class names ({error})") from None
-
-
 # The papers' data recipes; ``zoo prepare --preset NAME`` applies one (explicit options override it).
 PRESETS = {
     # EAS U-Net (section III.B) on LiTS: HU window [-200, 250], slices where the liver covers at
@@ -120,11 +108,11 @@ def prepare(cohort, out_dir, num_classes: int | None = None, hu_window=volumes.D
     manifest with its own shards, never a mix. Two runs into one folder at once are refused.
 
     Args:
-        cohort: folder with ``images/`` and ``labels/``, or a LiTS folder (see
-            ``common.ct.volumes``).
+        cohort: a cohort folder of any layout ``common.ct.layouts`` reads (the Decathlon's,
+            nnU-Net v2's raw, ``images/`` + ``labels/``, LiTS); the layout found is logged first.
         out_dir: the prepared folder to write.
         num_classes: number of classes including background; default from
-            ``class_names`` or the cohort's ``dataset.json`` "labels".
+            ``class_names`` or the cohort's ``dataset.json`` "labels" (read as its layout writes them).
         hu_window: (low, high) Hounsfield window scaled to [0, 1].
         min_label_fraction: keep only slices whose labelled (non-zero after
             ``label_map``) fraction is at least this.
@@ -136,13 +124,16 @@ def prepare(cohort, out_dir, num_classes: int | None = None, hu_window=volumes.D
         The manifest (also written to ``out_dir/dataset.json``).
     """
     cohort, out_dir = pathlib.Path(cohort), pathlib.Path(out_dir)
-    cases = volumes.find_cases(cohort)  # first: a folder without images is named so, not blamed on its dataset.json
-    num_classes, class_names = _classes(cohort, num_classes, class_names)
+    found = layouts.read_cohort(cohort)  # first: a folder without images is named so, not blamed on its dataset.json
+    log(f"cohort layout: {found.layout.description}")
+    cases = found.cases
+    num_classes, class_names = _classes(cohort, num_classes, class_names, found.class_names)
     volumes.window(np.zeros(1), hu_window)  # validates the options before any work
     volumes.keep_slices(np.zeros((1, 1, 1)), min_label_fraction)
     manifest = {
         "format": FORMAT_VERSION,
         "source": str(cohort.resolve()),
+        "layout": found.layout.name,
         "num_classes": num_classes,
         "class_names": class_names,
         "hu_window": [float(hu_window[0]), float(hu_window[1])],
@@ -173,9 +164,9 @@ STAGING = ".partial-"  # shards/.partial-<generation>/: a generation being writt
 _GENERATION = re.compile(r"(\.partial-)?[0-9a-f]{8}")
 
 
-def _classes(cohort: pathlib.Path, num_classes: int | None, class_names) -> tuple[int, list[str]]:
-    """``num_classes`` and ``class_names``, each defaulting to the other or to the cohort's ``dataset.json``."""
-    class_names = list(class_names) if class_names is not None else read_class_names(cohort)
+def _classes(cohort: pathlib.Path, num_classes: int | None, class_names, cohort_names) -> tuple[int, list[str]]:
+    """``num_classes`` and ``class_names``, each defaulting to the other or to the cohort's (``cohort_names()``)."""
+    class_names = list(class_names) if class_names is not None else cohort_names()
     if num_classes is None:
         if class_names is None:
             raise ValueError(f"num_classes: not given and {cohort / 'dataset.json'} has no 'labels'")

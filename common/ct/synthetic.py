@@ -359,7 +359,7 @@ def _write_atomic(image: sitk.Image, path: str) -> None:
 
 def write_cohort(out_dir, num_cases: int = 12, seed: int = 0, size=(128, 128, 32), spacing=None,
                  noise_hu: float = 20.0) -> list[str]:
-    """Write a Decathlon-like cohort ``images/case_XXX.nii.gz`` + ``labels/case_XXX.nii.gz``; return case ids.
+    """Write a cohort in the zoo's layout, ``images/case_XXX.nii.gz`` + ``labels/case_XXX.nii.gz``; return case ids.
 
     Case i is ``make_phantom`` with a seed drawn from ``np.random.default_rng([seed, i])``.
     With ``spacing=None`` each case draws an in-plane spacing in [2.5, 3.0] mm and a
@@ -395,7 +395,7 @@ def write_cohort(out_dir, num_cases: int = 12, seed: int = 0, size=(128, 128, 32
         _write_atomic(image, os.path.join(out_dir, "images", case_id + ".nii.gz"))
         _write_atomic(label, os.path.join(out_dir, "labels", case_id + ".nii.gz"))
         case_ids.append(case_id)
-    # Decathlon-style class names, so `zoo prepare` needs no --num-classes.
+    # The Decathlon's "labels" (index -> class name), so `zoo prepare` needs no --num-classes.
     atomic.write_json(os.path.join(out_dir, "dataset.json"), {
         "name": "synthetic abdominal CT", "seed": seed,
         "labels": {str(i): name for i, name in enumerate(CLASS_NAMES)},

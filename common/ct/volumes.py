@@ -1,144 +1,45 @@
 """CT volumes: reading with SimpleITK, geometry checks, canonical orientation, HU windows.
 
-A cohort is a folder laid out as the Medical Segmentation Decathlon does::
-
-    COHORT/images/<case>.nii.gz     (or .nii, .mha, .mhd, .nrrd, or a DICOM series folder)
-    COHORT/labels/<case>.nii.gz     (any of the same volume formats)
+A cohort folder's cases come from ``find_cases``, whatever its layout: the
+Medical Segmentation Decathlon's (imagesTr/labelsTr and a ``dataset.json``),
+nnU-Net v2's raw one (``<case>_0000.nii.gz``), the zoo's ``images/`` +
+``labels/``, or LiTS's ``volume-N.nii``; ``common.ct.layouts`` tells which.
 
 Every volume is reoriented to ``CANONICAL_ORIENTATION`` ("LPS": identity
 direction, the DICOM display convention) before it becomes an array, so a
 NumPy array ``(z, y, x)`` always shows the patient's right on the image's left
 and anterior at the top, whatever the file stored.
-
-A LiTS folder (the Liver Tumor Segmentation challenge's own layout) works too:
-``volume-<N>.nii`` beside ``segmentation-<N>.nii``, anywhere below the folder
-(the challenge ships them in "Training Batch 1" and "Training Batch 2"). Its
-case ids are ``volume-<N>``, sorted by N.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import pathlib
-import re
 
 import numpy as np
 import SimpleITK as sitk
 
-from common.ct import volume_checks
+from common.ct import layouts, volume_checks
+from common.ct.cases import Case
 from common.errors import DataError
 
 CANONICAL_ORIENTATION = "LPS"
-VOLUME_SUFFIXES = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".nhdr")
 # Abdominal soft-tissue window (level 40, width 400), the usual one for organs.
 DEFAULT_WINDOW = (-160.0, 240.0)
 MAX_LABEL = 255  # labels are stored and predicted as uint8
 
 
-@dataclasses.dataclass(frozen=True)
-class Case:
-    """One image/label pair of a cohort (``label`` is None for unlabelled cases)."""
-
-    case_id: str
-    image: pathlib.Path
-    label: pathlib.Path | None = None
-
-
-def case_id_of(path: pathlib.Path) -> str:
-    """Returns the case id of a volume file or DICOM folder (its name without suffix)."""
-    name = path.name
-    for suffix in VOLUME_SUFFIXES:
-        if name.endswith(suffix):
-            return name[: -len(suffix)]
-    return name
-
-
-def _volume_entries(folder: pathlib.Path) -> dict[str, pathlib.Path]:
-    entries = {}
-    for path in sorted(folder.iterdir()):
-        if path.name.startswith("."):
-            continue
-        if path.is_dir() or path.name.endswith(VOLUME_SUFFIXES):
-            case_id = case_id_of(path)
-            if case_id in entries:  # e.g. case_000.nii beside case_000.nii.gz: which one is the case?
-                raise DataError(f"{entries[case_id]} and {path}: two volumes of case '{case_id}'; keep one")
-            entries[case_id] = path
-    return entries
-
-
-_LITS_VOLUME = re.compile(r"volume-(\d+)(\.nii(?:\.gz)?)$")
-
-
-def find_lits_cases(root, require_labels: bool = True) -> list[Case]:
-    """Lists the cases of a LiTS folder: ``volume-N.nii`` with ``segmentation-N.nii`` beside it.
-
-    Returns:
-        The cases, sorted by N; an empty list when the folder holds no LiTS volume.
-    """
-    root = pathlib.Path(root)
-    found = {}
-    for path in sorted(root.rglob("volume-*.nii*")):
-        match = _LITS_VOLUME.fullmatch(path.name)
-        if not match or any(part.startswith(".") for part in path.relative_to(root).parts):
-            continue
-        number, suffix = int(match.group(1)), match.group(2)
-        if number in found:
-            raise DataError(f"{path}: case {number} also found at {found[number].image}")
-        label = path.with_name(f"segmentation-{match.group(1)}{suffix}")
-        if not label.exists():
-            others = [p for p in path.parent.glob(f"segmentation-{match.group(1)}.nii*")]
-            label = others[0] if others else None
-        if label is None and require_labels:
-            raise DataError(f"{path}: no segmentation-{match.group(1)}.nii beside it (LiTS layout)")
-        found[number] = Case(f"volume-{match.group(1)}", path, label)
-    _check_lits_segmentations(root, {case.label for case in found.values()})
-    return [found[n] for n in sorted(found)]
-
-
-def _check_lits_segmentations(root: pathlib.Path, paired: set) -> None:
-    """Raises DataError naming a ``segmentation-N.nii`` that no ``volume-N.nii`` of the folder uses."""
-    for path in sorted(root.rglob("segmentation-*.nii*")):
-        if path not in paired and not any(part.startswith(".") for part in path.relative_to(root).parts):
-            raise DataError(f"{path}: a label volume without its image (no "
-                            f"{path.name.replace('segmentation-', 'volume-', 1)} beside it)")
-
-
 def find_cases(root, require_labels: bool = True) -> list[Case]:
-    """Lists the cases of a cohort folder (``images/`` and ``labels/``, or a LiTS folder).
+    """Lists the cases of a cohort folder of any layout ``common.ct.layouts`` reads.
 
     Args:
         root: the cohort folder.
         require_labels: raise if an image has no label file.
 
     Returns:
-        The cases, sorted by id (LiTS: by volume number).
+        The cases: sorted by id (LiTS: by volume number; the Decathlon: in its "training" list's order).
     """
-    root = pathlib.Path(root)
-    images_dir, labels_dir = root / "images", root / "labels"
-    if not root.is_dir():
-        raise DataError(f"{root}: no such cohort folder")
-    if not images_dir.is_dir():
-        lits = find_lits_cases(root, require_labels)
-        if lits:
-            return lits
-        raise DataError(f"{root}: no images in the folder (neither an 'images' folder, {images_dir}, nor LiTS "
-                        "volume-N.nii files)")
-    images = _volume_entries(images_dir)
-    if not images:
-        raise DataError(f"{images_dir}: no volumes found ({', '.join(VOLUME_SUFFIXES)} or DICOM folders)")
-    labels = _volume_entries(labels_dir) if labels_dir.is_dir() else {}
-    orphans = sorted(set(labels) - set(images))
-    if orphans:  # a label is never ignored: its image was renamed, or lost
-        more = f" (and {len(orphans) - 1} more)" if len(orphans) > 1 else ""
-        raise DataError(f"{labels[orphans[0]]}: a label volume without its image (no case '{orphans[0]}' in "
-                        f"{images_dir}){more}")
-    cases = []
-    for case_id, image in images.items():
-        label = labels.get(case_id)
-        if label is None and require_labels:
-            raise DataError(f"{image}: no label volume for case '{case_id}' in {labels_dir}")
-        cases.append(Case(case_id, image, label))
-    return cases
+    return layouts.read_cohort(root, require_labels).cases
 
 
 def read_volume(path) -> sitk.Image:

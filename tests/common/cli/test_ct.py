@@ -198,7 +198,8 @@ def test_evaluate_a_cv_folder_on_the_cases_no_fold_trained_on(zoo_here, threshol
     done = zoo_here("evaluate", threshold_cv, "--tta", "none", "--tile", "whole")
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
-    assert lines[0] == "evaluating 2 cases with 2 model(s): whole slices, tta none, own spacing"
+    assert lines[:2] == ["cohort layout: images/ + labels/",
+                         "evaluating 2 cases with 2 model(s): whole slices, tta none, own spacing"]
     assert "| class (2 cases) | dice |" in done.stdout and "| bright |" in done.stdout
     saved = json.loads((threshold_cv / "evaluation.json").read_text(encoding="utf-8"))
     assert sorted(saved) == ["case_002", "case_003"] and set(saved["case_002"]) == {"1", "2"}
@@ -208,7 +209,7 @@ def test_evaluate_a_cv_folder_on_the_cases_no_fold_trained_on(zoo_here, threshol
 
 def test_labels_and_probabilities_are_replaced_together_or_not_at_all(tmp_path, monkeypatch):
     """SimpleITK leaving the second file short (a full disk) must not leave new labels beside old probabilities."""
-    from common.cli import ct
+    from common.ct import predictions
     from tests import helpers
 
     labels, probabilities = tmp_path / "labels.nii.gz", tmp_path / "labels_probabilities.nii.gz"
@@ -226,5 +227,5 @@ def test_labels_and_probabilities_are_replaced_together_or_not_at_all(tmp_path, 
     monkeypatch.setattr(sitk, "WriteImage", short_second_file)
     with pytest.raises(OSError, match=rf"^{probabilities}: not written: the file is incomplete .*; the previous file "
                                       r"is untouched$"):
-        ct._write_volumes([(labels, volume), (probabilities, volume)])
+        predictions.write_volumes([(labels, volume), (probabilities, volume)])
     assert helpers.checksums(tmp_path) == before

@@ -258,8 +258,8 @@ def lits_segmentation_without_volume(scene, tmp):
 def empty_cohort(scene, tmp):
     (tmp / "empty").mkdir()
     return Fault(["prepare", tmp / "empty", tmp / "out"],
-                 f"zoo prepare: error: {tmp}/empty: no images in the folder (neither an 'images' folder, "
-                 f"{tmp}/empty/images, nor LiTS volume-N.nii files)", [tmp])
+                 f"zoo prepare: error: {tmp}/empty: no cohort found (neither imagesTr/ with a dataset.json "
+                 "(Decathlon, nnU-Net v2 raw), nor images/ and labels/, nor LiTS volume-N.nii files)", [tmp])
 
 
 def pose_model_to_predict(scene, tmp):

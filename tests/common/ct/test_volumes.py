@@ -203,8 +203,9 @@ def test_a_volume_without_its_segmentation_is_named(tmp_path):
 
 def test_a_folder_that_is_neither_layout_is_refused(tmp_path):
     (tmp_path / "notes.txt").write_text("x")
-    with pytest.raises(errors.DataError, match=r"no images in the folder \(neither an 'images' folder, .*, nor LiTS "
-                                                 r"volume-N.nii files\)"):
+    with pytest.raises(errors.DataError, match=r"no cohort found \(neither imagesTr/ with a dataset.json \(Decathlon, "
+                                                 r"nnU-Net v2 raw\), nor images/ and labels/, nor LiTS volume-N.nii "
+                                                 r"files\)$"):
         volumes.find_cases(tmp_path)
 
 
