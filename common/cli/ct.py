@@ -14,12 +14,12 @@ from common.ct import volumes
 def _add_synthetic_ct(sub):
     p = sub.add_parser("synthetic-ct", help="write a synthetic abdominal CT cohort (images/, labels/)")
     p.add_argument("out", help="cohort folder to write")
-    p.add_argument("--cases", type=int, default=12)
+    options.renamed(p, "--cases", "--num-cases", type=int, default=12, help="cases to write (default 12)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--size", type=options.numbers(int, "X,Y,Z"), default=None,
-                   help="voxels X,Y,Z (default 128,128,32; 128,128,24 for --layout context)")
-    p.add_argument("--spacing", type=options.numbers(float, "X,Y,Z"), default=None,
-                   help="mm X,Y,Z (default: drawn per case, 2.5-3.0 in-plane, 3-5 between slices)")
+    options.renamed(p, "--size", "--shape", type=options.numbers(int, "X,Y,Z"), default=None,
+                    help="voxels X,Y,Z (default 128,128,32; 128,128,24 for --layout context)")
+    options.renamed(p, "--spacing", "--voxel-size", type=options.numbers(float, "X,Y,Z"), default=None,
+                    help="mm X,Y,Z (default: drawn per case, 2.5-3.0 in-plane, 3-5 between slices)")
     p.add_argument("--layout", choices=("msd", "lits", "context"), default="msd",
                    help="msd: images/ + labels/ with 7 organs; lits: volume-N.nii + segmentation-N.nii "
                         "with liver (1) and tumours (2), as the LiTS challenge ships them; context: msd's "
@@ -139,8 +139,8 @@ def synthetic_ct(args) -> None:
     write = {"msd": synthetic.write_cohort, "lits": synthetic_lits.write_lits_cohort,
              "context": synthetic_context.write_context_cohort}[args.layout]
     # Options left out take the generator's own defaults.
-    given = {"size": args.size, "noise_hu": args.noise_hu, **context}
-    ids = write(args.out, num_cases=args.cases, seed=args.seed, spacing=args.spacing,
+    given = {"size": args.shape, "noise_hu": args.noise_hu, **context}
+    ids = write(args.out, num_cases=args.num_cases, seed=args.seed, spacing=args.voxel_size,
                 **{name: value for name, value in given.items() if value is not None})
     print(f"wrote {len(ids)} cases to {args.out}")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 
 def numbers(cast, names: str):
@@ -69,3 +70,20 @@ def fractions(text: str) -> tuple[float, ...]:
         return tuple(float(v) for v in text.split(",") if v)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated fractions, got {text!r}") from None
+
+
+def renamed(parser: argparse.ArgumentParser, old: str, new: str, **kwargs) -> None:
+    """Adds ``new`` (with ``kwargs``) and keeps ``old`` working for one release, with a line naming ``new``.
+
+    One flag has one meaning across the subcommands (``--size`` was voxels X,Y,Z in one, pixels H,W in
+    another); the old spelling sets the same value and says what to type instead.
+    """
+    parser.add_argument(new, **kwargs)
+
+    class Deprecated(argparse.Action):
+        def __call__(self, parser, namespace, values, option_string=None):
+            print(f"{parser.prog}: {old} is deprecated and goes in the next release; use {new}", file=sys.stderr)
+            setattr(namespace, self.dest, values)
+
+    dest = new.lstrip("-").replace("-", "_")
+    parser.add_argument(old, dest=dest, type=kwargs.get("type"), action=Deprecated, help=argparse.SUPPRESS)

@@ -15,7 +15,8 @@ def _add_synthetic_slides(sub):
     p = sub.add_parser("synthetic-slides", help="write synthetic two-lab whole slides (tiled TIFF + QuPath GeoJSON)")
     p.add_argument("out", help="folder to write")
     p.add_argument("--slides", type=int, default=6, help="slides per laboratory (labs A and B)")
-    p.add_argument("--size", type=options.numbers(int, "H,W"), default=(2048, 2048), help="level-0 pixels H,W at 40x")
+    options.renamed(p, "--size", "--slide-size", type=options.numbers(int, "H,W"), default=(2048, 2048),
+                    help="level-0 pixels H,W at 40x")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--shift", choices=("stain", "hard"), default="stain",
                    help="stain: the labs differ in stain colour and intensity only; hard: also per-slide stains, "
@@ -147,7 +148,7 @@ def _add_tri_al_predict(sub):
 def synthetic_slides(args) -> None:
     from common.slides import synthetic as generator
 
-    ids = generator.write_cohort(args.out, slides_per_lab=args.slides, seed=args.seed, size=args.size,
+    ids = generator.write_cohort(args.out, slides_per_lab=args.slides, seed=args.seed, size=args.slide_size,
                                  shift=args.shift, target_slides=args.target_slides, log=print)
     print(f"wrote {len(ids)} slides to {args.out}")
 

@@ -12,7 +12,7 @@ from common.ct import volumes
 def _add_demo(sub):
     p = sub.add_parser("demo", help="synthetic cohort -> prepare -> train -> evaluate, end to end")
     p.add_argument("--out", default="demo_output")
-    p.add_argument("--cases", type=int, default=14)
+    options.renamed(p, "--cases", "--num-cases", type=int, default=14, help="synthetic cases (default 14)")
     p.add_argument("--epochs", type=int, default=12)
     p.add_argument("--base-filters", type=int, default=16)
     p.add_argument("--seed", type=int, default=0)
@@ -43,7 +43,7 @@ def _add_attention_map(sub):
 def demo(args) -> None:
     from common.studies import demo as demo_module
 
-    demo_module.run(pathlib.Path(args.out), num_cases=args.cases, epochs=args.epochs,
+    demo_module.run(pathlib.Path(args.out), num_cases=args.num_cases, epochs=args.epochs,
                     base_filters=args.base_filters, seed=args.seed)
 
 

@@ -76,21 +76,35 @@ def test_synthetic_ct_command_writes_a_cohort(tmp_path, capsys):
     from common import cli
     from common.ct import volumes
 
-    assert cli.main(["synthetic-ct", str(tmp_path), "--cases", "2", "--size", "32,32,4",
-                     "--spacing", "10.8,10.8,20"]) == 0
+    assert cli.main(["synthetic-ct", str(tmp_path), "--num-cases", "2", "--shape", "32,32,4",
+                     "--voxel-size", "10.8,10.8,20"]) == 0
     cases = volumes.find_cases(tmp_path)
     assert [c.case_id for c in cases] == ["case_000", "case_001"]
     assert sitk.ReadImage(str(cases[1].image)).GetSpacing() == pytest.approx((10.8, 10.8, 20.0))  # NIfTI: float32
     with pytest.raises(SystemExit) as exit_info:
-        cli.main(["synthetic-ct", str(tmp_path), "--size", "32,32"])
+        cli.main(["synthetic-ct", str(tmp_path), "--shape", "32,32"])
     assert exit_info.value.code == 2 and "expected X,Y,Z" in capsys.readouterr().err
+
+
+def test_the_old_spellings_still_work_for_one_release_and_name_the_new_ones(tmp_path, capsys):
+    """--cases, --size and --spacing meant other things in other subcommands; they stay one release."""
+    from common import cli
+
+    args = cli.parse_args(["synthetic-ct", str(tmp_path), "--cases", "3", "--size", "32,32,4", "--spacing", "1,1,2"])
+    assert (args.num_cases, args.shape, args.voxel_size) == (3, (32, 32, 4), (1.0, 1.0, 2.0))
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == [f"zoo synthetic-ct: {old} is deprecated and goes in the next release; use {new}"
+                     for old, new in (("--cases", "--num-cases"), ("--size", "--shape"), ("--spacing", "--voxel-size"))]
+    assert cli.parse_args(["synthetic-slides", str(tmp_path), "--size", "512,512"]).slide_size == (512, 512)
+    assert cli.parse_args(["demo", "--cases", "4"]).num_cases == 4
+    assert "--num-cases" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("layout, image", [("msd", "images/case_000.nii.gz"), ("lits", "volume-0.nii"),
                                            ("context", "images/case_000.nii.gz")])
 def test_synthetic_ct_noise_hu_sets_every_layouts_noise(tmp_path, layout, image):
     """--noise-hu is the noise's standard deviation: the same case differs from its noise-free twin by it."""
-    common = ["--layout", layout, "--cases", "1", "--size", "48,48,8", "--spacing", "7,7,10"]
+    common = ["--layout", layout, "--num-cases", "1", "--shape", "48,48,8", "--voxel-size", "7,7,10"]
     for noise in ("0", "60"):
         assert cli.main(["synthetic-ct", str(tmp_path / noise), *common, "--noise-hu", noise]) == 0
     clean, noisy = (sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / n / image))) for n in ("0", "60"))
@@ -99,8 +113,8 @@ def test_synthetic_ct_noise_hu_sets_every_layouts_noise(tmp_path, layout, image)
 
 def test_synthetic_lits_cohort_through_the_cli(tmp_path, capsys):
     cohort = tmp_path / "cohort"
-    assert cli.main(["synthetic-ct", str(cohort), "--layout", "lits", "--cases", "3", "--size", "48,48,6",
-                     "--spacing", "7,7,10"]) == 0
+    assert cli.main(["synthetic-ct", str(cohort), "--layout", "lits", "--num-cases", "3", "--shape", "48,48,6",
+                     "--voxel-size", "7,7,10"]) == 0
     assert sorted(p.name for p in cohort.iterdir()) == [
         "segmentation-0.nii", "segmentation-1.nii", "segmentation-2.nii", "volume-0.nii", "volume-1.nii",
         "volume-2.nii"]

@@ -152,7 +152,8 @@ def test_a_volume_too_small_for_the_distractors_names_them():
 
 
 def test_cli_writes_paired_cohorts_that_read_back(tmp_path):
-    common = ["--cases", "2", "--size", "64,64,6", "--spacing", "5.4,5.4,10", "--seed", "3", "--layout", "context"]
+    common = ["--num-cases", "2", "--shape", "64,64,6", "--voxel-size", "5.4,5.4,10", "--seed", "3", "--layout",
+              "context"]
     plain, cued = tmp_path / "plain", tmp_path / "cued"
     assert cli.main(["synthetic-ct", str(plain), *common]) == 0
     assert cli.main(["synthetic-ct", str(cued), *common, "--cue-hu", str(CUE_HU)]) == 0
@@ -180,7 +181,7 @@ def test_cli_writes_paired_cohorts_that_read_back(tmp_path):
 ])
 def test_cli_refuses_context_options_for_other_layouts(tmp_path, capsys, flags, layout, name):
     out = tmp_path / "cohort"
-    assert cli.main(["synthetic-ct", str(out), "--layout", layout, "--size", "32,32,4", *flags]) == 2
+    assert cli.main(["synthetic-ct", str(out), "--layout", layout, "--shape", "32,32,4", *flags]) == 2
     assert f"{name} applies to --layout context only, not --layout {layout}" in capsys.readouterr().err
     assert not out.exists()
 

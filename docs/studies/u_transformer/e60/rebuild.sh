@@ -12,7 +12,7 @@ zoo=$repo/.venv/bin/zoo
 mkdir -p "$S/e60"
 [ -d "$studies/snap_f06e774" ] || git worktree add "$studies/snap_f06e774" f06e774
 cd "$S"
-[ -f cohort/dataset.json ] || "$zoo" synthetic-ct cohort --layout context --cases 20 --seed 0 --size 128,128,24
+[ -f cohort/dataset.json ] || "$zoo" synthetic-ct cohort --layout context --num-cases 20 --seed 0 --shape 128,128,24
 for arm in unet unet_4cases u_transformer; do "$repo/.venv/bin/python" "$here/verify_cohort.py" cohort "$here/$arm"; done
 [ -d prepared ] || "$zoo" prepare cohort prepared
 for arm in unet unet_4cases u_transformer; do
