@@ -8,9 +8,12 @@ learning rate divided by 10 at fixed epochs (``STAGES``). ``scaled_stages(factor
 stage (and its drops) by one factor for short runs.
 
 A run folder gets ``stage_<X>.weights.h5`` after each finished stage and
-``backup/stage_<X>/`` (Keras ``BackupAndRestore``) during one, so rerunning
-the same call resumes: finished stages are loaded, not retrained, and an
-interrupted one continues from its last epoch.
+``backup/stage_<X>/`` (Keras ``BackupAndRestore``, written atomically) during
+one, so rerunning the same call resumes: finished stages are loaded, not
+retrained, and an interrupted one continues from its last epoch;
+``history_<X>.csv`` never holds an epoch twice. A NaN or infinite loss ends
+training with ``NonFiniteLoss`` naming the stage, nothing of its epoch saved
+(``common.nn.callbacks``).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from keras import ops
 
 from acnn_pose.layers import AttentionMaskGate
 from common import atomic  # stdlib only: this module stays keras-only
+from common.nn import callbacks as nn_callbacks
 from common.nn.optimizers import TorchRMSprop, build_compiled
 
 TRAINS = ("heatmaps", "masks", "all")
@@ -128,10 +132,12 @@ def train_staged(model: keras.Model, dataset, out, stages=STAGES, steps_per_epoc
     for stage in stages:
         done = out / f"stage_{stage.name}.weights.h5"
         configure_stage(model, stage)
+        backup = nn_callbacks.BackupAndRestore(out / "backup" / f"stage_{stage.name}", atomic.atomic_path)
         if done.exists():
             log(f"stage {stage.name}: already trained, loading {done}")
             model.load_weights(done)
             configure_stage(model, stage)
+            backup.discard()  # left by a kill between the stage's weights and this removal
             continue
         log(f"stage {stage.name}: trains {stage.trains}, {stage.epochs} epochs, RMSprop {stage.learning_rate:g}, "
             f"x0.1 at {list(stage.drops)}; {sum(int(ops.size(w)) for w in model.trainable_weights):,} "
@@ -142,14 +148,16 @@ def train_staged(model: keras.Model, dataset, out, stages=STAGES, steps_per_epoc
                         loss=stacked_mse, run_eagerly=run_eagerly)
         build_compiled(trainer)  # after configure_stage: the stage's trainable weights only
         stage_callbacks = [
-            keras.callbacks.BackupAndRestore(str(out / "backup" / f"stage_{stage.name}")),
+            nn_callbacks.StopOnNonFiniteLoss(f"{out}: stage {stage.name}"),
             keras.callbacks.LearningRateScheduler(stage.learning_rate_at),
-            keras.callbacks.CSVLogger(str(out / f"history_{stage.name}.csv"), append=True),
+            nn_callbacks.EpochHistory(out / f"history_{stage.name}.csv", atomic.atomic_path),
+            backup,  # after the history: an epoch counts as done for a rerun once its row is written
             *callbacks,
         ]
-        if validation is not None and not (out / "backup" / f"stage_{stage.name}").exists():
+        if validation is not None and not pathlib.Path(backup.backup_dir).exists():  # not resuming
             log(f"stage {stage.name}: validation loss {trainer.evaluate(validation, verbose=0):.6f} before training")
         trainer.fit(dataset, epochs=stage.epochs, steps_per_epoch=steps_per_epoch, callbacks=stage_callbacks,
                     validation_data=validation, verbose=verbose, shuffle=False)  # the dataset shuffles itself
         atomic.save_weights(model, done)
+        backup.discard()  # only now: a failed save of the stage's weights resumes from its last epoch
     return model

@@ -20,6 +20,7 @@ import gzip
 import json
 import os
 import pathlib
+import re
 import struct
 import uuid
 import zipfile
@@ -90,6 +91,18 @@ def check_complete(path) -> None:
         raise OSError(errnos.EIO, f"the file is incomplete ({size} of {expected} bytes)")
 
 
+def _os_error(error: Exception) -> OSError:
+    """``error`` as the OSError it is: h5py reports a write that failed when it closed the file (a full disk)
+    as a RuntimeError "... errno = 28, error message = 'No space left on device' ..."; any other error is
+    raised again as it was."""
+    if isinstance(error, OSError):
+        return error
+    found = re.search(r"\berrno = (\d+)", str(error))
+    if found is None:
+        raise error
+    return OSError(int(found.group(1)), os.strerror(int(found.group(1))))
+
+
 def _cause(error: OSError) -> str:
     if isinstance(error, WriteError):
         return str(error)
@@ -125,7 +138,8 @@ def atomic_path(path, verify=None):
             os.replace(tmp, path)
         except WriteError:
             raise
-        except OSError as error:
+        except (OSError, RuntimeError) as error:
+            error = _os_error(error)
             kept = "the previous file is untouched" if path.exists() else "nothing was written"
             raise WriteError(f"{path}: not written: {_cause(error)}; {kept}") from None
     finally:

@@ -13,7 +13,9 @@ metrics, class shares delta). The JSON is written last and atomically, so
 it marks a finished iteration: a rerun loads finished iterations and goes on
 from the last one's weights. Draws use a generator seeded by (seed, j), and
 training is seeded per iteration, so a resumed run draws what an
-uninterrupted one draws.
+uninterrupted one draws. A NaN or infinite loss ends the loop with
+``common.nn.callbacks.NonFiniteLoss`` naming the run and the iteration,
+nothing of that iteration written.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import keras
 import numpy as np
 
 from common import atomic  # stdlib only: this module stays keras-only
+from common.nn.callbacks import StopOnNonFiniteLoss
 from common.nn.optimizers import build_compiled
 from tri_al.sources import as_source
 
@@ -200,7 +203,7 @@ def _reseed_dropout(model, seed: int) -> None:
             generator.state.assign(np.array([seed, index], generator.state.dtype))
 
 
-def train(model, data, train_ids, val_ids, config: TrainConfig, seed: int) -> list[float]:
+def train(model, data, train_ids, val_ids, config: TrainConfig, seed: int, run: str = "TRI-AL") -> list[float]:
     """Fits ``model`` on ``train_ids`` from a fresh SGD state, early stopping on the ``val_ids`` loss.
 
     Epochs are shuffled by a generator seeded with ``seed`` and run one ``fit``
@@ -209,19 +212,21 @@ def train(model, data, train_ids, val_ids, config: TrainConfig, seed: int) -> li
     what ran before). Batches stream from ``data`` in that order; with
     ``config.stain_augment`` the training batches (not the validation ones)
     get a HED stain jitter seeded by (``seed``, epoch). Returns the validation
-    loss per epoch; the weights of the best epoch are kept (paper III: patience 5).
+    loss per epoch; the weights of the best epoch are kept (paper III: patience
+    5). A NaN or infinite training loss raises ``NonFiniteLoss`` naming ``run``,
+    the epoch and the step.
     """
     source = as_source(data)
     _fresh_optimizer(model, config)
     _reseed_dropout(model, seed)
     rng = np.random.default_rng(seed)
     val = source.batches(np.asarray(val_ids, np.int64), EVAL_BATCH)
-    losses, best, wait = [], None, 0
+    losses, best, wait, check = [], None, 0, StopOnNonFiniteLoss(run)
     for epoch in range(config.epochs):
         order = rng.permutation(np.asarray(train_ids, np.int64))
         jitter_seed = int(np.random.default_rng([seed, 3, epoch]).integers(2**31)) if config.stain_augment else 0
-        model.fit(source.batches(order, config.batch_size, config.stain_augment, jitter_seed), epochs=1,
-                  shuffle=False, verbose=config.verbose)
+        model.fit(source.batches(order, config.batch_size, config.stain_augment, jitter_seed), initial_epoch=epoch,
+                  epochs=epoch + 1, shuffle=False, verbose=config.verbose, callbacks=[check])
         losses.append(float(model.evaluate(val, verbose=0, return_dict=True)["loss"]))
         if best is None or losses[-1] < min(losses[:-1]):
             best, wait = model.get_weights(), 0
@@ -329,7 +334,7 @@ def run_active_learning(model, data, split, out, config: ALConfig, initial_weigh
         else:
             if weights is not None:
                 load_weights(model, weights)
-            train(model, data, current, val_ids, config.train, seed=config.seed * 1000 + j)
+            train(model, data, current, val_ids, config.train, seed=config.seed * 1000 + j, run=f"{out}: iteration {j}")
             state = {"iteration": j, "strategy": config.strategy, "train_ids": current.tolist(),
                      "delta": class_shares(data.labels[current], num_classes),
                      "val": evaluate(model, data, val_ids), "test": evaluate(model, data, test_ids)}
@@ -366,7 +371,8 @@ def run_supervised(model, data, split, fraction: float, out, config: TrainConfig
     subset = np.sort(rng.choice(train_ids, max(1, round(fraction * len(train_ids))), replace=False))
     if initial_weights is not None:
         load_weights(model, initial_weights)
-    train(model, data, subset, np.asarray(split["val"], np.int64), config, seed=seed * 1000 + 999)
+    train(model, data, subset, np.asarray(split["val"], np.int64), config, seed=seed * 1000 + 999,
+          run=f"{out}: supervised")
     num_classes = model.output_shape[-1]
     state = {"fraction": fraction, "train_ids": subset.tolist(),
              "delta": class_shares(data.labels[subset], num_classes),

@@ -38,6 +38,10 @@ def _add_train_pose(sub):
     p.add_argument("--init", default=None, metavar="MODEL.keras",
                    help="start from this pose model's weights and skip stage A (e.g. Newell's trained hourglass from "
                         "`zoo convert hourglass --attention`); its stacks, features and attention must match")
+    p.add_argument("--overwrite", action="store_true",
+                   help="train afresh in a run folder that holds a run (by default a rerun of the same options "
+                        "resumes it, and one of other options is refused); the old files are replaced as the new "
+                        "ones are written")
     p.set_defaults(handler=train_pose)
 
 
@@ -100,7 +104,7 @@ def train_pose(args) -> None:
         data=args.data, out=args.out, attention=args.attention, num_stacks=args.stacks, features=args.features,
         input_size=args.input_size, batch_size=args.batch_size, stage_factor=args.stage_factor, seed=args.seed,
         init=args.init, verbose=1 if sys.stdout.isatty() else 2,
-    ))
+    ), overwrite=args.overwrite)
 
 
 def _pose_run(path, input_size):

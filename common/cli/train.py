@@ -61,6 +61,10 @@ def repeat_options(p):
 def _add_train(sub):
     p = sub.add_parser("train", help="train a segmentation model on prepared shards")
     train_options(p)
+    p.add_argument("--overwrite", action="store_true",
+                   help="train afresh in an output folder that holds a run (by default a rerun of the same options "
+                        "resumes it, and one of other options is refused); the old files are replaced as the new "
+                        "ones are written")
     p.set_defaults(handler=train)
 
 
@@ -104,7 +108,7 @@ def train_config(args):
 def train(args) -> None:
     from common.train import segmentation as training
 
-    training.train(train_config(args))
+    training.train(train_config(args), overwrite=args.overwrite)
 
 
 def cv(args) -> None:

@@ -1,4 +1,10 @@
-"""Keras-only building blocks shared by more than one package: losses and tensor ops.
+"""Keras-only building blocks shared by more than one package.
+
+``losses`` (CE + Dice), ``ops`` (bilinear upsampling, BatchNorm of the
+PyTorch/Torch originals, shape checks), ``optimizers`` (Torch's RMSprop and
+SGD rules), ``initializers`` (PyTorch's default initialisation) and
+``callbacks`` (the non-finite-loss stop, a history that never repeats an
+epoch, resume state written whole).
 
 Everything here imports ``keras``, ``keras.ops`` and ``numpy`` only (never
 TensorFlow, never another part of ``common``), so the model packages may

@@ -147,7 +147,8 @@ def _train_on_source(model, config: StudyConfig, plan: dict) -> dict:
     source = triplets.load_pools(config.data, plan["source"]["train"] + plan["source"]["val"])
     split = {"train": _ids_of(source, plan["source"]["train"]), "val": _ids_of(source, plan["source"]["val"])}
     train_config = dataclasses.replace(config.train, epochs=config.source_epochs)
-    al.train(model, source, split["train"], split["val"], train_config, seed=config.seed)
+    al.train(model, source, split["train"], split["val"], train_config, seed=config.seed,
+             run=f"{config.out}: source training")
     return al.evaluate(model, source, split["val"])
 
 

@@ -33,6 +33,7 @@ import numpy as np
 
 from common import atomic, errors, registry, stats, tables
 from common.ct import ensemble, inference, metrics, postprocess, shards, splits, volumes
+from common.train import callbacks
 from common.train import segmentation as training
 
 
@@ -148,7 +149,10 @@ def _run_units(config: training.TrainConfig, out, units: list[dict], log) -> dic
             continue
         log(f"{unit['name']}: training, held out {', '.join(unit['test_cases'])}")
         keras.backend.clear_session()  # a fresh model per fold, and no graph left from the last
-        model = training.train(unit_config, log=log)
+        try:
+            model = training.train(unit_config, log=log)
+        except callbacks.OtherOptions as error:  # `zoo cv` has no --overwrite: its units keep their folder's options
+            raise callbacks.OtherOptions(error.run_dir, error.changes, "give a new output folder") from None
         result = {"name": unit["name"], **_score_unit(model, unit_config, manifest, unit["test_cases"], log)}
         atomic.write_json(unit_dir / "metrics.json", result)
     summary = summarize_run(out, manifest["class_names"])

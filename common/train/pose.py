@@ -2,7 +2,8 @@
 
 A run folder holds::
 
-    RUN/config.json               what was trained, on which data
+    RUN/config.json               what was trained, on which data (paths absolute); a rerun of other options is
+                                  refused before anything is written (``overwrite``: train afresh)
     RUN/stage_<X>.weights.h5      after each finished stage (a rerun skips it)
     RUN/backup/stage_<X>/         resume state inside a stage
     RUN/history_<X>.csv           one line per epoch: loss, and val_loss on the valid split when there is one
@@ -15,6 +16,7 @@ import dataclasses
 import math
 import pathlib
 import shlex
+import shutil
 import sys
 
 import keras
@@ -23,7 +25,7 @@ from common import atomic, registry
 from common.errors import DataError
 from common.pose import data as pose_data
 from common.pose import mpii
-from common.train import batch_norm
+from common.train import batch_norm, callbacks
 
 
 @dataclasses.dataclass
@@ -84,25 +86,54 @@ def _load_init(model: keras.Model, path: str) -> None:
                         "train with the same stacks, features and attention")
 
 
-def train_pose(config: PoseTrainConfig, log=print) -> keras.Model:
-    """Trains ACNN (or the plain hourglass) through the scaled stages; rerunning resumes."""
+def _start_run(run_dir: pathlib.Path, record: dict, previous: dict | None, overwrite: bool) -> None:
+    """Writes config.json into a fresh folder (a rerun of the same options keeps the one it finds).
+
+    ``overwrite`` first drops the old run's resume state (``backup/``, ``stage_<X>.weights.h5``, which a rerun
+    would take for finished stages of this run); its other files are replaced as the new ones are written.
+    """
+    if overwrite:
+        if (run_dir / "backup").exists():
+            shutil.rmtree(run_dir / "backup")
+        for done in run_dir.glob("stage_*.weights.h5"):
+            done.unlink()
+    if previous is None or overwrite:
+        atomic.write_json(run_dir / callbacks.CONFIG, record)
+
+
+def run_record(config: PoseTrainConfig, train_images: int, stages) -> dict:
+    """What ``config.json`` records: the options, the training set's size, the stages and the command; paths
+    absolute, so a run means the same from any directory."""
+    return {
+        **dataclasses.asdict(config), "data": callbacks.absolute(config.data), "out": callbacks.absolute(config.out),
+        "init": callbacks.absolute(config.init), "train_images": train_images, "model": config.model,
+        "stages": [dataclasses.asdict(s) for s in stages], "command": shlex.join(sys.argv),
+    }
+
+
+def train_pose(config: PoseTrainConfig, log=print, overwrite: bool = False) -> keras.Model:
+    """Trains ACNN (or the plain hourglass) through the scaled stages; rerunning resumes.
+
+    A rerun with other options is refused before anything is written (``callbacks.OtherOptions``), unless
+    ``overwrite``, which trains afresh. A NaN or infinite loss ends a stage with ``NonFiniteLoss``, nothing of its
+    epoch saved.
+    """
     entry = registry.get(config.model)
     config.validate()
     records = pose_data.load_split(config.data, "train")
     run_dir = pathlib.Path(config.out)
     stages = entry.stages(config.stage_factor)
     if config.init:  # its weights are stage A's result (Newell's trained network): the later stages start there
-        config.init = str(pathlib.Path(config.init).resolve())
+        config.init = callbacks.absolute(config.init)
         stages = [stage for stage in stages if stage.trains != "heatmaps"]
-    atomic.write_json(run_dir / "config.json", {
-        **dataclasses.asdict(config), "train_images": len(records),
-        "model": entry.name, "stages": [dataclasses.asdict(s) for s in stages], "command": shlex.join(sys.argv),
-    })
+    record = run_record(config, len(records), stages)
+    previous = callbacks.claim_run(run_dir, record, overwrite)  # before anything is written
     keras.utils.set_random_seed(config.seed)
     model = entry.build(input_shape=(config.input_size, config.input_size, 3), num_stacks=config.num_stacks,
                         num_joints=mpii.NUM_JOINTS, features=config.features)
     if config.init:
         _load_init(model, config.init)
+    _start_run(run_dir, record, previous, overwrite)  # only now: a refused start or a bad --init writes nothing
     log(f"training {model.name} ({model.count_params():,} parameters) on {len(records)} people, "
         f"{config.input_size}x{config.input_size}, stages {', '.join(f'{s.name}:{s.epochs}' for s in stages)}")
     batch_norm.fuse_batch_norm(model)  # TensorFlow's fused kernel: 1.28x the images/s (docs/performance.md)

@@ -2,12 +2,19 @@
 
 A run folder holds everything one training writes::
 
-    RUN/config.json        what was trained, on which cases, with which preprocessing
+    RUN/config.json        what was trained, on which cases, with which preprocessing (paths absolute)
     RUN/model.keras        the final model (written once training ends)
     RUN/checkpoints/       last.keras after every epoch
-    RUN/backup/            BackupAndRestore state: rerunning the same command resumes
-    RUN/history.csv        one line per epoch
+    RUN/backup/            BackupAndRestore state, there until model.keras is written: rerunning resumes
+    RUN/history.csv        one line per epoch, never two for one epoch
     RUN/logs/              TensorBoard
+
+Rerunning the same command resumes an unfinished run and leaves a finished
+one as it is; a rerun with other options is refused before anything is
+written, with the list of what differs (``overwrite``: train afresh). Every
+file is written atomically; a failed write, or a NaN or infinite loss, ends
+training with one line and keeps the last complete backup
+(``common.train.callbacks``).
 
 The compile settings come from ``common.train.recipe`` (keras-only, shared with
 ``benchmarks gpu-check``). Keras may run on TensorFlow (the default: fused
@@ -20,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import pathlib
 import shlex
+import shutil
 import sys
 
 import keras
@@ -130,8 +138,60 @@ def compile_model(model: keras.Model, config: TrainConfig, num_classes: int, ste
         batch_norm.fuse_batch_norm(model)
 
 
+def _data_plan(config: TrainConfig, manifest: dict) -> tuple[dict, int, list, int]:
+    """The split, the crop side, the training shards and their slice count."""
+    stride = registry.get(config.model).stride
+    split = splits.holdout_split([c["id"] for c in manifest["cases"]], config.test_fraction,
+                                 config.seed, config.test_cases, config.train_cases)
+    # Crops no larger than the slices (a 256 preset on 64-pixel slices trains on whole slices).
+    crop = min(config.crop_size or default_crop(manifest, stride), default_crop(manifest, stride))
+    by_id = {c["id"]: c for c in manifest["cases"]}
+    return split, crop, [by_id[i]["shard"] for i in split["train"]], sum(by_id[i]["slices"] for i in split["train"])
+
+
+def run_record(config: TrainConfig, manifest: dict, split: dict, crop: int, precision: str, execution: int) -> dict:
+    """What ``config.json`` records: the options as trained (crop and precision resolved), the data's classes and
+    preprocessing, the split and the command; paths absolute, so a run means the same from any directory."""
+    return {
+        **dataclasses.asdict(config), "data": callbacks.absolute(config.data), "out": callbacks.absolute(config.out),
+        "crop_size": crop, "precision": precision, "steps_per_execution": execution,
+        "num_classes": manifest["num_classes"], "class_names": manifest["class_names"],
+        "hu_window": manifest["hu_window"], "label_map": manifest.get("label_map"),
+        "source": manifest.get("source"), "split": split, "command": shlex.join(sys.argv),
+    }
+
+
+def _finished(run_dir: pathlib.Path, previous: dict | None, overwrite: bool) -> bool:
+    """Whether the folder holds this run trained to its end: model.keras is written and no backup/ is left."""
+    return (previous is not None and not overwrite and (run_dir / "model.keras").exists()
+            and not (run_dir / "backup").exists())
+
+
+def _start_run(run_dir: pathlib.Path, record: dict, previous: dict | None, overwrite: bool) -> None:
+    """What the chief writes before the first epoch: config.json and an empty backup/ (unfinished until model.keras).
+
+    A rerun of the same options keeps the config.json it finds. ``overwrite`` first drops the old run's resume
+    state and TensorBoard logs (TensorBoard would draw both runs as one); its other files are replaced as the new
+    ones are written.
+    """
+    if overwrite:
+        for folder in ("backup", "logs"):
+            if (run_dir / folder).exists():
+                shutil.rmtree(run_dir / folder)
+    if previous is None or overwrite:
+        atomic.write_json(run_dir / callbacks.CONFIG, record)
+    (run_dir / "backup").mkdir(parents=True, exist_ok=True)
+
+
+def _resume_hint(error: atomic.WriteError, backup: callbacks.BackupAndRestore) -> atomic.WriteError:
+    epochs = backup.saved_epochs()
+    hint = (f"rerun the same command to resume after epoch {epochs} (its backup is kept)" if epochs else
+            "no epoch was backed up yet, a rerun starts from the first")
+    return atomic.WriteError(f"{error}; {hint}")
+
+
 def train(config: TrainConfig, strategy: tf.distribute.Strategy | None = None, log=print,
-          extra_callbacks=()) -> keras.Model:
+          extra_callbacks=(), overwrite: bool = False) -> keras.Model:
     """Trains a segmentation model on a prepared folder; rerunning resumes.
 
     Args:
@@ -140,54 +200,55 @@ def train(config: TrainConfig, strategy: tf.distribute.Strategy | None = None, l
             Keras runs on JAX or PyTorch: tf.data still feeds it, Keras hands the batches over as NumPy).
         log: where progress lines go.
         extra_callbacks: more Keras callbacks, run after the zoo's own (so after each epoch's backup).
+        overwrite: train afresh in a folder that holds a run, of the same options or not.
 
     Returns:
-        The trained model, also saved as ``<out>/model.keras``.
+        The trained model, also saved as ``<out>/model.keras`` (a finished run's model, loaded).
+
+    Raises:
+        callbacks.OtherOptions: the folder holds a run with other options (and not ``overwrite``); nothing written.
+        NonFiniteLoss: the loss became NaN or infinite; nothing of that epoch is saved.
+        WriteError: a file could not be written; the last complete backup is kept for a rerun.
     """
     config.validate()
-    stride = registry.get(config.model).stride
     manifest = shards.load_manifest(config.data)
     run_dir = pathlib.Path(config.out)
-    split = splits.holdout_split([c["id"] for c in manifest["cases"]], config.test_fraction,
-                                 config.seed, config.test_cases, config.train_cases)
-    # Crops no larger than the slices (a 256 preset on 64-pixel slices trains on whole slices).
-    crop = min(config.crop_size or default_crop(manifest, stride), default_crop(manifest, stride))
-    by_id = {c["id"]: c for c in manifest["cases"]}
-    train_shards = [by_id[i]["shard"] for i in split["train"]]
-    num_slices = sum(by_id[i]["slices"] for i in split["train"])
-
+    split, crop, train_shards, num_slices = _data_plan(config, manifest)
     strategy = strategy or distribute.choose_strategy()  # first: collective ops must be set up before TensorFlow starts
     precision = recipe.configure_precision(config.precision)
     global_batch = config.batch_size * strategy.num_replicas_in_sync
     steps = -(-num_slices // global_batch)
     execution = recipe.resolve_steps_per_execution(config.steps_per_execution, steps)
     chief = distribute.is_chief(strategy)
-    if chief:
-        atomic.write_json(run_dir / "config.json", {
-            **dataclasses.asdict(config), "crop_size": crop, "precision": precision, "steps_per_execution": execution,
-            "num_classes": manifest["num_classes"], "class_names": manifest["class_names"],
-            "hu_window": manifest["hu_window"], "label_map": manifest.get("label_map"),
-            "source": manifest.get("source"), "split": split, "command": shlex.join(sys.argv),
-        })
+    record = run_record(config, manifest, split, crop, precision, execution)
+    previous = callbacks.claim_run(run_dir, record, overwrite)  # before anything is written
+    if _finished(run_dir, previous, overwrite):
+        log(f"{run_dir}: trained earlier with these options (model.keras); nothing to train (--overwrite: again)")
+        return registry.load_run(run_dir)[0]
     keras.utils.set_random_seed(config.seed)
     with strategy.scope():
         model = build_segmentation_model(config, manifest["num_classes"])
         compile_model(model, config, manifest["num_classes"], steps)
-    replicated = strategy.num_replicas_in_sync > 1
-    distribute.synchronize_batch_norm(model, replicated)
+    distribute.synchronize_batch_norm(model, strategy.num_replicas_in_sync > 1)
     targets = list(recipe.output_weights(model, config.side_weight))
     dataset = strategy.distribute_datasets_from_function(
         lambda ctx: with_targets(pipeline.slice_dataset(train_shards, config.batch_size, crop, training=True,
                                                         seed=config.seed, input_context=ctx,
                                                         augmentation=config.augment), targets)
     )
+    if chief:  # only now: a refused start, a bad model option or a bad shard leaves the folder as it was
+        _start_run(run_dir, record, previous, overwrite)
     log(f"training {config.model} ({model.count_params():,} parameters, {precision}) on "
         f"{len(split['train'])} cases / {num_slices} slices, {crop}x{crop} crops, "
         f"{strategy.num_replicas_in_sync} replica(s), {execution} step(s) per execution, {keras.backend.backend()}")
-    model.fit(dataset, epochs=config.epochs, steps_per_epoch=steps,
-              callbacks=[*callbacks.make_callbacks(run_dir, chief), *extra_callbacks], verbose=config.verbose,
-              shuffle=False)  # the dataset shuffles itself
-    distribute.synchronize_batch_norm(model, False)
-    if chief:
-        callbacks.save_model_atomic(model, run_dir / "model.keras")
+    made = callbacks.make_callbacks(run_dir, chief)
+    try:
+        model.fit(dataset, epochs=config.epochs, steps_per_epoch=steps, callbacks=[*made, *extra_callbacks],
+                  verbose=config.verbose, shuffle=False)  # the dataset shuffles itself
+        distribute.synchronize_batch_norm(model, False)
+        if chief:
+            callbacks.save_model_atomic(model, run_dir / "model.keras")
+    except atomic.WriteError as error:
+        raise _resume_hint(error, made[-1]) from None
+    made[-1].discard()  # only now: a failed final save resumes from the last epoch's backup
     return model

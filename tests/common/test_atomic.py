@@ -80,3 +80,20 @@ def test_whole_files_pass_and_a_failing_write_names_its_cause(tmp_path):
     with pytest.raises(atomic.WriteError, match=r"b\.json: not written: no space left on device; nothing was"):
         with atomic.atomic_path(tmp_path / "b.json"):
             raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_h5pys_failed_close_is_the_os_error_it_reports(tmp_path):
+    """On a full disk h5py raises a RuntimeError when it closes the file; atomic_path reports its errno in one line."""
+    path = tmp_path / "latest.weights.h5"
+    full = ("Disable slist on flush dest failure failed (file write failed: time = Mon Dec  7 04:10:45 2026\n, "
+            f"filename = '{path}', file descriptor = 9, errno = 28, error message = 'No space left on device', "
+            "buf = 0x557ba82d2348, total write size = 9496, bytes this sub-write = 9496, offset = 253952)")
+    with pytest.raises(atomic.WriteError) as raised:  # what h5py raised closing a backup on a full tmpfs
+        with atomic.atomic_path(path) as tmp:
+            tmp.write_bytes(b"partial")
+            raise RuntimeError(full)
+    assert str(raised.value) == f"{path}: not written: no space left on device; nothing was written"
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(RuntimeError, match="^another error$"):
+        with atomic.atomic_path(path):
+            raise RuntimeError("another error")

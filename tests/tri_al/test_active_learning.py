@@ -184,6 +184,23 @@ def test_supervised_baseline_trains_on_a_fraction_and_resumes(tiny_data, model, 
         al.run_supervised(model, data, split, 0.0, tmp_path / "x", TRAIN)
 
 
+def test_a_non_finite_loss_stops_the_round_before_it_writes(tiny_data, model, source_weights, tmp_path):
+    from common.nn.callbacks import NonFiniteLoss
+
+    data, split = tiny_data
+    nan, out = tmp_path / "nan.weights.h5", tmp_path / "run"
+    model.set_weights([np.full_like(w, np.nan) for w in model.get_weights()])  # a source model gone NaN
+    model.save_weights(nan)
+    try:
+        with pytest.raises(NonFiniteLoss) as raised:
+            al.run_active_learning(model, data, split, out, _config("ITER"), nan)
+    finally:
+        al.load_weights(model, source_weights)  # the module's model, as the other tests expect it
+    assert str(raised.value) == f"{out}: iteration 0: the loss became NaN at epoch 1, step 1; nothing of this " \
+        "epoch was saved"
+    assert list(out.iterdir()) == []  # no weights, no iteration_0.json
+
+
 @pytest.mark.parametrize("kwargs, argument", [
     (dict(strategy="RANDOM"), "strategy"), (dict(budget=0), "budget"), (dict(iterations=0), "iterations"),
 ])

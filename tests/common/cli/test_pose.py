@@ -46,6 +46,12 @@ def test_bad_data_is_one_line_and_exit_2(pose_data, pose_run, tmp_path, capsys, 
     assert len(error.splitlines()) == 1
 
 
+def test_train_pose_takes_overwrite():
+    parser = cli.build_parser()
+    assert parser.parse_args(["train-pose", "data", "run", "--overwrite"]).overwrite
+    assert not parser.parse_args(["train-pose", "data", "run"]).overwrite
+
+
 def _files(root) -> dict:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 

@@ -47,3 +47,14 @@ def test_train_cases_reaches_the_config_and_the_split(tiny_prepared):
     ids = [c["id"] for c in shards.load_manifest(tiny_prepared)["cases"]]
     split = splits.holdout_split(ids, config.test_fraction, config.seed, config.test_cases, config.train_cases)
     assert len(split["train"]) == 2
+
+
+def test_overwrite_is_an_option_of_train_only(capsys):
+    from common import cli
+
+    parser = cli.build_parser()
+    assert parser.parse_args(["train", "prep", "run", "--overwrite"]).overwrite
+    assert not parser.parse_args(["train", "prep", "run"]).overwrite
+    with pytest.raises(SystemExit):  # a cv folder's units keep its options: a new folder is the way
+        parser.parse_args(["cv", "prep", "run", "--overwrite"])
+    assert "unrecognized arguments: --overwrite" in capsys.readouterr().err

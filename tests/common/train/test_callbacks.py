@@ -46,15 +46,15 @@ def test_killed_training_resumes_from_last_completed_epoch(tiny_prepared, tmp_pa
 
 
 def test_only_the_chief_checkpoints_and_logs_and_the_backup_runs_last(tmp_path):
-    import keras
-
+    from common.nn import callbacks as nn_callbacks
     from common.train import callbacks
 
     chief = callbacks.make_callbacks(tmp_path / "chief", chief=True)
-    assert [type(c) for c in chief] == [keras.callbacks.ModelCheckpoint, keras.callbacks.CSVLogger,
-                                        keras.callbacks.TensorBoard, callbacks.BackupAndRestore]
+    assert [type(c) for c in chief] == [nn_callbacks.StopOnNonFiniteLoss, callbacks.Checkpoint,
+                                        nn_callbacks.EpochHistory, callbacks.TensorBoard, callbacks.BackupAndRestore]
     worker = callbacks.make_callbacks(tmp_path / "worker", chief=False)
-    assert [type(c) for c in worker] == [callbacks.BackupAndRestore] and not worker[0].chief
+    assert [type(c) for c in worker] == [nn_callbacks.StopOnNonFiniteLoss, callbacks.BackupAndRestore]
+    assert not worker[-1].chief
     assert not (tmp_path / "worker").exists()  # a worker writes nothing
 
 
@@ -75,6 +75,6 @@ def test_callbacks_are_per_epoch_and_async_safe(tmp_path):
     from common.train import callbacks
 
     made = callbacks.make_callbacks(tmp_path, chief=True)
-    assert len(made) == 4 and all(callback.async_safe for callback in made)
+    assert len(made) == 5 and all(callback.async_safe for callback in made)
     assert all(getattr(callback, "save_freq", "epoch") == "epoch" for callback in made)
     assert all(getattr(callback, "update_freq", "epoch") == "epoch" for callback in made)

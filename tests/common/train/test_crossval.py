@@ -220,3 +220,14 @@ def test_cv_on_a_context_cohort_scores_distractor_errors(tmp_path, capsys):
     assert any("fold_2: finished earlier without the distractor errors" in line for line in lines)
     assert cli.main(["compare", str(tmp_path / "cv"), str(tmp_path / "cv"), "--metric", "distractor_error"]) == 2
     assert "fold_2: no 'distractor_error' scored" in capsys.readouterr().err
+
+
+def test_an_unfinished_unit_of_other_options_is_refused_before_it_trains(five_cases, tmp_path):
+    config = training.TrainConfig(data=str(five_cases), out="", **TINY)
+    (tmp_path / "fold_1").mkdir()
+    (tmp_path / "fold_1" / "config.json").write_text(json.dumps({"base_filters": 4, "epochs": 1}), encoding="utf-8")
+    with pytest.raises(ValueError) as raised:  # `zoo cv` has no --overwrite: the way out is a new folder
+        crossval.run_cv(config, tmp_path, folds=5, log=lambda _: None)
+    assert str(raised.value) == f"{tmp_path / 'fold_1'}: holds a run with other options (base_filters 4 -> 2); " \
+        "give a new output folder"
+    assert sorted(p.name for p in (tmp_path / "fold_1").iterdir()) == ["config.json"]

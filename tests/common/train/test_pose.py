@@ -33,9 +33,12 @@ def test_each_stage_reports_the_validation_loss_it_starts_from_and_per_epoch(pos
 def test_rerun_resumes_without_training(pose_data, pose_run):
     out, _ = pose_run
     lines = []
+    recorded = (out / "config.json").read_bytes()
     config = pose_training.PoseTrainConfig(str(pose_data), str(out), **helpers.TINY_POSE)
     pose_training.train_pose(config, log=lines.append)
     assert [line.split(",")[0] for line in lines[1:]] == [f"stage {s}: already trained" for s in "ABC"]
+    assert (out / "config.json").read_bytes() == recorded  # the run keeps the options it was started with
+    assert json.loads(recorded)["data"] == str(pose_data.resolve())  # absolute: the same from any directory
 
 
 def test_bad_training_configuration(pose_data, tmp_path):
