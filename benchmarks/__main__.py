@@ -1,5 +1,5 @@
 """``python -m benchmarks NAME [options]``: train, infer, input, serving, predict-volume, predict-options, vs-torch,
-speed-settings, profile, gpu-check, triplet-stream, attention-gradient, first-step.
+speed-settings, profile, gpu-check, triplet-stream, attention-gradient, first-step, pipeline-memory.
 
 Each prints one JSON line per figure. Peak memory is the process's peak
 resident set size (``ru_maxrss``), so run one benchmark per process.
@@ -243,12 +243,20 @@ def bench_attention_gradient(args) -> None:
     attention_gradient(args, _emit)
 
 
+def bench_pipeline_memory(args) -> None:
+    """Peak RSS of the pipeline SavedModel at each of --depths slices of 512x512 (pipeline_memory)."""
+    from benchmarks.pipeline_memory import pipeline_memory
+
+    pipeline_memory(args, _emit)
+
+
 BENCHMARKS = {"train": bench_train, "infer": bench_infer, "input": bench_input,
               "serving": bench_serving, "predict-volume": bench_predict_volume,
               "predict-options": bench_predict_options, "vs-torch": bench_vs_torch,
               "speed-settings": bench_speed_settings, "profile": bench_profile,
               "gpu-check": bench_gpu_check, "triplet-stream": bench_triplet_stream,
-              "attention-gradient": bench_attention_gradient, "first-step": bench_first_step}
+              "attention-gradient": bench_attention_gradient, "first-step": bench_first_step,
+              "pipeline-memory": bench_pipeline_memory}
 
 
 def main(argv=None) -> int:
@@ -283,6 +291,8 @@ def main(argv=None) -> int:
                         help="triplet-stream: pool sizes (--size: the tile side, --batch: the batch)")
     parser.add_argument("--widths", default="2,4,6,8",
                         help="attention-gradient: head widths (--size: the tokens, --batch: the images)")
+    parser.add_argument("--depths", default="100,600",
+                        help="pipeline-memory: slices of the volumes (512x512 each; --batch: slices a chunk)")
     args = parser.parse_args(argv)
     if args.warmup < 1 or args.steps < 1:
         parser.error("--warmup and --steps must be >= 1")

@@ -23,8 +23,11 @@ import dataclasses
 import functools
 import json
 import pathlib
+import re
+import zipfile
 from typing import Callable
 
+import h5py
 import keras
 
 import acnn_pose
@@ -116,18 +119,75 @@ def entry_of(model: keras.Model, config: dict | None = None) -> Entry:
 
 
 def load_run(path) -> tuple[keras.Model, dict]:
-    """Loads a model from a run folder (``RUN/model.keras``) or a ``.keras`` file, with the run's config if any."""
+    """Loads a model from a run folder (``RUN/model.keras``) or a ``.keras`` file, with the run's config if any.
+
+    Keras loads in its safe mode: a file naming code it may not load (a Python lambda, a function
+    of another module such as ``os.system``) is refused before any of it runs.
+
+    Raises:
+        DataError, one line naming the file: missing, not a Keras model file, refused by the safe
+        mode, or not loadable.
+    """
     path = pathlib.Path(path)
     model_path = path / "model.keras" if path.is_dir() else path
     config_path = model_path.parent / "config.json"
     if not model_path.exists():
         raise DataError(f"{model_path}: no such model (train one with `zoo train`)")
+    _check_format(model_path)
     try:
-        model = keras.models.load_model(model_path, compile=False)
-    except (ValueError, OSError, KeyError) as error:
-        raise DataError(f"{model_path}: cannot be loaded as a Keras model ({error})") from None
+        model = keras.models.load_model(model_path, compile=False, safe_mode=True)
+    except Exception as error:  # whatever a damaged or hostile file makes Keras raise is a finding about the file
+        raise DataError(f"{model_path}: {_load_failure(error)}") from None
     config = json.loads(config_path.read_text(encoding="utf-8")) if config_path.exists() else {}
     return model, config
+
+
+MESSAGE_CHARACTERS = 300  # of Keras' message in ours: its first line can hold a whole model's config
+# The formats Keras loads: what each file is, how it starts, and the check that it is whole.
+_FORMATS = {".keras": ("a zip archive", b"PK\x03\x04", zipfile.is_zipfile),
+            ".h5": ("an HDF5 file", b"\x89HDF\r\n\x1a\n", lambda path: h5py.is_hdf5(str(path))),
+            ".hdf5": ("an HDF5 file", b"\x89HDF\r\n\x1a\n", lambda path: h5py.is_hdf5(str(path)))}
+
+
+def _check_format(model_path: pathlib.Path) -> None:
+    """DataError naming the file when it is not of its suffix's format (Keras would say "File not found")."""
+    if model_path.suffix.lower() not in _FORMATS:
+        return
+    kind, magic, whole = _FORMATS[model_path.suffix.lower()]
+    try:
+        if whole(model_path):
+            return
+        with open(model_path, "rb") as stream:
+            head = stream.read(512)
+    except OSError as error:
+        raise DataError(f"{model_path}: unreadable ({error.strerror or error})") from None
+    try:
+        found = "text" if head.decode("utf-8") else "empty"
+    except UnicodeDecodeError as error:  # text cut inside a character at the 512th byte is still text
+        found = "text" if error.start > len(head) - 4 else "data of another format"
+    if head.startswith(magic):
+        found = f"{kind} cut short or damaged"
+    raise DataError(f"{model_path}: not a Keras model file (it is {found}; a {model_path.suffix} file is {kind})")
+
+
+def _load_failure(error: Exception) -> str:
+    """One line for what Keras raised: a safe-mode refusal by name, else the first line of its message."""
+    texts, cause = [], error
+    while cause is not None and len(texts) < 16:  # Keras wraps the refusal in a layer's, then the model's, error
+        texts.append(str(cause))
+        cause = cause.__cause__ or cause.__context__
+    text = "\n".join(texts)
+    located = re.search(r"Could not (?:locate|deserialize) (class|function) '([^']+)'", text)
+    if located:
+        module = re.search(r"Full object config: \{'module': '([^']*)'", text)
+        origin = f" of module '{module.group(1)}'" if module else ""
+        return (f"refused by Keras' safe mode: it names {located.group(1)} '{located.group(2)}'{origin}, which is "
+                "neither Keras' nor registered with it, so nothing of it was loaded")
+    if "safe_mode" in text:
+        first = next(line for line in text.splitlines() if line.strip())
+        return f"refused by Keras' safe mode: {first.split('. ')[0].strip().rstrip('.')}"
+    first = next((line.strip() for line in text.splitlines() if line.strip()), type(error).__name__)
+    return f"cannot be loaded as a Keras model ({first[:MESSAGE_CHARACTERS]})"
 
 
 # U-Transformer (paper 000) and its baselines; EAS U-Net (paper 001).

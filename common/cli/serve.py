@@ -23,8 +23,10 @@ def _add_export(sub):
                    help="name this version LABEL (e.g. stable, canary) in models.config; repeatable. The model's "
                         "policy then serves exactly its labelled versions")
     p.add_argument("--verify", metavar="DIR", default=None,
-                   help="instead of exporting, check a served model folder (BASE_DIR/NAME, or one version) against "
-                        "its metadata.json and warm-up requests; exit status 2 on any mismatch")
+                   help="instead of exporting, check a served model folder (BASE_DIR/NAME, or one version): first "
+                        "every op of its graphs against the ops of the zoo's own exports, before anything runs (any "
+                        "other op, e.g. a file or Python op, is refused by name), then the signature against its "
+                        "metadata.json and the warm-up requests through it; exit status 2 on any mismatch")
     pipeline = p.add_argument_group(
         "pipeline", "--pipeline: one SavedModel from a raw HU volume [z, y, x] (LPS) to its uint8 labels, holding "
                     "zoo predict's inference with these options (common.serve.pipeline)")

@@ -30,7 +30,11 @@ The schema is flat; ``format`` changes when a field changes meaning:
 
 ``verify(folder)`` checks a served folder against its cards with TensorFlow
 alone (``tf.saved_model.load``, no model code): the signature's names, dtypes
-and shapes, and the warm-up requests replayed through it.
+and shapes, and the warm-up requests replayed through it. Before any of that
+loads or runs, every version's graph is read as a protobuf and its ops
+checked against ``common.serve.allowlist`` (the ops of the zoo's own
+exports): a version holding another op (a file, network or Python op) is
+refused by name, and nothing of the folder is run.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ from tensorflow_serving.apis import prediction_log_pb2
 from common import atomic, errors
 from common.ct import shards
 from common.pose import mpii
+from common.serve import allowlist
 from common.slides import annotations
 
 FORMAT = 1
@@ -167,12 +172,14 @@ def verify(folder, log=print) -> list[pathlib.Path]:
         The version folders checked.
 
     Raises:
-        DataError listing every mismatch, after all checks ran.
+        allowlist.Refused, one line, before anything is loaded, when a version's graph holds an op
+        outside the allow-list; DataError listing every mismatch, after all checks ran.
     """
     problems = []
     versions = version_folders(folder)
+    graphs = _check_graphs(versions)
     for version_dir in versions:
-        for ok, line in _check_version(version_dir):
+        for ok, line in _check_version(version_dir, graphs[version_dir]):
             log(f"{'ok' if ok else 'MISMATCH'}  {line}")
             problems += [] if ok else [line]
     if problems:
@@ -180,10 +187,33 @@ def verify(folder, log=print) -> list[pathlib.Path]:
     return versions
 
 
-def _check_version(version_dir: pathlib.Path):
-    """Yields (ok, line) for the card, the signature's inputs and outputs, and the warm-up requests."""
+def _check_graphs(versions) -> dict:
+    """(ok, line) of each version's ops (``allowlist.check``), read before any version is loaded.
+
+    Raises:
+        Refused naming every version holding an op outside the allow-list: nothing is loaded or run.
+    """
+    graphs, refused = {}, []
+    for version_dir in versions:
+        try:
+            graphs[version_dir] = True, allowlist.check(version_dir)
+        except allowlist.Refused as error:
+            refused.append(str(error))
+        except errors.DataError as error:  # unreadable: a finding, and that version is not loaded
+            graphs[version_dir] = False, str(error)
+    if refused:
+        raise allowlist.Refused("; ".join(refused))
+    return graphs
+
+
+def _check_version(version_dir: pathlib.Path, graph):
+    """Yields (ok, line) for the card, the graph's ops, the signature's inputs and outputs, and the warm-up
+    requests; a version whose graph was not read is not loaded."""
     card, line = _read_card(version_dir)
     yield card is not None, line
+    yield graph
+    if not graph[0]:
+        return
     try:
         signature = tf.saved_model.load(str(version_dir)).signatures[SIGNATURE]
     except Exception as error:  # whatever a broken SavedModel raises (protobuf, OSError, KeyError) is a finding

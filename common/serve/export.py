@@ -11,7 +11,11 @@
 The version folder is written under a hidden temporary name beside it and
 renamed into place, so a model server polling ``serving/unet`` never sees
 half a model (it only loads integer-named folders). ``write_version`` does
-this for any SavedModel writer (``common.serve.pipeline`` uses it too).
+this for any SavedModel writer (``common.serve.pipeline`` uses it too): the
+folder is read back before the rename, a failed write (a full disk) is one
+``WriteError`` line naming the version, the loser of two exports racing for
+one version is one ``ValueError`` line, and the temporary folders of killed
+exports are removed by the next export of the model (they name their process).
 
 Version labels (``version_labels=("stable",)``) go to ``models.config`` as TF
 Serving reads them: ``version_labels { key: "stable" value: 3 }``, and the
@@ -25,8 +29,13 @@ config reload once the versions are up).
 
 from __future__ import annotations
 
+import errno
+import os
 import pathlib
+import re
 import shutil
+import socket
+import time
 import uuid
 
 import keras
@@ -36,8 +45,8 @@ from google.protobuf import text_format
 from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
 from tensorflow_serving.config import model_server_config_pb2
 
-from common import atomic
-from common.serve import card
+from common import atomic, errors
+from common.serve import allowlist, card
 from common.serve.card import SIGNATURE, WARMUP_FILE
 
 
@@ -122,6 +131,9 @@ def write_warmup_requests(path: pathlib.Path, name: str, requests) -> None:
             writer.write(log.SerializeToString())
 
 
+TMP_PREFIX = ".tmp-"  # a version folder being written: ".tmp-<version>-<host>-<pid>-<random>"
+STALE_AFTER_S = 24 * 3600  # a temporary folder this old is a killed export's, whichever machine wrote it
+WRITE_ERRNOS = (errno.ENOSPC, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EDQUOT)  # said in the system's words
 LABEL_CHARACTERS = "_-"  # TF Serving takes any string; a letter first and no separators keep URLs simple
 
 
@@ -195,6 +207,10 @@ def write_version(base_dir, name: str, version: int | None, write, requests, mod
                   server_base_path: str | None = None, version_labels=(), log=print) -> pathlib.Path:
     """Writes one version folder atomically: the SavedModel, its warm-up requests and card; then models.config.
 
+    The folder is written under a hidden temporary name, read back (``check_written``) and renamed
+    into place; temporary folders that killed exports left beside it are removed first
+    (``remove_stale_temporaries``).
+
     Args:
         base_dir: the folder the model server watches.
         name: the model's name under it (``new_version_folder``).
@@ -204,25 +220,116 @@ def write_version(base_dir, name: str, version: int | None, write, requests, mod
         model_card: the card (``card.model_card``).
         server_base_path: where the server sees ``base_dir/name``; default the absolute local path.
         version_labels: labels for this version in models.config (``update_models_config``).
+        log: where a line goes for each removed temporary folder, and models.config's notes.
 
     Returns:
         The version folder.
+
+    Raises:
+        WriteError naming the version folder when a write fails (disk full); ValueError naming
+        ``version`` when another export wrote the same version meanwhile. Nothing of this export
+        is left behind either way.
     """
     labels = check_version_labels(version_labels)
     final = new_version_folder(base_dir, name, version)
     model_dir, version = final.parent, int(final.name)
-    model_dir.mkdir(parents=True, exist_ok=True)
-    tmp = model_dir / f".tmp-{version}-{uuid.uuid4().hex[:8]}"
     try:
-        write(tmp)
-        write_warmup_requests(tmp / "assets.extra" / WARMUP_FILE, name, requests)
-        card.write_card(tmp, model_card)
-        tmp.rename(final)
+        model_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise atomic.WriteError(f"{model_dir}: cannot create the folder ({write_cause(error)})") from None
+    remove_stale_temporaries(model_dir, log)
+    tmp = model_dir / f"{TMP_PREFIX}{version}-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        try:
+            write(tmp)
+            write_warmup_requests(tmp / "assets.extra" / WARMUP_FILE, name, requests)
+            card.write_card(tmp, model_card)
+            check_written(tmp)
+        except (OSError, tf.errors.OpError) as error:
+            raise atomic.WriteError(f"{final}: not written: {write_cause(error)}; nothing was written") from None
+        _rename(tmp, final)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     update_models_config(pathlib.Path(base_dir), name, server_base_path or str(model_dir.resolve()), version,
                          labels, log)
     return final
+
+
+def _rename(tmp: pathlib.Path, final: pathlib.Path) -> None:
+    """Moves the written folder into place; another export's version there first is a one-line ValueError."""
+    try:
+        tmp.rename(final)  # a directory's rename never replaces a non-empty one: versions stay whole
+    except OSError as error:
+        if error.errno in (errno.ENOTEMPTY, errno.EEXIST):
+            raise ValueError(f"version: {final} was written by another export meanwhile; versions are never "
+                             "overwritten, so this export was not kept (export again for the next version)") from None
+        raise atomic.WriteError(f"{final}: not written: {write_cause(error)}; nothing was written") from None
+
+
+def check_written(folder: pathlib.Path) -> None:
+    """Raises OSError unless a written version folder reads back whole: the graph, every variable, every warm-up
+    record (TensorFlow checks the checksums of the last two)."""
+    try:
+        allowlist.read_saved_model(folder)
+    except errors.DataError as error:
+        raise OSError(errno.EIO, f"the file is incomplete ({error})") from None
+    prefix = folder / "variables" / "variables"
+    if prefix.with_name("variables.index").exists():
+        reader = tf.train.load_checkpoint(str(prefix))
+        for key in reader.get_variable_to_shape_map():
+            reader.get_tensor(key)
+    for _ in tf.data.TFRecordDataset(str(folder / "assets.extra" / WARMUP_FILE)):
+        pass
+
+
+def write_cause(error: Exception) -> str:
+    """The cause of a failed write in a few words ("file too large", "no space left on device")."""
+    if isinstance(error, atomic.WriteError):  # a file of the folder: its cause, not its temporary name
+        found = re.search(r": not written: (.*); (?:the previous file is untouched|nothing was written)$", str(error))
+        text = found.group(1) if found else str(error)
+    elif isinstance(error, OSError) and error.errno in WRITE_ERRNOS:
+        text = os.strerror(error.errno)
+    elif isinstance(error, OSError):
+        text = error.strerror or str(error)
+    else:  # TensorFlow's "{{function_node ...}} <path>; File too large [Op:SaveV2]"
+        text = re.sub(r"\s*\[Op:\w+\]\s*$", "", str(getattr(error, "message", error))).rsplit("; ", 1)[-1].strip()
+        text = text.splitlines()[0] if text else type(error).__name__
+    return text[:1].lower() + text[1:]
+
+
+def remove_stale_temporaries(model_dir: pathlib.Path, log=print) -> list[pathlib.Path]:
+    """Removes the hidden temporary folders that killed exports left in ``model_dir``; says which.
+
+    A temporary folder names the machine and process writing it: it is stale once that process
+    is gone (this machine), or older than ``STALE_AFTER_S`` (another machine, or a zoo that did
+    not name its process). An export in progress keeps its folder. The model server never reads
+    these (it loads integer-named folders only); they would only fill the disk.
+    """
+    removed = []
+    for folder in sorted(model_dir.glob(f"{TMP_PREFIX}*")):
+        if folder.is_dir() and _stale(folder):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    if removed:
+        log(f"removed {len(removed)} temporary folder(s) that killed exports left in {model_dir}: "
+            + ", ".join(folder.name for folder in removed))
+    return removed
+
+
+def _stale(folder: pathlib.Path) -> bool:
+    named = re.fullmatch(rf"{re.escape(TMP_PREFIX)}\d+-(.+)-(\d+)-[0-9a-f]{{8}}", folder.name)
+    if named and named.group(1) == socket.gethostname():
+        try:
+            os.kill(int(named.group(2)), 0)  # signal 0: is the process there
+        except ProcessLookupError:
+            return True
+        except OSError:  # there, another user's
+            return False
+        return False
+    try:
+        return time.time() - folder.stat().st_mtime > STALE_AFTER_S
+    except OSError:  # removed meanwhile
+        return False
 
 
 def export_saved_model(model: keras.Model, base_dir, name: str, version: int | None = None,
@@ -250,6 +357,18 @@ def export_saved_model(model: keras.Model, base_dir, name: str, version: int | N
     """
     new_version_folder(base_dir, name, version)
     check_version_labels(version_labels)
+    serving, specs, archive, endpoint = serving_archive(model, outputs)
+    model_card = card.model_card(name, specs, endpoint.get_concrete_function().structured_outputs, facts)
+    return write_version(base_dir, name, version, lambda folder: archive.write_out(str(folder), verbose=False),
+                         _warmup_requests(serving, warmup_sizes), model_card, server_base_path, version_labels)
+
+
+def serving_archive(model: keras.Model, outputs=segmentation_outputs):
+    """What ``export_saved_model`` writes: (float32 twin, input name -> spec, ExportArchive, its ``serving_default``).
+
+    ``endpoint.get_concrete_function().graph`` is the served graph before anything is written
+    (``tests/common/serve/test_export.py`` derives ``allowlist.SERVING_OPS`` from its ops).
+    """
     serving = float32_twin(model)
     names = input_names(serving)
     specs = [tf.TensorSpec((None, *tensor.shape[1:]), tf.float32, name=input_name)
@@ -261,7 +380,4 @@ def export_saved_model(model: keras.Model, base_dir, name: str, version: int | N
     archive = keras.export.ExportArchive()
     archive.track(serving)
     endpoint = archive.add_endpoint(name=SIGNATURE, fn=serve, input_signature=specs)
-    model_card = card.model_card(name, dict(zip(names, specs)), endpoint.get_concrete_function().structured_outputs,
-                                 facts)
-    return write_version(base_dir, name, version, lambda folder: archive.write_out(str(folder), verbose=False),
-                         _warmup_requests(serving, warmup_sizes), model_card, server_base_path, version_labels)
+    return serving, dict(zip(names, specs)), archive, endpoint

@@ -8,7 +8,7 @@ models.config) whose signatures take a whole volume:
 ``serving_default``    ``volume`` float32 ``[z, y, x]`` in HU and ``spacing`` float64
                        ``[3]`` (x, y, z mm) -> ``labels`` uint8 ``[z, y, x]``, and
                        ``probabilities`` float32 ``[z, y, x, C]`` if exported with them
-``serving_int16``      the same for an int16 ``volume`` (cast to float32, which is exact)
+``serving_int16``      the same for an int16 ``volume`` (cast to float32 chunk by chunk, exactly)
 =====================  =================================================================
 
 The volume is the array of the canonical orientation of ``common.ct.volumes``
@@ -22,8 +22,15 @@ coverage, tile starts computed from the slice size in float64 as
 ``tile_starts``); each tile predicted as it is and flipped (mirroring), the
 flips averaged; the weighted sum over tiles divided by the coverage; the folds'
 mean; the argmax; and, if asked, ``common.ct.postprocess``'s largest-component
-rule (``largest_components``). The fold models' weights are all in the one
+rule (``largest_component``). The fold models' weights are all in the one
 SavedModel.
+
+Memory: the slices go through in chunks of ``--batch-size`` (a ``tf.while_loop``) and each chunk
+writes only its uint8 labels into the output, so a request's peak is one chunk's work plus the
+input and the outputs (1 byte a voxel; 4 per class more with ``--probabilities``), not the ~80
+bytes a voxel of a whole-volume float32 pass (``python -m benchmarks pipeline-memory``). The
+largest-component rule, when exported, works on the whole label volume (int32 numbers, 4 bytes
+a voxel, a few times over).
 
 Not in the graph: ``--spacing auto``. SimpleITK's resampling (``zoo predict``)
 decides per sample between linear interpolation and nearest-neighbour
@@ -199,12 +206,18 @@ def largest_component(labels, label: int):
 class VolumePipeline:
     """``zoo predict``'s inference of a canonical HU volume as graph ops (call inside a ``tf.function``).
 
+    Slices go through the models a chunk of ``batch_size`` at a time (a ``tf.while_loop``), and each
+    chunk leaves only its uint8 labels (and, if asked, its probabilities) in the output volumes, so
+    the memory a request takes is one chunk's work plus its input and outputs, whatever the volume's
+    depth; an int16 volume is cast to float32 chunk by chunk too. The chunks' arithmetic is the whole
+    volume's: the argmax of a voxel sees only that voxel's probabilities.
+
     Args:
         models: the fold models (one for a run); their probabilities are averaged.
         options: tile, step, mirroring and post-processing (``InferenceOptions``; ``check_options``).
         hu_window: (low, high) HU mapped to [0, 1].
         stride: the models' total stride.
-        batch_size: slices per forward pass (``zoo predict --batch-size``).
+        batch_size: slices per forward pass and per chunk (``zoo predict --batch-size``).
         with_probabilities: also return the mean probabilities.
     """
 
@@ -217,35 +230,53 @@ class VolumePipeline:
         self.predictors = [SlicePredictor(model, options, stride) for model in self.models]
         self.options, self.hu_window, self.batch_size = options, tuple(map(float, hu_window)), batch_size
         self.with_probabilities = with_probabilities
+        grid = [tf.TensorSpec([], tf.int32)] * 2 + [tf.TensorSpec([None, 2], tf.int32),
+                                                    tf.TensorSpec([None, None], tf.float32)]
+        # One function for every chunk of either signature (float32, int16): the models are traced once.
+        self.chunk_probabilities = tf.function(
+            self._chunk_probabilities,
+            input_signature=[tf.TensorSpec([None, None, None], tf.float32), *(grid if options.tile else [])])
+
+    def _chunk_probabilities(self, chunk, *grid):
+        """The folds' mean probabilities (b, y, x, C) of a windowed chunk, summed in the folds' order as
+        ``inference.predict_probabilities`` sums them."""
+        total = None
+        for predictor in self.predictors:
+            found = predictor.tiled(chunk, *grid) if grid else predictor.whole_slices(chunk)
+            total = found if total is None else total + found
+        return total / np.float32(len(self.predictors))
 
     def __call__(self, volume, spacing) -> dict:
-        """{"labels": uint8 (z, y, x)[, "probabilities": float32 (z, y, x, C)]} of a float32 (z, y, x) HU volume."""
+        """{"labels": uint8 (z, y, x)[, "probabilities": float32 (z, y, x, C)]} of a (z, y, x) HU volume (float32
+        or int16)."""
         checks = [tf.debugging.assert_positive(tf.shape(volume), message="volume: every axis needs a voxel"),
                   tf.debugging.assert_positive(spacing, message="spacing: (x, y, z) mm must be positive"),
                   tf.debugging.assert_all_finite(spacing, message="spacing: (x, y, z) mm must be finite")]
         with tf.control_dependencies(checks):
-            image = window(tf.identity(volume), self.hu_window)
-        depth, height, width = tf.unstack(tf.shape(image))
-        grid = self.predictors[0].grid(height, width) if self.options.tile else None
-        chunks = (depth + self.batch_size - 1) // self.batch_size
-        classes = self.predictors[0].classes
-        results = tf.TensorArray(tf.float32, size=chunks, infer_shape=False,
-                                 element_shape=tf.TensorShape([None, None, None, classes]))
+            volume = tf.identity(volume)
+        depth, height, width = tf.unstack(tf.shape(volume))
+        grid = self.predictors[0].grid(height, width) if self.options.tile else ()
+        outputs = {"labels": tf.zeros(tf.shape(volume), LABEL_DTYPE)}
+        if self.with_probabilities:
+            outputs["probabilities"] = tf.zeros(tf.stack([depth, height, width, self.predictors[0].classes]))
 
-        def predict_chunk(index, results):
-            chunk = image[index * self.batch_size:(index + 1) * self.batch_size]
-            total = None
-            for predictor in self.predictors:  # the folds' sum in their order, as inference.predict_probabilities
-                found = predictor.tiled(chunk, *grid) if grid else predictor.whole_slices(chunk)
-                total = found if total is None else total + found
-            return index + 1, results.write(index, total / np.float32(len(self.predictors)))
+        def predict_chunk(start, outputs):
+            rows = tf.range(start, tf.minimum(start + self.batch_size, depth))
+            chunk = tf.debugging.assert_all_finite(  # NaN would be labelled background, silently
+                tf.cast(volume[start:start + self.batch_size], tf.float32),
+                message="volume: NaN or infinite HU values; refused, nothing labelled")
+            chunk = window(chunk, self.hu_window)
+            probabilities = self.chunk_probabilities(chunk, *grid)
+            found = {"labels": tf.cast(tf.argmax(probabilities, axis=-1), LABEL_DTYPE), "probabilities": probabilities}
+            # InplaceUpdate writes the chunk's rows into the output it is given, in place while the loop holds the
+            # only reference to it (as here): the output exists once. A TensorArray's concat held it twice.
+            return start + self.batch_size, {name: tf.raw_ops.InplaceUpdate(x=output, i=rows, v=found[name])
+                                             for name, output in outputs.items()}
 
-        _, results = tf.while_loop(lambda index, _: index < chunks, predict_chunk, (0, results), parallel_iterations=1)
-        probabilities = results.concat()
-        labels = tf.cast(tf.argmax(probabilities, axis=-1), LABEL_DTYPE)
+        _, outputs = tf.while_loop(lambda start, _: start < depth, predict_chunk, (0, outputs), parallel_iterations=1)
         for label in self.options.postprocess or ():
-            labels = largest_component(labels, label)
-        return {"labels": labels, "probabilities": probabilities} if self.with_probabilities else {"labels": labels}
+            outputs["labels"] = largest_component(outputs["labels"], label)
+        return outputs
 
 
 def describe(pipeline: VolumePipeline, fold_names) -> dict:
@@ -311,15 +342,14 @@ def export_pipeline(models, base_dir, name: str, options: inference.InferenceOpt
     spacing = tf.TensorSpec([3], tf.float64, name="spacing")
     specs = {card.SIGNATURE: tf.TensorSpec([None, None, None], tf.float32, name="volume"),
              SIGNATURE_INT16: tf.TensorSpec([None, None, None], tf.int16, name="volume")}
-    run = tf.function(pipeline.__call__, input_signature=[specs[card.SIGNATURE], spacing])  # traced once, shared
 
     archive = keras.export.ExportArchive()
     for model in pipeline.models:
         archive.track(model)
-    endpoint = archive.add_endpoint(card.SIGNATURE, lambda volume, spacing: run(volume, spacing),
-                                    input_signature=[specs[card.SIGNATURE], spacing])
-    archive.add_endpoint(SIGNATURE_INT16, lambda volume, spacing: run(tf.cast(volume, tf.float32), spacing),
-                         input_signature=[specs[SIGNATURE_INT16], spacing])
+    # Both signatures call the one chunk function (``VolumePipeline.chunk_probabilities``): an int16 volume is cast
+    # chunk by chunk, never as a whole float32 copy.
+    endpoint = archive.add_endpoint(card.SIGNATURE, pipeline.__call__, input_signature=[specs[card.SIGNATURE], spacing])
+    archive.add_endpoint(SIGNATURE_INT16, pipeline.__call__, input_signature=[specs[SIGNATURE_INT16], spacing])
     fold_names = fold_names or [f"fold_{i + 1}" for i in range(len(models))]
     in_plane = (facts or {}).get("training_spacing")
     request = warmup_volume(pipeline, [*in_plane, 2.5] if in_plane else None)

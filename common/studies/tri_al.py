@@ -29,7 +29,7 @@ import pathlib
 import keras
 import numpy as np
 
-from common import atomic, errors
+from common import atomic, errors, registry
 from common.slides import triplets
 from tri_al import INPUT_NAMES, build_model
 from tri_al import active_learning as al
@@ -87,10 +87,7 @@ def load_source_model(path, classes, tile_size: int) -> keras.Model:
     path = pathlib.Path(path)
     if not path.is_file():
         raise errors.DataError(f"{path}: no such model file (source model)")
-    try:
-        model = keras.models.load_model(path, compile=False)
-    except (ValueError, OSError, KeyError, TypeError) as error:
-        raise errors.DataError(f"{path}: cannot be loaded as a Keras model ({error})") from None
+    model, _ = registry.load_run(path)  # one line for a file that is not a model, or that safe mode refuses
     inputs = [t.name for t in model.inputs]
     if inputs != list(INPUT_NAMES) or len(model.outputs) != 1:
         raise errors.DataError(f"{path}: not a TRI-CNN (inputs {inputs}, {len(model.outputs)} outputs; expected "

@@ -55,8 +55,21 @@ def test_load_run_reads_the_run_config(tmp_path, keras_file):
     assert model.output_shape[-1] == 8 and config == {}
     broken = tmp_path / "broken.keras"
     broken.write_bytes(b"not a zip")
-    with pytest.raises(ValueError, match="broken.keras: cannot be loaded as a Keras model"):
+    with pytest.raises(ValueError, match=r"broken.keras: not a Keras model file \(it is text; a .keras file is a zip"):
         registry.load_run(broken)
+    broken.write_bytes(b"")
+    with pytest.raises(ValueError, match=r"broken.keras: not a Keras model file \(it is empty;"):
+        registry.load_run(broken)
+    broken.write_bytes(keras_file.read_bytes()[:-100])  # Keras: "File not found"
+    with pytest.raises(ValueError, match=r"broken.keras: not a Keras model file \(it is a zip archive cut short"):
+        registry.load_run(broken)
+    (tmp_path / "bad.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(100))
+    with pytest.raises(ValueError, match=r"bad.h5: cannot be loaded as a Keras model \(Unable to synchronously open "
+                                         r"file \(bad byte number in an address\)\)$"):  # h5py's reason
+        registry.load_run(tmp_path / "bad.h5")
+    (tmp_path / "text.h5").write_text("weights\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"text.h5: not a Keras model file \(it is text; a .h5 file is an HDF5 file"):
+        registry.load_run(tmp_path / "text.h5")
     with pytest.raises(ValueError, match="missing.keras: no such model"):
         registry.load_run(tmp_path / "missing.keras")
 

@@ -22,7 +22,7 @@ def test_export_command_writes_a_version_and_the_server_config(zoo, zoo_here, ke
     assert metadata["command"] is None and metadata["training_config"] is None and metadata["class_names"] is None
     verified = zoo_here("export", "--verify", tmp_path / "serving" / "tiny")
     assert verified.returncode == 0, verified.stderr
-    assert [line.split()[0] for line in verified.stdout.splitlines()] == ["ok"] * 4 + ["verified"]
+    assert [line.split()[0] for line in verified.stdout.splitlines()] == ["ok"] * 5 + ["verified"]
 
 
 def test_export_of_a_run_records_its_run_and_verify_fails_on_a_broken_card(zoo_here, keras_file, tmp_path):

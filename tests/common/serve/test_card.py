@@ -70,7 +70,8 @@ def test_card_describes_the_run_and_the_signature(served):
 def test_a_good_export_verifies_with_one_ok_line_per_check(served, copy):
     lines = []
     assert card.verify(served, log=lines.append) == [served / "1"]
-    assert len(lines) == 4 and all(line.startswith("ok  ") for line in lines), lines
+    assert len(lines) == 5 and all(line.startswith("ok  ") for line in lines), lines
+    assert "op types, each among the zoo's exports' (nothing else runs)" in lines[1]
     assert "2 request(s) ran through serving_default within the card" in lines[-1]
     shutil.copytree(copy / "1", copy / "2")  # both versions of a model folder, or one version folder alone
     assert card.verify(copy, log=lambda _: None) == [copy / "1", copy / "2"]
@@ -124,6 +125,14 @@ def test_a_broken_export_fails_naming_the_file(copy, case):
     assert any(line.startswith("MISMATCH  ") and str(copy / "1" / "assets.extra") in line for line in lines)
 
 
+def test_a_damaged_graph_is_a_mismatch_and_that_version_is_not_loaded(copy):
+    (copy / "1" / "saved_model.pb").write_bytes(b"\x08\x01 not a protobuf of a SavedModel")
+    lines = []
+    with pytest.raises(DataError, match=r"1 mismatch\(es\)\n  .*1/saved_model.pb: not a SavedModel"):
+        card.verify(copy, log=lines.append)
+    assert [line.split()[0] for line in lines] == ["ok", "MISMATCH"]  # no signature, no warm-up: nothing ran
+
+
 def test_every_mismatch_is_listed_after_every_check(copy):
     _edit_card(copy, lambda m: m["inputs"]["image"].update(dtype="float16"))
     _write_warmup(copy, [])
@@ -131,7 +140,7 @@ def test_every_mismatch_is_listed_after_every_check(copy):
     with pytest.raises(DataError, match=r"2 mismatch\(es\)") as raised:
         card.verify(copy, log=lines.append)
     assert "inputs['image'] dtype float16" in str(raised.value) and "no requests" in str(raised.value)
-    assert [line.split()[0] for line in lines] == ["ok", "MISMATCH", "ok", "MISMATCH"]
+    assert [line.split()[0] for line in lines] == ["ok", "ok", "MISMATCH", "ok", "MISMATCH"]
 
 
 def test_a_folder_without_versions_is_a_clear_error(tmp_path):

@@ -11,7 +11,9 @@ import tensorflow as tf
 from tensorflow_serving.apis import prediction_log_pb2
 
 import unet_transformer
-from common.serve import card, export
+from common import registry
+from common.ct import inference
+from common.serve import allowlist, card, export, pipeline
 from tests import helpers
 
 
@@ -122,10 +124,23 @@ def test_bad_arguments(model, tmp_path, kwargs, argument):
         export.export_saved_model(model, tmp_path, **kwargs)
 
 
+ATTENTION = dict(num_classes=3, base_filters=4, heads=2)
+VARIANTS = {"attention_unet": ATTENTION, "mhsa": ATTENTION, "mhca": ATTENTION, "u_transformer": ATTENTION,
+            "eas_unet": dict(num_classes=2, base_filters=4)}
+
+
+@pytest.fixture(scope="module")
+def variants(tmp_path_factory):
+    """Every other segmentation model of the registry, built and exported once: name -> (model, version folder)."""
+    base = tmp_path_factory.mktemp("variants")
+    built = {name: registry.build(name, **kwargs) for name, kwargs in VARIANTS.items()}
+    return {name: (model, export.export_saved_model(model, base, name, warmup_sizes=((32, 32),)))
+            for name, model in built.items()}
+
+
 @pytest.mark.parametrize("variant", ["attention_unet", "mhsa", "mhca", "u_transformer"])
-def test_every_variant_serves_what_keras_computes(variant, tmp_path):
-    model = unet_transformer.build_model(variant, num_classes=3, base_filters=4, heads=2)
-    version_dir = export.export_saved_model(model, tmp_path, variant, warmup_sizes=((32, 32),))
+def test_every_variant_serves_what_keras_computes(variant, variants):
+    model, version_dir = variants[variant]
     serve = helpers.load_serving(version_dir)
     for shape in [(1, 32, 48, 1), (2, 64, 64, 1)]:
         x = np.random.default_rng(len(shape)).random(shape, dtype=np.float32)
@@ -155,11 +170,8 @@ def test_a_model_of_several_inputs_serves_them_by_name(tmp_path):
     assert card.verify(version_dir, log=lambda _: None) == [version_dir]
 
 
-def test_eas_unet_serves_its_fused_prediction_only(tmp_path):
-    import eas_unet
-
-    model = eas_unet.build_model(num_classes=2, base_filters=4)
-    version_dir = export.export_saved_model(model, tmp_path, "eas_unet", warmup_sizes=((32, 32),))
+def test_eas_unet_serves_its_fused_prediction_only(variants):
+    model, version_dir = variants["eas_unet"]
     serve = helpers.load_serving(version_dir)
     assert sorted(serve.signature.structured_outputs) == ["labels", "probabilities"]
     x = np.random.default_rng(3).random((2, 32, 48, 1), dtype=np.float32)
@@ -167,3 +179,59 @@ def test_eas_unet_serves_its_fused_prediction_only(tmp_path):
     fused = np.asarray(model(x)[0])
     np.testing.assert_allclose(out["probabilities"], fused, atol=1e-5)
     np.testing.assert_array_equal(out["labels"], fused.argmax(-1))
+
+
+def _traced_ops(concrete_function) -> set[str]:
+    """Op types of a traced function and of every function it calls (a call of a function is not an op)."""
+    graph = concrete_function.graph.as_graph_def()
+    functions = {f.signature.name for f in graph.library.function}
+    return {node.op for node in [*graph.node, *(n for f in graph.library.function for n in f.node_def)]} - functions
+
+
+def _pipeline_ops() -> dict[str, set[str]]:
+    """The pipeline in each of its shapes (whole slices, a fixed-size model, tiles, mirroring, folds,
+    post-processing, probabilities), both signatures, traced as ``export_pipeline`` traces them."""
+    free = helpers.conv_model(helpers.THRESHOLD_KERNEL, helpers.THRESHOLD_BIAS)
+    fixed = unet_transformer.build_model("unet", input_shape=(32, 32, 1), num_classes=3, base_filters=2)
+    shapes = {"whole": ([free], inference.InferenceOptions(), False), "fixed": ([fixed], inference.InferenceOptions(),
+              False), "tiles": ([free, free], inference.InferenceOptions(tile=(32, 32), tta="mirror",
+                                                                         postprocess=(1,)), True)}
+    found = {}
+    for name, (models, options, probabilities) in shapes.items():
+        run = pipeline.VolumePipeline(models, options, stride=16, with_probabilities=probabilities)
+        for dtype in (tf.float32, tf.int16):
+            traced = tf.function(run.__call__, input_signature=[tf.TensorSpec([None] * 3, dtype),
+                                                                 tf.TensorSpec([3], tf.float64)])
+            found[f"pipeline {name} {dtype.name}"] = _traced_ops(traced.get_concrete_function())
+    return found
+
+
+# Models not exported above: their served graphs are traced (export.serving_archive), not written.
+TRACED = {"acnn": dict(input_shape=(64, 64, 3), num_stacks=2, features=8),
+          "hourglass": dict(input_shape=(64, 64, 3), num_stacks=1, features=8),
+          "tri_cnn": dict(tile_size=32, width=1 / 32, head_units=4)}
+
+
+def test_the_allow_list_of_verify_is_exactly_the_ops_of_the_zoos_exports(exported, variants):
+    # Written exports hold what a trace does not: the top-level graph, the checkpoint's functions, and the gradient
+    # functions TensorFlow saves beside attention's custom gradient (mhsa, mhca, u_transformer).
+    written = {"unet": exported[1], **{name: version for name, (_, version) in variants.items()}}
+    serving, checkpoint = {}, set()
+    for name, version_dir in written.items():
+        found = allowlist.graph_ops(allowlist.read_saved_model(version_dir).meta_graphs[0])
+        serving[name] = set(found["serving"])
+        checkpoint |= set(found["checkpoint"]) - serving[name]
+    for name, kwargs in TRACED.items():
+        entry, model = registry.get(name), registry.build(name, **kwargs)
+        _, _, _, endpoint = export.serving_archive(model, entry.serving_outputs(model) if entry.serving_outputs
+                                                   else export.segmentation_outputs)
+        serving[name] = _traced_ops(endpoint.get_concrete_function())
+    serving.update(_pipeline_ops())
+    assert set(registry.names()) <= set(serving), "every registered model's export is derived"
+    needed = set().union(*serving.values())
+    missing = {op: sorted(k for k, ops in serving.items() if op in ops) for op in needed - allowlist.SERVING_OPS}
+    assert not missing, f"ops the zoo's exports hold, missing from allowlist.SERVING_OPS: {missing}"
+    assert not allowlist.SERVING_OPS - needed, f"allowed, held by no export: {allowlist.SERVING_OPS - needed}"
+    assert checkpoint == allowlist.CHECKPOINT_OPS
+    assert not allowlist.EARLIER_OPS & needed, "an op today's exports hold belongs in SERVING_OPS"
+    assert allowlist.check(exported[1]).endswith("op types, each among the zoo's exports' (nothing else runs)")

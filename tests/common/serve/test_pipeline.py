@@ -172,3 +172,15 @@ def test_what_the_pipeline_cannot_hold_is_refused():
         pipeline.VolumePipeline([model, two], inference.InferenceOptions())
     with pytest.raises(ValueError, match="batch-size must be >= 1"):
         pipeline.VolumePipeline([model], inference.InferenceOptions(), batch_size=0)
+
+
+def test_a_volume_with_nan_or_inf_is_refused_by_the_served_graph(served):
+    """zoo predict refuses non-finite input (common.ct.volume_checks); the served pipeline must too, not label it 0."""
+    serve = helpers.load_serving(next((served / "serving" / next(iter(CASES))).iterdir()))
+    volume = np.load(served / "volume.npy").astype(np.float32)
+    spacing = np.load(served / "spacing.npy")
+    for bad in (np.nan, np.inf):
+        broken = volume.copy()
+        broken[-1, :4, :4] = bad  # in the last chunk: every chunk is checked
+        with pytest.raises(tf.errors.InvalidArgumentError, match="volume: NaN or infinite HU values; refused"):
+            serve(volume=broken, spacing=spacing)

@@ -161,7 +161,7 @@ def test_a_trained_tri_cnn_is_adapted_without_a_source_stage(zoo_here, study, tr
     (dict(tile_size=64), "a TRI-CNN of 64-pixel tiles; the triplets are 32-pixel"),
     (dict(tile_size=32, num_classes=3), "a TRI-CNN of 3 classes; the triplets have 5"),
     (None, "not a TRI-CNN"),
-    ("garbage", "cannot be loaded as a Keras model"),
+    ("garbage", "not a Keras model file (it is text; a .keras file is a zip archive)"),
     ("missing", "no such model file"),
 ])
 def test_a_source_model_that_does_not_fit_is_named(zoo_here, study, tmp_path, build, message):
