@@ -7,13 +7,14 @@ import pathlib
 import sys
 
 from common import atomic, errors
+from common.cli import options
 
 
 def _add_synthetic_pose(sub):
     p = sub.add_parser("synthetic-pose", help="write synthetic stick-figure pose data (images/, annot/*.json)")
     p.add_argument("out", help="data folder to write")
     p.add_argument("--images", type=int, default=200, help="images (the last 20%% are the valid split)")
-    p.add_argument("--size", type=int, default=256, help="image side in pixels")
+    options.renamed(p, "--size", "--image-size", type=int, default=256, help="image side in pixels (default 256)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--clutter", choices=("none", "shapes", "figures"), default="none",
                    help="none: the original images, byte for byte; shapes: textured background and loose limbs of the "
@@ -24,7 +25,8 @@ def _add_synthetic_pose(sub):
 
 def _add_train_pose(sub):
     p = sub.add_parser("train-pose", help="ACNN staged training A/B/C (or the plain hourglass) on MPII-style data")
-    p.add_argument("data", help="data folder with annot/train.json and images/ (MPII or zoo synthetic-pose)")
+    p.add_argument("data", help="data folder: images/ and annot/train.json (HRNet's MPII, zoo synthetic-pose) or "
+                                "annotations/mpii_train.json (mmpose's)")
     p.add_argument("out", help="run folder (rerun the same command to resume)")
     p.add_argument("--attention", action=argparse.BooleanOptionalAction, default=True,
                    help="ACNN's attention masks (--no-attention: the plain stacked hourglass)")
@@ -49,7 +51,9 @@ def _add_eval_pose(sub):
     p = sub.add_parser("eval-pose", help="PCKh@0.5 of a pose run (flip test), the paper's Table 1 columns, Mean@0.1")
     p.add_argument("run", help="run folder (zoo train-pose) or .keras file")
     p.add_argument("data", help="data folder")
-    p.add_argument("--split", default="valid", help="annotation file annot/SPLIT.json (default valid)")
+    p.add_argument("--split", default="valid",
+                   help="the split to score: annot/SPLIT.json, or mmpose's annotations/mpii_val.json for valid "
+                        "(default valid)")
     p.add_argument("--input-size", type=int, default=None, help="crop side (default: the run's)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--name", default=None, help="row name in the table (default: the run folder's name)")
@@ -91,7 +95,7 @@ def _add_pose_pictures(sub):
 def synthetic_pose(args) -> None:
     from common.pose import synthetic as generator
 
-    counts = generator.write_dataset(args.out, num_images=args.images, seed=args.seed, size=args.size,
+    counts = generator.write_dataset(args.out, num_images=args.images, seed=args.seed, size=args.image_size,
                                      clutter=args.clutter)
     print(f"wrote {sum(counts.values())} images to {args.out} ({counts['train']} train, {counts['valid']} valid; "
           f"clutter {args.clutter})")

@@ -70,8 +70,11 @@ def write_shard(arrays: volumes.CaseArrays, path: pathlib.Path, slice_indices) -
 
 
 def _tf_reason(error) -> str:
-    """TensorFlow's "<path>; File too large" as "File too large"."""
-    return error.message.rsplit("; ", 1)[-1]
+    """TensorFlow's message without its decorations: "<path>; File too large" as "File too large", and
+    "{{function_node ...}} corrupted record at 123 [Op:IteratorGetNext] name: " as "corrupted record at 123"."""
+    text = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", error.message)
+    text = re.sub(r"\s*\[Op:[^\]]*\].*$", "", text, flags=re.S)
+    return text.rsplit("; ", 1)[-1].strip()
 
 
 def _check_records(path, expected: int) -> None:
@@ -274,6 +277,29 @@ def _remove_superseded(shards_dir: pathlib.Path, previous: set[pathlib.Path], ge
         log(f"removed {shards} shards of the replaced manifest and {folders} folders of interrupted runs")
     if failed:
         log(f"warning: could not remove {len(failed)} superseded files: {', '.join(failed[:3])}")
+
+
+def check_present(paths) -> None:
+    """Raises DataError naming the first of ``paths`` (shards a manifest lists) that is not there."""
+    for path in paths:
+        if not pathlib.Path(path).is_file():
+            raise errors.DataError(f"{path}: a shard the manifest lists is missing; run `zoo prepare` again")
+
+
+def damaged_shard(paths, error) -> errors.DataError:
+    """The error naming the first of ``paths`` that does not read back whole, for TensorFlow's ``error``.
+
+    tf.data's DataLossError ("corrupted record at 82464") names no file; read on the error path only, each record's
+    CRC checked, the shards tell which one it was.
+    """
+    for path in paths:
+        try:
+            for _ in tf.data.TFRecordDataset(str(path)):
+                pass
+        except tf.errors.OpError as found:
+            return errors.DataError(f"{path}: damaged ({_tf_reason(found)}); run `zoo prepare` again")
+    return errors.DataError(f"a shard was damaged while training read it ({_tf_reason(error)}); run `zoo prepare` "
+                            "again")
 
 
 def load_manifest(prepared) -> dict:

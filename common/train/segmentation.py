@@ -214,6 +214,7 @@ def train(config: TrainConfig, strategy: tf.distribute.Strategy | None = None, l
     manifest = shards.load_manifest(config.data)
     run_dir = pathlib.Path(config.out)
     split, crop, train_shards, num_slices = _data_plan(config, manifest)
+    shards.check_present(train_shards)
     strategy = strategy or distribute.choose_strategy()  # first: collective ops must be set up before TensorFlow starts
     precision = recipe.configure_precision(config.precision)
     global_batch = config.batch_size * strategy.num_replicas_in_sync
@@ -250,5 +251,7 @@ def train(config: TrainConfig, strategy: tf.distribute.Strategy | None = None, l
             callbacks.save_model_atomic(model, run_dir / "model.keras")
     except atomic.WriteError as error:
         raise _resume_hint(error, made[-1]) from None
+    except tf.errors.DataLossError as error:  # a shard damaged after prepare wrote it
+        raise shards.damaged_shard(train_shards, error) from None
     made[-1].discard()  # only now: a failed final save resumes from the last epoch's backup
     return model

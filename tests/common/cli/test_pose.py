@@ -59,7 +59,7 @@ def _files(root) -> dict:
 def test_synthetic_pose_clutter_defaults_to_none_and_is_recorded(tmp_path, capsys):
     from common.pose import synthetic
 
-    base = ["synthetic-pose", "--images", "3", "--size", "64", "--seed", "4"]
+    base = ["synthetic-pose", "--images", "3", "--image-size", "64", "--seed", "4"]
     assert cli.main(base + [str(tmp_path / "default")]) == 0
     assert cli.main(base + [str(tmp_path / "none"), "--clutter", "none"]) == 0
     assert cli.main(base + [str(tmp_path / "figures"), "--clutter", "figures"]) == 0

@@ -13,6 +13,7 @@ import dataclasses
 import functools
 import io
 import json
+import pathlib
 import shutil
 
 import keras
@@ -192,3 +193,38 @@ def test_a_run_reads_the_same_from_any_working_directory(bases, tmp_path, monkey
     monkeypatch.chdir(tmp_path)
     assert read(config) == where_trained
     assert read(as_given) == (None, None)  # the relative record: whole slices, no spacing (the issue's bug)
+
+
+def _damage(shard):
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2:len(data) // 2 + 64] = bytes(64)  # zeros over a record: its CRC no longer matches
+    shard.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("fault, reason", [
+    ("deleted", "a shard the manifest lists is missing; run `zoo prepare` again"),
+    ("damaged", "damaged (corrupted record at {offset}); run `zoo prepare` again"),
+])
+def test_a_deleted_or_damaged_training_shard_is_one_line_naming_it(bases, tmp_path, zoo_here, fault, reason):
+    """tf.data's DataLossError ("corrupted record at N") names no shard: the zoo finds and names it."""
+    import tensorflow as tf
+
+    from common.ct import shards
+
+    run, prepared = bases["train"]
+    data = tmp_path / "prepared"
+    shutil.copytree(prepared, data)
+    first = json.loads((run / "config.json").read_text(encoding="utf-8"))["split"]["train"][0]
+    shard = pathlib.Path(next(c["shard"] for c in shards.load_manifest(data)["cases"] if c["id"] == first))
+    if fault == "deleted":
+        shard.unlink()
+    else:
+        _damage(shard)
+        with pytest.raises(tf.errors.DataLossError) as raised:
+            for _ in tf.data.TFRecordDataset(str(shard)):
+                pass
+        reason = reason.format(offset=raised.value.message.split("corrupted record at ")[1].split()[0])
+    before = helpers.checksums(data)
+    done = zoo_here("train", data, tmp_path / "run", *TRAIN)
+    assert (done.returncode, done.stderr.strip()) == (2, f"zoo train: error: {shard}: {reason}")
+    assert helpers.checksums(data) == before
