@@ -113,9 +113,12 @@ def fixed_keras_file(tmp_path_factory):
 # The slowest modules (pytest --durations), run first: with `make test`'s two workers (pytest-xdist,
 # one file per worker at a time) a long module left for the end would run while the other worker idles.
 SLOWEST_FIRST = ("tests/test_backends.py", "tests/common/train/test_distribute.py",
-                 "tests/common/train/test_crossval.py", "tests/common/studies/test_tri_al.py",
+                 "tests/common/serve/test_export.py", "tests/common/train/test_crossval.py",
+                 "tests/common/studies/test_tri_al.py", "tests/common/train/test_faults.py",
                  "tests/tri_al/test_active_learning.py", "tests/acnn_pose/test_staged.py",
-                 "tests/common/train/test_callbacks.py", "tests/common/cli/test_pose.py")
+                 "tests/common/convert/test_tri_cnn.py", "tests/common/train/test_callbacks.py",
+                 "tests/common/cli/test_pose.py", "tests/common/ct/test_faults.py",
+                 "tests/common/convert/test_hourglass.py")
 
 
 def pytest_collection_modifyitems(config, items):
