@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import errno as errnos
+import fcntl
 import gzip
 import json
 import os
@@ -146,6 +147,23 @@ def atomic_path(path, verify=None):
         with contextlib.suppress(OSError):
             if tmp.exists():
                 tmp.unlink()
+
+
+@contextlib.contextmanager
+def locked_folder(folder, command: str):
+    """An exclusive lock on ``folder`` while ``command`` writes it; a second writer gets one WriteError line.
+
+    The kernel releases the lock when the process ends, killed or not, so a crash never leaves the folder locked.
+    """
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise WriteError(f"{folder}: another `{command}` is writing this folder; wait for it to end") from None
+        yield
+    finally:
+        os.close(descriptor)
 
 
 def write_json(path, payload) -> None:

@@ -228,19 +228,24 @@ def flat_slide(path, labels, palette, cell: int, origin=None, canvas=None) -> np
     return rgb
 
 
+@contextlib.contextmanager
 def file_limit(limit_bytes: int):
-    """A ``preexec_fn`` that caps every file the child writes at ``limit_bytes`` (RLIMIT_FSIZE).
+    """Within the block, files this process writes cannot grow past ``limit_bytes`` (RLIMIT_FSIZE).
 
-    Writes past it fail with EFBIG ("file too large"), as writes to a full disk fail with ENOSPC;
-    Python ignores SIGXFSZ, so the writer sees the error (or, like SimpleITK, swallows it).
-    ``run_zoo(..., preexec_fn=helpers.file_limit(4096))`` runs `zoo` so.
+    Writes past it fail with EFBIG ("file too large"), as writes to a full disk fail with ENOSPC; Python
+    ignores SIGXFSZ, so the writer sees the error (or, like SimpleITK, swallows it). `zoo` run in this
+    process (``zoo_here``) then meets a full disk without a fresh process and its TensorFlow start. Only the
+    soft limit is lowered, so it is raised back after; pytest and xdist write no file past it meanwhile
+    (their capture is in memory).
     """
     import resource
 
-    def apply():
-        resource.setrlimit(resource.RLIMIT_FSIZE, (limit_bytes, limit_bytes))
-
-    return apply
+    previous = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit_bytes, previous[1]))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, previous)
 
 
 def checksums(folder) -> dict[str, str]:

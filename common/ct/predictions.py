@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fcntl
-import os
 import pathlib
 import re
 import time
@@ -109,7 +107,7 @@ def predict_folder(cases: list[Case], out_dir, predict: Callable[[Case], list], 
     except OSError as error:
         raise atomic.WriteError(f"{out_dir}: cannot create the output folder ({error.strerror})") from None
     run = FolderRun()
-    with _locked(out_dir):
+    with atomic.locked_folder(out_dir, "zoo predict"):
         run.removed = _remove_temporaries(out_dir, {case.case_id for case in cases})
         if run.removed:
             log(f"removed {run.removed} temporary files of an interrupted run from {out_dir}")
@@ -130,21 +128,6 @@ def predict_folder(cases: list[Case], out_dir, predict: Callable[[Case], list], 
                 f"{', '.join(map(str, outputs))} ({'x'.join(map(str, images[0].GetSize()))}) in "
                 f"{time.monotonic() - start:.1f} s")
     return run
-
-
-@contextlib.contextmanager
-def _locked(out_dir: pathlib.Path):
-    """An exclusive lock on the output folder for the run (released by the kernel if the process is killed)."""
-    descriptor = os.open(out_dir, os.O_RDONLY)
-    try:
-        try:
-            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise atomic.WriteError(f"{out_dir}: another `zoo predict` is writing this folder; wait for it to "
-                                    "end") from None
-        yield
-    finally:
-        os.close(descriptor)
 
 
 _TEMPORARY = re.compile(r"\.(.+)\.[0-9a-f]{8}\.tmp" + re.escape(FOLDER_SUFFIX))  # atomic_path's temporary names

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import functools
 import json
 import os
@@ -147,7 +146,7 @@ def prepare(cohort, out_dir, num_classes: int | None = None, hu_window=volumes.D
     read = functools.partial(volumes.load_case, num_classes=num_classes, hu_window=hu_window, label_map=label_map)
     created = [folder for folder in (out_dir, out_dir / SHARDS) if not folder.exists()]
     _make_folder(out_dir)
-    with _locked(out_dir):
+    with atomic.locked_folder(out_dir, "zoo prepare"):
         previous = _listed_shards(out_dir)
         generation = uuid.uuid4().hex[:8]
         try:
@@ -187,21 +186,6 @@ def _make_folder(out_dir: pathlib.Path) -> None:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise atomic.WriteError(f"{out_dir}: cannot create the prepared folder ({error.strerror})") from None
-
-
-@contextlib.contextmanager
-def _locked(out_dir: pathlib.Path):
-    """An exclusive lock on the folder: a second prepare would remove the first one's generation as a leftover."""
-    descriptor = os.open(out_dir, os.O_RDONLY)
-    try:
-        try:
-            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise atomic.WriteError(f"{out_dir}: another `zoo prepare` is writing this folder; wait for it to "
-                                    "end") from None
-        yield
-    finally:
-        os.close(descriptor)  # releases the lock
 
 
 def _listed_shards(out_dir: pathlib.Path) -> set[pathlib.Path] | None:

@@ -1,6 +1,6 @@
 """Issue 39, the CT wing: every fault of `zoo prepare`, `predict` and `evaluate` is one line, and loses nothing.
 
-Each row of FAULTS makes one fault, runs the command (in this process, or in a fresh one under a
+Each row of FAULTS makes one fault, runs the command in this process (under a
 file-size limit for a full disk), and checks the exact stderr line, a non-zero exit, and that
 the outputs a user already had (a prepared folder, a previous prediction, a run) are unchanged.
 """
@@ -23,7 +23,6 @@ import SimpleITK as sitk
 
 from common.ct import shards
 from tests import helpers
-from tests.conftest import run_zoo
 
 CASES = ("case_000", "case_001")  # two of the tiny cohort's cases: every row reads a cohort once
 
@@ -48,7 +47,7 @@ class Fault:
     argv: list
     expected: str
     kept: list
-    fresh_limit: int | None = None  # run in a fresh process whose files may not grow past this many bytes
+    file_limit: int | None = None  # files may not grow past this many bytes while it runs (a full disk)
     during: contextlib.AbstractContextManager = dataclasses.field(default_factory=contextlib.nullcontext)
 
 
@@ -125,7 +124,7 @@ def predict_disk_full(scene, tmp):
     out = _previous_prediction(tmp)
     return Fault(["predict", scene.segmentation, scene.cohort / "images" / "case_001.nii.gz", out],
                  f"zoo predict: error: {out}: not written: the file is incomplete (Compressed file ended before the "
-                 "end-of-stream marker was reached); the previous file is untouched", [out.parent], fresh_limit=2048)
+                 "end-of-stream marker was reached); the previous file is untouched", [out.parent], file_limit=2048)
 
 
 # --- item 2: prepare is all or nothing ----------------------------------------------------------------------
@@ -133,7 +132,7 @@ def predict_disk_full(scene, tmp):
 def prepare_disk_full(scene, tmp):
     return Fault(["prepare", scene.cohort, scene.prepared],
                  f"zoo prepare: error: {scene.prepared}: not written: the shard of case_000: file too large; the "
-                 "previous prepared folder is untouched", [scene.prepared], fresh_limit=64 * 1024)
+                 "previous prepared folder is untouched", [scene.prepared], file_limit=64 * 1024)
 
 
 def _other_geometry(scene, tmp):
@@ -292,10 +291,11 @@ def test_a_fault_is_one_line_and_changes_nothing(make, scene, zoo_here, tmp_path
     fault = make(scene, tmp_path)
     before = [_state(folder) for folder in fault.kept]
     with fault.during:
-        if fault.fresh_limit is None:
+        if fault.file_limit is None:
             done = zoo_here(*fault.argv)
         else:
-            done = run_zoo(*fault.argv, preexec_fn=helpers.file_limit(fault.fresh_limit))
+            with helpers.file_limit(fault.file_limit):
+                done = zoo_here(*fault.argv)
     assert done.returncode == 2, done.stdout + done.stderr
     assert [line for line in done.stderr.splitlines() if line.startswith("zoo ")] == [fault.expected], done.stderr
     assert "Traceback" not in done.stderr

@@ -2,11 +2,12 @@
 
 Every row runs on its own copy of one served folder (a one-convolution model exported once, version 1
 and models.config) and asserts the exact line, the exit status, and that the served folder's files are
-what they were (checksums), apart from what the row expects to change. Disk-full rows run `zoo` in a
-fresh process whose writes past a few bytes fail (RLIMIT_FSIZE, "file too large", as on a full disk);
-the rest run in this process.
+what they were (checksums), apart from what the row expects to change. Every row runs `zoo` in this
+process; disk-full rows under a file-size limit (``helpers.file_limit``: writes past a few bytes fail,
+"file too large", as on a full disk).
 """
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -23,7 +24,6 @@ import pytest
 import tensorflow as tf
 
 from tests import helpers
-from tests.conftest import run_zoo
 
 LIMIT = 16_000  # bytes: the graph (22 kB; 66 kB as a pipeline) does not fit, models.config (~0.2 kB) does
 
@@ -43,7 +43,7 @@ class Fault:
     make: Callable  # make(ctx) -> zoo's arguments, after making the fault
     line: Callable  # line(ctx) -> the one line expected (stderr), or the lines (stdout) of a success
     code: int = 2
-    fresh: bool = False  # a fresh process with writes past LIMIT failing
+    fresh: bool = False  # writes past LIMIT fail while it runs (a full disk)
     after: Callable | None = None  # after(ctx, before) -> the served folder's checksums expected (default: before)
 
 
@@ -240,7 +240,8 @@ def test_a_fault_is_one_line_and_the_served_folder_is_kept(case, served, model_f
     shutil.copytree(served, ctx.serving)
     argv = fault.make(ctx)
     before = helpers.checksums(ctx.serving)
-    done = run_zoo(*argv, preexec_fn=helpers.file_limit(LIMIT)) if fault.fresh else zoo_here(*argv)
+    with helpers.file_limit(LIMIT) if fault.fresh else contextlib.nullcontext():
+        done = zoo_here(*argv)
     if fault.code == 0:
         assert [line for line in done.stdout.splitlines() if line.startswith(("removed ", "exported "))] \
             == fault.line(ctx), done.stdout

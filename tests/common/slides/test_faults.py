@@ -2,10 +2,11 @@
 what is repaired or skipped is counted in the output, and what an earlier run wrote is never touched.
 
 Every row copies a slides folder and the triplet folder an earlier `zoo triplets` wrote from it (slide a1), adds
-slide b1 with the fault, and runs `zoo triplets` or `zoo tri-al-predict` on it: in this process, or, for a write
-failure, in a fresh one under a file-size limit (``helpers.file_limit``: writes fail as on a full disk).
+slide b1 with the fault, and runs `zoo triplets` or `zoo tri-al-predict` on it in this process; for a write
+failure under a file-size limit (``helpers.file_limit``: writes fail as on a full disk).
 """
 
+import contextlib
 import json
 import shutil
 
@@ -16,7 +17,6 @@ import tifffile
 from common.slides import annotations, triplets
 from common.slides import synthetic as synthetic_slides
 from tests import helpers
-from tests.conftest import run_zoo
 
 CELL = 32  # the tile size: a 256 px slide is 8 x 8 tiles, its level 1 (64 px) one TIFF tile
 PALETTE = np.array([synthetic_slides.QUPATH_COLOURS[name] for name in annotations.CLASSES], np.uint8)
@@ -60,7 +60,7 @@ def earlier(tmp_path_factory):
 
 TRIPLETS = ("triplets", "{slides}", "{out}", "--tile-size", CELL, "--max-per-slide", 4)
 PREDICT = ("tri-al-predict", "{model}", "{slides}/b1.tiff", "{predictions}/b1.geojson")
-# (case, slide b1's rings and damage, command, fresh process's file limit, exit status, the lines expected:
+# (case, slide b1's rings and damage, command, the file-size limit while it runs, exit status, the lines expected:
 #  the whole stderr on failure, lines of stdout on success)
 FAULTS = [
     ("self-intersecting polygon", dict(rings=[FIGURE_EIGHT]), TRIPLETS, None, 0, [
@@ -97,7 +97,8 @@ def test_a_fault_is_one_line_or_counted_and_what_was_written_stays(zoo_here, ear
     names = {**folders, "model": earlier / "tri_cnn.keras"}
     argv = [str(word).format(**names) for word in command]
     before = {name: helpers.checksums(folders[name]) for name in ("out", "predictions")}
-    done = zoo_here(*argv) if limit is None else run_zoo(*argv, preexec_fn=helpers.file_limit(limit))
+    with contextlib.nullcontext() if limit is None else helpers.file_limit(limit):
+        done = zoo_here(*argv)
     lines = [line.format(**names) for line in expected]
     assert done.returncode == status, done.stdout + done.stderr
     after = {name: helpers.checksums(folders[name]) for name in ("out", "predictions")}
