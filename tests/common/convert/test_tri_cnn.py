@@ -62,16 +62,14 @@ def test_converted_model_gives_the_originals_probabilities_renormalised_over_the
     assert np.abs(swapped[:, 1:] / swapped[:, 1:].sum(-1, keepdims=True) - expected).max() > 1e-3
 
 
-def test_whole_model_file_converts_the_same_and_the_keras_file_reloads(original, converted, raw_tiles, tmp_path):
+def test_whole_model_file_reads_the_same_and_the_keras_file_reloads(original, converted, raw_tiles, tmp_path):
     whole = tmp_path / "whole_model.h5"
     reference.write_keras2_weights(whole, original, whole_model=True)
     read = tri_cnn.read_weights(whole)
     assert read.keys() == original.keys()
     for name, values in original.items():
         assert len(read[name]) == len(values) and all(np.array_equal(a, b) for a, b in zip(read[name], values))
-    model = tri_cnn.convert(whole, tmp_path / "whole.keras", tile_size=TILE)
-    for a, b in zip(model.weights, converted[0].weights):
-        assert a.path == b.path and np.array_equal(np.asarray(a), np.asarray(b)), a.path
+    # The same arrays as the weights-only file: to_keras, tested above, maps them the same.
     reloaded = keras.models.load_model(converted[1], compile=False)
     assert reloaded.get_layer("preprocess_40x").mode == "raw"
     np.testing.assert_allclose(_zoo_probabilities(reloaded, raw_tiles), _zoo_probabilities(converted[0], raw_tiles),

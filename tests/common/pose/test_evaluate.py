@@ -131,7 +131,7 @@ def test_mmposes_mpii_layout_gives_hrnets_table(zoo_here, pose_data, pose_run, t
     for layout in ("hrnet", "mmpose"):
         data = _with_mat_head_boxes(pose_data, tmp_path / layout, layout)
         assert pose_data_module.layout_of(data) == layout
-        done = zoo_here("eval-pose", out / "model.keras", data, "--name", "run", "--input-size", "64")
+        done = zoo_here("eval-pose", out / "model.keras", data, "--name", "run", "--input-size", "64", "--no-flip-test")
         assert done.returncode == 0, done.stderr[-2000:]
         tables[layout] = done.stdout
     assert tables["hrnet"] == tables["mmpose"] and "| run | " in tables["hrnet"]
