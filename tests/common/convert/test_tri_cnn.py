@@ -140,9 +140,8 @@ def test_output_must_be_a_new_keras_file(weights_file, tmp_path):
     assert not (tmp_path / "tri_cnn.h5").exists()
 
 
-def test_cli_converts_and_a_bad_file_is_one_line(zoo_here, weights_file, tmp_path):
-    done = zoo_here("convert", "tri-cnn", weights_file, tmp_path / "tri_cnn.keras", "--tile-size", TILE)
-    assert done.returncode == 0 and done.stdout.startswith(f"wrote {tmp_path / 'tri_cnn.keras'}: tri_cnn"), done.stderr
+def test_cli_a_bad_file_is_one_line_and_writes_nothing(zoo_here, tmp_path):
+    """The CLI's success path is ``convert``'s, tested above (a full conversion costs seconds)."""
     (tmp_path / "notes.h5").write_text("not weights")
     done = zoo_here("convert", "tri-cnn", tmp_path / "notes.h5", tmp_path / "notes.keras")
     assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1

@@ -190,7 +190,7 @@ def _traced_ops(concrete_function) -> set[str]:
 
 def _pipeline_ops() -> dict[str, set[str]]:
     """The pipeline in each of its shapes (whole slices, a fixed-size model, tiles, mirroring, folds,
-    post-processing, probabilities), both signatures, traced as ``export_pipeline`` traces them."""
+    post-processing, probabilities), traced as ``export_pipeline`` traces them (its int16 signature adds one Cast)."""
     free = helpers.conv_model(helpers.THRESHOLD_KERNEL, helpers.THRESHOLD_BIAS)
     fixed = unet_transformer.build_model("unet", input_shape=(32, 32, 1), num_classes=3, base_filters=2)
     shapes = {"whole": ([free], inference.InferenceOptions(), False), "fixed": ([fixed], inference.InferenceOptions(),
@@ -199,7 +199,7 @@ def _pipeline_ops() -> dict[str, set[str]]:
     found = {}
     for name, (models, options, probabilities) in shapes.items():
         run = pipeline.VolumePipeline(models, options, stride=16, with_probabilities=probabilities)
-        for dtype in (tf.float32, tf.int16):
+        for dtype in (tf.float32,):  # int16 differs by one Cast, which float32 models hold too
             traced = tf.function(run.__call__, input_signature=[tf.TensorSpec([None] * 3, dtype),
                                                                  tf.TensorSpec([3], tf.float64)])
             found[f"pipeline {name} {dtype.name}"] = _traced_ops(traced.get_concrete_function())
