@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fcntl
 import gzip
 import json
-import os
 import pathlib
 import shutil
 import struct
@@ -21,6 +19,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from common import atomic
 from common.ct import shards
 from tests import helpers
 
@@ -107,17 +106,6 @@ def _previous_prediction(tmp: pathlib.Path) -> pathlib.Path:
     return out
 
 
-@contextlib.contextmanager
-def _locked(folder: pathlib.Path):
-    """Holds the lock a running `zoo prepare` holds on its folder."""
-    descriptor = os.open(folder, os.O_RDONLY)
-    try:
-        fcntl.flock(descriptor, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(descriptor)
-
-
 # --- item 1: a write failure on a full disk --------------------------------------------------------------
 
 def predict_disk_full(scene, tmp):
@@ -172,7 +160,7 @@ def into_a_cohorts_dataset_json(scene, tmp):
 def while_another_prepare_runs(scene, tmp):
     return Fault(["prepare", scene.cohort, scene.prepared],
                  f"zoo prepare: error: {scene.prepared}: another `zoo prepare` is writing this folder; wait for it to "
-                 "end", [scene.prepared], during=_locked(scene.prepared))
+                 "end", [scene.prepared], during=atomic.locked_folder(scene.prepared, "a test"))
 
 
 # --- item 3: non-finite voxels, two files of one case ---------------------------------------------------

@@ -8,8 +8,6 @@ skipped, the temporary removed and counted, the other two written with their inp
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import os
 import pathlib
 import re
 import shutil
@@ -17,6 +15,7 @@ import shutil
 import pytest
 import SimpleITK as sitk
 
+from common import atomic
 from common.ct import predictions
 from tests import helpers
 
@@ -85,17 +84,6 @@ def test_a_killed_folder_run_is_finished_by_running_it_again(zoo_here, keras_fil
 
 
 @contextlib.contextmanager
-def _locked(folder: pathlib.Path):
-    """Holds the lock a running folder `zoo predict` holds on its output folder."""
-    descriptor = os.open(folder, os.O_RDONLY)
-    try:
-        fcntl.flock(descriptor, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(descriptor)
-
-
-@contextlib.contextmanager
 def _short_second_case(monkeypatch):
     """SimpleITK leaving case_002's file short and reporting success, as on a full disk."""
     write = sitk.WriteImage
@@ -117,7 +105,7 @@ def test_folder_faults_are_one_line_and_keep_what_was_written(zoo_here, keras_fi
     rows = [
         (["predict", keras_file, images_ts, images_ts], contextlib.nullcontext(),
          f"zoo predict: error: output: {images_ts} is the folder the images are read from; choose another folder"),
-        (["predict", keras_file, images_ts, out], _locked(out),
+        (["predict", keras_file, images_ts, out], atomic.locked_folder(out, "a test"),
          f"zoo predict: error: {out}: another `zoo predict` is writing this folder; wait for it to end"),
         (["predict", keras_file, images_ts / "case_001_0000.nii.gz", out], contextlib.nullcontext(),
          f"zoo predict: error: output: {out} needs one of the suffixes .nii.gz, .nii, .mha, .nrrd (a folder of "
