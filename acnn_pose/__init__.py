@@ -78,8 +78,19 @@ from acnn_pose.layers import AttentionMaskGate, Hourglass, Residual, StagePredic
 from acnn_pose.model import OUTPUT_STRIDE, STRIDE, build_model
 from acnn_pose.staged import STAGES, Stage, configure_stage, scaled_stages, train_staged
 
+# What an exported model card says of the paper (common.serve.card; MONAI bundle names): its authors, its reference
+# and that of the stacked hourglass it builds on (also the plain `hourglass` model).
+PAPER = {
+    "authors": "Guanxiong Sun, Chenqin Ye, Kuanquan Wang",
+    "references": [
+        "Sun G., Ye C., Wang K. Focus On What's Important: Self-Attention Model for Human Pose Estimation (ACNN).",
+        "Newell A., Yang K., Deng J. Stacked Hourglass Networks for Human Pose Estimation. ECCV 2016.",
+    ],
+}
+
 __all__ = [
     "OUTPUT_STRIDE",
+    "PAPER",
     "STAGES",
     "STRIDE",
     "AttentionMaskGate",

@@ -11,14 +11,18 @@ A run folder gets ``stage_<X>.weights.h5`` after each finished stage and
 ``backup/stage_<X>/`` (Keras ``BackupAndRestore``, written atomically) during
 one, so rerunning the same call resumes: finished stages are loaded, not
 retrained, and an interrupted one continues from its last epoch;
-``history_<X>.csv`` never holds an epoch twice. A NaN or infinite loss ends
-training with ``NonFiniteLoss`` naming the stage, nothing of its epoch saved
-(``common.nn.callbacks``).
+``history_<X>.csv`` never holds an epoch twice (``zoo train-pose`` also
+writes TensorBoard's ``logs/stage_<X>/``, through ``logs``). A NaN or
+infinite loss ends training with ``NonFiniteLoss`` naming the stage, nothing
+of its epoch saved (``common.nn.callbacks``). Progress lines go to this
+module's logger.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import logging
 import pathlib
 
 import keras
@@ -28,6 +32,8 @@ from acnn_pose.layers import AttentionMaskGate
 from common import atomic  # stdlib only: this module stays keras-only
 from common.nn import callbacks as nn_callbacks
 from common.nn.optimizers import TorchRMSprop, build_compiled
+
+logger = logging.getLogger(__name__)
 
 TRAINS = ("heatmaps", "masks", "all")
 
@@ -103,9 +109,14 @@ def training_model(model: keras.Model) -> keras.Model:
     return keras.Model(model.inputs, ops.stack(predictions, axis=1), name=f"{model.name}_training")
 
 
+def history_csv(out, stage: Stage) -> list[keras.callbacks.Callback]:
+    """``train_staged``'s default logs: ``out/history_<X>.csv``, one row per epoch, never an epoch twice."""
+    return [nn_callbacks.EpochHistory(pathlib.Path(out) / f"history_{stage.name}.csv", atomic.atomic_path)]
+
+
 def train_staged(model: keras.Model, dataset, out, stages=STAGES, steps_per_epoch: int | None = None,
                  callbacks=(), verbose: int = 2, run_eagerly: bool = False, validation=None,
-                 log=print) -> keras.Model:
+                 logs=None) -> keras.Model:
     """Trains ``model`` through ``stages`` in order; rerunning with the same ``out`` resumes.
 
     Args:
@@ -122,6 +133,9 @@ def train_staged(model: keras.Model, dataset, out, stages=STAGES, steps_per_epoc
             each stage then logs their stacked loss before its first step
             (the point it starts from: stage B's masks learn most in their
             first steps) and ``history_<X>.csv`` gets ``val_loss`` per epoch.
+        logs: ``stage -> callbacks`` writing the stage's logs once per epoch, run before its backup (``zoo
+            train-pose``: ``common.train.callbacks.logging_callbacks``, CSV and TensorBoard); default
+            ``history_<X>.csv`` only (``history_csv``).
 
     Returns:
         ``model``, trained (and configured as the last stage left it).
@@ -129,19 +143,20 @@ def train_staged(model: keras.Model, dataset, out, stages=STAGES, steps_per_epoc
     out = pathlib.Path(out)
     out.mkdir(parents=True, exist_ok=True)
     trainer = training_model(model)
+    logs = logs or functools.partial(history_csv, out)
     for stage in stages:
         done = out / f"stage_{stage.name}.weights.h5"
         configure_stage(model, stage)
         backup = nn_callbacks.BackupAndRestore(out / "backup" / f"stage_{stage.name}", atomic.atomic_path)
         if done.exists():
-            log(f"stage {stage.name}: already trained, loading {done}")
+            logger.info(f"stage {stage.name}: already trained, loading {done}")
             model.load_weights(done)
             configure_stage(model, stage)
             backup.discard()  # left by a kill between the stage's weights and this removal
             continue
-        log(f"stage {stage.name}: trains {stage.trains}, {stage.epochs} epochs, RMSprop {stage.learning_rate:g}, "
-            f"x0.1 at {list(stage.drops)}; {sum(int(ops.size(w)) for w in model.trainable_weights):,} "
-            "trainable parameters")
+        logger.info(f"stage {stage.name}: trains {stage.trains}, {stage.epochs} epochs, RMSprop "
+                    f"{stage.learning_rate:g}, x0.1 at {list(stage.drops)}; "
+                    f"{sum(int(ops.size(w)) for w in model.trainable_weights):,} trainable parameters")
         # Torch7's optim.rmsprop, as Newell's and ACNN's Torch code (alpha 0.99, eps 1e-8 outside the root):
         # Keras' RMSprop puts eps inside and took ~100x smaller steps here (measurements/acnn-rmsprop-epsilon.md).
         trainer.compile(optimizer=TorchRMSprop(stage.learning_rate, rho=0.99, epsilon=1e-8),
@@ -150,12 +165,13 @@ def train_staged(model: keras.Model, dataset, out, stages=STAGES, steps_per_epoc
         stage_callbacks = [
             nn_callbacks.StopOnNonFiniteLoss(f"{out}: stage {stage.name}"),
             keras.callbacks.LearningRateScheduler(stage.learning_rate_at),
-            nn_callbacks.EpochHistory(out / f"history_{stage.name}.csv", atomic.atomic_path),
-            backup,  # after the history: an epoch counts as done for a rerun once its row is written
+            *logs(stage),
+            backup,  # after the logs: an epoch counts as done for a rerun once its row is written
             *callbacks,
         ]
         if validation is not None and not pathlib.Path(backup.backup_dir).exists():  # not resuming
-            log(f"stage {stage.name}: validation loss {trainer.evaluate(validation, verbose=0):.6f} before training")
+            logger.info(f"stage {stage.name}: validation loss {trainer.evaluate(validation, verbose=0):.6f} "
+                        "before training")
         trainer.fit(dataset, epochs=stage.epochs, steps_per_epoch=steps_per_epoch, callbacks=stage_callbacks,
                     validation_data=validation, verbose=verbose, shuffle=False)  # the dataset shuffles itself
         atomic.save_weights(model, done)

@@ -82,7 +82,7 @@ def _prepared_folder(args, num_cases: int = 8) -> str:
         return args.data
     workdir = tempfile.mkdtemp(prefix="zoo-bench-")
     synthetic_ct.write_cohort(f"{workdir}/cohort", num_cases=num_cases, seed=0)
-    shards.prepare(f"{workdir}/cohort", f"{workdir}/prepared", log=lambda _: None)
+    shards.prepare(f"{workdir}/cohort", f"{workdir}/prepared")
     return f"{workdir}/prepared"
 
 

@@ -19,8 +19,18 @@ padding, and the poolings are 2x2 without padding.
 from eas_unet.layers import ECA, BilinearUpsampling2D, EASPyramid, SeparableConvBNHSwish
 from eas_unet.model import STRIDE, build_model
 
+# What an exported model card says of the paper (common.serve.card; MONAI bundle names): its authors and reference.
+PAPER = {
+    "authors": "Weimin Wang, Yufeng Li, Xu Yan, Mingxuan Xiao, Min Gao",
+    "references": [
+        "Wang W., Li Y., Yan X., Xiao M., Gao M. Enhancing Liver Segmentation: A Deep Learning Approach with EAS "
+        "Feature Extraction and Multi-Scale Fusion. IJIRCST (www.ijircst.org), 2024.",
+    ],
+}
+
 __all__ = [
     "ECA",
+    "PAPER",
     "BilinearUpsampling2D",
     "STRIDE",
     "EASPyramid",

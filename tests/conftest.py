@@ -35,7 +35,7 @@ def tiny_prepared(tiny_cohort, tmp_path_factory) -> pathlib.Path:
     from common.ct import shards
 
     out = tmp_path_factory.mktemp("prepared")
-    shards.prepare(tiny_cohort, out, log=lambda _: None)
+    shards.prepare(tiny_cohort, out)
     return out
 
 
@@ -84,9 +84,9 @@ def pose_run(pose_data, tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
     from common.train import pose as pose_training
 
-    lines = []
     config = pose_training.PoseTrainConfig(str(pose_data), str(out), **helpers.TINY_POSE)
-    pose_training.train_pose(config, log=lines.append)
+    with helpers.logged() as lines:  # what `zoo train-pose` prints
+        pose_training.train_pose(config)
     return out, lines
 
 

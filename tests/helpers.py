@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import pathlib
 import socket
@@ -255,3 +256,31 @@ def checksums(folder) -> dict[str, str]:
     folder = pathlib.Path(folder)
     return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@contextlib.contextmanager
+def logged(level: int = logging.INFO):
+    """The messages the zoo's packages log within the block, a list filled as they come.
+
+    pytest's ``caplog`` does this for one test; this is for fixtures shared by a module or the session, which
+    record a run's lines once.
+    """
+    from common.cli import verbosity
+
+    lines = []
+
+    class Collect(logging.Handler):
+        def emit(self, record):
+            lines.append(record.getMessage())
+
+    handler, loggers = Collect(level), [logging.getLogger(name) for name in verbosity.PACKAGES]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.addHandler(handler)
+        logger.setLevel(level)
+    try:
+        yield lines
+    finally:
+        for logger, old in zip(loggers, levels):
+            logger.removeHandler(handler)
+            logger.setLevel(old)

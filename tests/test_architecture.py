@@ -13,7 +13,7 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 MODEL_PACKAGES = ("unet_transformer", "eas_unet", "acnn_pose", "tri_al")
 # What a model package's modules may import besides the standard library.
-MODEL_ALLOWED = ("keras", "numpy", "common.nn", "common.atomic")
+MODEL_ALLOWED = ("keras", "numpy", "common.nn", "common.atomic", "common.errors")
 
 
 def _imports(path: pathlib.Path) -> set[str]:

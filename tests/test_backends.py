@@ -7,8 +7,9 @@ to TensorFlow's, load the plain ``.weights.h5`` file as well, and check that
 TensorFlow was never imported (SPEC, "backend-agnostic models"). Each model
 then takes one training step, with the papers' PyTorch rules where the zoo has
 one (``TorchSGD`` for the EAS U-Net, ``TorchRMSprop`` for ACNN), and must
-change its outputs; the hourglass, MHSA and MHCA variants are checked forward
-only, since every layer they have trains in ACNN or the U-Transformer. One
+change its outputs; the plain U-Net, the hourglass, MHSA and MHCA variants are
+checked forward only, since every layer they have trains in the attention U-Net,
+ACNN or the U-Transformer. One
 process also checks the U-Transformer's JAX attention kernels
 (``keras.ops.dot_product_attention``, whole and in query blocks) against
 eq. 1 op by op, outputs and gradients.
@@ -39,13 +40,15 @@ MODELS = {
     "tri_cnn": ("tri_al.build_model(tile_size=32, width=1 / 16, head_units=16)", [(2, 32, 32, 3)] * 3),
 }
 # Relative JAX compile times, measured, so that the two processes below take about as long.
-COMPILE_WEIGHT = {"acnn": 3, "eas_unet": 3, "u_transformer": 2, "attention_unet": 2, "hourglass": 0.5, "mhca": 0.5}
+COMPILE_WEIGHT = {"acnn": 3, "eas_unet": 3, "u_transformer": 2, "attention_unet": 2, "hourglass": 0.5, "mhca": 0.5,
+                  "unet": 0.5}
 SEGMENTATION = {"unet", "attention_unet", "mhsa", "mhca", "u_transformer", "eas_unet"}
 # The training step's optimizer: the papers' PyTorch rules where the zoo has one (Adam trains under JAX in test_recipe).
 OPTIMIZERS = {"eas_unet": "optimizers.TorchSGD(0.01, momentum=0.9, weight_decay=1e-4)",
               "acnn": "optimizers.TorchRMSprop(2.5e-4)"}
-# Forward only: their layers all train in the model named (a training step's compile is most of this file's time).
-FORWARD_ONLY = {"hourglass": "acnn", "mhsa": "u_transformer", "mhca": "u_transformer"}
+# Forward only: their layers all train in the model named (a training step's compile is most of this file's time);
+# the plain U-Net trains under JAX in tests/common/train (test_recipe without TensorFlow, test_segmentation_jax).
+FORWARD_ONLY = {"hourglass": "acnn", "mhsa": "u_transformer", "mhca": "u_transformer", "unet": "attention_unet"}
 IMPORTS = "import acnn_pose, eas_unet, tri_al, unet_transformer"
 
 JAX_SCRIPT = textwrap.dedent('''

@@ -1,8 +1,9 @@
 """TRI-AL (Fuster et al.): active-learning domain adaptation of the multiscale TRI-CNN tissue classifier.
 
 Public API: ``build_model`` (TRI-CNN), its layer ``VGG16Preprocess`` and
-``allocate_by_fnr`` (Algorithm 1's ``N_i``); the loop and strategies live in
-``tri_al.active_learning``.
+``allocate_by_fnr`` (Algorithm 1's ``N_i``); the loop lives in
+``tri_al.active_learning``, its query strategies in ``tri_al.strategies``,
+training one model in ``tri_al.training``.
 Imports keras and numpy only, so it also runs under Keras' JAX backend.
 
 Decisions where the paper is vague:
@@ -34,7 +35,7 @@ Decisions where the paper is vague:
   ``keras.applications.vgg16.preprocess_input(255 x)`` (BGR, 0-255, ImageNet
   mean subtracted), what ImageNet's VGG16 weights were trained on. (SPEC first
   made ImageNet's the default; it was corrected to the original's.)
-- Training (``active_learning.TrainConfig``): SGD lr 1.5e-4 (paper III;
+- Training (``training.TrainConfig``): SGD lr 1.5e-4 (paper III;
   TRI-AL's script has 1.5e-5), momentum 0.9 with Nesterov and Keras 2's
   ``decay=1e-6`` (the original's optimizer), batch 128 (the original's),
   early stopping on validation loss with patience 5 (paper; the script: 3),
@@ -59,7 +60,20 @@ Decisions where the paper is vague:
   object, whose state carries over; its comment says the intent was a reset.
 """
 
-from tri_al.active_learning import allocate_by_fnr
 from tri_al.model import INPUT_NAMES, VGG16Preprocess, build_model
+from tri_al.strategies import allocate_by_fnr
 
-__all__ = ["INPUT_NAMES", "VGG16Preprocess", "allocate_by_fnr", "build_model"]
+# What an exported model card says of the paper (common.serve.card; MONAI bundle names): its authors, its reference
+# and that of TRI-CNN, the network it adapts (its reference [5]).
+PAPER = {
+    "authors": "Saul Fuster, Farbod Khoraminia, Trygve Eftestøl, Tahlita C.M. Zuiverloon, Kjersti Engan",
+    "references": [
+        "Fuster S., Khoraminia F., Eftestøl T., Zuiverloon T.C.M., Engan K. Active Learning Based Domain Adaptation "
+        "for Tissue Segmentation of Histopathological Images (TRI-AL).",
+        "Wetteland R., Engan K., Eftestøl T., Kvikstad V., Janssen E.A. A multiscale approach for whole-slide image "
+        "segmentation of five tissue classes in urothelial carcinoma slides. Technology in Cancer Research & "
+        "Treatment, vol. 19, 1533033820946787, 2020.",
+    ],
+}
+
+__all__ = ["INPUT_NAMES", "PAPER", "VGG16Preprocess", "allocate_by_fnr", "build_model"]

@@ -1,4 +1,4 @@
-"""TRI-AL's active-learning loop (paper Algorithm 1), its query strategies and the supervised baselines.
+"""TRI-AL's active-learning loop (paper Algorithm 1) and the supervised baselines (TRI-SL).
 
 ``data`` is a triplet source (``tri_al.sources``): ``labels`` (N,) in RAM
 and tiles streamed one batch at a time (``common.slides.triplets.load_pools``
@@ -7,15 +7,23 @@ for a triplet folder of any size), or ``tiles`` (three uint8 arrays
 id is an index into them. ``split`` maps "train", "val", "test" to id arrays,
 split by slide upstream (``common.slides.triplets.split_slides``).
 
-A run writes, per iteration j, ``iteration_<j>.weights.h5`` and then
-``iteration_<j>.json`` (training ids, drawn ids, FNR, validation and test
-metrics, class shares delta). The JSON is written last and atomically, so
-it marks a finished iteration: a rerun loads finished iterations and goes on
-from the last one's weights. Draws use a generator seeded by (seed, j), and
-training is seeded per iteration, so a resumed run draws what an
-uninterrupted one draws. A NaN or infinite loss ends the loop with
-``common.nn.callbacks.NonFiniteLoss`` naming the run and the iteration,
-nothing of that iteration written.
+A strategy is one object of ``tri_al.strategies.STRATEGIES`` (its query, its
+stopping rule, its number of rounds), chosen by ``ALConfig.strategy``; a
+round trains and scores the model with ``tri_al.training``. Both modules'
+names are also importable from here, where they lived before the split
+(``tri_al.active_learning.train``). A run writes, per
+iteration j, ``logs/iteration_<j>/`` (TensorBoard events and ``history.csv``,
+one row per epoch), ``iteration_<j>.weights.h5`` and then
+``iteration_<j>.json`` (a ``LoopState``: training ids, drawn ids, FNR,
+validation and test metrics, class shares delta). The JSON is written last
+and atomically, so it marks a finished iteration: a rerun loads finished
+iterations and goes on from the last one's weights. Draws use a generator
+seeded by (seed, j), and training is seeded per iteration, so a resumed run
+draws what an uninterrupted one draws. A NaN or infinite loss ends the loop
+with ``common.nn.callbacks.NonFiniteLoss`` naming the run and the iteration,
+nothing of that iteration written (its logs hold no epoch). A state file
+that is not one (``iteration_<j>.json``, ``supervised.json``) is a
+``common.errors.DataError`` naming it.
 """
 
 from __future__ import annotations
@@ -24,141 +32,53 @@ import dataclasses
 import json
 import pathlib
 import warnings
-import weakref
 
-import keras
 import numpy as np
 
-from common import atomic  # stdlib only: this module stays keras-only
-from common.nn.callbacks import StopOnNonFiniteLoss
-from common.nn.optimizers import build_compiled
+from common import atomic, errors  # stdlib only: this module stays keras-only
 from tri_al.sources import as_source
+from tri_al.strategies import (
+    STRATEGIES,
+    Draw,
+    Entropy,
+    Iter,
+    OutOfData,
+    Strategy,
+    allocate_by_fnr,
+    draw_by_class,
+    entropy,
+    select_highest_entropy,
+)
+from tri_al.training import (
+    EVAL_BATCH,
+    LOSS,
+    TrainConfig,
+    class_metrics,
+    epoch_logs,
+    evaluate,
+    fresh_logs,
+    load_weights,
+    predict,
+    sgd,
+    train,
+)
 
-STRATEGIES = ("ITER", "OOD", "ENT")
-
-
-def _largest_remainder(shares, total: int) -> list[int]:
-    """Integers proportional to ``shares`` that sum to ``total`` (Hamilton's method, ties to lower index)."""
-    shares = np.asarray(shares, np.float64)
-    exact = shares / shares.sum() * total
-    counts = np.floor(exact).astype(int)
-    order = np.argsort(-(exact - counts), kind="stable")
-    counts[order[: total - counts.sum()]] += 1
-    return counts.tolist()
-
-
-def allocate_by_fnr(fnr, budget) -> list[int]:
-    """New samples per class, ``N_i = FNR_i * S / sum(FNR)`` (Algorithm 1, line 8), as integers summing to S.
-
-    Rounding keeps the total exactly ``budget`` (largest remainders); when every
-    FNR is zero the budget is split equally.
-
-    Example:
-
-    >>> allocate_by_fnr([0.1, 0.3, 0.0, 0.6, 0.0], 100)
-    [10, 30, 0, 60, 0]
-    """
-    fnr = np.asarray(fnr, np.float64)
-    if fnr.ndim != 1 or not len(fnr):
-        raise ValueError(f"fnr must be a non-empty list of per-class rates, got {fnr!r}")
-    if not np.all(np.isfinite(fnr)) or np.any(fnr < 0) or np.any(fnr > 1):
-        raise ValueError(f"fnr must lie in [0, 1], got {fnr.tolist()}")
-    if not isinstance(budget, (int, np.integer)) or budget < 0:
-        raise ValueError(f"budget must be a non-negative integer, got {budget!r}")
-    if fnr.sum() == 0:
-        return _largest_remainder(np.ones_like(fnr), int(budget))
-    return _largest_remainder(fnr, int(budget))
-
-
-def entropy(probabilities) -> np.ndarray:
-    """Predictive entropy (nats) of each row of class probabilities."""
-    p = np.clip(np.asarray(probabilities, np.float64), 1e-12, 1.0)
-    return -(p * np.log(p)).sum(-1)
-
-
-def select_highest_entropy(candidate_ids, probabilities, budget: int) -> np.ndarray:
-    """``ENT``: the ``budget`` candidates of highest predictive entropy (ties: the lower id first)."""
-    candidate_ids = np.asarray(candidate_ids)
-    order = np.lexsort((candidate_ids, -entropy(probabilities)))
-    return np.sort(candidate_ids[order[:budget]])
-
-
-def draw_by_class(pools: dict[int, np.ndarray], counts, rng) -> tuple[np.ndarray, bool]:
-    """Draws ``counts[i]`` ids from each class pool; a short pool gives what it has (then ``short`` is True)."""
-    drawn, short = [], False
-    for label, count in enumerate(counts):
-        pool = pools.get(label, np.zeros(0, np.int64))
-        if count > len(pool):
-            short = True
-        take = min(int(count), len(pool))
-        drawn.append(rng.choice(pool, take, replace=False) if take else np.zeros(0, np.int64))
-    return np.sort(np.concatenate(drawn).astype(np.int64)), short
-
-
-def class_metrics(y_true, y_pred, num_classes: int) -> dict:
-    """Per-class F1 and false-negative rate, micro and macro F1 (classes absent from both count F1 0)."""
-    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
-    tp = np.array([np.sum((y_true == c) & (y_pred == c)) for c in range(num_classes)], np.float64)
-    fp = np.array([np.sum((y_true != c) & (y_pred == c)) for c in range(num_classes)], np.float64)
-    fn = np.array([np.sum((y_true == c) & (y_pred != c)) for c in range(num_classes)], np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        f1 = np.nan_to_num(2 * tp / (2 * tp + fp + fn))
-        fnr = np.nan_to_num(fn / (tp + fn))  # a class missing from the set has nothing to miss
-    micro = 2 * tp.sum() / max(1.0, 2 * tp.sum() + fp.sum() + fn.sum())
-    return {"f1": f1.tolist(), "fnr": fnr.tolist(), "micro_f1": float(micro), "macro_f1": float(f1.mean())}
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainConfig:
-    """Training of every round: the paper's rate and early stopping, the original code's optimizer and batch.
-
-    Paper III: SGD, lr 1.5e-4, cross-entropy, early stopping with patience 5.
-    The original TRI-CNN code, whose hyperparameters the paper reuses: Keras 2's
-    ``SGD(decay=1e-6, momentum=0.9, nesterov=True)`` and ``batch_size = 128``.
-    """
-
-    learning_rate: float = 1.5e-4
-    momentum: float = 0.9
-    nesterov: bool = True
-    decay: float = 1e-6  # Keras 2's per-step decay: lr_t = lr / (1 + decay * t)
-    batch_size: int = 128
-    epochs: int = 100
-    patience: int = 5
-    verbose: int = 0
-    stain_augment: float = 0.0  # HED jitter sigma of training batches (not the paper's; 0: off)
-
-    def __post_init__(self):
-        if not self.learning_rate > 0:
-            raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
-        if not 0 <= self.momentum < 1:
-            raise ValueError(f"momentum must lie in [0, 1), got {self.momentum}")
-        if not self.decay >= 0:
-            raise ValueError(f"decay must be non-negative, got {self.decay}")
-        if not 0 <= self.stain_augment < 1:
-            raise ValueError(f"stain_augment (HED jitter sigma) must lie in [0, 1), got {self.stain_augment}")
-        for name in ("batch_size", "epochs", "patience"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-
-
-def sgd(config: TrainConfig) -> keras.optimizers.SGD:
-    """The original's optimizer in Keras 3: SGD with (Nesterov) momentum and Keras 2's ``decay``.
-
-    Keras 2 scaled the rate by ``1 / (1 + decay * t)``, t the steps taken
-    before this one; Keras 3 dropped ``decay``, and ``InverseTimeDecay`` with
-    one-step periods is the same rule. The update is the same in both:
-    ``v = momentum * v - lr_t * g``, then ``w += momentum * v - lr_t * g``
-    (Nesterov) or ``w += v``.
-    """
-    rate = config.learning_rate
-    if config.decay:
-        rate = keras.optimizers.schedules.InverseTimeDecay(rate, decay_steps=1, decay_rate=config.decay)
-    return keras.optimizers.SGD(rate, momentum=config.momentum, nesterov=config.nesterov)
+# The loop's own names, and those of the strategies and the training it runs, which lived here before the split
+# (``tri_al.active_learning.train`` keeps working).
+__all__ = ["SUPERVISED_FIELDS", "ALConfig", "LoopState", "class_shares", "initial_subset", "load_supervised",
+           "run_active_learning", "run_supervised",
+           "STRATEGIES", "Draw", "Entropy", "Iter", "OutOfData", "Strategy", "allocate_by_fnr", "draw_by_class",
+           "entropy", "select_highest_entropy",
+           "EVAL_BATCH", "LOSS", "TrainConfig", "class_metrics", "epoch_logs", "evaluate", "load_weights", "predict",
+           "sgd", "train"]
 
 
 @dataclasses.dataclass
 class ALConfig:
-    """Active-learning settings (paper III: X0 25000 per class, S 20000, J 5, ENT candidates 30000)."""
+    """Active-learning settings (paper III: X0 25000 per class, S 20000, J 5, ENT candidates 30000).
+
+    ``strategy`` names the query strategy, a key of ``STRATEGIES``.
+    """
 
     strategy: str = "ITER"
     iterations: int = 5
@@ -170,99 +90,63 @@ class ALConfig:
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
 
     def __post_init__(self):
+        self.validate()
+
+    def validate(self) -> None:
+        """Raises ValueError naming the first bad field; ``run_active_learning`` checks again (fields may change)."""
         if self.strategy not in STRATEGIES:
-            raise ValueError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
-        for name in ("iterations", "budget", "candidates", "initial_per_class", "max_iterations"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+            raise ValueError(f"strategy must be one of {tuple(STRATEGIES)}, got {self.strategy!r}")
+        for field in ("iterations", "budget", "candidates", "initial_per_class", "max_iterations"):
+            if not getattr(self, field) >= 1:
+                raise ValueError(f"{field} must be >= 1, got {getattr(self, field)}")
+        if not isinstance(self.train, TrainConfig):
+            raise ValueError(f"train must be a TrainConfig, got {self.train!r}")
 
 
-EVAL_BATCH = 64  # validation, scoring and test batches
-_COMPILED = weakref.WeakKeyDictionary()  # model -> the optimizer settings it was compiled for
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class LoopState:
+    """Round j of Algorithm 1 trained, scored and queried: what ``iteration_<j>.json`` holds.
 
-
-def _fresh_optimizer(model, config: TrainConfig) -> None:
-    """Compiles once per model and optimizer settings; later rounds zero the optimizer's state (momenta, and
-    the step count that ``decay`` follows) instead of retracing."""
-    settings = (config.learning_rate, config.momentum, config.nesterov, config.decay)  # what sgd() reads
-    if _COMPILED.get(model) == settings and model.optimizer is not None:
-        for variable in model.optimizer.variables:
-            if not variable.path.endswith("learning_rate"):
-                variable.assign(np.zeros(variable.shape, variable.dtype))
-        return
-    model.compile(optimizer=sgd(config), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    build_compiled(model)
-    _COMPILED[model] = settings
-
-
-def _reseed_dropout(model, seed: int) -> None:
-    """Dropout masks from (seed, layer), not from whatever ran in this process before."""
-    for index, layer in enumerate(model.layers):
-        generator = getattr(layer, "seed_generator", None)
-        if generator is not None:
-            generator.state.assign(np.array([seed, index], generator.state.dtype))
-
-
-def train(model, data, train_ids, val_ids, config: TrainConfig, seed: int, run: str = "TRI-AL") -> list[float]:
-    """Fits ``model`` on ``train_ids`` from a fresh SGD state, early stopping on the ``val_ids`` loss.
-
-    Epochs are shuffled by a generator seeded with ``seed`` and run one ``fit``
-    call each, so a round is the same computation in any process (Keras'
-    own shuffling draws from TensorFlow's op-level seeds, which depend on
-    what ran before). Batches stream from ``data`` in that order; with
-    ``config.stain_augment`` the training batches (not the validation ones)
-    get a HED stain jitter seeded by (``seed``, epoch). Returns the validation
-    loss per epoch; the weights of the best epoch are kept (paper III: patience
-    5). A NaN or infinite training loss raises ``NonFiniteLoss`` naming ``run``,
-    the epoch and the step.
+    The pools P and the random generators are not stored: P is the training set less X_0 and every draw so
+    far, and round j draws with a generator seeded by (seed, 1, j), so a resumed loop rebuilds both and
+    draws what an uninterrupted one draws.
     """
-    source = as_source(data)
-    _fresh_optimizer(model, config)
-    _reseed_dropout(model, seed)
-    rng = np.random.default_rng(seed)
-    val = source.batches(np.asarray(val_ids, np.int64), EVAL_BATCH)
-    losses, best, wait, check = [], None, 0, StopOnNonFiniteLoss(run)
-    for epoch in range(config.epochs):
-        order = rng.permutation(np.asarray(train_ids, np.int64))
-        jitter_seed = int(np.random.default_rng([seed, 3, epoch]).integers(2**31)) if config.stain_augment else 0
-        model.fit(source.batches(order, config.batch_size, config.stain_augment, jitter_seed), initial_epoch=epoch,
-                  epochs=epoch + 1, shuffle=False, verbose=config.verbose, callbacks=[check])
-        losses.append(float(model.evaluate(val, verbose=0, return_dict=True)["loss"]))
-        if best is None or losses[-1] < min(losses[:-1]):
-            best, wait = model.get_weights(), 0
-        else:
-            wait += 1
-            if wait >= config.patience:
-                break
-    model.set_weights(best)
-    return losses
 
+    iteration: int
+    strategy: str
+    train_ids: list[int]  # X_j
+    delta: list[float]  # delta_i: class shares of X_j (paper II.C)
+    val: dict  # class_metrics on V; its FNR drives ITER's and OOD's N_i
+    test: dict
+    requested: list[int] | None = None  # N_i (ENT: candidates per class); none once done
+    candidates: list[int] | None = None  # ENT only
+    selected: list[int]  # drawn into X_{j+1}; empty once done
+    exhausted: bool  # a class pool could not give its N_i
+    done: bool  # the loop ends with this round
 
-def predict(model, data, ids, batch_size: int = EVAL_BATCH) -> np.ndarray:
-    """Class probabilities of the given samples, streamed in batches into one array.
+    def as_dict(self) -> dict:
+        """The file's JSON object: the fields in this order, None ones left out, as the loop always wrote it."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
 
-    ``predict_on_batch`` per batch rather than ``predict``: Keras' ``predict`` holds every batch's output
-    tensor to the end, ~190 bytes a sample (37 MiB for 200k) where this array takes 20.
-    """
-    probabilities, start = np.zeros((len(ids), model.output_shape[-1]), np.float32), 0
-    for x, _ in as_source(data).batches(np.asarray(ids, np.int64), batch_size) if len(ids) else ():
-        batch = np.asarray(model.predict_on_batch(x))
-        probabilities[start:start + len(batch)] = batch
-        start += len(batch)
-    return probabilities
+    def save(self, path) -> None:
+        """Writes the file atomically: whole, or a ``WriteError`` naming it and the previous file kept."""
+        atomic.write_json(path, self.as_dict())
 
+    @classmethod
+    def load(cls, path) -> LoopState:
+        """Reads an ``iteration_<j>.json``; a file that is not one is a ``DataError`` naming it."""
+        path = pathlib.Path(path)
+        try:
+            return cls(**json.loads(path.read_text(encoding="utf-8")))
+        except (TypeError, ValueError) as error:  # not JSON, not an object, a field missing or unknown
+            raise errors.DataError(f"{path}: not the state of a TRI-AL iteration ({error}); move it away to redo "
+                                   "the iteration") from None
 
-def evaluate(model, data, ids) -> dict:
-    """Per-class F1 and FNR, micro and macro F1 of the given samples (``class_metrics``)."""
-    labels = as_source(data).labels[np.asarray(ids, np.int64)]
-    return class_metrics(labels, predict(model, data, ids).argmax(-1), model.output_shape[-1])
-
-
-def load_weights(model, path) -> None:
-    """Loads a ``.weights.h5`` file; the optimizer state in it (if any) is not wanted, a round restarts it."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
-        model.load_weights(path)
+    def __getitem__(self, key: str):
+        """``state["selected"]``, as when states were dicts: deprecated, read ``state.selected``."""
+        warnings.warn(f"LoopState[{key!r}] is deprecated; read the attribute .{key}", DeprecationWarning,
+                      stacklevel=2)
+        return self.as_dict()[key]
 
 
 def class_shares(labels, num_classes: int) -> list[float]:
@@ -282,29 +166,32 @@ def initial_subset(labels, train_ids, per_class: int, seed: int) -> tuple[np.nda
     return np.sort(np.concatenate(x0)), pools
 
 
-def _query(model, data, config: ALConfig, state: dict, pools, train_ids, j: int) -> dict:
-    """Draws the next samples: by FNR (ITER, OOD) or by entropy among class-distributed candidates (ENT)."""
+def _round(model, data, ids: dict, current, pools, config: ALConfig, j: int, exhausted: bool, run: str,
+           callbacks) -> LoopState:
+    """Algorithm 1, lines 5-9: trains on X_j (``current``), scores V and the test slides, queries X_{j+1}."""
+    strategy = STRATEGIES[config.strategy]
+    train(model, data, current, ids["val"], config.train, seed=config.seed * 1000 + j, run=run, callbacks=callbacks)
+    val, test = evaluate(model, data, ids["val"]), evaluate(model, data, ids["test"])
+    done = strategy.finished(config, j, exhausted)
     rng = np.random.default_rng([config.seed, 1, j])
-    num_classes = len(state["val"]["fnr"])
-    if config.strategy in ("ITER", "OOD"):
-        counts = allocate_by_fnr(state["val"]["fnr"], config.budget)
-        selected, short = draw_by_class(pools, counts, rng)
-        return {"requested": counts, "selected": selected.tolist(), "exhausted": short}
-    # ENT: candidates follow the class distribution delta of the whole training set X.
-    counts = _largest_remainder(np.bincount(data.labels[train_ids], minlength=num_classes), config.candidates)
-    candidates, short = draw_by_class(pools, counts, rng)
-    chosen = select_highest_entropy(candidates, predict(model, data, candidates), config.budget)
-    return {"requested": counts, "candidates": candidates.tolist(), "selected": chosen.tolist(),
-            "exhausted": short or len(chosen) < config.budget}
+    drawn = {"selected": [], "exhausted": False} if done else \
+        dataclasses.asdict(strategy.query(model, data, config, val["fnr"], pools, ids["train"], rng))
+    return LoopState(iteration=j, strategy=config.strategy, train_ids=current.tolist(),
+                     delta=class_shares(data.labels[current], model.output_shape[-1]), val=val, test=test,
+                     done=done, **drawn)
 
 
-def _finished(config: ALConfig, j: int, exhausted: bool) -> bool:
-    if config.strategy == "OOD":  # until a class pool could not provide its N_i
-        return exhausted or j + 1 >= config.max_iterations
-    return j + 1 >= config.iterations
+def _resumed(path: pathlib.Path, j: int, strategy: str) -> LoopState:
+    """A finished iteration's state, checked to be iteration ``j`` of ``strategy``'s loop."""
+    state = LoopState.load(path)
+    if (state.iteration, state.strategy) != (j, strategy):
+        raise errors.DataError(f"{path}: holds iteration {state.iteration} of {state.strategy}, not iteration {j} "
+                               f"of {strategy}; give each loop a folder of its own")
+    return state
 
 
-def run_active_learning(model, data, split, out, config: ALConfig, initial_weights=None, callback=None) -> list[dict]:
+def run_active_learning(model, data, split, out, config: ALConfig, initial_weights=None, callback=None,
+                        log_callbacks=epoch_logs) -> list[LoopState]:
     """Algorithm 1: train on X_j, measure FNR on V, draw N_i per class from P; resumable.
 
     Args:
@@ -316,40 +203,37 @@ def run_active_learning(model, data, split, out, config: ALConfig, initial_weigh
         initial_weights: a ``.weights.h5`` file of the source-domain model to
             start from (transfer, paper III); ``None`` keeps ``model``'s weights.
         callback: called as ``callback(j, state)`` after each iteration.
+        log_callbacks: makes the Keras callbacks that log an iteration's epochs into a folder
+            (``out/logs/iteration_<j>``); ``None``: no logs.
 
     Returns:
-        The iteration states, first to last.
+        The iterations' ``LoopState``s, first to last (``state["selected"]``, as when they were dicts, still
+        reads for one release, with a DeprecationWarning).
     """
-    data = as_source(data)
-    out = pathlib.Path(out)
+    config.validate()
+    data, out = as_source(data), pathlib.Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    train_ids, val_ids, test_ids = (np.asarray(split[k], np.int64) for k in ("train", "val", "test"))
-    current, pools = initial_subset(data.labels, train_ids, config.initial_per_class, config.seed)
-    num_classes = model.output_shape[-1]
+    ids = {k: np.asarray(split[k], np.int64) for k in ("train", "val", "test")}
+    current, pools = initial_subset(data.labels, ids["train"], config.initial_per_class, config.seed)
     weights, states = initial_weights, []
-    for j in range(config.max_iterations if config.strategy == "OOD" else config.iterations):
+    for j in range(STRATEGIES[config.strategy].rounds(config)):
         state_path, weights_path = out / f"iteration_{j}.json", out / f"iteration_{j}.weights.h5"
         if state_path.exists():
-            state = json.loads(state_path.read_text(encoding="utf-8"))
+            state = _resumed(state_path, j, config.strategy)
         else:
             if weights is not None:
                 load_weights(model, weights)
-            train(model, data, current, val_ids, config.train, seed=config.seed * 1000 + j, run=f"{out}: iteration {j}")
-            state = {"iteration": j, "strategy": config.strategy, "train_ids": current.tolist(),
-                     "delta": class_shares(data.labels[current], num_classes),
-                     "val": evaluate(model, data, val_ids), "test": evaluate(model, data, test_ids)}
-            done = _finished(config, j, bool(states and states[-1]["exhausted"]))
-            state.update({"selected": [], "exhausted": False} if done else
-                         _query(model, data, config, state, pools, train_ids, j), done=done)
+            state = _round(model, data, ids, current, pools, config, j, bool(states and states[-1].exhausted),
+                           f"{out}: iteration {j}", fresh_logs(out / "logs" / f"iteration_{j}", log_callbacks))
             atomic.save_weights(model, weights_path)
-            atomic.write_json(state_path, state)
+            state.save(state_path)  # last: it marks the iteration finished
         states.append(state)
         weights = weights_path
         if callback is not None:
             callback(j, state)
-        if state["done"]:
+        if state.done:
             break
-        selected = np.asarray(state["selected"], np.int64)
+        selected = np.asarray(state.selected, np.int64)
         current = np.sort(np.concatenate([current, selected]))
         pools = {c: np.setdiff1d(p, selected) for c, p in pools.items()}
     load_weights(model, weights)
@@ -357,14 +241,17 @@ def run_active_learning(model, data, split, out, config: ALConfig, initial_weigh
 
 
 def run_supervised(model, data, split, fraction: float, out, config: TrainConfig, seed: int = 0,
-                   initial_weights=None) -> dict:
-    """TRI-SL: trains on a random ``fraction`` of the training set from the source weights; resumable."""
+                   initial_weights=None, log_callbacks=epoch_logs) -> dict:
+    """TRI-SL: trains on a random ``fraction`` of the training set from the source weights; resumable.
+
+    Its epochs are logged in ``out/logs`` (``log_callbacks``, as ``run_active_learning``'s).
+    """
     if not 0 < fraction <= 1:
         raise ValueError(f"fraction must lie in (0, 1], got {fraction}")
     out = pathlib.Path(out)
     state_path = out / "supervised.json"
     if state_path.exists():
-        return json.loads(state_path.read_text(encoding="utf-8"))
+        return load_supervised(state_path)
     data = as_source(data)
     train_ids = np.sort(np.asarray(split["train"], np.int64))
     rng = np.random.default_rng([seed, 2, round(fraction * 1000)])
@@ -372,7 +259,7 @@ def run_supervised(model, data, split, fraction: float, out, config: TrainConfig
     if initial_weights is not None:
         load_weights(model, initial_weights)
     train(model, data, subset, np.asarray(split["val"], np.int64), config, seed=seed * 1000 + 999,
-          run=f"{out}: supervised")
+          run=f"{out}: supervised", callbacks=fresh_logs(out / "logs", log_callbacks))
     num_classes = model.output_shape[-1]
     state = {"fraction": fraction, "train_ids": subset.tolist(),
              "delta": class_shares(data.labels[subset], num_classes),
@@ -381,3 +268,25 @@ def run_supervised(model, data, split, fraction: float, out, config: TrainConfig
     atomic.save_weights(model, out / "supervised.weights.h5")
     atomic.write_json(state_path, state)
     return state
+
+
+SUPERVISED_FIELDS = ("fraction", "train_ids", "delta", "val", "test", "done")  # supervised.json's, in its order
+
+
+def load_supervised(path) -> dict:
+    """Reads a finished TRI-SL run's ``supervised.json``; a file that is not one is a ``DataError`` naming it."""
+    path = pathlib.Path(path)
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as error:  # not JSON, not UTF-8
+        raise _not_supervised(path, str(error)) from None
+    if not isinstance(state, dict):
+        raise _not_supervised(path, f"a JSON {type(state).__name__}, not an object")
+    missing = [field for field in SUPERVISED_FIELDS if field not in state]
+    if missing:
+        raise _not_supervised(path, f"no {', '.join(map(repr, missing))}")
+    return state
+
+
+def _not_supervised(path: pathlib.Path, why: str) -> errors.DataError:
+    return errors.DataError(f"{path}: not the state of a TRI-SL run ({why}); move it away to train it again")

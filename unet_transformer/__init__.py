@@ -25,7 +25,18 @@ from unet_transformer.layers import (
 )
 from unet_transformer.model import STRIDE, VARIANTS, build_model
 
+# What an exported model card says of the paper (common.serve.card; MONAI bundle names): its authors and reference.
+PAPER = {
+    "authors": "Olivier Petit, Nicolas Thome, Clement Rambour, Loic Themyr, Toby Collins, Luc Soler",
+    "references": [
+        "Petit O., Thome N., Rambour C., Themyr L., Collins T., Soler L. U-Net Transformer: Self and Cross Attention "
+        "for Medical Image Segmentation. MICCAI workshop MLMI, Strasbourg, 2021. hal-03337089, "
+        "https://hal.archives-ouvertes.fr/hal-03337089",
+    ],
+}
+
 __all__ = [
+    "PAPER",
     "STRIDE",
     "VARIANTS",
     "AttentionGate",

@@ -5,18 +5,22 @@ argument and exit status 2, never a traceback.
 
 One module per wing (``ct``, ``train``, ``serve``, ``slides``, ``pose``,
 ``studies``, ``convert``), each subcommand's parser beside its action; ``options`` holds
-the argument types they share. The CLI may import every wing, inside the
+the argument types they share. ``-q``/``-v``, before or after the subcommand, set how
+much it says (``verbosity``). The CLI may import every wing, inside the
 actions, so that ``zoo --help`` and argument errors never wait for TensorFlow.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import re
 import sys
 
 from common import errors
+
+logger = logging.getLogger(__name__)
 
 # Before TensorFlow is imported anywhere: oneDNN is faster on AVX2 CPUs (SPEC,
 # "speed defaults") and TensorFlow's start-up chatter hides our own output (``quiet`` drops what this misses).
@@ -26,13 +30,15 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 def build_parser() -> argparse.ArgumentParser:
     """``zoo``'s parser: every wing's subcommands, each parser set to run its action."""
-    from common.cli import convert, ct, pose, serve, slides, studies, train
+    from common.cli import convert, ct, pose, serve, slides, studies, train, verbosity
 
     parser = argparse.ArgumentParser(prog="zoo", description=__doc__.splitlines()[0])
+    verbosity.add_arguments(parser)
     sub = parser.add_subparsers(dest="command", required=True)
     for wing in (studies, ct, train, serve, slides, pose, convert):
         for add in wing.PARSERS:
             add(sub)
+    verbosity.add_to_subcommands(parser)
     return parser
 
 
@@ -83,10 +89,13 @@ def _data_error_inside_tensorflow(error: Exception) -> str | None:
 def main(argv=None) -> int:
     _utf8_output()
     args = parse_args(argv)
-    from common.cli import quiet
+    from common.cli import quiet, verbosity
 
     try:
-        with quiet.tensorflow_noise_filtered():
+        with verbosity.configured(args.log_level), quiet.tensorflow_noise_filtered():
+            logger.debug("zoo %s options: %s", args.command, ", ".join(
+                f"{name}={value}" for name, value in vars(args).items()
+                if name not in ("handler", "log_level", "command")))
             return args.handler(args) or 0
     except (errors.DataError, ValueError, OSError) as error:
         print(f"zoo {args.command}: error: {error}", file=sys.stderr)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import pathlib
+
+logger = logging.getLogger(__name__)
 
 
 def _add_convert(sub):
@@ -47,7 +50,7 @@ def convert(args) -> None:
 
         _check_paths(args.weights, args.out)
         model = tri_cnn.convert(args.weights, args.out, tile_size=args.tile_size)
-    print(f"wrote {args.out}: {model.name}, {model.count_params():,} parameters")
+    logger.info(f"wrote {args.out}: {model.name}, {model.count_params():,} parameters")
 
 
 PARSERS = (_add_convert,)

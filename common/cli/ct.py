@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import pathlib
 import time
 
 from common import atomic, errors
 from common.cli import options
 from common.ct import volumes
+
+logger = logging.getLogger(__name__)
 
 
 def _add_synthetic_ct(sub):
@@ -142,7 +145,7 @@ def synthetic_ct(args) -> None:
     given = {"size": args.shape, "noise_hu": args.noise_hu, **context}
     ids = write(args.out, num_cases=args.num_cases, seed=args.seed, spacing=args.voxel_size,
                 **{name: value for name, value in given.items() if value is not None})
-    print(f"wrote {len(ids)} cases to {args.out}")
+    logger.info(f"wrote {len(ids)} cases to {args.out}")
 
 
 def prepare(args) -> None:
@@ -186,7 +189,7 @@ def _evaluated_cases(loaded, args, cohort) -> list:
     from common.ct import ensemble, layouts
 
     found = layouts.read_cohort(cohort)
-    print(f"cohort layout: {found.layout.description}")
+    logger.info(f"cohort layout: {found.layout.description}")
     cases = {c.case_id: c for c in found.cases}
     trained = ensemble.trained_cases(loaded)
     if args.cases:
@@ -202,7 +205,7 @@ def _evaluated_cases(loaded, args, cohort) -> list:
     if missing:
         raise errors.DataError(f"{cohort}: cases {missing} not found")
     if loaded.folder is not None and set(wanted) & trained:
-        print(f"warning: cases {sorted(set(wanted) & trained)} trained some fold; their scores are optimistic")
+        logger.warning(f"warning: cases {sorted(set(wanted) & trained)} trained some fold; their scores are optimistic")
     return [cases[c] for c in wanted]
 
 
@@ -217,22 +220,22 @@ def evaluate(args) -> None:
     if not cohort:
         raise ValueError("--cohort: the run does not record its cohort; give it")
     cases = _evaluated_cases(loaded, args, cohort)
-    print(f"evaluating {len(cases)} cases with {len(loaded.models)} model(s): {how.describe()}")
+    logger.info(f"evaluating {len(cases)} cases with {len(loaded.models)} model(s): {how.describe()}")
     results = inference.evaluate_cases(loaded.models, cases, config["num_classes"], config["hu_window"],
                                        args.batch_size, loaded.stride, label_map=config.get("label_map"),
                                        options=how)
     atomic.write_json(pathlib.Path(args.run) / "evaluation.json",
                       {case: {str(k): v for k, v in m.items()} for case, m in results.items()})
-    print(inference.format_table(results, config["class_names"], args.metrics))
+    print(inference.format_table(results, config["class_names"], args.metrics))  # the result: stdout, even under -q
 
 
-def _predict_case(loaded, how, args, hu_window, source, log) -> list:
+def _predict_case(loaded, how, args, hu_window, source) -> list:
     """The label image of one volume (and its probabilities with --save-probabilities), as a list."""
     from common.ct import inference
 
     image = volumes.read_volume(source)
     result = inference.predict_volume(loaded.models, image, hu_window, args.batch_size, loaded.stride, source, how,
-                                      log, args.save_probabilities)
+                                      args.save_probabilities)
     return list(result) if args.save_probabilities else [result]
 
 
@@ -251,12 +254,12 @@ def predict(args) -> None:
             raise ValueError(f"output: {path} is the input volume; choose another path")
     loaded, how = _loaded_with_options(args.model, args)
     hu_window = args.window or loaded.config.get("hu_window", volumes.DEFAULT_WINDOW)
-    print(f"predicting {args.input} with {len(loaded.models)} model(s): {how.describe()}")
+    logger.info(f"predicting {args.input} with {len(loaded.models)} model(s): {how.describe()}")
     start = time.monotonic()
-    result = _predict_case(loaded, how, args, hu_window, args.input, print)
+    result = _predict_case(loaded, how, args, hu_window, args.input)
     predictions.write_volumes(list(zip(written, result)))
-    print(f"wrote {', '.join(map(str, written))} ({'x'.join(map(str, result[0].GetSize()))}, spacing "
-          f"{result[0].GetSpacing()}) in {time.monotonic() - start:.1f} s")
+    logger.info(f"wrote {', '.join(map(str, written))} ({'x'.join(map(str, result[0].GetSize()))}, spacing "
+                f"{result[0].GetSpacing()}) in {time.monotonic() - start:.1f} s")
 
 
 def _predict_folder(args) -> None:
@@ -267,14 +270,14 @@ def _predict_folder(args) -> None:
     predictions.check_folder_target(cases, pathlib.Path(args.output))  # before the models load
     loaded, how = _loaded_with_options(args.model, args)
     hu_window = args.window or loaded.config.get("hu_window", volumes.DEFAULT_WINDOW)
-    print(f"input layout: {description}")
-    print(f"predicting {len(cases)} volumes of {args.input} with {len(loaded.models)} model(s): {how.describe()}")
+    logger.info(f"input layout: {description}")
+    logger.info(f"predicting {len(cases)} volumes of {args.input} with {len(loaded.models)} model(s): {how.describe()}")
     run = predictions.predict_folder(
-        cases, args.output, lambda case: _predict_case(loaded, how, args, hu_window, case.image, print),
+        cases, args.output, lambda case: _predict_case(loaded, how, args, hu_window, case.image),
         args.save_probabilities, args.overwrite)
     replaced = f" ({run.replaced} replaced)" if run.replaced else ""
     skipped = f"; {run.skipped} skipped, their outputs exist (--overwrite predicts them again)" if run.skipped else ""
-    print(f"predicted {run.predicted} of {len(cases)} cases into {args.output}{replaced}{skipped}")
+    logger.info(f"predicted {run.predicted} of {len(cases)} cases into {args.output}{replaced}{skipped}")
 
 
 # Each subcommand's parser, in the order ``zoo --help`` lists them.

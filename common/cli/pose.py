@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import pathlib
-import sys
 
 from common import atomic, errors
-from common.cli import options
+from common.cli import options, verbosity
+
+logger = logging.getLogger(__name__)
 
 
 def _add_synthetic_pose(sub):
@@ -97,8 +99,8 @@ def synthetic_pose(args) -> None:
 
     counts = generator.write_dataset(args.out, num_images=args.images, seed=args.seed, size=args.image_size,
                                      clutter=args.clutter)
-    print(f"wrote {sum(counts.values())} images to {args.out} ({counts['train']} train, {counts['valid']} valid; "
-          f"clutter {args.clutter})")
+    logger.info(f"wrote {sum(counts.values())} images to {args.out} ({counts['train']} train, {counts['valid']} "
+                f"valid; clutter {args.clutter})")
 
 
 def train_pose(args) -> None:
@@ -107,7 +109,7 @@ def train_pose(args) -> None:
     pose_training.train_pose(pose_training.PoseTrainConfig(
         data=args.data, out=args.out, attention=args.attention, num_stacks=args.stacks, features=args.features,
         input_size=args.input_size, batch_size=args.batch_size, stage_factor=args.stage_factor, seed=args.seed,
-        init=args.init, verbose=1 if sys.stdout.isatty() else 2,
+        init=args.init, verbose=verbosity.progress(),
     ), overwrite=args.overwrite)
 
 
@@ -172,7 +174,7 @@ def pose_pictures(args) -> None:
     if not 0 <= args.index < len(records):
         raise ValueError(f"--index: {args.index} is outside the {len(records)} annotations of {args.split}")
     written = pose_report.write_pictures(model, records[args.index], args.out, size)
-    print("wrote " + ", ".join(str(p) for p in written))
+    logger.info("wrote " + ", ".join(str(p) for p in written))
     if args.mask_contrast:
         contrast = pose_report.mask_contrast(model, records, size)
         atomic.write_json(pathlib.Path(args.out) / "mask_contrast.json", contrast)

@@ -5,10 +5,13 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+import logging
 import pathlib
 
 from common import atomic, errors
 from common.cli import options
+
+logger = logging.getLogger(__name__)
 
 
 def _add_synthetic_slides(sub):
@@ -61,14 +64,31 @@ def _stain_sigma(text: str) -> float:
     return sigma
 
 
+class _StrategyChoices:
+    """``--strategy``'s choices, supervised and TRI-AL's ``STRATEGIES``, read when a value is checked or ``zoo tri-al
+    --help`` lists them: reading them when the parser is built would make ``zoo --help`` import Keras (~5 s)."""
+
+    def _names(self) -> tuple[str, ...]:
+        from common.studies import tri_al as tri_al_study
+
+        return ("supervised", *tri_al_study.STRATEGIES)
+
+    def __contains__(self, name) -> bool:
+        return name in self._names()
+
+    def __iter__(self):
+        return iter(self._names())
+
+
 def _add_tri_al(sub):
     p = sub.add_parser("tri-al", help="TRI-AL study: source model, TRI-SL baselines, ITER/OOD/ENT (resumes)",
                        description="Defaults are the paper's (section III) and, where it reuses them, the original "
                        "TRI-CNN code's; the flags marked 'CPU deviation' shrink the model or the run for a CPU.")
     p.add_argument("data", help="triplet folder (zoo triplets) with slides of two labs")
     p.add_argument("out", help="study folder (rerun the same command to resume)")
-    p.add_argument("--strategy", nargs="+", default=["supervised", "ITER", "OOD", "ENT"],
-                   choices=("supervised", "ITER", "OOD", "ENT"))
+    p.add_argument("--strategy", nargs="+", default=["supervised", "ITER", "OOD", "ENT"], choices=_StrategyChoices(),
+                   metavar="STRATEGY", help="the columns of Table II to run, TRI-SL and TRI-AL's "
+                   "query strategies: %(choices)s (default: all)")
     p.add_argument("--runs", type=int, default=5, help="runs per column (paper: 5)")
     p.add_argument("--fractions", type=options.fractions, default=(0.2, 0.4, 0.6, 0.8, 1.0),
                    help="TRI-SL data shares (paper: 0.2,0.4,0.6,0.8,1)")
@@ -149,8 +169,8 @@ def synthetic_slides(args) -> None:
     from common.slides import synthetic as generator
 
     ids = generator.write_cohort(args.out, slides_per_lab=args.slides, seed=args.seed, size=args.slide_size,
-                                 shift=args.shift, target_slides=args.target_slides, log=print)
-    print(f"wrote {len(ids)} slides to {args.out}")
+                                 shift=args.shift, target_slides=args.target_slides)
+    logger.info(f"wrote {len(ids)} slides to {args.out}")
 
 
 def _parse_classes(parse, spec):
@@ -179,7 +199,7 @@ def triplets(args) -> None:
     notes = [f"repaired {repaired} self-intersecting polygons"] if repaired else []
     notes += [f"skipped {annotations.skipped_counts(skipped)} annotations"] if skipped else []
     listed = f" ({'; '.join(notes)}: per slide in {pathlib.Path(args.out) / triplets.MANIFEST})" if notes else ""
-    print(f"wrote {total} triplets of {len(manifest['slides'])} slides to {args.out}{listed}")
+    logger.info(f"wrote {total} triplets of {len(manifest['slides'])} slides to {args.out}{listed}")
 
 
 def tri_al(args) -> None:
@@ -221,12 +241,12 @@ def tri_al_report(args) -> None:
         counts = [manifest["slides"][s]["counts"] for s in plan["target"]["train"]]
         report.plot_shares(study / "fig2_class_shares.png", report.iteration_shares(study, "ITER"),
                            reference=[sum(c) / max(1, sum(map(sum, counts))) for c in zip(*counts)])
-        print(f"wrote {study / 'fig2_class_shares.png'}")
+        logger.info(f"wrote {study / 'fig2_class_shares.png'}")
         slide = args.slide or manifest["slides"][plan["target"]["test"][0]]["slide"]
         model = keras.models.load_model(study / "ITER" / "run_0" / "model.keras", compile=False)
         grid, thumb = report.predict_slide(model, slide)
         report.plot_slide_map(study / "fig3_slide_map.png", grid, thumb)
-        print(f"wrote {study / 'fig3_slide_map.png'} ({pathlib.Path(slide).name})")
+        logger.info(f"wrote {study / 'fig3_slide_map.png'} ({pathlib.Path(slide).name})")
 
 
 def _check_outputs(args) -> list[pathlib.Path]:
@@ -265,11 +285,11 @@ def tri_al_predict(args) -> None:
                                        args.upsample)
     count = predict.write_geojson(outputs[0], prediction, names, report.QUPATH_COLOURS, args.object_type)
     tiles = np.bincount(prediction.grid[prediction.grid >= 0], minlength=len(names))
-    print(f"wrote {count} {args.object_type}s to {outputs[0]}: " +
-          ", ".join(f"{name} {n} tiles" for name, n in zip(names, tiles.tolist()) if n))
+    logger.info(f"wrote {count} {args.object_type}s to {outputs[0]}: " +
+                ", ".join(f"{name} {n} tiles" for name, n in zip(names, tiles.tolist()) if n))
     if args.png:
         report.plot_slide_map(outputs[1], prediction.grid, prediction.thumbnail)
-        print(f"wrote {outputs[1]}")
+        logger.info(f"wrote {outputs[1]}")
 
 
 # Each subcommand's parser, in the order ``zoo --help`` lists them.

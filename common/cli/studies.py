@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import pathlib
 
 from common.cli import options
 from common.cli.train import repeat_options, train_config, train_options
 from common.ct import volumes
+
+logger = logging.getLogger(__name__)
 
 
 def _add_demo(sub):
@@ -41,10 +44,12 @@ def _add_attention_map(sub):
 
 
 def demo(args) -> None:
+    from common.cli import verbosity
     from common.studies import demo as demo_module
 
     demo_module.run(pathlib.Path(args.out), num_cases=args.num_cases, epochs=args.epochs,
-                    base_filters=args.base_filters, seed=args.seed)
+                    base_filters=args.base_filters, seed=args.seed,
+                    verbose=2 if verbosity.progress() else 0)  # a line per epoch, as always; none under -q
 
 
 def ablation(args) -> None:
@@ -69,7 +74,7 @@ def attention_map(args) -> None:
     maps = attention_maps.cross_attention_maps(model, padded, tuple(args.pixel))
     maps = {name: m[:height, :width] for name, m in maps.items()}
     attention_maps.render(args.output, image, maps, tuple(args.pixel))
-    print(f"wrote {args.output}: {', '.join(maps)}")
+    logger.info(f"wrote {args.output}: {', '.join(maps)}")
 
 
 # Each subcommand's parser, in the order ``zoo --help`` lists them.

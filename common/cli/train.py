@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import sys
-
-from common.cli import options
+from common.cli import options, verbosity
 
 
 def train_options(p):
@@ -100,7 +98,7 @@ def train_config(args):
 
     return training.preset_config(
         args.preset, args.epoch_scale, data=args.data, out=args.out,
-        verbose=1 if sys.stdout.isatty() else 2,  # a progress bar on a terminal, a line per epoch in logs
+        verbose=verbosity.progress(),
         **{field: getattr(args, field) for field in TRAIN_FIELDS},
     )
 

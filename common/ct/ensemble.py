@@ -19,10 +19,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import pathlib
 
 from common import errors, registry
 from common.ct import inference, postprocess, shards, sliding
+
+logger = logging.getLogger(__name__)
 
 PLAN = "plan.json"
 DEFAULT_STRIDE = 16  # a bare .keras file names no model; the zoo's segmentation models have this stride
@@ -81,7 +84,7 @@ def load(path) -> Models:
     return loaded
 
 
-def default_tile(config: dict, log=print) -> tuple[int, int] | None:
+def default_tile(config: dict) -> tuple[int, int] | None:
     """The run's training crop if it trained on crops smaller than its slices, else None (whole slices)."""
     crop = config.get("crop_size")
     if not crop or not config.get("data"):
@@ -89,13 +92,13 @@ def default_tile(config: dict, log=print) -> tuple[int, int] | None:
     try:
         side = max(max(case["shape"][1:]) for case in shards.load_manifest(config["data"])["cases"])
     except (errors.DataError, KeyError, TypeError, ValueError) as error:
-        log(f"warning: whole slices, as the training slice size is unknown ({error}); give --tile")
+        logger.warning(f"warning: whole slices, as the training slice size is unknown ({error}); give --tile")
         return None
     return (crop, crop) if crop < side else None
 
 
 def options_for(loaded: Models, tile="auto", step: float = 0.5, tta: str | None = None, spacing: str = "none",
-                postprocessing: bool = False, log=print) -> inference.InferenceOptions:
+                postprocessing: bool = False) -> inference.InferenceOptions:
     """The inference options, each left out (``"auto"`` / None) taken from the training as the module says.
 
     Args:
@@ -109,10 +112,10 @@ def options_for(loaded: Models, tile="auto", step: float = 0.5, tta: str | None 
     if tta is None:
         tta = "mirror" if flipped else "none"
     elif tta == "mirror" and not flipped:
-        log(f"warning: {loaded.names[0]} trained without flips (augment {config.get('augment', 'unknown')}); "
-            "mirroring anyway")
+        logger.warning(f"warning: {loaded.names[0]} trained without flips "
+                       f"(augment {config.get('augment', 'unknown')}); mirroring anyway")
     if tile == "auto":
-        tile = default_tile(config, log)
+        tile = default_tile(config)
     elif tile == "whole":
         tile = None
     target = None

@@ -16,12 +16,15 @@ prediction.
 from __future__ import annotations
 
 import dataclasses
+import logging
 
 import numpy as np
 import SimpleITK as sitk
 
 from common import errors, tables
 from common.ct import metrics, postprocess, sliding, volumes
+
+logger = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,7 +111,7 @@ def resample_plane(image: sitk.Image, spacing, reference: sitk.Image | None = No
 
 def predict_probabilities(models, image: sitk.Image, hu_window=volumes.DEFAULT_WINDOW,
                           options: InferenceOptions | None = None, batch_size: int = 8, stride: int = 16,
-                          source="volume", log=None) -> tuple[np.ndarray, sitk.Image]:
+                          source="volume") -> tuple[np.ndarray, sitk.Image]:
     """The models' mean class probabilities on a volume's canonical grid.
 
     Returns:
@@ -127,8 +130,8 @@ def predict_probabilities(models, image: sitk.Image, hu_window=volumes.DEFAULT_W
             slice_size_check(model, array.shape[1], array.shape[2], source)
     total = None
     for index, model in enumerate(models):
-        if log and len(models) > 1:
-            log(f"{source}: model {index + 1}/{len(models)}")
+        if len(models) > 1:
+            logger.info(f"{source}: model {index + 1}/{len(models)}")
         probabilities = sliding.predict_slice_probabilities(model, array, options.tile, options.step, options.tta,
                                                             batch_size, stride)
         total = probabilities if total is None else np.add(total, probabilities, out=total)
@@ -150,14 +153,13 @@ def to_input_geometry(array: np.ndarray, canonical: sitk.Image, image: sitk.Imag
 
 
 def predict_volume(model, image: sitk.Image, hu_window=volumes.DEFAULT_WINDOW, batch_size: int = 8,
-                   stride: int = 16, source="volume", options: InferenceOptions | None = None, log=None,
+                   stride: int = 16, source="volume", options: InferenceOptions | None = None,
                    with_probabilities: bool = False):
     """Segments a CT volume; the label image has the input's exact geometry.
 
     Args:
         model: a model, or a list of models whose probabilities are averaged.
         options: sliding window, mirroring, spacing, post-processing (default: plain slices).
-        log: where a line per model of an ensemble goes (None: nowhere).
         with_probabilities: also return the (pre-post-processing) probabilities as a
             float32 vector image of the input's geometry.
 
@@ -165,8 +167,7 @@ def predict_volume(model, image: sitk.Image, hu_window=volumes.DEFAULT_WINDOW, b
         The uint8 label image, or (labels, probabilities) with ``with_probabilities``.
     """
     options = options or InferenceOptions()
-    probabilities, canonical = predict_probabilities(model, image, hu_window, options, batch_size, stride, source,
-                                                     log)
+    probabilities, canonical = predict_probabilities(model, image, hu_window, options, batch_size, stride, source)
     labels = np.argmax(probabilities, axis=-1).astype(np.uint8)
     if options.postprocess:
         labels = postprocess.keep_largest_component(labels, options.postprocess)
@@ -175,8 +176,7 @@ def predict_volume(model, image: sitk.Image, hu_window=volumes.DEFAULT_WINDOW, b
 
 
 def predicted_cases(model, cases, num_classes: int, hu_window=volumes.DEFAULT_WINDOW, batch_size: int = 8,
-                    stride: int = 16, label_map: dict | None = None, options: InferenceOptions | None = None,
-                    log=None):
+                    stride: int = 16, label_map: dict | None = None, options: InferenceOptions | None = None):
     """Predicts each case in turn: yields (case, image, predicted (z, y, x), reference (z, y, x)) arrays.
 
     Args:
@@ -187,14 +187,14 @@ def predicted_cases(model, cases, num_classes: int, hu_window=volumes.DEFAULT_WI
     for case in cases:
         image = volumes.read_volume(case.image)
         reference = sitk.GetArrayFromImage(volumes.read_label(case, image, num_classes, label_map))
-        predicted = predict_volume(model, image, hu_window, batch_size, stride, case.image, options, log)
+        predicted = predict_volume(model, image, hu_window, batch_size, stride, case.image, options)
         yield case, image, sitk.GetArrayFromImage(predicted), reference
 
 
 def evaluate_cases(model, cases, num_classes: int, hu_window=volumes.DEFAULT_WINDOW, batch_size: int = 8,
-                   stride: int = 16, label_map: dict | None = None, log=print,
+                   stride: int = 16, label_map: dict | None = None,
                    options: InferenceOptions | None = None) -> dict[str, dict[int, dict[str, float]]]:
-    """Predicts and scores whole held-out volumes (a line per case, and per model of an ensemble, to ``log``).
+    """Predicts and scores whole held-out volumes (a line per case, and per model of an ensemble, logged).
 
     Returns:
         {case_id: segmentation_metrics(...)} for classes 1..num_classes-1, with
@@ -202,11 +202,11 @@ def evaluate_cases(model, cases, num_classes: int, hu_window=volumes.DEFAULT_WIN
     """
     results = {}
     for case, image, predicted, reference in predicted_cases(model, cases, num_classes, hu_window, batch_size,
-                                                             stride, label_map, options, log):
+                                                             stride, label_map, options):
         results[case.case_id] = metrics.segmentation_metrics(
             predicted, reference, spacing=image.GetSpacing(), labels=range(1, num_classes)
         )
-        log(f"evaluated {case.case_id}: mean Dice {metrics.mean_foreground_dice(results[case.case_id]):.3f}")
+        logger.info(f"evaluated {case.case_id}: mean Dice {metrics.mean_foreground_dice(results[case.case_id]):.3f}")
     return results
 
 

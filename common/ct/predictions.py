@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import pathlib
 import re
 import time
@@ -23,6 +24,8 @@ import SimpleITK as sitk
 
 from common import atomic
 from common.ct.cases import Case
+
+logger = logging.getLogger(__name__)
 
 # Formats written as one file, so a temporary file renamed into place is atomic.
 SINGLE_FILE_SUFFIXES = (".nii.gz", ".nii", ".mha", ".nrrd")
@@ -89,7 +92,7 @@ def check_folder_target(cases: list[Case], out_dir: pathlib.Path) -> None:
 
 
 def predict_folder(cases: list[Case], out_dir, predict: Callable[[Case], list], with_probabilities: bool = False,
-                   overwrite: bool = False, log=print) -> FolderRun:
+                   overwrite: bool = False) -> FolderRun:
     """Predicts every case to ``out_dir/<case>.nii.gz``: finished cases skipped unless ``overwrite``, a line per case.
 
     Args:
@@ -98,7 +101,6 @@ def predict_folder(cases: list[Case], out_dir, predict: Callable[[Case], list], 
         predict: case -> its images to write (labels, and probabilities with ``with_probabilities``).
         with_probabilities: also write ``<case>_probabilities.nii.gz``; a case is finished when both exist.
         overwrite: predict finished cases again, replacing their files.
-        log: where the lines go.
     """
     out_dir = pathlib.Path(out_dir)
     check_folder_target(cases, out_dir)
@@ -110,23 +112,23 @@ def predict_folder(cases: list[Case], out_dir, predict: Callable[[Case], list], 
     with atomic.locked_folder(out_dir, "zoo predict"):
         run.removed = _remove_temporaries(out_dir, {case.case_id for case in cases})
         if run.removed:
-            log(f"removed {run.removed} temporary files of an interrupted run from {out_dir}")
+            logger.info(f"removed {run.removed} temporary files of an interrupted run from {out_dir}")
         for index, case in enumerate(cases, 1):
             outputs = outputs_of(out_dir / f"{case.case_id}{FOLDER_SUFFIX}", with_probabilities)
             existing = [path.exists() for path in outputs]
             if all(existing) and not overwrite:
                 run.skipped += 1
-                log(f"[{index}/{len(cases)}] {case.case_id}: skipped, {outputs[0]} exists (--overwrite predicts it "
-                    "again)")
+                logger.info(f"[{index}/{len(cases)}] {case.case_id}: skipped, {outputs[0]} exists (--overwrite "
+                            "predicts it again)")
                 continue
             start = time.monotonic()
             images = predict(case)
             write_volumes(list(zip(outputs, images)))
             run.predicted += 1
             run.replaced += any(existing)
-            log(f"[{index}/{len(cases)}] {case.case_id}: {'replaced' if any(existing) else 'wrote'} "
-                f"{', '.join(map(str, outputs))} ({'x'.join(map(str, images[0].GetSize()))}) in "
-                f"{time.monotonic() - start:.1f} s")
+            logger.info(f"[{index}/{len(cases)}] {case.case_id}: {'replaced' if any(existing) else 'wrote'} "
+                        f"{', '.join(map(str, outputs))} ({'x'.join(map(str, images[0].GetSize()))}) in "
+                        f"{time.monotonic() - start:.1f} s")
     return run
 
 

@@ -18,6 +18,7 @@ import contextlib
 import errno
 import functools
 import json
+import logging
 import os
 import pathlib
 import re
@@ -29,6 +30,8 @@ import tensorflow as tf
 
 from common import atomic, errors
 from common.ct import layouts, volumes
+
+logger = logging.getLogger(__name__)
 
 MANIFEST = "dataset.json"
 FORMAT_VERSION = 1
@@ -98,8 +101,7 @@ PRESETS = {
 
 
 def prepare(cohort, out_dir, num_classes: int | None = None, hu_window=volumes.DEFAULT_WINDOW,
-            min_label_fraction: float = 0.0, label_map: dict | None = None, class_names=None,
-            log=print) -> dict:
+            min_label_fraction: float = 0.0, label_map: dict | None = None, class_names=None) -> dict:
     """Reads every case of a cohort once and writes its shard and the manifest, all or nothing.
 
     The shards go to a new generation folder (``shards/.partial-<generation>/`` while they are
@@ -120,14 +122,13 @@ def prepare(cohort, out_dir, num_classes: int | None = None, hu_window=volumes.D
             ``label_map``) fraction is at least this.
         label_map: renumbers label values before anything else, e.g. ``{2: 1}``.
         class_names: names of the classes after ``label_map``, background first.
-        log: where progress lines go.
 
     Returns:
         The manifest (also written to ``out_dir/dataset.json``).
     """
     cohort, out_dir = pathlib.Path(cohort), pathlib.Path(out_dir)
     found = layouts.read_cohort(cohort)  # first: a folder without images is named so, not blamed on its dataset.json
-    log(f"cohort layout: {found.layout.description}")
+    logger.info(f"cohort layout: {found.layout.description}")
     cases = found.cases
     num_classes, class_names = _classes(cohort, num_classes, class_names, found.class_names)
     volumes.window(np.zeros(1), hu_window)  # validates the options before any work
@@ -151,13 +152,13 @@ def prepare(cohort, out_dir, num_classes: int | None = None, hu_window=volumes.D
         generation = uuid.uuid4().hex[:8]
         try:
             manifest["cases"] = _write_generation(cases, read, min_label_fraction, out_dir, generation,
-                                                  previous is not None, log)
+                                                  previous is not None)
             atomic.write_json(out_dir / MANIFEST, manifest)  # the switch: until here the folder is the previous one
         except BaseException:
             _discard(out_dir / SHARDS, generation, created)
             raise
-        log(f"wrote {out_dir / MANIFEST}: {len(cases)} cases")
-        _remove_superseded(out_dir / SHARDS, previous or set(), generation, log)
+        logger.info(f"wrote {out_dir / MANIFEST}: {len(cases)} cases")
+        _remove_superseded(out_dir / SHARDS, previous or set(), generation)
     return manifest
 
 
@@ -208,7 +209,7 @@ def _listed_shards(out_dir: pathlib.Path) -> set[pathlib.Path] | None:
 
 
 def _write_generation(cases, read, min_label_fraction: float, out_dir: pathlib.Path, generation: str,
-                      replacing: bool, log) -> list[dict]:
+                      replacing: bool) -> list[dict]:
     """Writes every case's shard to ``shards/.partial-<generation>/``, then names it ``shards/<generation>/``."""
     staging = out_dir / SHARDS / f"{STAGING}{generation}"
     kept_text = "the previous prepared folder is untouched" if replacing else "nothing was written"
@@ -225,7 +226,7 @@ def _write_generation(cases, read, min_label_fraction: float, out_dir: pathlib.P
         entries.append({"id": case.case_id, "shard": f"{SHARDS}/{generation}/{case.case_id}.tfrecord",
                         "slices": int(len(kept)), "shape": list(arrays.image.shape),
                         "spacing": list(arrays.spacing)})
-        log(f"prepared {case.case_id}: {len(kept)}/{arrays.image.shape[0]} slices")
+        logger.info(f"prepared {case.case_id}: {len(kept)}/{arrays.image.shape[0]} slices")
     try:
         os.rename(staging, staging.with_name(generation))
     except OSError as error:
@@ -242,7 +243,7 @@ def _discard(shards_dir: pathlib.Path, generation: str, created: list[pathlib.Pa
             folder.rmdir()  # only when empty: never what someone else put there
 
 
-def _remove_superseded(shards_dir: pathlib.Path, previous: set[pathlib.Path], generation: str, log) -> None:
+def _remove_superseded(shards_dir: pathlib.Path, previous: set[pathlib.Path], generation: str) -> None:
     """Removes the shards of the replaced manifest and the generation folders of interrupted runs, counting them."""
     shards, folders, failed = 0, 0, []
     for path in sorted(previous):
@@ -258,9 +259,9 @@ def _remove_superseded(shards_dir: pathlib.Path, previous: set[pathlib.Path], ge
             shutil.rmtree(folder, onerror=lambda _f, path, info: failed.append(f"{path} ({info[1]})"))
             folders += interrupted
     if shards or folders:
-        log(f"removed {shards} shards of the replaced manifest and {folders} folders of interrupted runs")
+        logger.info(f"removed {shards} shards of the replaced manifest and {folders} folders of interrupted runs")
     if failed:
-        log(f"warning: could not remove {len(failed)} superseded files: {', '.join(failed[:3])}")
+        logger.warning(f"warning: could not remove {len(failed)} superseded files: {', '.join(failed[:3])}")
 
 
 def check_present(paths) -> None:

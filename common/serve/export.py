@@ -30,6 +30,7 @@ config reload once the versions are up).
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import pathlib
 import re
@@ -48,6 +49,8 @@ from tensorflow_serving.config import model_server_config_pb2
 from common import atomic, errors
 from common.serve import allowlist, card
 from common.serve.card import SIGNATURE, WARMUP_FILE
+
+logger = logging.getLogger(__name__)
 
 
 def _float32_policies(config):
@@ -148,14 +151,13 @@ def check_version_labels(labels) -> tuple[str, ...]:
 
 
 def update_models_config(base_dir: pathlib.Path, name: str, base_path: str, version: int | None = None,
-                         version_labels=(), log=print) -> pathlib.Path:
+                         version_labels=()) -> pathlib.Path:
     """Adds (or refreshes) ``name`` in ``base_dir/models.config`` for ``--model_config_file``.
 
     Args:
         version: the version just written; with ``version_labels``, what they now name.
         version_labels: labels (``stable``, ``canary``) moved to ``version``; the entry's policy then
             serves exactly the labelled versions (TF Serving's ``specific`` policy).
-        log: where a note goes when ``version`` is left unserved by an existing labelled policy.
     """
     labels = check_version_labels(version_labels)
     path = base_dir / "models.config"
@@ -178,9 +180,9 @@ def update_models_config(base_dir: pathlib.Path, name: str, base_path: str, vers
         specific.versions.extend(sorted(set(entry.version_labels.values())))
     elif version is not None and entry.model_version_policy.HasField("specific") \
             and version not in entry.model_version_policy.specific.versions:
-        log(f"note: {path} serves {name}'s labelled versions "
-            f"{', '.join(map(str, entry.model_version_policy.specific.versions))} only; version {version} is not "
-            "served until labelled (--version-label)")
+        logger.warning(f"note: {path} serves {name}'s labelled versions "
+                       f"{', '.join(map(str, entry.model_version_policy.specific.versions))} only; version {version} "
+                       "is not served until labelled (--version-label)")
     with atomic.atomic_path(path) as tmp:
         tmp.write_text(text_format.MessageToString(config), encoding="utf-8")
     return path
@@ -204,7 +206,7 @@ def new_version_folder(base_dir, name: str, version: int | None) -> pathlib.Path
 
 
 def write_version(base_dir, name: str, version: int | None, write, requests, model_card: dict,
-                  server_base_path: str | None = None, version_labels=(), log=print) -> pathlib.Path:
+                  server_base_path: str | None = None, version_labels=()) -> pathlib.Path:
     """Writes one version folder atomically: the SavedModel, its warm-up requests and card; then models.config.
 
     The folder is written under a hidden temporary name, read back (``check_written``) and renamed
@@ -220,7 +222,6 @@ def write_version(base_dir, name: str, version: int | None, write, requests, mod
         model_card: the card (``card.model_card``).
         server_base_path: where the server sees ``base_dir/name``; default the absolute local path.
         version_labels: labels for this version in models.config (``update_models_config``).
-        log: where a line goes for each removed temporary folder, and models.config's notes.
 
     Returns:
         The version folder.
@@ -237,7 +238,7 @@ def write_version(base_dir, name: str, version: int | None, write, requests, mod
         model_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise atomic.WriteError(f"{model_dir}: cannot create the folder ({write_cause(error)})") from None
-    remove_stale_temporaries(model_dir, log)
+    remove_stale_temporaries(model_dir)
     tmp = model_dir / f"{TMP_PREFIX}{version}-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
         try:
@@ -251,7 +252,7 @@ def write_version(base_dir, name: str, version: int | None, write, requests, mod
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     update_models_config(pathlib.Path(base_dir), name, server_base_path or str(model_dir.resolve()), version,
-                         labels, log)
+                         labels)
     return final
 
 
@@ -297,7 +298,7 @@ def write_cause(error: Exception) -> str:
     return text[:1].lower() + text[1:]
 
 
-def remove_stale_temporaries(model_dir: pathlib.Path, log=print) -> list[pathlib.Path]:
+def remove_stale_temporaries(model_dir: pathlib.Path) -> list[pathlib.Path]:
     """Removes the hidden temporary folders that killed exports left in ``model_dir``; says which.
 
     A temporary folder names the machine and process writing it: it is stale once that process
@@ -311,8 +312,8 @@ def remove_stale_temporaries(model_dir: pathlib.Path, log=print) -> list[pathlib
             shutil.rmtree(folder, ignore_errors=True)
             removed.append(folder)
     if removed:
-        log(f"removed {len(removed)} temporary folder(s) that killed exports left in {model_dir}: "
-            + ", ".join(folder.name for folder in removed))
+        logger.info(f"removed {len(removed)} temporary folder(s) that killed exports left in {model_dir}: "
+                    + ", ".join(folder.name for folder in removed))
     return removed
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import pathlib
 import time
 import uuid
@@ -35,6 +36,8 @@ from common import atomic
 from common.slides import reader
 from common.slides.annotations import CLASSES, class_map
 from common.slides.tissue import TissueMask, read_thumbnail, tissue_mask
+
+logger = logging.getLogger(__name__)
 
 # A cell's four sides, clockwise on screen: start and end corner (dx, dy) from its top-left, the neighbour's (dr, dc).
 SIDES = (((0, 0), (1, 0), (-1, 0)), ((1, 0), (1, 1), (0, 1)), ((1, 1), (0, 1), (1, 0)), ((0, 1), (0, 0), (0, -1)))
@@ -69,7 +72,7 @@ def tile_size_of(model) -> int:
 
 
 def predict_slide(model, slide_path, stride: int | None = None, magnification: float | None = None,
-                  batch_size: int = 64, upsample: bool = True, log=print) -> SlidePrediction:
+                  batch_size: int = 64, upsample: bool = True) -> SlidePrediction:
     """Classifies the triplet of every grid cell in tissue; logs progress every ``PROGRESS_EVERY`` tiles.
 
     Args:
@@ -79,7 +82,6 @@ def predict_slide(model, slide_path, stride: int | None = None, magnification: f
         magnification: the objective power of level 0 (default the slide's, ``reader.base_magnification``).
         batch_size: triplets per model call.
         upsample: read a slide scanned below 40x at level 0 and upsample (said once), else refuse it.
-        log: where progress goes.
     """
     tile_size = tile_size_of(model)
     if stride is not None and (int(stride) != stride or stride < 1):
@@ -89,7 +91,7 @@ def predict_slide(model, slide_path, stride: int | None = None, magnification: f
     slide = reader.open_slide(slide_path)
     try:
         base = reader.base_magnification(slide, slide_path, magnification)
-        reader.check_magnification(slide_path, base, upsample, log)
+        reader.check_magnification(slide_path, base, upsample)
         stride = int(stride or max(1, round(tile_size * base / reader.MAGNIFICATIONS[-1])))
         frame = reader.qupath_frame(slide, slide_path)
         tissue = tissue_mask(slide, base, frame)
@@ -100,15 +102,15 @@ def predict_slide(model, slide_path, stride: int | None = None, magnification: f
         prediction = SlidePrediction(np.full((rows, cols), -1, np.int64), stride, frame, tissue, thumbnail)
         cells = np.argwhere(np.ones((rows, cols), bool))
         cells = cells[tissue.contains(prediction.centres(cells))]
-        log(f"{slide_path}: {len(cells)} of {rows * cols} tiles in tissue ({stride} px apart at {base:g}x, "
-            f"tissue threshold OD {tissue.threshold:.2f})")
-        _classify(model, slide, base, tile_size, prediction, cells, batch_size, log)
+        logger.info(f"{slide_path}: {len(cells)} of {rows * cols} tiles in tissue ({stride} px apart at {base:g}x, "
+                    f"tissue threshold OD {tissue.threshold:.2f})")
+        _classify(model, slide, base, tile_size, prediction, cells, batch_size)
     finally:
         slide.close()
     return prediction
 
 
-def _classify(model, slide, base, tile_size, prediction, cells, batch_size, log) -> None:
+def _classify(model, slide, base, tile_size, prediction, cells, batch_size) -> None:
     start, next_line = time.monotonic(), PROGRESS_EVERY
     for first in range(0, len(cells), batch_size):
         batch = cells[first:first + batch_size]
@@ -118,7 +120,7 @@ def _classify(model, slide, base, tile_size, prediction, cells, batch_size, log)
         prediction.grid[batch[:, 0], batch[:, 1]] = scores.argmax(-1)
         done = first + len(batch)
         if done >= next_line or done == len(cells):
-            log(f"predicted {done}/{len(cells)} tiles ({time.monotonic() - start:.0f} s)")
+            logger.info(f"predicted {done}/{len(cells)} tiles ({time.monotonic() - start:.0f} s)")
             next_line += PROGRESS_EVERY
 
 

@@ -20,12 +20,15 @@ says where, and annotations are shifted by it before any tile is read.
 from __future__ import annotations
 
 import dataclasses
+import logging
 
 import cv2
 import numpy as np
 import openslide
 
 from common.errors import DataError
+
+logger = logging.getLogger(__name__)
 
 MAGNIFICATIONS = (2.5, 10.0, 40.0)
 # Objective power x microns per pixel: 40x scans are ~0.25 um/px, 20x ~0.5 (Aperio, Hamamatsu, Leica, Philips).
@@ -126,7 +129,7 @@ def base_magnification(slide, path, given: float | None = None) -> float:
     return power
 
 
-def check_magnification(path, base: float, upsample: bool = True, log=print) -> bool:
+def check_magnification(path, base: float, upsample: bool = True) -> bool:
     """Whether ``path``'s tiles above its ``base`` magnification must be upsampled; says so, or refuses.
 
     With ``upsample`` False a slide scanned below the highest tile
@@ -138,8 +141,8 @@ def check_magnification(path, base: float, upsample: bool = True, log=print) -> 
     if not upsample:
         raise DataError(f"{path}: scanned at {base:g}x, below the {highest:g}x tiles; drop --no-upsample to "
                         f"upsample them from {base:g}x, or leave the slide out")
-    log(f"{path}: scanned at {base:g}x, below the {highest:g}x tiles: reading them at {base:g}x and "
-        f"upsampling {highest / base:g}x")
+    logger.info(f"{path}: scanned at {base:g}x, below the {highest:g}x tiles: reading them at {base:g}x and "
+                f"upsampling {highest / base:g}x")
     return True
 
 

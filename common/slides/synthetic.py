@@ -37,6 +37,7 @@ slide, so OpenSlide reports ``openslide.bounds-*`` as it does for MRXS.
 
 from __future__ import annotations
 
+import logging
 import pathlib
 
 import cv2
@@ -45,6 +46,8 @@ import tifffile
 
 from common import atomic
 from common.slides.annotations import CLASSES
+
+logger = logging.getLogger(__name__)
 
 BASE_MAGNIFICATION = 40.0
 MPP = 0.25  # micrometres per level-0 pixel: the usual 40x scan
@@ -317,11 +320,11 @@ def write_leica(path, rgb: np.ndarray, origin: tuple[int, int], canvas: tuple[in
 
 def write_cohort(out, slides_per_lab: int = 3, seed: int = 0, size: tuple[int, int] = (2048, 2048),
                  labs=("A", "B"), annotated_fraction: float = 0.8, shift: str = "stain",
-                 target_slides: int | None = None, log=None) -> list[str]:
+                 target_slides: int | None = None) -> list[str]:
     """Writes ``slides_per_lab`` slides for each lab, their annotations and ``slides.json``.
 
     ``target_slides`` sets lab B's count instead (e.g. more target slides to
-    adapt on); ``shift`` is ``render_slide``'s; ``log`` gets a line per slide.
+    adapt on); ``shift`` is ``render_slide``'s; a line per slide is logged.
     Returns the slide ids, e.g. ``["labA_000", ..., "labB_002"]``.
     """
     counts = {lab: target_slides if lab == "B" and target_slides is not None else slides_per_lab for lab in labs}
@@ -346,8 +349,7 @@ def write_cohort(out, slides_per_lab: int = 3, seed: int = 0, size: tuple[int, i
             manifest["slides"][slide_id] = {"lab": lab, "slide": f"{slide_id}.tiff",
                                             "annotations": f"{slide_id}.geojson",
                                             "label_noise": round(label_noise(features, labels), 4)}
-            if log:
-                log(f"{slide_id}: {len(features)} annotations, label noise "
-                    f"{manifest['slides'][slide_id]['label_noise']:.1%}")
+            logger.info(f"{slide_id}: {len(features)} annotations, label noise "
+                        f"{manifest['slides'][slide_id]['label_noise']:.1%}")
     atomic.write_json(out / "slides.json", manifest)
     return list(manifest["slides"])

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import collections
 import json
+import logging
 import pathlib
 import re
 
@@ -56,6 +57,8 @@ from common.slides.reader import (
 from common.slides.store import SHARD_KEYS, TripletPools
 from common.slides.tissue import sample_in_tissue, tissue_mask
 
+logger = logging.getLogger(__name__)
+
 MAX_PER_SLIDE = 500
 MANIFEST = "triplets.json"
 SLIDE_SUFFIXES = (".svs", ".tif", ".tiff", ".mrxs", ".ndpi", ".scn", ".bif", ".vms", ".vmu", ".svslide")
@@ -63,12 +66,12 @@ SLIDE_SUFFIXES = (".svs", ".tif", ".tiff", ".mrxs", ".ndpi", ".scn", ".bif", ".v
 
 def extract_slide(slide_path, annotation_path, tile_size: int = 128, max_points: int = MAX_PER_SLIDE,
                   seed: int = 0, magnification: float | None = None, classes=None, upsample: bool = True,
-                  log=print, tissue: bool = True) -> dict[str, np.ndarray]:
+                  tissue: bool = True) -> dict[str, np.ndarray]:
     """Samples points in one slide's annotations and returns its triplets as arrays (a shard's content).
 
     Annotations are read in QuPath's frame (the slide's bounds, if any) and
     shifted to level 0; ``classes`` is an ``annotations.class_map``; a slide
-    scanned below 40x is upsampled (said once in ``log``) or, without
+    scanned below 40x is upsampled (logged once) or, without
     ``upsample``, refused with a ``DataError``. With ``tissue``, points on
     glass (``tissue.tissue_mask``) are rejected and redrawn, their count logged.
     Besides the arrays, ``"skipped"`` holds what ``read_annotations`` skipped
@@ -79,20 +82,20 @@ def extract_slide(slide_path, annotation_path, tile_size: int = 128, max_points:
     slide = open_slide(slide_path)
     try:
         base = base_magnification(slide, slide_path, magnification)
-        check_magnification(slide_path, base, upsample, log)
+        check_magnification(slide_path, base, upsample)
         frame = qupath_frame(slide, slide_path)
         regions, skipped = read_annotations(annotation_path, (frame.width, frame.height), (frame.x, frame.y), classes)
         if skipped:
-            log(skipped_line(annotation_path, skipped))
+            logger.warning(skipped_line(annotation_path, skipped))  # annotations left out: said under -q too
         repaired = sum(region.repaired for region in regions)
         if repaired:
-            log(repaired_line(annotation_path, repaired))
+            logger.info(repaired_line(annotation_path, repaired))
         rng = np.random.default_rng(seed)
         if tissue:
             points, labels, rejected = sample_in_tissue(regions, max_points, rng, tissue_mask(slide, base, frame))
             if rejected:
-                log(f"{slide_path}: {rejected} sampled points fell on glass (outside the tissue mask) and were "
-                    f"redrawn; {len(points)} in tissue")
+                logger.info(f"{slide_path}: {rejected} sampled points fell on glass (outside the tissue mask) and "
+                            f"were redrawn; {len(points)} in tissue")
         else:
             points, labels = sample_points(regions, max_points, rng)
         tiles = {name: np.zeros((len(points), tile_size, tile_size, 3), np.uint8) for name in SHARD_KEYS}
@@ -172,7 +175,7 @@ def slide_list(slides) -> dict[str, dict]:
 
 
 def prepare_triplets(slides, out, tile_size: int = 128, max_per_slide: int = MAX_PER_SLIDE, seed: int = 0,
-                     magnification: float | None = None, classes=None, upsample: bool = True, log=print) -> dict:
+                     magnification: float | None = None, classes=None, upsample: bool = True) -> dict:
     """Writes one triplet shard per slide and the manifest; a rerun skips slides already written.
 
     ``classes`` maps the user's QuPath class names to the model's (an ``annotations.class_map``);
@@ -182,7 +185,7 @@ def prepare_triplets(slides, out, tile_size: int = 128, max_per_slide: int = MAX
     entries = slide_list(slides)
     classes = class_map() if classes is None else classes
     labs = collections.Counter(entry["lab"] for entry in entries.values())
-    log(f"{len(entries)} slides: " + ", ".join(f"lab {lab!r} {n}" for lab, n in sorted(labs.items())))
+    logger.info(f"{len(entries)} slides: " + ", ".join(f"lab {lab!r} {n}" for lab, n in sorted(labs.items())))
     manifest = {"format": store.FORMAT, "classes": list(CLASSES), "tile_size": tile_size,
                 "magnifications": list(MAGNIFICATIONS), "max_per_slide": max_per_slide, "slides": {}}
     for index, (slide_id, entry) in enumerate(sorted(entries.items())):
@@ -192,18 +195,17 @@ def prepare_triplets(slides, out, tile_size: int = 128, max_per_slide: int = MAX
             if older.exists():  # the format before TFRecords: converted, the slide is not read again
                 with np.load(older) as arrays:
                     store.write_shard(shard, {key: arrays[key] for key in arrays.files})
-                log(f"{slide_id}: converted {older.name} to {shard.name} ({older.name} can be deleted)")
+                logger.info(f"{slide_id}: converted {older.name} to {shard.name} ({older.name} can be deleted)")
             else:
                 store.write_shard(shard, extract_slide(
                     entry["slide"], entry["annotations"], tile_size, max_per_slide, seed=seed * 100003 + index,
-                    magnification=entry.get("magnification", magnification), classes=classes, upsample=upsample,
-                    log=log))
+                    magnification=entry.get("magnification", magnification), classes=classes, upsample=upsample))
         labels = store.read_index(shard)["label"]
         counts = np.bincount(labels, minlength=len(CLASSES)).tolist()
         manifest["slides"][slide_id] = {"lab": entry.get("lab", ""), "counts": counts,
                                         "slide": str(pathlib.Path(entry["slide"]).resolve()),
                                         **store.read_notes(shard)}
-        log(f"{slide_id}: {sum(counts)} triplets {dict(zip(CLASSES, counts))}")
+        logger.info(f"{slide_id}: {sum(counts)} triplets {dict(zip(CLASSES, counts))}")
     atomic.write_json(out / MANIFEST, manifest)
     return manifest
 

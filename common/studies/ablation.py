@@ -10,11 +10,14 @@ each setting against the U-Net over the same units.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import pathlib
 
 from common import atomic, stats, tables
 from common.train import crossval
 from common.train import segmentation as training
+
+logger = logging.getLogger(__name__)
 
 # name -> (variant, build_model options); paper Table 1 (variants) and Table 3 (ablation).
 TABLE_1 = {
@@ -40,17 +43,17 @@ def folder_name(setting: str) -> str:
     return setting.lower().replace(" ", "_").replace("-", "_")
 
 
-def run_study(config: training.TrainConfig, out, table: str = "table1", folds: int = 5, repeats: int = 1, seeds=None,
-              log=print) -> str:
+def run_study(config: training.TrainConfig, out, table: str = "table1", folds: int = 5, repeats: int = 1,
+              seeds=None) -> str:
     """Cross-validates every setting of ``table`` and returns the Markdown table (also in ``out``)."""
     if table not in TABLES:
         raise ValueError(f"table must be one of {tuple(TABLES)}, got {table!r}")
     out = pathlib.Path(out)
     for setting, (variant, options) in TABLES[table].items():
-        log(f"== {setting}")
+        logger.info(f"== {setting}")
         setting_config = dataclasses.replace(config, model=variant,
                                              model_options={**config.model_options, **options})
-        crossval.run_cv(setting_config, out / folder_name(setting), folds, repeats, seeds, log=log)
+        crossval.run_cv(setting_config, out / folder_name(setting), folds, repeats, seeds)
     markdown = format_study(out, TABLES[table])
     with atomic.atomic_path(out / f"{table}.md") as tmp:
         tmp.write_text(markdown + "\n", encoding="utf-8")

@@ -7,6 +7,7 @@ evaluate the held-out volumes -> per-organ Dice table and an overlay PNG.
 from __future__ import annotations
 
 import json
+import logging
 import pathlib
 import time
 
@@ -17,6 +18,8 @@ from common import atomic
 from common.ct import inference, shards, volumes
 from common.ct import synthetic as synthetic_ct
 from common.train import segmentation as training
+
+logger = logging.getLogger(__name__)
 
 # BGR colours of classes 1..7 (liver, spleen, kidneys, stomach, gallbladder, pancreas).
 PALETTE = np.array([(0, 0, 0), (60, 76, 231), (182, 89, 155), (219, 152, 52), (156, 188, 26),
@@ -49,19 +52,19 @@ def _overlay_of_case(model, case: volumes.Case, hu_window, path) -> None:
 
 
 def run(out: pathlib.Path, num_cases: int = 14, epochs: int = 12, base_filters: int = 16, seed: int = 0,
-        log=print) -> dict:
-    """Runs the demo in ``out`` and returns {case: metrics} of the held-out cases."""
+        verbose: int = 2) -> dict:
+    """Runs the demo in ``out`` and returns {case: metrics} of the held-out cases (``verbose``: ``fit``'s)."""
     start = time.monotonic()
     cohort, prepared, run_dir = out / "cohort", out / "prepared", out / "run"
     synthetic_ct.write_cohort(cohort, num_cases=num_cases, seed=seed)
-    log(f"[{time.monotonic() - start:5.0f}s] wrote {num_cases} synthetic CT cases to {cohort}")
-    manifest = shards.prepare(cohort, prepared, log=lambda _: None)
-    log(f"[{time.monotonic() - start:5.0f}s] prepared {sum(c['slices'] for c in manifest['cases'])} slices")
+    logger.info(f"[{time.monotonic() - start:5.0f}s] wrote {num_cases} synthetic CT cases to {cohort}")
+    manifest = shards.prepare(cohort, prepared)
+    logger.info(f"[{time.monotonic() - start:5.0f}s] prepared {sum(c['slices'] for c in manifest['cases'])} slices")
     config = training.TrainConfig(data=str(prepared), out=str(run_dir), base_filters=base_filters,
                                   epochs=epochs, batch_size=8, learning_rate=1e-3, lr_decay=0.9,
-                                  test_fraction=0.2, seed=seed)
-    model = training.train(config, log=log)
-    log(f"[{time.monotonic() - start:5.0f}s] trained")
+                                  test_fraction=0.2, seed=seed, verbose=verbose)
+    model = training.train(config)
+    logger.info(f"[{time.monotonic() - start:5.0f}s] trained")
     split = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))["split"]
     cases = {c.case_id: c for c in volumes.find_cases(cohort)}
     held_out = [cases[c] for c in split["test"]]
@@ -69,7 +72,7 @@ def run(out: pathlib.Path, num_cases: int = 14, epochs: int = 12, base_filters: 
     atomic.write_json(run_dir / "evaluation.json",
                              {case: {str(k): v for k, v in m.items()} for case, m in results.items()})
     _overlay_of_case(model, held_out[0], manifest["hu_window"], out / "overlay.png")
-    log(f"[{time.monotonic() - start:5.0f}s] held-out cases {', '.join(split['test'])}: Dice per organ (%)")
-    log(inference.format_table(results, manifest["class_names"]))
-    log(f"overlay of a held-out slice: {out / 'overlay.png'}; model: {run_dir / 'model.keras'}")
+    logger.info(f"[{time.monotonic() - start:5.0f}s] held-out cases {', '.join(split['test'])}: Dice per organ (%)")
+    logger.info(inference.format_table(results, manifest["class_names"]))
+    logger.info(f"overlay of a held-out slice: {out / 'overlay.png'}; model: {run_dir / 'model.keras'}")
     return results

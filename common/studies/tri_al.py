@@ -11,6 +11,11 @@ whose slides come from two laboratories, and writes::
     OUT/<ITER|OOD|ENT>/run_<r>/      active-learning runs, one state file per iteration
     OUT/results.json                 test metrics of every finished run, by column of Table II
 
+Every training logs its epochs as ``zoo train`` does (``history.csv`` and
+TensorBoard's events, ``common.train.callbacks.logging_callbacks``): in
+``source/logs/``, ``SL_<pct>/run_<r>/logs/`` and
+``<strategy>/run_<r>/logs/iteration_<j>/``.
+
 Every stage is skipped when its state file exists, so rerunning the command
 resumes an interrupted study. With ``source_model`` (an already trained
 TRI-CNN, ``.keras``) no source lab is needed and no source model is trained.
@@ -24,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import pathlib
 
 import keras
@@ -31,10 +37,14 @@ import numpy as np
 
 from common import atomic, errors, registry
 from common.slides import triplets
+from common.train import callbacks as train_callbacks
 from tri_al import INPUT_NAMES, build_model
 from tri_al import active_learning as al
-from tri_al.active_learning import TrainConfig  # noqa: F401  (the CLI configures a study through here)
 from tri_al.model import HEAD_UNITS
+from tri_al.strategies import STRATEGIES  # with TrainConfig, what the CLI configures a study with
+from tri_al.training import TrainConfig, fresh_logs
+
+logger = logging.getLogger(__name__)
 
 FRACTIONS = (0.2, 0.4, 0.6, 0.8, 1.0)
 
@@ -60,10 +70,10 @@ class StudyConfig:
     initial_per_class: int = 25000
     source_epochs: int = 100
     seed: int = 0
-    train: al.TrainConfig = dataclasses.field(default_factory=al.TrainConfig)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
 
     def __post_init__(self):
-        unknown = sorted(set(self.strategies) - {"supervised", *al.STRATEGIES})
+        unknown = sorted(set(self.strategies) - {"supervised", *STRATEGIES})
         if unknown:
             raise ValueError(f"strategy must be supervised, ITER, OOD or ENT, got {unknown}")
         if self.runs < 1:
@@ -144,12 +154,13 @@ def _train_on_source(model, config: StudyConfig, plan: dict) -> dict:
     source = triplets.load_pools(config.data, plan["source"]["train"] + plan["source"]["val"])
     split = {"train": _ids_of(source, plan["source"]["train"]), "val": _ids_of(source, plan["source"]["val"])}
     train_config = dataclasses.replace(config.train, epochs=config.source_epochs)
+    logs = fresh_logs(pathlib.Path(config.out) / "source" / "logs", train_callbacks.logging_callbacks)
     al.train(model, source, split["train"], split["val"], train_config, seed=config.seed,
-             run=f"{config.out}: source training")
+             run=f"{config.out}: source training", callbacks=logs)
     return al.evaluate(model, source, split["val"])
 
 
-def _source_stage(model, config: StudyConfig, plan: dict, target, target_split, log) -> pathlib.Path:
+def _source_stage(model, config: StudyConfig, plan: dict, target, target_split) -> pathlib.Path:
     """The weights every target run starts from: TRI-CNN trained on the source lab, or ``source_model``'s.
 
     Either is scored on the target test slides (Table II, column 1).
@@ -169,11 +180,11 @@ def _source_stage(model, config: StudyConfig, plan: dict, target, target_split, 
     atomic.write_json(folder / "metrics.json", metrics)
     origin = (f"{config.source_model}" if config.source_model else
               f"val micro F1 {metrics['source_val']['micro_f1']:.3f} (source lab)")
-    log(f"source model: {origin}, test micro F1 {metrics['test']['micro_f1']:.3f} (target lab)")
+    logger.info(f"source model: {origin}, test micro F1 {metrics['test']['micro_f1']:.3f} (target lab)")
     return weights
 
 
-def run_study(config: StudyConfig, log=print) -> dict:
+def run_study(config: StudyConfig) -> dict:
     """Runs (or resumes) every requested column of Table II and writes ``results.json``."""
     out = pathlib.Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -191,26 +202,27 @@ def run_study(config: StudyConfig, log=print) -> dict:
                             head_units=config.head_units, preprocessing=config.preprocessing)
     target = triplets.load_pools(config.data, sorted(sum(plan["target"].values(), [])))
     split = {k: _ids_of(target, v) for k, v in plan["target"].items()}
-    source_weights = _source_stage(model, config, plan, target, split, log)
+    source_weights = _source_stage(model, config, plan, target, split)
     for run in range(config.runs):
         seed = config.seed + run
         if "supervised" in config.strategies:
             for fraction in config.fractions:
                 state = al.run_supervised(model, target, split, fraction, out / f"SL_{round(fraction * 100)}" /
-                                          f"run_{run}", config.train, seed=seed, initial_weights=source_weights)
-                log(f"SL {fraction:.0%} run {run}: test micro F1 {state['test']['micro_f1']:.3f}")
-        for strategy in (s for s in al.STRATEGIES if s in config.strategies):
+                                          f"run_{run}", config.train, seed=seed, initial_weights=source_weights,
+                                          log_callbacks=train_callbacks.logging_callbacks)
+                logger.info(f"SL {fraction:.0%} run {run}: test micro F1 {state['test']['micro_f1']:.3f}")
+        for strategy in (s for s in STRATEGIES if s in config.strategies):
             al_config = al.ALConfig(strategy, iterations=config.iterations, budget=config.budget,
                                     candidates=config.candidates, initial_per_class=config.initial_per_class,
                                     seed=seed, train=config.train)
             folder = out / strategy / f"run_{run}"
-            states = al.run_active_learning(model, target, split, folder, al_config,
-                                            initial_weights=source_weights)
+            states = al.run_active_learning(model, target, split, folder, al_config, initial_weights=source_weights,
+                                            log_callbacks=train_callbacks.logging_callbacks)
             if not (folder / "model.keras").exists():
                 with atomic.atomic_path(folder / "model.keras") as tmp:
                     model.save(tmp)
-            log(f"{strategy} run {run}: {len(states)} iterations, {len(states[-1]['train_ids'])} samples, "
-                f"test micro F1 {states[-1]['test']['micro_f1']:.3f}")
+            logger.info(f"{strategy} run {run}: {len(states)} iterations, {len(states[-1].train_ids)} samples, "
+                        f"test micro F1 {states[-1].test['micro_f1']:.3f}")
     results = collect_results(out)
     atomic.write_json(out / "results.json", results)
     return results
@@ -223,18 +235,18 @@ def collect_results(out) -> dict:
     if (out / "source" / "metrics.json").exists():
         columns["TRI-CNN"] = [json.loads((out / "source" / "metrics.json").read_text(encoding="utf-8"))["test"]]
     for folder in sorted(out.glob("SL_*"), key=lambda p: int(p.name.split("_")[1])):
-        runs = [json.loads(p.read_text(encoding="utf-8")) for p in sorted(folder.glob("run_*/supervised.json"))]
+        runs = [al.load_supervised(p) for p in sorted(folder.glob("run_*/supervised.json"))]
         if runs:
             columns[f"TRI-SL({folder.name.split('_')[1]}%)"] = [
                 {**r["test"], "samples": len(r["train_ids"]), "run": int(p.parent.name.split("_")[1])}
                 for r, p in zip(runs, sorted(folder.glob("run_*/supervised.json")))]
-    for strategy in al.STRATEGIES:
+    for strategy in STRATEGIES:
         finals = []
         for run in sorted((out / strategy).glob("run_*")):
             states = sorted(run.glob("iteration_*.json"), key=lambda p: int(p.stem.split("_")[1]))
-            last = json.loads(states[-1].read_text(encoding="utf-8")) if states else None
-            if last and last["done"]:
-                finals.append({**last["test"], "samples": len(last["train_ids"]), "iterations": len(states),
+            last = al.LoopState.load(states[-1]) if states else None
+            if last and last.done:
+                finals.append({**last.test, "samples": len(last.train_ids), "iterations": len(states),
                                "run": int(run.name.split("_")[1])})
         if finals:
             columns[f"TRI-AL_{strategy}"] = finals

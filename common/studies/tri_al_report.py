@@ -124,9 +124,9 @@ def _write_png(path, image) -> None:
 
 
 def predict_slide(model, slide_path, stride: int | None = None, magnification: float | None = None,
-                  batch_size: int = 64, log=print) -> tuple[np.ndarray, np.ndarray]:
+                  batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
     """Fig. 3's tile predictions (``common.slides.predict``): (grid of class indices, -1 on glass; thumbnail)."""
-    prediction = predict.predict_slide(model, slide_path, stride, magnification, batch_size, log=log)
+    prediction = predict.predict_slide(model, slide_path, stride, magnification, batch_size)
     return prediction.grid, prediction.thumbnail
 
 

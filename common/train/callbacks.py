@@ -109,15 +109,33 @@ class TensorBoard(keras.callbacks.TensorBoard):
         self._guarded(super().on_train_end, logs)
 
 
+def logging_callbacks(log_dir, history=None) -> list[keras.callbacks.Callback]:
+    """The logs every trainer of the zoo writes: a CSV row per epoch and TensorBoard's event files.
+
+    ``zoo train`` and ``zoo cv`` (``make_callbacks``), ACNN's stages (``common.train.pose``) and TRI-AL's rounds
+    take them from here, each into a folder of its own, so all log alike: the CSV is ``EpochHistory`` (rewritten
+    whole, so a resumed run never holds an epoch twice, as Keras' ``CSVLogger(append=True)`` did), TensorBoard's
+    failed write is one ``WriteError`` line. Both work once per epoch (``async_safe``). Put them before the resume
+    state's callback: an epoch counts as done for a rerun only once its logs are written.
+
+    Args:
+        log_dir: TensorBoard's folder (``RUN/logs``; ``RUN/logs/stage_A`` for a stage).
+        history: the CSV file (default ``log_dir/history.csv``).
+    """
+    log_dir = pathlib.Path(log_dir)
+    made = [nn_callbacks.EpochHistory(history or log_dir / "history.csv", atomic.atomic_path),
+            TensorBoard(str(log_dir), write_graph=False)]
+    for callback in made:
+        callback.async_safe = True
+    return made
+
+
 def make_callbacks(run_dir: pathlib.Path, chief: bool = True) -> list[keras.callbacks.Callback]:
     """The loss check first; checkpoints and logs on the chief; resume state (``RUN/backup``) for every worker, last."""
     callbacks = [nn_callbacks.StopOnNonFiniteLoss(run_dir)]
     if chief:
-        callbacks += [
-            Checkpoint(run_dir / "checkpoints" / "last.keras"),
-            nn_callbacks.EpochHistory(run_dir / "history.csv", atomic.atomic_path),
-            TensorBoard(str(run_dir / "logs"), write_graph=False),
-        ]
+        callbacks += [Checkpoint(run_dir / "checkpoints" / "last.keras"),
+                      *logging_callbacks(run_dir / "logs", history=run_dir / "history.csv")]
     # Last: an epoch counts as done for a rerun only once everything of it is written.
     callbacks.append(BackupAndRestore(run_dir / "backup", chief))
     for callback in callbacks:  # per-epoch saves and logs: their batch hooks write nothing (module docstring)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import pathlib
 
 import keras
@@ -35,6 +36,8 @@ from common import atomic, errors, registry, stats, tables
 from common.ct import ensemble, inference, metrics, postprocess, shards, splits, volumes
 from common.train import callbacks
 from common.train import segmentation as training
+
+logger = logging.getLogger(__name__)
 
 
 def kfold(case_ids, k: int = 5, seed: int = 0) -> list[list[str]]:
@@ -58,7 +61,7 @@ def _plan_units(out: pathlib.Path, units: list[dict]) -> list[dict]:
     return units
 
 
-def _score_unit(model, config: training.TrainConfig, manifest: dict, test_cases, log) -> dict:
+def _score_unit(model, config: training.TrainConfig, manifest: dict, test_cases) -> dict:
     """Scores a unit's held-out cases as predicted, and each class reduced to its largest component.
 
     Where the cohort marks organ look-alikes (``distractors/``), every class also gets
@@ -79,7 +82,7 @@ def _score_unit(model, config: training.TrainConfig, manifest: dict, test_cases,
             for label, error in metrics.distractor_errors(predicted, distractors, classes).items():
                 per_case[case.case_id][label][metrics.DISTRACTOR_ERROR] = error
         lcc_dice[case.case_id] = postprocess.lcc_dice(predicted, reference, classes)
-        log(f"evaluated {case.case_id}: mean Dice {metrics.mean_foreground_dice(per_case[case.case_id]):.3f}")
+        logger.info(f"evaluated {case.case_id}: mean Dice {metrics.mean_foreground_dice(per_case[case.case_id]):.3f}")
     summary = metrics.summarize(list(per_case.values()))
     return {
         "test_cases": list(test_cases),
@@ -89,7 +92,7 @@ def _score_unit(model, config: training.TrainConfig, manifest: dict, test_cases,
     }
 
 
-def decide_postprocessing(out, class_names, log=print) -> dict | None:
+def decide_postprocessing(out, class_names) -> dict | None:
     """Writes ``postprocessing.json`` from the units' held-out Dice with and without each class's LCC.
 
     Returns:
@@ -97,13 +100,13 @@ def decide_postprocessing(out, class_names, log=print) -> dict | None:
     """
     units, planned = load_units(out), json.loads((pathlib.Path(out) / ensemble.PLAN).read_text(encoding="utf-8"))
     if len(units) < len(planned["units"]) or not all("lcc_dice" in u for u in units):
-        log(f"{out}: no post-processing decision (a unit is unfinished or scored without the rule)")
+        logger.info(f"{out}: no post-processing decision (a unit is unfinished or scored without the rule)")
         return None
     decision = postprocess.decide(units, class_names)
     postprocess.write_decision(out, decision)
     kept = [entry["name"] for entry in decision["classes"].values() if entry["apply"]]
-    log(f"post-processing: largest component kept for {', '.join(kept) or 'no class'} "
-        f"({pathlib.Path(out) / postprocess.DECISION})")
+    logger.info(f"post-processing: largest component kept for {', '.join(kept) or 'no class'} "
+                f"({pathlib.Path(out) / postprocess.DECISION})")
     return decision
 
 
@@ -119,24 +122,24 @@ def _unscored(finished: dict, manifest: dict) -> list[str]:
     return lacks
 
 
-def _score_older_unit(unit_dir: pathlib.Path, config: training.TrainConfig, manifest: dict, log) -> None:
+def _score_older_unit(unit_dir: pathlib.Path, config: training.TrainConfig, manifest: dict) -> None:
     """A finished unit is skipped; one scored before the zoo measured something it now measures is scored again."""
     finished = json.loads((unit_dir / "metrics.json").read_text(encoding="utf-8"))
     lacks = _unscored(finished, manifest)
     if not lacks:
-        log(f"{unit_dir.name}: finished earlier, skipped")
+        logger.info(f"{unit_dir.name}: finished earlier, skipped")
         return
     if not (unit_dir / "model.keras").exists():
-        log(f"{unit_dir.name}: finished earlier without {' and '.join(lacks)}, and its model is not here to score "
-            "them: kept as it is")
+        logger.info(f"{unit_dir.name}: finished earlier without {' and '.join(lacks)}, and its model is not here to "
+                    "score them: kept as it is")
         return
-    log(f"{unit_dir.name}: finished earlier, scoring its held-out cases again for {' and '.join(lacks)}")
+    logger.info(f"{unit_dir.name}: finished earlier, scoring its held-out cases again for {' and '.join(lacks)}")
     model, _ = registry.load_run(unit_dir)
-    scored = _score_unit(model, config, manifest, finished["test_cases"], log)
+    scored = _score_unit(model, config, manifest, finished["test_cases"])
     atomic.write_json(unit_dir / "metrics.json", {**finished, **scored})
 
 
-def _run_units(config: training.TrainConfig, out, units: list[dict], log) -> dict:
+def _run_units(config: training.TrainConfig, out, units: list[dict]) -> dict:
     out = pathlib.Path(out)
     manifest = shards.load_manifest(config.data)
     _plan_units(out, units)
@@ -145,18 +148,18 @@ def _run_units(config: training.TrainConfig, out, units: list[dict], log) -> dic
         unit_config = dataclasses.replace(config, out=str(unit_dir), test_cases=unit["test_cases"],
                                           seed=unit["seed"])
         if (unit_dir / "metrics.json").exists():
-            _score_older_unit(unit_dir, unit_config, manifest, log)
+            _score_older_unit(unit_dir, unit_config, manifest)
             continue
-        log(f"{unit['name']}: training, held out {', '.join(unit['test_cases'])}")
+        logger.info(f"{unit['name']}: training, held out {', '.join(unit['test_cases'])}")
         keras.backend.clear_session()  # a fresh model per fold, and no graph left from the last
         try:
-            model = training.train(unit_config, log=log)
+            model = training.train(unit_config)
         except callbacks.OtherOptions as error:  # `zoo cv` has no --overwrite: its units keep their folder's options
             raise callbacks.OtherOptions(error.run_dir, error.changes, "give a new output folder") from None
-        result = {"name": unit["name"], **_score_unit(model, unit_config, manifest, unit["test_cases"], log)}
+        result = {"name": unit["name"], **_score_unit(model, unit_config, manifest, unit["test_cases"])}
         atomic.write_json(unit_dir / "metrics.json", result)
     summary = summarize_run(out, manifest["class_names"])
-    decide_postprocessing(out, manifest["class_names"], log)
+    decide_postprocessing(out, manifest["class_names"])
     return summary
 
 
@@ -196,11 +199,11 @@ def plan_units(case_ids, seed: int = 0, folds: int = 5, repeats: int = 1, seeds=
     return units
 
 
-def run_cv(config: training.TrainConfig, out, folds: int = 5, repeats: int = 1, seeds=None, log=print) -> dict:
+def run_cv(config: training.TrainConfig, out, folds: int = 5, repeats: int = 1, seeds=None) -> dict:
     """Cross-validation by case, every (fold, repeat) from its own seed; returns the summary (also in ``out``)."""
     ids = [c["id"] for c in shards.load_manifest(config.data)["cases"]]
     units = plan_units(ids, config.seed, folds, repeats, seeds, config.test_fraction, config.test_cases)
-    return _run_units(config, out, units, log)
+    return _run_units(config, out, units)
 
 
 def load_units(out) -> list[dict]:

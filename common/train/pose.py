@@ -7,12 +7,16 @@ A run folder holds::
     RUN/stage_<X>.weights.h5      after each finished stage (a rerun skips it)
     RUN/backup/stage_<X>/         resume state inside a stage
     RUN/history_<X>.csv           one line per epoch: loss, and val_loss on the valid split when there is one
+    RUN/logs/stage_<X>/           TensorBoard, a folder per stage (``common.train.callbacks.logging_callbacks``,
+                                  as ``zoo train``'s RUN/logs)
     RUN/model.keras               the final model
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import logging
 import math
 import pathlib
 import shlex
@@ -26,6 +30,8 @@ from common.errors import DataError
 from common.pose import data as pose_data
 from common.pose import mpii
 from common.train import batch_norm, callbacks
+
+logger = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass
@@ -60,11 +66,11 @@ class PoseTrainConfig:
             raise ValueError(f"stage_factor must be > 0, got {self.stage_factor}")
 
 
-def _validation(config: PoseTrainConfig, log):
+def _validation(config: PoseTrainConfig):
     """The valid split's crops without augmentation, or None when the data folder has none."""
     annotations, _ = pose_data.split_paths(config.data, "valid")
     if not annotations.exists():
-        log(f"no {annotations}: training without a validation loss")
+        logger.info(f"no {annotations}: training without a validation loss")
         return None
     records = pose_data.load_split(config.data, "valid")
     return pose_data.pose_dataset(records, config.batch_size, config.input_size, training=False, seed=config.seed)
@@ -90,11 +96,13 @@ def _start_run(run_dir: pathlib.Path, record: dict, previous: dict | None, overw
     """Writes config.json into a fresh folder (a rerun of the same options keeps the one it finds).
 
     ``overwrite`` first drops the old run's resume state (``backup/``, ``stage_<X>.weights.h5``, which a rerun
-    would take for finished stages of this run); its other files are replaced as the new ones are written.
+    would take for finished stages of this run) and TensorBoard logs (TensorBoard would draw both runs as one); its
+    other files are replaced as the new ones are written.
     """
     if overwrite:
-        if (run_dir / "backup").exists():
-            shutil.rmtree(run_dir / "backup")
+        for folder in ("backup", "logs"):
+            if (run_dir / folder).exists():
+                shutil.rmtree(run_dir / folder)
         for done in run_dir.glob("stage_*.weights.h5"):
             done.unlink()
     if previous is None or overwrite:
@@ -111,7 +119,14 @@ def run_record(config: PoseTrainConfig, train_images: int, stages) -> dict:
     }
 
 
-def train_pose(config: PoseTrainConfig, log=print, overwrite: bool = False) -> keras.Model:
+def _stage_logs(run_dir: pathlib.Path, stage) -> list[keras.callbacks.Callback]:
+    """A stage's logs: ``history_<X>.csv`` (where earlier runs kept it, so a resume finds it) and TensorBoard's
+    ``logs/stage_<X>/``."""
+    return callbacks.logging_callbacks(run_dir / "logs" / f"stage_{stage.name}",
+                                       history=run_dir / f"history_{stage.name}.csv")
+
+
+def train_pose(config: PoseTrainConfig, overwrite: bool = False) -> keras.Model:
     """Trains ACNN (or the plain hourglass) through the scaled stages; rerunning resumes.
 
     A rerun with other options is refused before anything is written (``callbacks.OtherOptions``), unless
@@ -134,13 +149,14 @@ def train_pose(config: PoseTrainConfig, log=print, overwrite: bool = False) -> k
     if config.init:
         _load_init(model, config.init)
     _start_run(run_dir, record, previous, overwrite)  # only now: a refused start or a bad --init writes nothing
-    log(f"training {model.name} ({model.count_params():,} parameters) on {len(records)} people, "
-        f"{config.input_size}x{config.input_size}, stages {', '.join(f'{s.name}:{s.epochs}' for s in stages)}")
+    logger.info(f"training {model.name} ({model.count_params():,} parameters) on {len(records)} people, "
+                f"{config.input_size}x{config.input_size}, stages {', '.join(f'{s.name}:{s.epochs}' for s in stages)}")
     batch_norm.fuse_batch_norm(model)  # TensorFlow's fused kernel: 1.28x the images/s (docs/performance.md)
     dataset = pose_data.pose_dataset(records, config.batch_size, config.input_size, training=True, seed=config.seed)
     steps = math.ceil(len(records) / config.batch_size)
     entry.fit(model, dataset, run_dir, stages, steps_per_epoch=steps, verbose=config.verbose,
-              run_eagerly=config.run_eagerly, validation=_validation(config, log), log=log)
+              run_eagerly=config.run_eagerly, validation=_validation(config),
+              logs=functools.partial(_stage_logs, run_dir))
     with atomic.atomic_path(run_dir / "model.keras") as tmp:
         model.save(tmp)
     return model

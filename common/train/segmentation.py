@@ -25,6 +25,7 @@ tf.data pipeline feeds one device and the step is compiled by XLA.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import pathlib
 import shlex
 import shutil
@@ -36,6 +37,8 @@ import tensorflow as tf
 from common import atomic, registry
 from common.ct import pipeline, shards, splits
 from common.train import batch_norm, callbacks, distribute, recipe
+
+logger = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass
@@ -190,15 +193,14 @@ def _resume_hint(error: atomic.WriteError, backup: callbacks.BackupAndRestore) -
     return atomic.WriteError(f"{error}; {hint}")
 
 
-def train(config: TrainConfig, strategy: tf.distribute.Strategy | None = None, log=print,
-          extra_callbacks=(), overwrite: bool = False) -> keras.Model:
+def train(config: TrainConfig, strategy: tf.distribute.Strategy | None = None, extra_callbacks=(),
+          overwrite: bool = False) -> keras.Model:
     """Trains a segmentation model on a prepared folder; rerunning resumes.
 
     Args:
         config: what to train.
         strategy: a ``tf.distribute`` strategy; default ``distribute.choose_strategy()`` (one device when
             Keras runs on JAX or PyTorch: tf.data still feeds it, Keras hands the batches over as NumPy).
-        log: where progress lines go.
         extra_callbacks: more Keras callbacks, run after the zoo's own (so after each epoch's backup).
         overwrite: train afresh in a folder that holds a run, of the same options or not.
 
@@ -224,7 +226,8 @@ def train(config: TrainConfig, strategy: tf.distribute.Strategy | None = None, l
     record = run_record(config, manifest, split, crop, precision, execution)
     previous = callbacks.claim_run(run_dir, record, overwrite)  # before anything is written
     if _finished(run_dir, previous, overwrite):
-        log(f"{run_dir}: trained earlier with these options (model.keras); nothing to train (--overwrite: again)")
+        logger.info(f"{run_dir}: trained earlier with these options (model.keras); nothing to train "
+                    "(--overwrite: again)")
         return registry.load_run(run_dir)[0]
     keras.utils.set_random_seed(config.seed)
     with strategy.scope():
@@ -239,9 +242,10 @@ def train(config: TrainConfig, strategy: tf.distribute.Strategy | None = None, l
     )
     if chief:  # only now: a refused start, a bad model option or a bad shard leaves the folder as it was
         _start_run(run_dir, record, previous, overwrite)
-    log(f"training {config.model} ({model.count_params():,} parameters, {precision}) on "
-        f"{len(split['train'])} cases / {num_slices} slices, {crop}x{crop} crops, "
-        f"{strategy.num_replicas_in_sync} replica(s), {execution} step(s) per execution, {keras.backend.backend()}")
+    logger.info(f"training {config.model} ({model.count_params():,} parameters, {precision}) on "
+                f"{len(split['train'])} cases / {num_slices} slices, {crop}x{crop} crops, "
+                f"{strategy.num_replicas_in_sync} replica(s), {execution} step(s) per execution, "
+                f"{keras.backend.backend()}")
     made = callbacks.make_callbacks(run_dir, chief)
     try:
         model.fit(dataset, epochs=config.epochs, steps_per_epoch=steps, callbacks=[*made, *extra_callbacks],

@@ -1,4 +1,5 @@
 import dataclasses
+import logging
 
 import keras
 import numpy as np
@@ -63,7 +64,7 @@ def trained(tmp_path_factory):
     recorder = keras.callbacks.LambdaCallback(on_train_begin=lambda logs: optimizers.append(recorder.model.optimizer))
     for stage in stages:
         acnn_pose.train_staged(model, dataset, out, [stage], steps_per_epoch=2, verbose=0, run_eagerly=True,
-                               log=lambda _: None, callbacks=[recorder])
+                               callbacks=[recorder])
         snapshots.append(_snapshot(model))
         masks[stage.name] = np.asarray(model(x, training=False)[2])
     return model, out, stages, snapshots, masks, optimizers
@@ -89,13 +90,13 @@ def test_stage_c_trains_both(trained):
     assert len(_changed(snapshots[2][1], snapshots[3][1])) > 0
 
 
-def test_rerun_resumes_from_the_finished_stages(trained):
+def test_rerun_resumes_from_the_finished_stages(trained, caplog):
     model, out, stages, _, _, _ = trained
     assert sorted(p.name for p in out.glob("stage_*.weights.h5")) == [f"stage_{s}.weights.h5" for s in "ABC"]
     fresh = acnn_pose.build_model(input_shape=(64, 64, 3), num_stacks=2, features=16)
-    lines = []
-    acnn_pose.train_staged(fresh, None, out, stages, steps_per_epoch=2, log=lines.append)  # nothing left to fit
-    assert lines == [f"stage {s}: already trained, loading {out / f'stage_{s}.weights.h5'}" for s in "ABC"]
+    caplog.set_level(logging.INFO, logger="acnn_pose")
+    acnn_pose.train_staged(fresh, None, out, stages, steps_per_epoch=2)  # nothing left to fit
+    assert caplog.messages == [f"stage {s}: already trained, loading {out / f'stage_{s}.weights.h5'}" for s in "ABC"]
     for a, b in zip(model.weights, fresh.weights):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
 
@@ -142,8 +143,7 @@ def test_stage_b_masks_learn_what_equation_4_asks(tmp_path):
     staged.configure_stage(model, stage_b)
     before, mask_before = loss(), float(np.asarray(model(x, training=False)[2]).mean())
     dataset = tf.data.Dataset.from_tensor_slices((x, y)).repeat().batch(4)
-    acnn_pose.train_staged(model, dataset, tmp_path, [stage_b], steps_per_epoch=15, verbose=0, run_eagerly=True,
-                           log=lambda _: None)
+    acnn_pose.train_staged(model, dataset, tmp_path, [stage_b], steps_per_epoch=15, verbose=0, run_eagerly=True)
     after, mask_after = loss(), float(np.asarray(model(x, training=False)[2]).mean())
     assert before > 1e-3 and after < 0.25 * before, (before, after)
     assert mask_after < mask_before - 0.3, (mask_before, mask_after)

@@ -24,12 +24,14 @@ class KillAfterEpoch(keras.callbacks.Callback):
 
 
 def main(kill_after: str, weights_to: str, *argv: str) -> None:
-    from common.cli import build_parser
+    from common.cli import build_parser, verbosity
     from common.cli.train import train_config
     from common.train import segmentation
 
-    config = train_config(build_parser().parse_args(["train", *argv]))
-    model = segmentation.train(config, extra_callbacks=[KillAfterEpoch(int(kill_after))])
+    args = build_parser().parse_args(["train", *argv])
+    with verbosity.configured(args.log_level):  # the lines `zoo train` prints (the tests read "2 replica(s)")
+        config = train_config(args)
+        model = segmentation.train(config, extra_callbacks=[KillAfterEpoch(int(kill_after))])
     if weights_to != "-":
         np.savez(weights_to, *model.get_weights())
 

@@ -1,85 +1,27 @@
+"""TRI-AL's loop (tri_al/active_learning.py): Algorithm 1 resumable, each strategy end to end, TRI-SL, state files.
+
+The strategies alone are tests/tri_al/test_strategies.py; training one model, tests/tri_al/test_training.py.
+"""
+
 import dataclasses
 import json
+import pathlib
 import types
 
-import keras
 import numpy as np
 import pytest
 
 import tri_al
+from common import atomic
+from common.errors import DataError
 from common.slides import store
+from tests import helpers
 from tri_al import active_learning as al
+from tri_al import strategies
 
 TILE = 32
 CLASSES = 5
 HEAD = 16  # hidden units of the tiny models' head (the original's 4096 is for the real thing)
-
-
-@pytest.mark.parametrize("fnr, budget", [
-    ([0.1, 0.3, 0.0, 0.6, 0.0], 100),
-    ([0.05, 0.2, 0.13, 0.41, 0.07], 20000),
-    ([0.33, 0.33, 0.33, 0.01, 0.0], 7),
-    ([1.0, 0.5], 3),
-])
-def test_allocation_sums_to_the_budget_and_follows_the_fnr_shares(fnr, budget):
-    counts = tri_al.allocate_by_fnr(fnr, budget)
-    assert sum(counts) == budget and all(isinstance(c, int) for c in counts)
-    exact = np.asarray(fnr) * budget / np.sum(fnr)  # N_i = FNR_i * S / sum(FNR)
-    assert np.all(np.abs(np.asarray(counts) - exact) < 1)
-    assert all(c == 0 for c, f in zip(counts, fnr) if f == 0)
-
-
-def test_allocation_examples():
-    assert tri_al.allocate_by_fnr([0.1, 0.3, 0.0, 0.6, 0.0], 100) == [10, 30, 0, 60, 0]
-    assert tri_al.allocate_by_fnr([0.2, 0.2, 0.2, 0.2, 0.2], 20000) == [4000] * 5
-
-
-@pytest.mark.parametrize("budget, expected", [(20000, [4000] * 5), (7, [2, 2, 1, 1, 1]), (0, [0] * 5)])
-def test_all_zero_fnr_splits_equally(budget, expected):
-    assert tri_al.allocate_by_fnr([0.0] * 5, budget) == expected
-
-
-@pytest.mark.parametrize("fnr, budget, argument", [
-    ([], 10, "fnr"), ([0.1, -0.2], 10, "fnr"), ([0.1, 1.5], 10, "fnr"), ([0.1, float("nan")], 10, "fnr"),
-    ([0.1, 0.2], -1, "budget"), ([0.1, 0.2], 2.5, "budget"),
-])
-def test_allocation_rejects_bad_input(fnr, budget, argument):
-    with pytest.raises(ValueError, match=argument):
-        tri_al.allocate_by_fnr(fnr, budget)
-
-
-def test_a_short_pool_gives_what_it_has():
-    pools = {0: np.arange(5), 1: np.arange(100, 200), 2: np.arange(300, 340)}
-    drawn, short = al.draw_by_class(pools, [10, 10, 10], np.random.default_rng(0))
-    assert short and len(drawn) == 25
-    assert set(np.arange(5)) <= set(drawn.tolist())
-    drawn, short = al.draw_by_class(pools, [5, 10, 10], np.random.default_rng(0))
-    assert not short and len(drawn) == 25 and len(set(drawn.tolist())) == 25
-
-
-def test_entropy_keeps_exactly_the_highest_entropy_candidates():
-    rng = np.random.default_rng(4)
-    logits = rng.normal(size=(200, CLASSES)) * rng.uniform(0.1, 5, size=(200, 1))
-    probabilities = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
-    ids = rng.permutation(1000)[:200]
-    chosen = al.select_highest_entropy(ids, probabilities, 30)
-    h = al.entropy(probabilities)
-    assert len(chosen) == 30
-    assert set(chosen.tolist()) == set(ids[np.argsort(-h)[:30]].tolist())
-    assert h[np.isin(ids, chosen)].min() >= h[~np.isin(ids, chosen)].max()
-    uniform = np.full((4, CLASSES), 1 / CLASSES)
-    np.testing.assert_allclose(al.entropy(uniform), np.log(CLASSES))
-    assert al.select_highest_entropy(np.array([9, 3, 7, 1]), uniform, 2).tolist() == [1, 3]  # ties: lower id
-
-
-def test_class_metrics_f1_fnr_micro_macro():
-    y_true = np.array([0, 0, 0, 1, 1, 2, 2, 2, 2, 3])
-    y_pred = np.array([0, 0, 1, 1, 1, 2, 2, 0, 3, 3])
-    m = al.class_metrics(y_true, y_pred, 5)
-    np.testing.assert_allclose(m["f1"], [2 * 2 / (4 + 1 + 1), 2 * 2 / (4 + 1), 2 * 2 / (4 + 2), 2 / 3, 0.0])
-    np.testing.assert_allclose(m["fnr"], [1 / 3, 0, 0.5, 0, 0])
-    assert m["micro_f1"] == pytest.approx(0.7)  # single-label: micro F1 is accuracy
-    assert m["macro_f1"] == pytest.approx(np.mean(m["f1"]))
 
 
 @pytest.fixture(scope="module")
@@ -132,31 +74,57 @@ def test_interrupted_loop_resumes_with_identical_selections(tiny_data, model, so
         al.run_active_learning(model, data, split, tmp_path / "cut", _config("ITER"), source_weights, stop_after_2)
     assert sorted(p.name for p in (tmp_path / "cut").glob("*.json")) == [f"iteration_{j}.json" for j in range(3)]
     stamps = [(tmp_path / "cut" / f"iteration_{j}.json").stat().st_mtime_ns for j in range(3)]
+    stale = tmp_path / "cut" / "logs" / "iteration_3" / "train" / "events.out.tfevents.killed"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"a try of iteration 3 killed mid-epoch")
     fresh = tri_al.build_model(tile_size=TILE, width=1 / 16, head_units=HEAD)  # as a new process would
     resumed = al.run_active_learning(fresh, data, split, tmp_path / "cut", _config("ITER"), source_weights)
     assert [(tmp_path / "cut" / f"iteration_{j}.json").stat().st_mtime_ns for j in range(3)] == stamps
-    assert len(whole) == len(resumed) == 4 and whole[-1]["done"] and not whole[-1]["selected"]
+    assert len(whole) == len(resumed) == 4 and whole[-1].done and not whole[-1].selected
     for a, b in zip(whole, resumed):
-        assert a["selected"] == b["selected"] and a["train_ids"] == b["train_ids"]
-        np.testing.assert_allclose(a["val"]["fnr"], b["val"]["fnr"])
-    assert len(whole[1]["train_ids"]) == len(whole[0]["train_ids"]) + 10  # S = 10 drawn per iteration
-    assert sum(whole[0]["delta"]) == pytest.approx(1.0)
+        assert a.selected == b.selected and a.train_ids == b.train_ids
+        np.testing.assert_allclose(a.val["fnr"], b.val["fnr"])
+    assert len(whole[1].train_ids) == len(whole[0].train_ids) + 10  # S = 10 drawn per iteration
+    assert sum(whole[0].delta) == pytest.approx(1.0)
     for state in whole[:-1]:
-        assert np.bincount(data.labels[state["selected"]], minlength=CLASSES).tolist() == state["requested"]
-        assert state["requested"] == tri_al.allocate_by_fnr(state["val"]["fnr"], 10)
+        assert np.bincount(data.labels[state.selected], minlength=CLASSES).tolist() == state.requested
+        assert state.requested == tri_al.allocate_by_fnr(state.val["fnr"], 10)
+    for j in range(4):  # every iteration's epochs, as zoo train logs them; the killed try's events are gone
+        _assert_logged(tmp_path / "whole" / "logs" / f"iteration_{j}", epochs=1)
+    assert not stale.exists()
+    _assert_logged(tmp_path / "cut" / "logs" / "iteration_3", epochs=1)
+    with pytest.warns(DeprecationWarning, match=r"LoopState\['selected'\] is deprecated; read the attribute"):
+        assert whole[0]["selected"] == whole[0].selected  # the dicts states were, for one release
+
+
+def _assert_logged(folder, epochs: int):
+    """``history.csv`` has a row per epoch with the validation loss, TensorBoard's events the epoch scalars."""
+    import tensorflow as tf
+
+    with open(folder / "history.csv", encoding="utf-8") as file:
+        header, *rows = file.read().splitlines()
+    assert header == "epoch,accuracy,loss,val_accuracy,val_loss" and [r.split(",")[0] for r in rows] == \
+        [str(e) for e in range(epochs)]
+    assert all(np.isfinite(float(r.split(",")[-1])) for r in rows)
+    for run, expected in (("train", {"epoch_loss", "epoch_accuracy", "epoch_learning_rate"}),
+                          ("validation", {"epoch_loss", "epoch_accuracy"})):
+        tags = {value.tag for path in (folder / run).glob("events.out.tfevents.*")
+                for record in tf.data.TFRecordDataset(str(path))
+                for value in tf.compat.v1.Event.FromString(record.numpy()).summary.value}
+        assert expected <= tags, (run, tags)
 
 
 def test_ood_stops_once_a_class_pool_runs_short(tiny_data, model, source_weights, tmp_path):
     data, split = tiny_data
     states = al.run_active_learning(model, data, split, tmp_path, _config("OOD", budget=40), source_weights)
-    assert [s["exhausted"] for s in states][-2:] == [True, False] and states[-1]["done"]
-    assert not any(s["exhausted"] for s in states[:-2])
+    assert [s.exhausted for s in states][-2:] == [True, False] and states[-1].done
+    assert not any(s.exhausted for s in states[:-2])
     short = states[-2]
-    got = np.bincount(data.labels[short["selected"]], minlength=CLASSES)
-    assert (got <= short["requested"]).all() and (got < short["requested"]).any()
+    got = np.bincount(data.labels[short.selected], minlength=CLASSES)
+    assert (got <= short.requested).all() and (got < short.requested).any()
     pool_sizes = np.bincount(data.labels[split["train"]], minlength=CLASSES) - \
-        np.bincount(data.labels[short["train_ids"]], minlength=CLASSES)
-    np.testing.assert_array_equal(got, np.minimum(short["requested"], pool_sizes))  # what was left
+        np.bincount(data.labels[short.train_ids], minlength=CLASSES)
+    np.testing.assert_array_equal(got, np.minimum(short.requested, pool_sizes))  # what was left
 
 
 def test_ent_keeps_the_highest_entropy_of_class_distributed_candidates(tiny_data, model, source_weights, tmp_path):
@@ -164,12 +132,15 @@ def test_ent_keeps_the_highest_entropy_of_class_distributed_candidates(tiny_data
     states = al.run_active_learning(model, data, split, tmp_path, _config("ENT", iterations=2), source_weights)
     first = states[0]
     shares = np.bincount(data.labels[split["train"]], minlength=CLASSES)
-    assert first["requested"] == al._largest_remainder(shares, 15)
-    assert np.bincount(data.labels[first["candidates"]], minlength=CLASSES).tolist() == first["requested"]
+    assert first.requested == strategies._largest_remainder(shares, 15)
+    assert np.bincount(data.labels[first.candidates], minlength=CLASSES).tolist() == first.requested
+    assert list(json.loads((tmp_path / "iteration_0.json").read_text(encoding="utf-8"))) == [
+        "iteration", "strategy", "train_ids", "delta", "val", "test", "requested", "candidates", "selected",
+        "exhausted", "done"]  # the file's fields and their order, as before LoopState
     model.load_weights(tmp_path / "iteration_0.weights.h5")
-    h = al.entropy(al.predict(model, data, np.asarray(first["candidates"])))
-    top = np.asarray(first["candidates"])[np.argsort(-h, kind="stable")[:10]]
-    assert sorted(first["selected"]) == sorted(top.tolist())
+    h = al.entropy(al.predict(model, data, np.asarray(first.candidates)))
+    top = np.asarray(first.candidates)[np.argsort(-h, kind="stable")[:10]]
+    assert sorted(first.selected) == sorted(top.tolist())
 
 
 def test_supervised_baseline_trains_on_a_fraction_and_resumes(tiny_data, model, source_weights, tmp_path):
@@ -177,6 +148,7 @@ def test_supervised_baseline_trains_on_a_fraction_and_resumes(tiny_data, model, 
     state = al.run_supervised(model, data, split, 0.4, tmp_path, TRAIN, seed=1, initial_weights=source_weights)
     assert len(state["train_ids"]) == 40 and set(state["train_ids"]) <= set(split["train"].tolist())
     assert json.loads((tmp_path / "supervised.json").read_text(encoding="utf-8")) == state
+    _assert_logged(tmp_path / "logs", epochs=1)
     stamp = (tmp_path / "supervised.json").stat().st_mtime_ns
     assert al.run_supervised(model, data, split, 0.4, tmp_path, TRAIN, seed=1) == state
     assert (tmp_path / "supervised.json").stat().st_mtime_ns == stamp
@@ -198,60 +170,101 @@ def test_a_non_finite_loss_stops_the_round_before_it_writes(tiny_data, model, so
         al.load_weights(model, source_weights)  # the module's model, as the other tests expect it
     assert str(raised.value) == f"{out}: iteration 0: the loss became NaN at epoch 1, step 1; nothing of this " \
         "epoch was saved"
-    assert list(out.iterdir()) == []  # no weights, no iteration_0.json
+    # No weights, no iteration_0.json, no epoch logged: only the header of TensorBoard's file, opened at the start.
+    assert [p.relative_to(out).parent for p in out.rglob("*") if p.is_file()] == [
+        pathlib.Path("logs/iteration_0/train")]
 
 
-@pytest.mark.parametrize("kwargs, argument", [
-    (dict(strategy="RANDOM"), "strategy"), (dict(budget=0), "budget"), (dict(iterations=0), "iterations"),
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(strategy="RANDOM"), "strategy must be one of ('ITER', 'OOD', 'ENT'), got 'RANDOM'"),
+    (dict(budget=0), "budget must be >= 1, got 0"), (dict(iterations=0), "iterations must be >= 1, got 0"),
+    (dict(max_iterations=float("nan")), "max_iterations must be >= 1, got nan"),
+    (dict(train={"epochs": 1}), "train must be a TrainConfig, got {'epochs': 1}"),
 ])
-def test_bad_loop_configuration(kwargs, argument):
-    with pytest.raises(ValueError, match=argument):
+def test_bad_loop_configuration(kwargs, message):
+    with pytest.raises(ValueError) as raised:
         al.ALConfig(**kwargs)
+    assert str(raised.value) == message
+    config = al.ALConfig()
+    config.budget = 0  # ALConfig is mutable: the loop checks it again before it starts
+    with pytest.raises(ValueError, match=r"^budget must be >= 1, got 0$"):
+        al.run_active_learning(None, None, {}, "never-written", config)
 
 
-def test_training_defaults_are_the_papers_and_the_original_codes():
-    config = al.TrainConfig()
-    assert (config.learning_rate, config.patience) == (1.5e-4, 5)  # paper III
-    assert (config.momentum, config.nesterov, config.decay, config.batch_size) == (0.9, True, 1e-6, 128)
+def _state_of_todays_format(labels, train_ids, x0, pools) -> dict:
+    """iteration_0.json as the loop wrote it before LoopState: its fields, by hand, in their order."""
+    metrics = {"f1": [0.5] * CLASSES, "fnr": [0.1, 0.3, 0.0, 0.6, 0.0], "micro_f1": 0.5, "macro_f1": 0.5}
+    selected = sorted(int(i) for c in (0, 1, 3) for i in pools[c][:2])
+    return {"iteration": 0, "strategy": "ITER", "train_ids": x0.tolist(),
+            "delta": al.class_shares(labels[x0], CLASSES), "val": metrics, "test": metrics,
+            "requested": [2, 2, 0, 2, 0], "selected": selected, "exhausted": False, "done": False}
 
 
-@pytest.mark.parametrize("nesterov", [True, False])
-def test_sgd_follows_keras_2_sgd_with_decay_momentum_and_nesterov(nesterov):
-    """The original's ``SGD(lr, decay, momentum=0.9, nesterov)`` of Keras 2, transcribed in NumPy."""
-    lr, decay, momentum = 0.1, 0.05, 0.9  # a decay large enough to show in five steps
-    optimizer = al.sgd(al.TrainConfig(learning_rate=lr, decay=decay, momentum=momentum, nesterov=nesterov))
-    w = keras.Variable(np.array([1.0, -2.0, 0.5], np.float32))
-    grads = np.random.default_rng(0).normal(size=(5, 3)).astype(np.float32)
-    expected, v = np.array([1.0, -2.0, 0.5]), np.zeros(3)
-    for t, g in enumerate(grads):
-        optimizer.apply([keras.ops.convert_to_tensor(g)], [w])
-        lr_t = lr / (1.0 + decay * t)  # Keras 2: the step count before this update
-        v = momentum * v - lr_t * g
-        expected = expected + (momentum * v - lr_t * g if nesterov else v)
-        np.testing.assert_allclose(np.asarray(w), expected, rtol=1e-5, atol=1e-6)
+def test_a_loop_written_before_loop_state_resumes(tiny_data, model, source_weights, tmp_path):
+    data, split = tiny_data
+    x0, pools = al.initial_subset(data.labels, split["train"], 3, seed=5)
+    written = _state_of_todays_format(data.labels, split["train"], x0, pools)
+    (tmp_path / "iteration_0.json").write_text(json.dumps(written), encoding="utf-8")
+    (tmp_path / "iteration_0.weights.h5").write_bytes(source_weights.read_bytes())
+    before = (tmp_path / "iteration_0.json").read_bytes()
+    states = al.run_active_learning(model, data, split, tmp_path, _config("ITER", iterations=2), source_weights)
+    assert (tmp_path / "iteration_0.json").read_bytes() == before  # read, not retrained
+    assert states[0] == al.LoopState.load(tmp_path / "iteration_0.json")
+    assert list(states[0].as_dict().items()) == list(written.items())  # the same fields in the same order
+    assert states[1].train_ids == sorted(x0.tolist() + written["selected"]) and states[1].done
+    assert not (tmp_path / "logs" / "iteration_0").exists()
+    _assert_logged(tmp_path / "logs" / "iteration_1", epochs=1)
 
 
-@pytest.mark.parametrize("kwargs, argument", [
-    (dict(learning_rate=0.0), "learning_rate"), (dict(momentum=1.0), "momentum"), (dict(decay=-1e-6), "decay"),
-    (dict(batch_size=0), "batch_size"), (dict(patience=0), "patience"), (dict(stain_augment=-0.05), "stain_augment"),
-    (dict(stain_augment=1.0), "stain_augment"),
+def test_a_state_that_cannot_be_written_leaves_the_previous_file(tmp_path):
+    x0 = np.arange(3)
+    state = al.LoopState(**_state_of_todays_format(np.zeros(30, int), None, x0, {0: [4], 1: [5], 3: [6]}))
+    path = tmp_path / "iteration_0.json"
+    path.write_text("the previous state", encoding="utf-8")
+    before = helpers.checksums(tmp_path)
+    with helpers.file_limit(64), pytest.raises(atomic.WriteError) as raised:  # a full disk, in this process
+        state.save(path)
+    assert str(raised.value) == f"{path}: not written: file too large; the previous file is untouched"
+    assert helpers.checksums(tmp_path) == before
+    state.save(path)
+    assert al.LoopState.load(path) == state
+
+
+REDO = "; move it away to redo the iteration"
+RETRAIN = "; move it away to train it again"
+ENT_STATE = json.dumps({**_state_of_todays_format(np.zeros(30, int), None, np.arange(3), {0: [], 1: [], 3: []}),
+                        "strategy": "ENT"})
+# Each loop run on a folder holding only its state file: it reads the file before anything else.
+READS_STATE = {
+    "iteration_0.json": lambda data, split, out: al.run_active_learning(None, data, split, out, _config("ITER")),
+    "supervised.json": lambda data, split, out: al.run_supervised(None, data, split, 0.5, out, TRAIN),
+}
+
+
+@pytest.mark.parametrize("name, content, message", [
+    ("iteration_0.json", "{", "not the state of a TRI-AL iteration (Expecting property name enclosed in double "
+                              f"quotes: line 1 column 2 (char 1)){REDO}"),
+    ("iteration_0.json", "[]", "not the state of a TRI-AL iteration (tri_al.active_learning.LoopState() argument "
+                               f"after ** must be a mapping, not list){REDO}"),
+    ("iteration_0.json", '{"iteration": 0}',
+     "not the state of a TRI-AL iteration (LoopState.__init__() missing 8 required keyword-only arguments: "
+     f"'strategy', 'train_ids', 'delta', 'val', 'test', 'selected', 'exhausted', and 'done'){REDO}"),
+    ("iteration_0.json", ENT_STATE, "holds iteration 0 of ENT, not iteration 0 of ITER; give each loop a folder of "
+                                    "its own"),
+    ("supervised.json", "", f"not the state of a TRI-SL run (Expecting value: line 1 column 1 (char 0)){RETRAIN}"),
+    ("supervised.json", "[]", f"not the state of a TRI-SL run (a JSON list, not an object){RETRAIN}"),
+    ("supervised.json", '{"fraction": 0.5, "train_ids": [1]}',
+     f"not the state of a TRI-SL run (no 'delta', 'val', 'test', 'done'){RETRAIN}"),
 ])
-def test_bad_training_configuration(kwargs, argument):
-    with pytest.raises(ValueError, match=argument):
-        al.TrainConfig(**kwargs)
-
-
-def test_each_round_restarts_the_momenta_and_the_decay_step_count():
-    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, activation="softmax")])
-    x, y = np.random.default_rng(1).random((8, 3), dtype=np.float32), np.array([0, 1] * 4)
-    al._fresh_optimizer(model, TRAIN)
-    model.fit(x, y, batch_size=4, epochs=1, verbose=0)
-    assert int(model.optimizer.iterations) == 2 and any(np.abs(np.asarray(v)).sum() > 0
-                                                        for v in model.optimizer.variables[1:])
-    compiled = model.optimizer
-    al._fresh_optimizer(model, TRAIN)  # the next round: same optimizer object, state back to zero
-    assert model.optimizer is compiled and int(model.optimizer.iterations) == 0
-    assert all(not np.asarray(v).any() for v in model.optimizer.variables)
+def test_a_state_file_that_is_not_this_loops_is_named(tmp_path, name, content, message):
+    (tmp_path / name).write_text(content, encoding="utf-8")
+    data = types.SimpleNamespace(tiles=[], labels=np.zeros(30, int))
+    split = {"train": np.arange(20), "val": np.arange(20, 25), "test": np.arange(25, 30)}
+    before = helpers.checksums(tmp_path)
+    with pytest.raises(DataError) as raised:  # before any training: the model is never touched
+        READS_STATE[name](data, split, tmp_path)
+    assert str(raised.value) == f"{tmp_path / name}: {message}"
+    assert helpers.checksums(tmp_path) == before  # the file stays for its owner to look at
 
 
 @pytest.fixture(scope="module")
@@ -273,9 +286,9 @@ def test_streamed_triplets_give_the_same_loop_as_triplets_in_ram(tiny_data, tiny
     in_ram = al.run_active_learning(model, data, split, tmp_path / "ram", config, source_weights)
     streamed = al.run_active_learning(model, tiny_store, split, tmp_path / "stream", config, source_weights)
     for a, b in zip(in_ram, streamed):  # lossless tiles, the same batches in the same order: the same run
-        assert a["train_ids"] == b["train_ids"] and a["selected"] == b["selected"]
-        np.testing.assert_allclose(a["val"]["fnr"], b["val"]["fnr"])
-        np.testing.assert_allclose(a["test"]["f1"], b["test"]["f1"])
+        assert a.train_ids == b.train_ids and a.selected == b.selected
+        np.testing.assert_allclose(a.val["fnr"], b.val["fnr"])
+        np.testing.assert_allclose(a.test["f1"], b.test["f1"])
     probabilities = [al.predict(model, source, split["test"]) for source in (data, tiny_store)]
     np.testing.assert_allclose(probabilities[0], probabilities[1], atol=1e-6)
 

@@ -12,17 +12,19 @@ def _card(version_dir) -> dict:
     return json.loads((version_dir / "assets.extra" / "metadata.json").read_text(encoding="utf-8"))
 
 
-def test_export_command_writes_a_version_and_the_server_config(zoo, zoo_here, keras_file, tmp_path):
-    done = zoo("export", keras_file, tmp_path / "serving", "--server-base-path", "/models/tiny")
+def test_export_command_writes_a_version_and_the_server_config(zoo_here, keras_file, tmp_path):
+    done = zoo_here("export", keras_file, tmp_path / "serving", "--server-base-path", "/models/tiny")
     assert done.returncode == 0, done.stderr[-2000:]
     assert (tmp_path / "serving" / "tiny" / "1" / "saved_model.pb").exists()
     assert 'base_path: "/models/tiny"' in (tmp_path / "serving" / "models.config").read_text(encoding="utf-8")
     metadata = _card(tmp_path / "serving" / "tiny" / "1")  # a bare .keras file: no run to describe
     assert (metadata["name"], metadata["model"], metadata["task"]) == ("tiny", "unet", "segmentation")
-    assert metadata["command"] is None and metadata["training_config"] is None and metadata["class_names"] is None
+    assert metadata["training_config"] is None and metadata["class_names"] is None and "command" not in metadata
     verified = zoo_here("export", "--verify", tmp_path / "serving" / "tiny")
     assert verified.returncode == 0, verified.stderr
     assert [line.split()[0] for line in verified.stdout.splitlines()] == ["ok"] * 5 + ["verified"]
+    quiet = zoo_here("export", "--verify", tmp_path / "serving" / "tiny", "-q")  # the verdict is its result
+    assert quiet.returncode == 0 and quiet.stdout.splitlines() == [verified.stdout.splitlines()[-1]], quiet.stdout
 
 
 def test_export_of_a_run_records_its_run_and_verify_fails_on_a_broken_card(zoo_here, keras_file, tmp_path):
@@ -42,13 +44,16 @@ def test_export_of_a_run_records_its_run_and_verify_fails_on_a_broken_card(zoo_h
     assert done.returncode == 0, done.stderr
     metadata = _card(tmp_path / "serving" / "run" / "1")
     assert metadata["model"] == "u_transformer" and metadata["class_names"] == classes
-    assert metadata["command"] == config["command"] and metadata["training_config"]["data"] == str(prepared)
+    assert metadata["training_config"] == {key: config[key] for key in ("model", "class_names", "hu_window")}
+    assert metadata["training_config_left_out"] == {"data": "a path", "command": "the command line (it names paths)"}
     assert metadata["hu_window"] == [-160.0, 240.0] and metadata["training_spacing"] == pytest.approx([0.8, 0.8])
-    assert metadata["outputs"]["labels"]["range"] == [0, 7]
+    assert metadata["network_data_format"]["outputs"]["labels"]["value_range"] == [0, 7]
     (tmp_path / "serving" / "run" / "1" / "assets.extra" / "metadata.json").unlink()
     done = zoo_here("export", "--verify", tmp_path / "serving" / "run" / "1")
     assert done.returncode == 2
     assert "MISMATCH" in done.stdout and "1/assets.extra/metadata.json: missing" in done.stderr
+    quiet = zoo_here("-q", "export", "--verify", tmp_path / "serving" / "run" / "1")  # a mismatch is a warning
+    assert quiet.returncode == 2 and [line.split()[0] for line in quiet.stdout.splitlines()] == ["MISMATCH"]
 
 
 def test_export_arguments_are_checked(zoo_here, tmp_path):
@@ -101,3 +106,23 @@ def test_pipeline_options_are_checked_before_anything_is_written(zoo_here, tmp_p
     done = zoo_here("export", "--verify", tmp_path, "--pipeline")
     assert done.returncode == 2 and "--verify checks DIR only; drop --pipeline" in done.stderr
     assert not (tmp_path / "serving").exists()
+
+
+def test_the_card_carries_the_runs_evaluations_with_their_commands_and_no_case_id(tmp_path):
+    from common.cli import serve
+
+    folder = tmp_path  # summary.json as `zoo cv` writes it (crossval.summarize_run): one value per fold
+    (folder / "summary.json").write_text(json.dumps({
+        "units": ["fold_1", "fold_2"], "class_names": ["background", "liver", "spleen"],
+        "per_class": {"1": {"dice": {"mean": 0.7, "std": 0.1414, "values": [0.8, 0.6]}},
+                      "2": {"dice": {"mean": 0.6, "std": float("nan"), "values": [0.6, float("nan")]}}}}))
+    (folder / "pckh_valid_stage_B_noflip_shift1.json").write_text(json.dumps(
+        {"Head": 90.0, "Total": 80.0, "Mean@0.1": None, "curve": {"thresholds": [0.5], "Total": [80.0]}}))
+    found = serve.evaluations(folder, None)
+    assert found == [
+        {"command": "zoo cv DATA OUT (the folds' options: training_config)", "file": "summary.json", "units": 2,
+         "metrics": {"liver": {"dice": {"mean": 0.7, "std": 0.1414}},
+                     "spleen": {"dice": {"mean": 0.6, "std": None}}}},  # NaN (one fold): null, not a number
+        {"command": "zoo eval-pose DATA RUN --split valid --stage B --no-flip-test --flip-shift 1",
+         "file": "pckh_valid_stage_B_noflip_shift1.json", "metrics": {"Head": 90.0, "Total": 80.0, "Mean@0.1": None}}]
+    assert serve.evaluations(None) == []

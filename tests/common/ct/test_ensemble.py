@@ -1,4 +1,5 @@
 import json
+import logging
 
 import numpy as np
 import pytest
@@ -28,15 +29,15 @@ def _volume(seed=0):
     return image
 
 
-def test_a_cv_folder_predicts_the_mean_of_its_folds(cv_folder):
+def test_a_cv_folder_predicts_the_mean_of_its_folds(cv_folder, caplog):
     loaded = ensemble.load(cv_folder)
     assert loaded.names == ["fold_1", "fold_2", "fold_3"] and loaded.folder == cv_folder and loaded.stride == 16
-    lines = []
-    mean, _ = inference.predict_probabilities(loaded.models, _volume(), log=lines.append)
+    caplog.set_level(logging.INFO, logger="common")
+    mean, _ = inference.predict_probabilities(loaded.models, _volume())
     folds = [inference.predict_probabilities(model, _volume())[0] for model in loaded.models]
     np.testing.assert_allclose(mean, np.mean(folds, axis=0), atol=1e-6)
     assert np.abs(folds[0] - folds[2]).max() > 0.2  # the folds disagree, so the mean is a real test
-    assert lines == ["volume: model 1/3", "volume: model 2/3", "volume: model 3/3"]
+    assert caplog.messages == ["volume: model 1/3", "volume: model 2/3", "volume: model 3/3"]  # none for one model
     assert ensemble.trained_cases(loaded) == {"case_000", "case_001"}
 
 
@@ -51,24 +52,25 @@ def test_folds_that_cannot_be_averaged(cv_folder, tmp_path):
         ensemble.load(other)
 
 
-def test_defaults_follow_the_training(cv_folder, tiny_prepared):
+def test_defaults_follow_the_training(cv_folder, tiny_prepared, caplog):
     loaded = ensemble.load(cv_folder)
-    lines = []
-    options = ensemble.options_for(loaded, log=lines.append)
+    options = ensemble.options_for(loaded)
     assert options == inference.InferenceOptions(tile=None, step=0.5, tta="mirror")  # trained with flips
-    assert lines == []
+    assert caplog.messages == []
     loaded.configs[0] = {**loaded.config, "augment": "none", "data": str(tiny_prepared), "crop_size": 32}
-    options = ensemble.options_for(loaded, log=lines.append)
+    options = ensemble.options_for(loaded)
     assert options.tta == "none" and options.tile == (32, 32)  # 32 crops of 64-pixel slices
-    assert ensemble.options_for(loaded, tile="whole", log=lines.append).tile is None
+    assert ensemble.options_for(loaded, tile="whole").tile is None
     loaded.configs[0]["crop_size"] = 64
-    assert ensemble.options_for(loaded, log=lines.append).tile is None  # trained on whole slices
-    assert ensemble.options_for(loaded, tta="mirror", log=lines.append).tta == "mirror"
-    assert lines == ["warning: fold_1 trained without flips (augment none); mirroring anyway"]
+    assert ensemble.options_for(loaded).tile is None  # trained on whole slices
+    assert ensemble.options_for(loaded, tta="mirror").tta == "mirror"
+    assert caplog.record_tuples == [("common.ct.ensemble", logging.WARNING,
+                                     "warning: fold_1 trained without flips (augment none); mirroring anyway")]
     assert ensemble.options_for(loaded, spacing="auto").spacing == pytest.approx(TINY_SPACING[:2], rel=1e-6)
     loaded.configs[0]["data"] = str(tiny_prepared / "gone")
-    assert ensemble.options_for(loaded, log=lines.append).tile is None
-    assert "whole slices, as the training slice size is unknown" in lines[-1] and "gone" in lines[-1]
+    assert ensemble.options_for(loaded).tile is None
+    unknown = caplog.messages[-1]
+    assert unknown.startswith("warning: whole slices, as the training slice size is unknown") and "gone" in unknown
 
 
 def test_options_that_do_not_fit_the_model(cv_folder, keras_file):

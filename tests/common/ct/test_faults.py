@@ -61,7 +61,7 @@ def scene(tiny_cohort, keras_file, tmp_path_factory) -> Scene:
         for case in CASES:
             shutil.copy(tiny_cohort / sub / f"{case}.nii.gz", cohort / sub)
     shutil.copy(tiny_cohort / "dataset.json", cohort)
-    manifest = shards.prepare(cohort, root / "prepared", log=lambda _: None)
+    manifest = shards.prepare(cohort, root / "prepared")
     run = root / "run"
     run.mkdir()
     shutil.copy(keras_file, run / "model.keras")

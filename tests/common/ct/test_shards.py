@@ -1,4 +1,5 @@
 import json
+import logging
 import pathlib
 import shutil
 
@@ -36,7 +37,7 @@ def test_shard_round_trip_equals_canonical_arrays(tiny_cohort, tiny_prepared):
 
 
 def test_min_label_fraction_drops_slices(tiny_cohort, tmp_path):
-    manifest = shards.prepare(tiny_cohort, tmp_path, min_label_fraction=0.05, log=lambda _: None)
+    manifest = shards.prepare(tiny_cohort, tmp_path, min_label_fraction=0.05)
     case = volumes.find_cases(tiny_cohort)[0]
     label = volumes.load_case(case, 8).label
     expected = int(((label > 0).reshape(len(label), -1).mean(1) >= 0.05).sum())
@@ -54,7 +55,7 @@ def test_num_classes_required_without_dataset_json(tiny_cohort, tmp_path):
         shards.prepare(cohort, tmp_path / "p")
     with pytest.raises(errors.DataError, match="case_000.nii.gz: label values .* outside the 3 classes"):
         shards.prepare(cohort, tmp_path / "p", num_classes=3)
-    manifest = shards.prepare(cohort, tmp_path / "p", num_classes=8, log=lambda _: None)
+    manifest = shards.prepare(cohort, tmp_path / "p", num_classes=8)
     assert manifest["class_names"][:2] == ["background", "class_1"]
     assert json.loads((tmp_path / "p" / "dataset.json").read_text(encoding="utf-8"))["num_classes"] == 8
 
@@ -73,7 +74,7 @@ def test_lits_preset_keeps_exactly_the_slices_with_enough_liver(tmp_path):
     label[4].flat[100:150] = 2  # 100 liver + 50 tumour = 150
     label[5].flat[:40] = 2
     helpers.lits_pair(tmp_path / "lits", 0, label)
-    manifest = shards.prepare(tmp_path / "lits", tmp_path / "prepared", **shards.PRESETS["lits"], log=lambda _: None)
+    manifest = shards.prepare(tmp_path / "lits", tmp_path / "prepared", **shards.PRESETS["lits"])
     assert _slices_of(tmp_path / "prepared" / manifest["cases"][0]["shard"]) == [2, 3, 4, 5]
     assert manifest["class_names"] == ["background", "liver"] and manifest["label_map"] == {"2": 1}
     assert manifest["hu_window"] == [-200.0, 250.0] and manifest["min_label_fraction"] == 0.015
@@ -87,14 +88,13 @@ def test_tumour_preset_keeps_three_classes(tmp_path):
     label[0, :5] = 1
     label[0, 5:7] = 2
     helpers.lits_pair(tmp_path / "lits", 4, label)
-    manifest = shards.prepare(tmp_path / "lits", tmp_path / "prepared", **shards.PRESETS["lits_tumour"],
-                              log=lambda _: None)
+    manifest = shards.prepare(tmp_path / "lits", tmp_path / "prepared", **shards.PRESETS["lits_tumour"])
     assert manifest["num_classes"] == 3 and manifest["label_map"] is None
     arrays = volumes.load_case(volumes.find_cases(tmp_path / "lits")[0], 3)
     assert np.bincount(arrays.label.ravel()).tolist() == [260, 100, 40]
 
 
-def test_a_rerun_replaces_a_folder_of_the_old_layout_whole(tiny_cohort, tiny_prepared, tmp_path):
+def test_a_rerun_replaces_a_folder_of_the_old_layout_whole(tiny_cohort, tiny_prepared, tmp_path, caplog):
     """A folder prepared before generations (shards/<case>.tfrecord) is replaced, its shards removed and counted."""
     old = tmp_path / "prepared"
     (old / "shards").mkdir(parents=True)
@@ -104,9 +104,9 @@ def test_a_rerun_replaces_a_folder_of_the_old_layout_whole(tiny_cohort, tiny_pre
         case["shard"] = f"shards/{case['id']}.tfrecord"
     (old / shards.MANIFEST).write_text(json.dumps(manifest), encoding="utf-8")
     (old / "notes.txt").write_text("mine")  # what a user keeps beside it stays
-    lines = []
-    fresh = shards.prepare(tiny_cohort, old, log=lines.append)
-    assert lines[-1] == "removed 4 shards of the replaced manifest and 0 folders of interrupted runs"
+    caplog.set_level(logging.INFO, logger="common")
+    fresh = shards.prepare(tiny_cohort, old)
+    assert caplog.messages[-1] == "removed 4 shards of the replaced manifest and 0 folders of interrupted runs"
     assert sorted(str(p.relative_to(old)) for p in old.rglob("*") if p.is_file()) == sorted(
         [shards.MANIFEST, "notes.txt"] + [case["shard"] for case in fresh["cases"]])
 
@@ -124,6 +124,6 @@ def test_a_manifest_not_written_leaves_the_folder_as_it_was(tiny_cohort, tiny_pr
 
     monkeypatch.setattr(shards.atomic, "write_json", full_disk)
     with pytest.raises(atomic.WriteError, match="dataset.json: not written: no space left on device"):
-        shards.prepare(tiny_cohort, prepared, hu_window=(-200, 250), log=lambda _: None)
+        shards.prepare(tiny_cohort, prepared, hu_window=(-200, 250))
     assert helpers.checksums(prepared) == before
     assert [p.name for p in (prepared / "shards").iterdir()] == [p.name for p in (tiny_prepared / "shards").iterdir()]

@@ -213,7 +213,7 @@ def test_a_segmentation_of_other_geometry_names_the_file(tmp_path):
     helpers.lits_pair(tmp_path, 3, np.zeros((2, 8, 8)), label_spacing=(1.0, 1.0, 3.0))
     with pytest.raises(errors.DataError, match=r"segmentation-3.nii: label spacing .* differs from image "
                                                  r".*volume-3.nii spacing"):
-        shards.prepare(tmp_path, tmp_path / "prepared", **shards.PRESETS["lits"], log=lambda _: None)
+        shards.prepare(tmp_path, tmp_path / "prepared", **shards.PRESETS["lits"])
 
 
 # NIfTI's reader sets NaN/Inf to 0 before ITK sees them (the file's data is counted); the others hand them on.

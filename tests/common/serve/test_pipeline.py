@@ -126,8 +126,10 @@ def test_postprocessing_in_the_graph_removed_what_zoo_predict_removed(served):
 def test_the_card_describes_the_raw_volume_and_verifies(served, zoo_here):
     version = served / "serving" / "tile_mirror" / "1"
     metadata = json.loads((version / "assets.extra" / card.CARD_FILE).read_text(encoding="utf-8"))
-    assert metadata["inputs"]["volume"] == {"dtype": "float32", "shape": [None, None, None], "range": None}
-    assert metadata["inputs"]["spacing"]["dtype"] == "float64" and metadata["outputs"]["labels"]["dtype"] == "uint8"
+    tensors = metadata["network_data_format"]
+    assert tensors["inputs"]["volume"] == {"dtype": "float32", "shape": [None, None, None], "value_range": []}
+    assert tensors["inputs"]["spacing"]["dtype"] == "float64" and tensors["outputs"]["labels"]["dtype"] == "uint8"
+    assert card.schema_problem(metadata) is None
     described = metadata["pipeline"]
     assert "DICOMOrient(image, 'LPS')" in described["volume"] and described["resampling"] is None
     assert (described["tile"], described["tta"], described["batch_size"]) == ([32, 32], "mirror", 2)

@@ -51,7 +51,7 @@ def earlier(tmp_path_factory):
     root = tmp_path_factory.mktemp("slide_faults")
     (root / "slides").mkdir()
     _slide(root / "slides", "a1", SQUARE)
-    triplets.prepare_triplets(root / "slides", root / "out", tile_size=CELL, max_per_slide=4, log=lambda _: None)
+    triplets.prepare_triplets(root / "slides", root / "out", tile_size=CELL, max_per_slide=4)
     helpers.palette_classifier(PALETTE, tile_size=CELL).save(root / "tri_cnn.keras")
     (root / "predictions").mkdir()
     (root / "predictions" / "a1.geojson").write_text('{"type": "FeatureCollection", "features": []}')

@@ -33,8 +33,8 @@ def predicted(tmp_path_factory):
     folder = tmp_path_factory.mktemp("predict")
     helpers.flat_slide(folder / "slide.scn", _labels(), PALETTE, CELL, ORIGIN, CANVAS)
     model = helpers.palette_classifier(PALETTE, tile_size=CELL)
-    lines = []
-    prediction = predict.predict_slide(model, folder / "slide.scn", batch_size=16, log=lines.append)
+    with helpers.logged() as lines:
+        prediction = predict.predict_slide(model, folder / "slide.scn", batch_size=16)
     return folder, prediction, lines
 
 
@@ -143,7 +143,7 @@ def test_a_model_that_is_not_a_triplet_classifier_or_a_stride_too_large_is_refus
         predict.predict_slide(single, folder / "slide.scn")
     model = helpers.palette_classifier(PALETTE, tile_size=CELL)
     with pytest.raises(ValueError, match=r"stride 1000 exceeds the slide .*slide.scn of 512x512 pixels"):
-        predict.predict_slide(model, folder / "slide.scn", stride=1000, log=lambda _: None)
+        predict.predict_slide(model, folder / "slide.scn", stride=1000)
     with pytest.raises(ValueError, match="stride must be a positive whole number"):
         predict.predict_slide(model, folder / "slide.scn", stride=0)
     with pytest.raises(ValueError, match="object_type must be annotation or detection"):

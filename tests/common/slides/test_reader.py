@@ -1,5 +1,7 @@
 """Tiles and triplets read from a textured pyramid slide."""
 
+import logging
+
 import cv2
 import numpy as np
 import pytest
@@ -114,11 +116,11 @@ def test_tiles_above_the_base_magnification_are_upsampled_from_level_0(tmp_path,
     slide20.close()
 
 
-def test_check_magnification_says_once_or_refuses():
-    lines = []
-    assert reader.check_magnification("a.svs", 40.0, log=lines.append) is False and lines == []
-    assert reader.check_magnification("b.svs", 20.0, log=lines.append) is True
-    assert lines == ["b.svs: scanned at 20x, below the 40x tiles: reading them at 20x and upsampling 2x"]
+def test_check_magnification_says_once_or_refuses(caplog):
+    caplog.set_level(logging.INFO, logger="common")
+    assert reader.check_magnification("a.svs", 40.0) is False and caplog.messages == []
+    assert reader.check_magnification("b.svs", 20.0) is True
+    assert caplog.messages == ["b.svs: scanned at 20x, below the 40x tiles: reading them at 20x and upsampling 2x"]
     with pytest.raises(DataError, match=r"c.svs: scanned at 20x, below the 40x tiles; drop --no-upsample"):
         reader.check_magnification("c.svs", 20.0, upsample=False)
 

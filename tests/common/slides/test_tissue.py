@@ -1,5 +1,7 @@
 """Tissue masks: glass and the area outside the scan are background; sampling redraws points on glass."""
 
+import logging
+
 import cv2
 import numpy as np
 import pytest
@@ -88,7 +90,7 @@ def test_points_on_glass_are_rejected_and_redrawn_in_the_tissue():
     assert len(glass_only[0]) == 0 and glass_only[2] > 20  # gives up after its rounds, empty-handed
 
 
-def test_extracted_triplets_keep_off_the_glass_and_say_how_many_points_were_redrawn(tmp_path):
+def test_extracted_triplets_keep_off_the_glass_and_say_how_many_points_were_redrawn(tmp_path, caplog):
     from common import atomic
     from common.slides import triplets
 
@@ -99,9 +101,9 @@ def test_extracted_triplets_keep_off_the_glass_and_say_how_many_points_were_redr
     feature = {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [ring]},
                "properties": {"objectType": "annotation", "classification": {"name": "Stroma"}}}
     atomic.write_json(tmp_path / "half.geojson", {"type": "FeatureCollection", "features": [feature]})
-    lines = []
-    arrays = triplets.extract_slide(tmp_path / "half.tiff", tmp_path / "half.geojson", 32, max_points=12,
-                                    log=lines.append)
+    caplog.set_level(logging.INFO, logger="common")
+    arrays = triplets.extract_slide(tmp_path / "half.tiff", tmp_path / "half.geojson", 32, max_points=12)
+    lines = caplog.messages
     assert len(arrays["label"]) == 12 and (arrays["point"][:, 0] < 256).all()
     assert (arrays["tile_40x"][:, 16, 16] == PINK).all()
     assert len(lines) == 1 and lines[0].startswith(f"{tmp_path / 'half.tiff'}: ")
@@ -109,5 +111,5 @@ def test_extracted_triplets_keep_off_the_glass_and_say_how_many_points_were_redr
     assert 2 <= rejected and lines[0].endswith("sampled points fell on glass (outside the tissue mask) and were "
                                                "redrawn; 12 in tissue")
     plain = triplets.extract_slide(tmp_path / "half.tiff", tmp_path / "half.geojson", 32, max_points=12,
-                                   log=lines.append, tissue=False)
+                                   tissue=False)
     assert (plain["point"][:, 0] >= 256).any()  # without the mask, some triplets come from glass

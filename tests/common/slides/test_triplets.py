@@ -1,5 +1,7 @@
 """Triplet shards per slide and splits by slide."""
 
+import logging
+
 import cv2
 import numpy as np
 import pytest
@@ -18,8 +20,7 @@ TILE = 32
 def cohort(tmp_path_factory):
     root = tmp_path_factory.mktemp("cohort")
     synthetic_slides.write_cohort(root / "slides", slides_per_lab=3, seed=5, size=(512, 512))
-    manifest = triplets.prepare_triplets(root / "slides", root / "triplets", tile_size=TILE, max_per_slide=20,
-                                    log=lambda _: None)
+    manifest = triplets.prepare_triplets(root / "slides", root / "triplets", tile_size=TILE, max_per_slide=20)
     return root, manifest
 
 
@@ -31,11 +32,11 @@ def test_prepared_shards_hold_each_slides_triplets(cohort):
         assert shard["tile_40x"].shape == (sum(entry["counts"]), TILE, TILE, 3) and sum(entry["counts"]) <= 20
         assert np.bincount(shard["label"], minlength=5).tolist() == entry["counts"]
     stamp = (root / "triplets" / "shards" / "labA_000.tfrecord").stat().st_mtime_ns
-    triplets.prepare_triplets(root / "slides", root / "triplets", tile_size=TILE, max_per_slide=20, log=lambda _: None)
+    triplets.prepare_triplets(root / "slides", root / "triplets", tile_size=TILE, max_per_slide=20)
     assert (root / "triplets" / "shards" / "labA_000.tfrecord").stat().st_mtime_ns == stamp  # rerun skips
 
 
-def test_an_older_npz_folder_is_refused_then_converted_without_reading_a_slide(cohort, tmp_path, monkeypatch):
+def test_an_older_npz_folder_is_refused_then_converted_without_reading_a_slide(cohort, tmp_path, monkeypatch, caplog):
     root, manifest = cohort
     (tmp_path / "shards").mkdir()
     for slide_id in manifest["slides"]:  # the format before TFRecords: one .npz per slide, no "format"
@@ -49,10 +50,10 @@ def test_an_older_npz_folder_is_refused_then_converted_without_reading_a_slide(c
         raise AssertionError("a slide was read")
 
     monkeypatch.setattr(triplets, "extract_slide", read_a_slide)
-    lines = []
-    triplets.prepare_triplets(root / "slides", tmp_path, tile_size=TILE, max_per_slide=20, log=lines.append)
-    assert sum("converted labA_000.npz to labA_000.tfrecord" in line for line in lines) == 1
-    assert sum(" converted " in line for line in lines) == 6
+    caplog.set_level(logging.INFO, logger="common")
+    triplets.prepare_triplets(root / "slides", tmp_path, tile_size=TILE, max_per_slide=20)
+    assert sum("converted labA_000.npz to labA_000.tfrecord" in line for line in caplog.messages) == 1
+    assert sum(" converted " in line for line in caplog.messages) == 6
     converted, fresh = triplets.load_pools(tmp_path), triplets.load_pools(root / "triplets")
     np.testing.assert_array_equal(converted.labels, fresh.labels)
     for a, b in zip(converted.read(np.arange(len(fresh))), fresh.read(np.arange(len(fresh)))):
@@ -90,7 +91,7 @@ def bounded_slide(tmp_path_factory):
 
 def test_tiles_of_a_bounded_slide_are_centred_in_the_annotated_regions(bounded_slide):
     slide_path, geojson, full = bounded_slide
-    arrays = triplets.extract_slide(slide_path, geojson, TILE, max_points=40, log=lambda _: None)
+    arrays = triplets.extract_slide(slide_path, geojson, TILE, max_points=40)
     labels, tiles = arrays["label"], arrays["tile_40x"]
     assert len(labels) == 40 and len(set(labels.tolist())) >= 3
     centre = tiles[:, TILE // 2 - 4:TILE // 2 + 4, TILE // 2 - 4:TILE // 2 + 4].reshape(len(tiles), -1, 3)
@@ -144,20 +145,19 @@ def test_bad_slides_json_names_the_file_and_the_entry(tmp_path, manifest, messag
         triplets.slide_list(tmp_path)
 
 
-def test_a_20x_slide_is_upsampled_and_said_once_or_refused(tmp_path):
+def test_a_20x_slide_is_upsampled_and_said_once_or_refused(tmp_path, caplog):
     rgb, labels = synthetic_slides.render_slide(np.random.default_rng(4), (512, 512), "B", regions=5)
     lab = tmp_path / "slides" / "labB"
     synthetic_slides.write_aperio(lab / "scan20.svs", rgb, mpp=0.5, magnification=20)
     features = synthetic_slides.annotation_features(np.random.default_rng(1), labels)
     atomic.write_json(lab / "scan20.geojson", {"type": "FeatureCollection", "features": features})
-    lines = []
-    manifest = triplets.prepare_triplets(lab.parent, tmp_path / "out", TILE, max_per_slide=6, log=lines.append)
-    said = [line for line in lines if "upsampl" in line]
+    caplog.set_level(logging.INFO, logger="common")
+    manifest = triplets.prepare_triplets(lab.parent, tmp_path / "out", TILE, max_per_slide=6)
+    said = [line for line in caplog.messages if "upsampl" in line]
     assert said == [f"{lab / 'scan20.svs'}: scanned at 20x, below the 40x tiles: reading them at 20x and upsampling 2x"]
     assert manifest["slides"]["scan20"]["lab"] == "B" and sum(manifest["slides"]["scan20"]["counts"]) == 6
     with pytest.raises(DataError, match=r"scan20.svs: scanned at 20x, below the 40x tiles; drop --no-upsample"):
-        triplets.prepare_triplets(lab.parent, tmp_path / "refused", TILE, max_per_slide=6, upsample=False,
-                                  log=lines.append)
+        triplets.prepare_triplets(lab.parent, tmp_path / "refused", TILE, max_per_slide=6, upsample=False)
 
 
 def test_a_slides_json_magnification_overrides_a_slide_whose_power_and_mpp_disagree(tmp_path):
@@ -167,7 +167,7 @@ def test_a_slides_json_magnification_overrides_a_slide_whose_power_and_mpp_disag
     entry = {"lab": "A", "slide": "odd.svs", "annotations": "odd.geojson"}
     atomic.write_json(tmp_path / "slides.json", {"slides": {"odd": entry}})
     with pytest.raises(DataError, match="odd.svs: objective power 20x and 0.25 um/px disagree"):
-        triplets.prepare_triplets(tmp_path, tmp_path / "out", TILE, max_per_slide=3, log=lambda _: None)
+        triplets.prepare_triplets(tmp_path, tmp_path / "out", TILE, max_per_slide=3)
     atomic.write_json(tmp_path / "slides.json", {"slides": {"odd": {**entry, "magnification": 40}}})
-    manifest = triplets.prepare_triplets(tmp_path, tmp_path / "out", TILE, max_per_slide=3, log=lambda _: None)
+    manifest = triplets.prepare_triplets(tmp_path, tmp_path / "out", TILE, max_per_slide=3)
     assert manifest["slides"]["odd"]["counts"] == [0, 0, 0, 3, 0]

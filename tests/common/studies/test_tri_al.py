@@ -9,6 +9,7 @@ import tri_al
 from common.slides import synthetic as synthetic_slides
 from common.slides import triplets
 from common.studies import tri_al as tri_al_study
+from tests import helpers
 
 RUN = ["--runs", "2", "--iterations", "2", "--budget", "6", "--candidates", "9", "--initial-per-class", "2",
        "--epochs", "1", "--source-epochs", "1", "--learning-rate", "1e-3", "--batch-size", "16"]
@@ -20,7 +21,7 @@ def study(tmp_path_factory):
     """Two labs of three slides, their triplets, and the folder a `zoo tri-al` run writes into."""
     root = tmp_path_factory.mktemp("tri_al_study")
     synthetic_slides.write_cohort(root / "slides", slides_per_lab=3, seed=2, size=(512, 512))
-    triplets.prepare_triplets(root / "slides", root / "triplets", tile_size=32, max_per_slide=15, log=lambda _: None)
+    triplets.prepare_triplets(root / "slides", root / "triplets", tile_size=32, max_per_slide=15)
     return root
 
 
@@ -39,6 +40,9 @@ def test_study_runs_resumes_and_reports_table_ii_and_figures(zoo, study):
     assert not set(plan["target"]["train"]) & set(plan["target"]["test"])
     for run in (0, 1):
         assert (study / "out" / "ITER" / f"run_{run}" / "iteration_1.json").exists()
+    # Every training logs its epoch as zoo train does (common.train.callbacks.logging_callbacks).
+    for logs in ("source/logs", "SL_50/run_1/logs", "ITER/run_0/logs/iteration_0", "ITER/run_1/logs/iteration_1"):
+        _assert_logged(study / "out" / logs)
     stamp = (study / "out" / "ITER" / "run_0" / "iteration_1.json").stat().st_mtime_ns
     again = zoo(*args, timeout=600)  # everything is finished: the rerun only reads the states
     assert again.returncode == 0, again.stderr[-3000:]
@@ -59,6 +63,14 @@ def test_study_runs_resumes_and_reports_table_ii_and_figures(zoo, study):
     fig2 = cv2.imread(str(study / "out" / "fig2_class_shares.png"))
     fig3 = cv2.imread(str(study / "out" / "fig3_slide_map.png"))
     assert fig2 is not None and fig2.shape[2] == 3 and fig3 is not None and fig3.shape[1] > fig3.shape[0]
+
+
+def _assert_logged(folder):
+    """``history.csv``'s one row (one epoch) and TensorBoard's events of training and validation."""
+    header, *rows = (folder / "history.csv").read_text(encoding="utf-8").splitlines()
+    assert header.startswith("epoch,") and "val_loss" in header and [row.split(",")[0] for row in rows] == ["0"]
+    for run in ("train", "validation"):
+        assert list((folder / run).glob("events.out.tfevents.*")), folder / run
 
 
 def test_rerun_with_other_settings_is_refused(study, tmp_path):
@@ -155,6 +167,21 @@ def test_a_trained_tri_cnn_is_adapted_without_a_source_stage(zoo_here, study, tr
             np.testing.assert_allclose(a, b, rtol=0, atol=1e-20)  # the biases moved from 0 by ~1e-30
     final = keras.models.load_model(tmp_path / "ITER" / "run_0" / "model.keras")
     assert final.count_params() == given.count_params()  # the given architecture, not --width/--head-units'
+    for state, strategy, message in (
+            ("SL_50/run_0/supervised.json", "supervised", "not the state of a TRI-SL run (Expecting value: line 1 "
+                                                          "column 1 (char 0)); move it away to train it again"),
+            ("ITER/run_0/iteration_1.json", "ITER", "not the state of a TRI-AL iteration (Expecting value: line 1 "
+                                                    "column 1 (char 0)); move it away to redo the iteration")):
+        finished = (tmp_path / state).read_bytes()
+        (tmp_path / state).write_bytes(b"")
+        before = helpers.checksums(tmp_path)
+        done = zoo_here("tri-al", study / "triplets", tmp_path, "--strategy", strategy, "--fractions", "0.5",
+                        "--source-model", trained_tri_cnn, "--source-lab", "none", *RUN, "--runs", "1",
+                        "--learning-rate", "1e-30")  # the study's settings: only the state file is wrong
+        assert done.returncode == 2 and done.stderr.splitlines() == [
+            f"zoo tri-al: error: {tmp_path / state}: {message}"], done.stderr  # before anything trains
+        assert helpers.checksums(tmp_path) == before
+        (tmp_path / state).write_bytes(finished)
 
 
 @pytest.mark.parametrize("build, message", [

@@ -1,3 +1,5 @@
+import logging
+
 import cv2
 import numpy as np
 import pytest
@@ -51,17 +53,17 @@ def test_class_share_figure(tmp_path):
     assert stroma.sum() > 100  # the stroma line and its legend are drawn in its colour
 
 
-def test_slide_map_predicts_tissue_and_leaves_glass_white(tmp_path):
+def test_slide_map_predicts_tissue_and_leaves_glass_white(tmp_path, caplog):
     rgb, labels = synthetic_slides.render_slide(np.random.default_rng(1), (512, 512), "B")
     synthetic_slides.write_pyramid(tmp_path / "slide.tiff", rgb)
     model = tri_al.build_model(tile_size=32, width=1 / 16, head_units=16)
-    lines = []
-    grid, thumb = tri_al_report.predict_slide(model, tmp_path / "slide.tiff", stride=64, log=lines.append)
+    caplog.set_level(logging.INFO, logger="common")
+    grid, thumb = tri_al_report.predict_slide(model, tmp_path / "slide.tiff", stride=64)
     assert grid.shape == (8, 8) and thumb.shape == (512, 512, 3)  # the slide whole, at most 1024 px a side
     share = cv2.resize((labels != 255).astype(np.float32), (8, 8), interpolation=cv2.INTER_AREA)  # tissue per cell
     assert (grid[share == 1] >= 0).all() and (grid[share == 0] == -1).all()
     assert set(np.unique(grid[grid >= 0])) <= set(range(5))
-    assert lines[-1].startswith(f"predicted {(grid >= 0).sum()}/{(grid >= 0).sum()} tiles")
+    assert caplog.messages[-1].startswith(f"predicted {(grid >= 0).sum()}/{(grid >= 0).sum()} tiles")
     tri_al_report.plot_slide_map(tmp_path / "fig3.png", grid, thumb)
     image = cv2.imread(str(tmp_path / "fig3.png"))
     assert image.shape == (512, 2 * 512 + 150, 3)

@@ -1,4 +1,5 @@
 import json
+import logging
 
 import numpy as np
 import pytest
@@ -16,7 +17,7 @@ TINY = dict(base_filters=2, epochs=1, batch_size=4, crop_size=32, learning_rate=
 def five_cases(tmp_path_factory):
     root = tmp_path_factory.mktemp("cv")
     synthetic_ct.write_cohort(root / "cohort", num_cases=5, seed=2, size=(32, 32, 4), spacing=(10.8, 10.8, 20.0))
-    shards.prepare(root / "cohort", root / "prepared", log=lambda _: None)
+    shards.prepare(root / "cohort", root / "prepared")
     return root / "prepared"
 
 
@@ -35,34 +36,35 @@ def test_interrupted_cv_resumes_with_the_same_folds(five_cases, tmp_path, monkey
     trained = []
     real_train = training.train
 
-    def train_until_fold_3(unit_config, **kwargs):
-        if len(trained) == 2:
-            raise KeyboardInterrupt("stopped during fold 3")
+    # Three folds of the five cases (2, 2, 1 held out) test what five would, in 3/5 of the training.
+    def train_until_fold_2(unit_config, **kwargs):
+        if len(trained) == 1:
+            raise KeyboardInterrupt("stopped during fold 2")
         trained.append(unit_config.out)
         return real_train(unit_config, **kwargs)
 
-    monkeypatch.setattr(training, "train", train_until_fold_3)
+    monkeypatch.setattr(training, "train", train_until_fold_2)
     with pytest.raises(KeyboardInterrupt):
-        crossval.run_cv(config, tmp_path, folds=5, log=lambda _: None)
+        crossval.run_cv(config, tmp_path, folds=3)
     plan_before = json.loads((tmp_path / "plan.json").read_text(encoding="utf-8"))
-    assert [p.endswith(f"fold_{i}") for i, p in enumerate(trained, 1)] == [True, True]
-    assert not (tmp_path / "postprocessing.json").exists()  # decided from every fold, not two
+    assert [p.endswith(f"fold_{i}") for i, p in enumerate(trained, 1)] == [True]
+    assert not (tmp_path / "postprocessing.json").exists()  # decided from every fold, not one
 
     trained.clear()
     monkeypatch.setattr(training, "train", lambda c, **kw: (trained.append(c.out), real_train(c, **kw))[1])
-    summary = crossval.run_cv(config, tmp_path, folds=5, log=lambda _: None)
-    assert [p.rsplit("/", 1)[1] for p in trained] == ["fold_3", "fold_4", "fold_5"]
+    summary = crossval.run_cv(config, tmp_path, folds=3)
+    assert [p.rsplit("/", 1)[1] for p in trained] == ["fold_2", "fold_3"]
     assert json.loads((tmp_path / "plan.json").read_text(encoding="utf-8")) == plan_before
 
     held_out = [json.loads((tmp_path / f"fold_{i}" / "metrics.json").read_text(encoding="utf-8"))["test_cases"]
-                for i in range(1, 6)]
+                for i in range(1, 4)]
     assert sorted(sum(held_out, [])) == [f"case_{i:03d}" for i in range(5)]  # a partition by case
     for i, cases in enumerate(held_out, 1):
         split = json.loads((tmp_path / f"fold_{i}" / "config.json").read_text(encoding="utf-8"))["split"]
         assert split["test"] == cases and not set(split["train"]) & set(cases)
-    assert summary["units"] == [f"fold_{i}" for i in range(1, 6)]
+    assert summary["units"] == [f"fold_{i}" for i in range(1, 4)]
     dice = summary["per_class"]["1"]["dice"]
-    assert len(dice["values"]) == 5 and dice["mean"] == pytest.approx(np.nanmean(dice["values"]))
+    assert len(dice["values"]) == 3 and dice["mean"] == pytest.approx(np.nanmean(dice["values"]))
     assert "| liver |" in (tmp_path / "summary.md").read_text(encoding="utf-8")
     _check_postprocessing_decision(tmp_path)
     _check_evaluate_reproduces_the_scores(tmp_path)
@@ -72,18 +74,18 @@ def test_interrupted_cv_resumes_with_the_same_folds(five_cases, tmp_path, monkey
     (tmp_path / "fold_2" / "metrics.json").write_text(json.dumps({k: v for k, v in older.items() if k != "lcc_dice"}))
     (tmp_path / "postprocessing.json").unlink()
     trained.clear()
-    crossval.run_cv(config, tmp_path, folds=5, log=lambda _: None)
+    crossval.run_cv(config, tmp_path, folds=3)
     rescored = json.loads((tmp_path / "fold_2" / "metrics.json").read_text(encoding="utf-8"))
     assert trained == [] and rescored["lcc_dice"] == older["lcc_dice"] and rescored.keys() == older.keys()
     _check_postprocessing_decision(tmp_path)
 
     with pytest.raises(ValueError, match="different split"):
-        crossval.run_cv(config, tmp_path, folds=4, log=lambda _: None)
+        crossval.run_cv(config, tmp_path, folds=4)  # another number of folds is another split
 
 
 def _check_postprocessing_decision(cv):
     """postprocessing.json keeps a class's largest component only where it raised the folds' mean held-out Dice."""
-    units = [json.loads((cv / f"fold_{i}" / "metrics.json").read_text(encoding="utf-8")) for i in range(1, 6)]
+    units = [json.loads((cv / f"fold_{i}" / "metrics.json").read_text(encoding="utf-8")) for i in range(1, 4)]
     decision = json.loads((cv / "postprocessing.json").read_text(encoding="utf-8"))
     assert sorted(decision["classes"], key=int) == [str(k) for k in range(1, 8)]
     for label, entry in decision["classes"].items():
@@ -103,7 +105,7 @@ def _check_evaluate_reproduces_the_scores(cv):
     evaluated = json.loads((cv / "fold_1" / "evaluation.json").read_text(encoding="utf-8"))
     assert {c: {k: m["dice"] for k, m in v.items()} for c, v in evaluated.items()} == \
         {c: {k: m["dice"] for k, m in v.items()} for c, v in scored.items()}
-    assert cli.main(["evaluate", str(cv), "--cases", "case_000", "--postprocess"]) == 0  # 5 folds, mirrored
+    assert cli.main(["evaluate", str(cv), "--cases", "case_000", "--postprocess"]) == 0  # 3 folds, mirrored
     assert list(json.loads((cv / "evaluation.json").read_text(encoding="utf-8"))) == ["case_000"]
 
 
@@ -160,7 +162,7 @@ def test_runs_as_rows_of_the_papers_table(tmp_path):
 
 def test_repeated_runs_share_the_split_and_differ_in_seed(five_cases, tmp_path):
     config = training.TrainConfig(data=str(five_cases), out="", test_fraction=0.4, seed=5, **TINY)
-    summary = crossval.run_cv(config, tmp_path, folds=1, repeats=2, log=lambda _: None)
+    summary = crossval.run_cv(config, tmp_path, folds=1, repeats=2)
     plan = json.loads((tmp_path / "plan.json").read_text(encoding="utf-8"))["units"]
     assert [u["name"] for u in plan] == summary["units"] == ["run_1", "run_2"]
     assert plan[0]["test_cases"] == plan[1]["test_cases"] and len(plan[0]["test_cases"]) == 2
@@ -184,7 +186,7 @@ def test_every_fold_and_repeat_trains_from_its_own_seed_on_the_same_split():
         crossval.plan_units(ids, folds=3, repeats=3, seeds=[0, 10])
 
 
-def test_cv_on_a_context_cohort_scores_distractor_errors(tmp_path, capsys):
+def test_cv_on_a_context_cohort_scores_distractor_errors(tmp_path, capsys, caplog):
     """Where the cohort marks organ look-alikes, every unit scores them; a unit scored without them is rescored."""
     import SimpleITK as sitk
 
@@ -193,9 +195,9 @@ def test_cv_on_a_context_cohort_scores_distractor_errors(tmp_path, capsys):
 
     cohort = tmp_path / "cohort"
     synthetic_context.write_context_cohort(cohort, num_cases=4, seed=1, size=(48, 48, 8), spacing=(7.0, 7.0, 10.0))
-    shards.prepare(cohort, tmp_path / "prepared", log=lambda _: None)
+    shards.prepare(cohort, tmp_path / "prepared")
     config = training.TrainConfig(data=str(tmp_path / "prepared"), out="", **TINY)
-    crossval.run_cv(config, tmp_path / "cv", folds=2, log=lambda _: None)
+    crossval.run_cv(config, tmp_path / "cv", folds=2)
     unit = tmp_path / "cv" / "fold_1"
     scored = json.loads((unit / "metrics.json").read_text(encoding="utf-8"))
     case = scored["test_cases"][0]
@@ -213,8 +215,9 @@ def test_cv_on_a_context_cohort_scores_distractor_errors(tmp_path, capsys):
     (unit / "metrics.json").write_text(json.dumps(older))
     (tmp_path / "cv" / "fold_2" / "metrics.json").write_text(json.dumps(older | {"name": "fold_2"}))
     (tmp_path / "cv" / "fold_2" / "model.keras").unlink()
-    lines = []
-    crossval.run_cv(config, tmp_path / "cv", folds=2, log=lines.append)
+    caplog.set_level(logging.INFO, logger="common")
+    crossval.run_cv(config, tmp_path / "cv", folds=2)
+    lines = caplog.messages
     assert json.loads((unit / "metrics.json").read_text(encoding="utf-8"))["per_class"] == scored["per_class"]
     assert any("fold_1: finished earlier, scoring" in line and "distractor errors" in line for line in lines)
     assert any("fold_2: finished earlier without the distractor errors" in line for line in lines)
@@ -227,7 +230,7 @@ def test_an_unfinished_unit_of_other_options_is_refused_before_it_trains(five_ca
     (tmp_path / "fold_1").mkdir()
     (tmp_path / "fold_1" / "config.json").write_text(json.dumps({"base_filters": 4, "epochs": 1}), encoding="utf-8")
     with pytest.raises(ValueError) as raised:  # `zoo cv` has no --overwrite: the way out is a new folder
-        crossval.run_cv(config, tmp_path, folds=5, log=lambda _: None)
+        crossval.run_cv(config, tmp_path, folds=5)
     assert str(raised.value) == f"{tmp_path / 'fold_1'}: holds a run with other options (base_filters 4 -> 2); " \
         "give a new output folder"
     assert sorted(p.name for p in (tmp_path / "fold_1").iterdir()) == ["config.json"]

@@ -91,7 +91,7 @@ FAULTS = [
           make=_logs_are_a_file),
     Fault("pose: NaN loss", "pose", ["train-pose", "{data}", "{run}", *POSE],
           "zoo train-pose: error: {run}: stage A: the loss became NaN at epoch 1, step 1; nothing of this epoch was "
-          "saved", make=_nan_pose_images),
+          "saved", make=_nan_pose_images, may_add="logs/stage_A/"),
     Fault("pose: rerun with other options", "pose", ["train-pose", "{data}", "{run}", *POSE[:2], "--features", "24",
                                                       *POSE[4:]],
           "zoo train-pose: error: {run}: holds a run with other options (features 16 -> 24); give a new folder or "
@@ -121,7 +121,7 @@ def bases(tiny_prepared, pose_data, tmp_path_factory):
         patch.chdir(tiny_prepared.parent)
         args = cli.build_parser().parse_args(["train", tiny_prepared.name, str(root / "train"), *TRAIN])
         with pytest.raises(_Interrupted), contextlib.redirect_stdout(io.StringIO()):
-            segmentation.train(train_config(args), log=lambda _: None, extra_callbacks=[_StopAfterFirstEpoch()])
+            segmentation.train(train_config(args), extra_callbacks=[_StopAfterFirstEpoch()])
     config = pose.PoseTrainConfig(str(pose_data), str(root / "pose"), **helpers.TINY_POSE)  # POSE's settings
     records = load_split(pose_data, "train")
     stages = registry.get(config.model).stages(config.stage_factor)
@@ -180,8 +180,8 @@ def test_a_run_reads_the_same_from_any_working_directory(bases, tmp_path, monkey
     model = helpers.conv_model(helpers.THRESHOLD_KERNEL, helpers.THRESHOLD_BIAS)  # of any input size, as a U-Net
 
     def read(recorded):
-        options = ensemble.options_for(ensemble.Models([model], ["run"], [recorded]), log=lambda _: None)
-        return options.tile, card.run_facts("unet", "segmentation", recorded, log=lambda _: None)["training_spacing"]
+        options = ensemble.options_for(ensemble.Models([model], ["run"], [recorded]))
+        return options.tile, card.run_facts("unet", "segmentation", recorded)["training_spacing"]
 
     monkeypatch.chdir(data.parent)
     where_trained = read(config)

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import logging
 
 import pytest
 
@@ -19,6 +20,23 @@ def test_train_pose_runs_the_three_stages_and_saves(pose_run):
     assert (out / "model.keras").is_file()
 
 
+def _scalar_tags(folder) -> set[str]:
+    import tensorflow as tf
+
+    return {value.tag for events in sorted(folder.glob("events.out.tfevents.*"))
+            for event in tf.compat.v1.train.summary_iterator(str(events)) for value in event.summary.value}
+
+
+def test_each_stage_logs_as_zoo_train_does_csv_and_tensorboard(pose_run):
+    out, _ = pose_run
+    assert sorted(p.name for p in (out / "logs").iterdir()) == ["stage_A", "stage_B", "stage_C"]
+    for stage in "ABC":
+        with open(out / f"history_{stage}.csv", encoding="utf-8") as file:
+            assert [row["epoch"] for row in csv.DictReader(file)] == ["0"]  # one epoch, one row
+        assert "epoch_loss" in _scalar_tags(out / "logs" / f"stage_{stage}" / "train")
+        assert "epoch_loss" in _scalar_tags(out / "logs" / f"stage_{stage}" / "validation")
+
+
 def test_each_stage_reports_the_validation_loss_it_starts_from_and_per_epoch(pose_run):
     out, lines = pose_run
     starts = [line for line in lines if "before training" in line]
@@ -30,13 +48,17 @@ def test_each_stage_reports_the_validation_loss_it_starts_from_and_per_epoch(pos
         assert 0 < start < 1 and len(rows) == 1 and 0 < float(rows[0]["val_loss"]) < 1
 
 
-def test_rerun_resumes_without_training(pose_data, pose_run):
+def test_rerun_resumes_without_training(pose_data, pose_run, caplog):
     out, _ = pose_run
-    lines = []
     recorded = (out / "config.json").read_bytes()
+    histories = {stage: (out / f"history_{stage}.csv").read_bytes() for stage in "ABC"}
     config = pose_training.PoseTrainConfig(str(pose_data), str(out), **helpers.TINY_POSE)
-    pose_training.train_pose(config, log=lines.append)
+    caplog.set_level(logging.INFO, logger="common")
+    caplog.set_level(logging.INFO, logger="acnn_pose")
+    pose_training.train_pose(config)
+    lines = caplog.messages
     assert [line.split(",")[0] for line in lines[1:]] == [f"stage {s}: already trained" for s in "ABC"]
+    assert {stage: (out / f"history_{stage}.csv").read_bytes() for stage in "ABC"} == histories  # no row twice
     assert (out / "config.json").read_bytes() == recorded  # the run keeps the options it was started with
     assert json.loads(recorded)["data"] == str(pose_data.resolve())  # absolute: the same from any directory
 
@@ -70,7 +92,7 @@ def test_init_starts_from_a_models_weights_and_skips_stage_a(pose_data, pose_run
     monkeypatch.setattr(pose_training.registry, "get", lambda name: dataclasses.replace(entry, fit=fit))
     config = pose_training.PoseTrainConfig(str(pose_data), str(tmp_path / "run"), init=str(trained / "model.keras"),
                                            **helpers.TINY_POSE)
-    pose_training.train_pose(config, log=lambda line: None)
+    pose_training.train_pose(config)
     assert given["stages"] == ["B", "C"]
     init = keras.models.load_model(trained / "model.keras")
     assert len(given["weights"]) == len(init.weights)
@@ -85,4 +107,4 @@ def test_init_of_another_architecture_names_the_file(pose_data, pose_run, tmp_pa
     config = pose_training.PoseTrainConfig(str(pose_data), str(tmp_path / "run"), init=str(trained / "model.keras"),
                                            **{**helpers.TINY_POSE, "features": 24})
     with pytest.raises(pose_training.DataError, match=r"model\.keras: --init holds shape"):
-        pose_training.train_pose(config, log=lambda line: None)
+        pose_training.train_pose(config)

@@ -40,7 +40,7 @@ def test_eas_unet_preset_is_the_papers_recipe_scaled():
 def test_deep_supervision_loss_is_fused_plus_weighted_sides(tiny_prepared, tmp_path):
     config = training.preset_config("eas_unet", epoch_scale=0.02, data=str(tiny_prepared), out=str(tmp_path),
                                     base_filters=4, batch_size=4, crop_size=32, side_weight=0.25)
-    model = training.train(config, log=lambda _: None)
+    model = training.train(config)
     assert model.output_names == ["fused", "side_1", "side_2", "side_3", "side_4"]
     rows = list(csv.DictReader(open(tmp_path / "history.csv")))
     assert len(rows) == 1
