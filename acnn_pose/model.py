@@ -18,10 +18,13 @@ branch carries X_i through identity skips):
 
 from __future__ import annotations
 
+import functools
+
 import keras
 from keras import layers
 
 from acnn_pose.layers import AttentionMaskGate, Hourglass, Residual, StagePrediction
+from common.nn.built import BuiltModel, builder_of, register_builder
 from common.nn.initializers import torch_defaults
 from common.nn.ops import batch_norm, check_input_shape, check_positive_int
 
@@ -103,7 +106,9 @@ def build_model(input_shape=(256, 256, 3), num_stacks: int = 4, num_joints: int 
             ``P_i = H_i``.
 
     Returns:
-        A functional model whose outputs are a list: the stage predictions
+        A functional model (``common.nn.built.BuiltModel``: its file records
+        "acnn" or "hourglass" and the other arguments) whose outputs are a
+        list: the stage predictions
         ``prediction_1`` .. ``prediction_<num_stacks>`` (B, H/4, W/4, K),
         then, with attention, the masks ``mask_1`` .. ``mask_<num_stacks-1>``
         (B, H/4, W/4, 1) that gate the next stage; all float32. The last stage
@@ -134,4 +139,19 @@ def build_model(input_shape=(256, 256, 3), num_stacks: int = 4, num_joints: int 
         if attention:
             x, mask = AttentionMaskGate(name=f"gate_{stage}")([x, _mask_head(y, features, stage)])  # eq. 1
             masks.append(layers.Identity(dtype="float32", name=f"mask_{stage}")(mask))
-    return keras.Model(inputs, predictions + masks, name="acnn" if attention else "hourglass")
+    name = "acnn" if attention else "hourglass"
+    arguments = dict(input_shape=list(input_shape), num_stacks=num_stacks, num_joints=num_joints, features=features)
+    return BuiltModel(name, arguments, inputs=inputs, outputs=predictions + masks, name=name)
+
+
+# ``attention`` is in the name, not the arguments: a file says "acnn" or "hourglass", as the registry does.
+for _name, _attention in (("acnn", True), ("hourglass", False)):
+    register_builder(_name, functools.partial(build_model, attention=_attention))
+
+
+def num_stacks_of(model: keras.Model) -> int:
+    """The hourglass stages of a model ``build_model`` made: its recorded ``num_stacks``, or, in a file saved
+    before models recorded their arguments, its ``prediction_<i>`` outputs (the names given above)."""
+    if builder_of(model) in ("acnn", "hourglass"):
+        return model.arguments["num_stacks"]
+    return sum(name.startswith("prediction_") for name in model.output_names)

@@ -13,8 +13,10 @@ its paper trains it its own way, that procedure::
     ('acnn', 'hourglass')
 
 Importing this module imports the four model packages, which registers
-their custom layers with Keras, so any saved ``.keras`` file of the zoo
-loads afterwards (``load_run``).
+their custom layers with Keras and their builders with ``common.nn.built``,
+so any saved ``.keras`` file of the zoo loads afterwards (``load_run``). A
+model the zoo built records its builder's name, the entry's: ``entry_of``
+reads it, from the file alone.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import functools
 import json
 import pathlib
 import re
+import weakref
 import zipfile
 from typing import Callable
 
@@ -32,10 +35,13 @@ import keras
 
 import acnn_pose
 import eas_unet
-import tri_al
+import tri_al  # noqa: F401  (registers TRI-CNN's builder and layer; its entry builds through common.nn.built)
 import unet_transformer
 from common.errors import DataError
-from common.nn import losses  # noqa: F401  (registers the losses a compiled model may refer to)
+from common.nn import (
+    built,
+    losses,  # noqa: F401  (registers the losses a compiled model may refer to)
+)
 
 TASKS = ("segmentation", "pose", "tiles")
 
@@ -103,19 +109,37 @@ def build(name: str, **kwargs) -> keras.Model:
 
 
 def entry_of(model: keras.Model, config: dict | None = None) -> Entry:
-    """The entry a loaded model belongs to: its run's ``config["model"]``, else its outputs' names.
+    """The entry a model belongs to: the builder it records (``common.nn.built``), else its run's ``config["model"]``.
 
-    A ``.keras`` file without its run folder names no model; the tasks'
-    outputs tell them apart (pose: ``prediction_<i>``; tiles: three inputs).
+    Only files saved before models recorded their builder need the run's config; ``load_run`` keeps the one it
+    read beside such a file, so a caller without the config gets the same answer.
+
+    Raises:
+        DataError naming the file when neither the file nor a config.json beside it names a model of the zoo;
+        ValueError for a model built outside the zoo's builders.
     """
-    if config and config.get("model") in _ENTRIES:
-        return _ENTRIES[config["model"]]
-    names = getattr(model, "output_names", None) or []  # a Sequential model has none
-    if any(name.startswith("prediction_") for name in names):
-        return get("acnn" if any(name.startswith("mask_") for name in names) else "hourglass")
-    if len(model.inputs) == len(tri_al.INPUT_NAMES):
-        return get("tri_cnn")
-    return get("unet")  # every segmentation model serves and loads alike
+    name = built.builder_of(model)
+    if name is not None:
+        return get(name)
+    path, run_model = _UNRECORDED.get(model, (None, None))
+    name = (config or {}).get("model") or run_model
+    if path is None:
+        if name is None:
+            raise ValueError(f"model: {model.name!r} records no builder (it was not built by a zoo model's "
+                             f"build_model) and no run config names it; give the config, its model one of {names()}")
+        return get(name)
+    if name is None:
+        raise DataError(f"{path}: saved before zoo models recorded their builder, and no config.json beside it names "
+                        f'the model: put it back in its run folder, or beside a config.json {{"model": NAME}}, NAME '
+                        f"one of {', '.join(names())}")
+    if name not in _ENTRIES:
+        raise DataError(f"{path.parent / 'config.json'}: model {name!r} is none of the zoo's "
+                        f"({', '.join(names())})")
+    return _ENTRIES[name]
+
+
+# Models load_run read from files that record no builder: their file, and the model their run's config.json names.
+_UNRECORDED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def load_run(path) -> tuple[keras.Model, dict]:
@@ -139,6 +163,8 @@ def load_run(path) -> tuple[keras.Model, dict]:
     except Exception as error:  # whatever a damaged or hostile file makes Keras raise is a finding about the file
         raise DataError(f"{model_path}: {_load_failure(error)}") from None
     config = json.loads(config_path.read_text(encoding="utf-8")) if config_path.exists() else {}
+    if built.builder_of(model) is None:
+        _UNRECORDED[model] = (model_path, config.get("model"))
     return model, config
 
 
@@ -190,23 +216,23 @@ def _load_failure(error: Exception) -> str:
     return f"cannot be loaded as a Keras model ({first[:MESSAGE_CHARACTERS]})"
 
 
-# U-Transformer (paper 000) and its baselines; EAS U-Net (paper 001).
+# Each entry builds through the builder its package registered under the entry's name: the name a saved
+# model records. U-Transformer (paper 000) and its baselines; EAS U-Net (paper 001).
 for _variant in unet_transformer.VARIANTS:
-    register(Entry(_variant, "segmentation", functools.partial(unet_transformer.build_model, _variant),
-                   unet_transformer.STRIDE))
-register(Entry("eas_unet", "segmentation", eas_unet.build_model, eas_unet.STRIDE))
+    register(Entry(_variant, "segmentation", built.builder(_variant), unet_transformer.STRIDE))
+register(Entry("eas_unet", "segmentation", built.builder("eas_unet"), eas_unet.STRIDE))
 
 
 def _pose_serving(model: keras.Model):
-    return acnn_pose.serving_outputs(sum(n.startswith("prediction_") for n in model.output_names))
+    return acnn_pose.serving_outputs(acnn_pose.model.num_stacks_of(model))
 
 
 # ACNN (paper 003) and Newell's stacked hourglass, trained by ACNN's stages (section 3.3).
 for _name, _attention in (("acnn", True), ("hourglass", False)):
-    register(Entry(_name, "pose", functools.partial(acnn_pose.build_model, attention=_attention), acnn_pose.STRIDE,
+    register(Entry(_name, "pose", built.builder(_name), acnn_pose.STRIDE,
                    serving_outputs=_pose_serving, keypoints=acnn_pose.decode_heatmaps,
                    stages=functools.partial(acnn_pose.scaled_stages, attention=_attention),
                    fit=acnn_pose.train_staged))
 
 # TRI-CNN (paper 004): three VGG16 branches on 2.5x, 10x and 40x tiles.
-register(Entry("tri_cnn", "tiles", tri_al.build_model, stride=32))
+register(Entry("tri_cnn", "tiles", built.builder("tri_cnn"), stride=32))

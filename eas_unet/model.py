@@ -46,6 +46,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
+from common.nn.built import BuiltModel, register_builder
 from common.nn.initializers import torch_defaults
 from common.nn.ops import check_input_shape, check_positive_int, is_positive_int
 from eas_unet.layers import BilinearUpsampling2D, EASPyramid, SeparableConvBNHSwish
@@ -93,8 +94,9 @@ def build_model(input_shape=(None, None, 1), num_classes: int = 2, base_filters:
             the side losses (Fig. 6). The architecture is the same either way.
 
     Returns:
-        A functional ``keras.Model`` mapping images to per-pixel softmax
-        probabilities (float32 whatever the dtype policy). Output "fused"
+        A functional ``keras.Model`` (``common.nn.built.BuiltModel``: its
+        file records "eas_unet" and these arguments) mapping images to
+        per-pixel softmax probabilities (float32 whatever the dtype policy). Output "fused"
         is the final prediction; with ``deep_supervision`` the model returns
         a list ``[fused, side_1, ..., side_4]``, each (batch, H, W,
         num_classes), side_1 from the deepest decoder stage.
@@ -130,4 +132,9 @@ def build_model(input_shape=(None, None, 1), num_classes: int = 2, base_filters:
     outputs = _softmax(fused, "fused")
     if deep_supervision:
         outputs = [outputs, *(_softmax(side, f"side_{stage}") for stage, side in enumerate(sides, start=1))]
-    return keras.Model(inputs, outputs, name="eas_unet")
+    arguments = dict(input_shape=list(input_shape), num_classes=num_classes, base_filters=base_filters,
+                     deep_supervision=deep_supervision)
+    return BuiltModel("eas_unet", arguments, inputs=inputs, outputs=outputs, name="eas_unet")
+
+
+register_builder("eas_unet", build_model)

@@ -110,15 +110,36 @@ def fixed_keras_file(tmp_path_factory):
     return path
 
 
+# Modules that share the trained pose run (the session fixture ``pose_run``, a three-stage training): one worker
+# runs them all (one work unit for pytest-xdist), so it is trained once, not once per worker.
+POSE_RUN_USERS = ("tests/common/cli/test_pose.py", "tests/common/train/test_pose.py",
+                  "tests/common/pose/test_evaluate.py", "tests/common/pose/test_faults.py",
+                  "tests/common/studies/test_pose_pictures.py",
+                  "tests/common/serve/test_card.py")
 # The slowest modules (pytest --durations), run first: with `make test`'s two workers (pytest-xdist,
 # one file per worker at a time) a long module left for the end would run while the other worker idles.
-SLOWEST_FIRST = ("tests/test_backends.py", "tests/common/train/test_distribute.py",
+SLOWEST_FIRST = ("tests/test_backends.py", "tests/common/train/test_distribute.py", *POSE_RUN_USERS,
                  "tests/common/serve/test_export.py", "tests/common/train/test_crossval.py",
                  "tests/common/studies/test_tri_al.py", "tests/common/train/test_faults.py",
                  "tests/tri_al/test_active_learning.py", "tests/acnn_pose/test_staged.py",
                  "tests/common/convert/test_tri_cnn.py", "tests/common/train/test_callbacks.py",
-                 "tests/common/cli/test_pose.py", "tests/common/ct/test_faults.py",
-                 "tests/common/convert/test_hourglass.py")
+                 "tests/common/ct/test_faults.py", "tests/common/convert/test_hourglass.py",
+                 "tests/common/test_builder_files.py")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """`make test`'s --dist loadfile, with the modules of ``POSE_RUN_USERS`` as one work unit."""
+    if config.getoption("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class SharedFixtureScheduling(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = super()._split_scope(nodeid)
+            return "pose_run users" if path in POSE_RUN_USERS else path
+
+    return SharedFixtureScheduling(config, log)
 
 
 def pytest_collection_modifyitems(config, items):

@@ -17,7 +17,8 @@ import acnn_pose
 import eas_unet
 import tri_al
 import unet_transformer
-from common.nn import losses
+from common.nn import built, losses
+from tests import helpers
 
 # (class, constructor arguments away from the defaults, input shapes)
 LAYERS = [
@@ -130,3 +131,98 @@ def test_files_saved_with_the_old_private_upsampling_name_still_load():
     config.update(class_name="_BilinearUpsampling2D", registered_name="eas_unet>_BilinearUpsampling2D")
     layer = keras.saving.deserialize_keras_object(config)
     assert isinstance(layer, eas_unet.BilinearUpsampling2D) and layer.factor == 2
+
+
+# ---- Whole models: a saved model records its builder's name and arguments (common.nn.built) --------------------
+
+# (registry name, arguments given, every argument the file records)
+BUILT = [
+    ("mhca", dict(num_classes=3, base_filters=4, heads=2, token_stride=(1, 1, 2, 2), return_attention=True),
+     dict(input_shape=[None, None, 1], num_classes=3, base_filters=4, heads=2, positional_encoding=True,
+          mhca_levels=3, token_stride=[1, 1, 2, 2], return_attention=True)),
+    ("eas_unet", dict(input_shape=(32, 32, 1), base_filters=2, deep_supervision=False),
+     dict(input_shape=[32, 32, 1], num_classes=2, base_filters=2, deep_supervision=False)),
+    ("acnn", dict(input_shape=(64, 64, 3), num_stacks=1, features=8),
+     dict(input_shape=[64, 64, 3], num_stacks=1, num_joints=16, features=8)),
+    ("tri_cnn", dict(tile_size=32, width=1 / 32, head_units=4, preprocessing="imagenet"),
+     dict(num_classes=5, tile_size=32, backbone_weights=None, width=1 / 32, head_units=4, dropout=0.4,
+          preprocessing="imagenet")),
+]
+
+
+@pytest.mark.parametrize("name, kwargs, recorded", BUILT, ids=[row[0] for row in BUILT])
+def test_a_built_model_records_its_builder_and_every_argument_as_json_holds_them(name, kwargs, recorded):
+    # Rebuilt from its file, each registered model equals the one saved: tests/common/test_builder_files.py.
+    from common import registry
+
+    config = registry.build(name, **kwargs).get_config()
+    assert {key: config[key] for key in ("builder", "arguments", "name", "trainable")} == {
+        "builder": name, "arguments": recorded, "name": name, "trainable": True}
+    assert json.loads(json.dumps(config)) == config  # what the file holds is what the model says
+    keras.backend.clear_session()
+
+
+def test_a_model_built_under_mixed_precision_reloads_mixed_whatever_the_policy_at_load(tmp_path):
+    from common import registry
+
+    with helpers.dtype_policy("mixed_float16"):
+        registry.build("unet", num_classes=2, base_filters=2).save(tmp_path / "mixed.keras")
+    reloaded, _ = registry.load_run(tmp_path / "mixed.keras")
+    assert reloaded.get_layer("enc0_conv1").dtype_policy.name == "mixed_float16"
+    assert keras.config.dtype_policy().name == "float32"  # the policy of the load is left as it was
+
+
+@pytest.fixture(scope="module")
+def unet_file(tmp_path_factory):
+    from common import registry
+
+    path = tmp_path_factory.mktemp("built") / "unet.keras"
+    registry.build("unet", num_classes=2, base_filters=2).save(path)
+    return path
+
+
+def _edited_file(unet_file, tmp_path, edit):
+    """The saved tiny U-Net with its config.json changed by ``edit(config)``, as a hostile or future file is made."""
+    with zipfile.ZipFile(unet_file) as archive:
+        members = {member: archive.read(member) for member in archive.namelist()}
+    config = json.loads(members["config.json"])
+    edit(config["config"])
+    members["config.json"] = json.dumps(config).encode()
+    with zipfile.ZipFile(tmp_path / "edited.keras", "w") as archive:
+        for member, data in members.items():
+            archive.writestr(member, data)
+    return tmp_path / "edited.keras"
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda c: c.update(builder="os.system"),
+     "cannot be loaded as a Keras model (builder must be one of ('acnn', 'attention_unet', 'eas_unet', 'hourglass', "
+     "'mhca', 'mhsa', 'tri_cnn', 'u_transformer', 'unet'), got 'os.system')"),
+    (lambda c: c["arguments"].update(depth=5),
+     "cannot be loaded as a Keras model (builder 'unet': build_model() got an unexpected keyword argument 'depth')"),
+    (lambda c: c["arguments"].update(base_filters=0),
+     "cannot be loaded as a Keras model (base_filters must be a positive integer, got 0)"),
+], ids=["a builder the zoo did not register", "an argument its builder does not take", "a bad argument"])
+def test_a_file_naming_a_builder_or_arguments_the_zoo_has_not_is_one_line_naming_it(unet_file, tmp_path, edit,
+                                                                                     message):
+    from common import registry
+    from common.errors import DataError
+
+    path = _edited_file(unet_file, tmp_path, edit)
+    with pytest.raises(DataError) as raised:
+        registry.load_run(path)
+    assert str(raised.value) == f"{path}: {message}"
+
+
+@pytest.mark.parametrize("arguments, message", [
+    ({"input_shape": (None, None, 1)}, "arguments of builder 'b': use lists, not tuples, got {'input_shape': "
+                                       "(None, None, 1)}"),
+    ({"width": float("nan")}, "arguments of builder 'b': NaN or infinity, got {'width': nan}"),
+    ({"weights": np.ones(2)}, "arguments of builder 'b': not JSON values (Object of type ndarray is not JSON "
+                              "serializable)"),
+])
+def test_arguments_a_file_cannot_hold_are_refused_when_the_model_is_built(arguments, message):
+    inputs = keras.Input((2,))
+    with pytest.raises(ValueError) as raised:
+        built.BuiltModel("b", arguments, inputs=inputs, outputs=keras.layers.Dense(1)(inputs))
+    assert str(raised.value) == message

@@ -5,6 +5,8 @@ from __future__ import annotations
 import keras
 from keras import layers, ops
 
+from common.nn.built import BuiltModel, register_builder
+
 INPUT_NAMES = ("tile_2_5x", "tile_10x", "tile_40x")  # paper: 2.5x, 10x, 40x tiles of one triplet
 # VGG16 (Simonyan & Zisserman, configuration D): convolutions per block and their widths.
 VGG16_BLOCKS = ((2, 64), (2, 128), (3, 256), (3, 512), (3, 512))
@@ -126,6 +128,7 @@ def build_model(num_classes: int = 5, tile_size: int = 128, backbone_weights=Non
 
     Inputs ``tile_2_5x``, ``tile_10x``, ``tile_40x``: float32 RGB in [0, 1],
     shape (batch, tile_size, tile_size, 3). Output ``probabilities``: (batch, num_classes).
+    A ``common.nn.built.BuiltModel``: its file records "tri_cnn" and these arguments.
 
     Example:
 
@@ -146,4 +149,11 @@ def build_model(num_classes: int = 5, tile_size: int = 128, backbone_weights=Non
         x = layers.Dense(head_units, activation="relu", name=f"head_dense{index}")(x)
         x = layers.Dropout(dropout, name=f"head_dropout{index}")(x)
     outputs = layers.Dense(num_classes, activation="softmax", dtype="float32", name="probabilities")(x)
-    return keras.Model(inputs, outputs, name="tri_cnn")
+    # backbone_weights recorded as None: the weights travel in the model's own file, so rebuilding it needs
+    # no VGG16 weights file (the one it started from may be gone, or on another machine).
+    arguments = dict(num_classes=num_classes, tile_size=tile_size, backbone_weights=None, width=float(width),
+                     head_units=head_units, dropout=float(dropout), preprocessing=preprocessing)
+    return BuiltModel("tri_cnn", arguments, inputs=inputs, outputs=outputs, name="tri_cnn")
+
+
+register_builder("tri_cnn", build_model)

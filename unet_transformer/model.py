@@ -26,9 +26,12 @@ Decisions where the paper is silent:
 
 from __future__ import annotations
 
+import functools
+
 import keras
 from keras import layers
 
+from common.nn.built import BuiltModel, register_builder
 from common.nn.ops import batch_norm, check_input_shape, check_positive_int, is_positive_int
 from unet_transformer.layers import AttentionGate, MultiHeadCrossAttention, MultiHeadSelfAttention2D
 
@@ -146,10 +149,11 @@ def build_model(variant: str = "u_transformer", input_shape=(None, None, 1), num
             "attention_unet", "gate_attention_<level>"), float32.
 
     Returns:
-        A functional ``keras.Model`` mapping images to per-pixel softmax
-        probabilities (float32 whatever the dtype policy), output
-        "probabilities"; with ``return_attention`` a list, probabilities
-        first.
+        A functional ``keras.Model`` (``common.nn.built.BuiltModel``: its
+        file records ``variant`` and the other arguments) mapping images to
+        per-pixel softmax probabilities (float32 whatever the dtype policy),
+        output "probabilities"; with ``return_attention`` a list,
+        probabilities first.
 
     Example:
     >>> model = build_model("u_transformer", input_shape=(64, 64, 1), num_classes=3, base_filters=4, heads=4)
@@ -183,4 +187,13 @@ def build_model(variant: str = "u_transformer", input_shape=(None, None, 1), num
     logits = layers.Conv2D(num_classes, 1, name="logits")(x)
     # Softmax in float32 so mixed_float16 training stays stable and outputs are float32.
     probabilities = layers.Activation("softmax", dtype="float32", name="probabilities")(logits)
-    return keras.Model(inputs, [probabilities, *maps] if return_attention else probabilities, name=variant)
+    arguments = dict(input_shape=list(input_shape), num_classes=num_classes, base_filters=base_filters, heads=heads,
+                     positional_encoding=positional_encoding, mhca_levels=mhca_levels,
+                     token_stride=list(token_stride) if isinstance(token_stride, tuple) else token_stride,
+                     return_attention=return_attention)
+    return BuiltModel(variant, arguments, inputs=inputs, name=variant,
+                      outputs=[probabilities, *maps] if return_attention else probabilities)
+
+
+for _variant in VARIANTS:  # the registry's names: a saved variant rebuilds as itself
+    register_builder(_variant, functools.partial(build_model, _variant))

@@ -117,8 +117,9 @@ def _pose_run(path, input_size):
     from common import registry
 
     model, config = registry.load_run(path)
-    if registry.entry_of(model, config).task != "pose":
-        raise errors.DataError(f"{path}: not a pose model (no prediction_<i> outputs)")
+    entry = registry.entry_of(model, config)
+    if entry.task != "pose":
+        raise errors.DataError(f"{path}: a {entry.task} model ({entry.name}); this command takes a pose model")
     size = input_size or config.get("input_size") or model.input_shape[1]
     if not size:
         raise ValueError("--input-size: the model does not fix its input size; give it")

@@ -32,12 +32,12 @@ MISSING = "–"  # a joint or column with no annotated instance
 
 
 def last_prediction(model, outputs):
-    """The last stage's prediction P of a model's output list."""
+    """The last stage's prediction P of a model's output list: the heatmaps its registry entry serves."""
+    from common import registry
+
     if not isinstance(outputs, (list, tuple)):  # Keras unwraps a one-output model's list
         return outputs
-    names = model.output_names
-    index = max(i for i, name in enumerate(names) if name.startswith("prediction_"))
-    return outputs[index]
+    return registry.entry_of(model).serving_outputs(model)(outputs)["heatmaps"]
 
 
 def flip_back(heatmaps, shift: int = FLIP_SHIFT) -> np.ndarray:

@@ -1,9 +1,16 @@
 """The model registry: names, tasks, strides, building, which entry a loaded model is, and loading a run."""
 
+import json
+import pathlib
+import re
+import shutil
+
 import keras
 import pytest
 
 from common import registry
+from common.errors import DataError
+from common.nn import built
 
 
 def test_every_model_of_the_four_papers_is_registered_once_per_task():
@@ -24,20 +31,11 @@ def test_unknown_names_and_arguments_are_value_errors_naming_them():
         registry.register(registry.Entry("x", "video", lambda: None, 1))
 
 
-@pytest.mark.parametrize("name, kwargs", [
-    ("mhca", dict(num_classes=3, base_filters=4, heads=2)),
-    ("eas_unet", dict(num_classes=3, base_filters=4)),
-    ("acnn", dict(input_shape=(64, 64, 3), num_stacks=2, features=16)),
-    ("hourglass", dict(input_shape=(64, 64, 3), num_stacks=2, features=16)),
-    ("tri_cnn", dict(tile_size=32, width=1 / 16, head_units=16)),
-])
-def test_a_built_model_is_recognised_without_its_run_config(name, kwargs):
-    model = registry.build(name, **kwargs)
-    entry = registry.entry_of(model)
-    assert entry.task == registry.get(name).task
-    if entry.task != "segmentation":  # segmentation models all load and serve alike
-        assert entry.name == name
-    assert registry.entry_of(model, {"model": name}).name == name
+def test_a_built_model_names_its_entry_and_a_run_config_cannot_rename_it():
+    # Every registered model's file alone: tests/common/test_builder_files.py.
+    model = registry.build("mhca", num_classes=3, base_filters=4, heads=2)
+    assert registry.entry_of(model).name == "mhca"
+    assert registry.entry_of(model, {"model": "unet"}).name == "mhca"
     keras.backend.clear_session()
 
 
@@ -74,6 +72,38 @@ def test_load_run_reads_the_run_config(tmp_path, keras_file):
         registry.load_run(tmp_path / "missing.keras")
 
 
-def test_a_sequential_model_is_a_segmentation_model():
-    model = keras.Sequential([keras.Input((16, 16, 1)), keras.layers.Conv2D(2, 1, activation="softmax")])
-    assert registry.entry_of(model).task == "segmentation"
+def test_a_model_built_outside_the_zoo_needs_a_config_naming_its_model():
+    model = keras.Sequential([keras.Input((16, 16, 1)), keras.layers.Conv2D(2, 1, activation="softmax")],
+                             name="mine")
+    with pytest.raises(ValueError) as raised:
+        registry.entry_of(model)
+    assert str(raised.value) == (
+        "model: 'mine' records no builder (it was not built by a zoo model's build_model) and no run config names "
+        "it; give the config, its model one of ('unet', 'attention_unet', 'mhsa', 'mhca', 'u_transformer', "
+        "'eas_unet', 'acnn', 'hourglass', 'tri_cnn')")
+    assert registry.entry_of(model, {"model": "unet"}).name == "unet"
+    with pytest.raises(ValueError, match="model must be one of .*got 'unet3d'"):
+        registry.entry_of(model, {"model": "unet3d"})
+
+
+LEGACY = pathlib.Path(__file__).resolve().parents[1] / "data" / "legacy"
+
+
+def test_a_file_saved_before_models_recorded_their_builder_takes_its_name_from_the_run(tmp_path):
+    # The commands on each task's file: tests/common/test_builder_files.py.
+    path = tmp_path / "unet.keras"
+    shutil.copy(LEGACY / "unet.keras", path)  # the zoo of f2c3497: no builder recorded
+    old, config = registry.load_run(path)
+    assert config == {} and not isinstance(old, built.BuiltModel)
+    with pytest.raises(DataError, match=re.escape(f"{path}: saved before zoo models recorded their builder, and no "
+                                                  "config.json beside it names the model")):
+        registry.entry_of(old)
+    assert registry.entry_of(old, {"model": "unet"}).name == "unet"
+    (tmp_path / "config.json").write_text(json.dumps({"model": "unet"}), encoding="utf-8")
+    old, config = registry.load_run(path)
+    assert registry.entry_of(old).name == "unet"  # load_run keeps the config's name: a caller without it agrees
+    (tmp_path / "config.json").write_text(json.dumps({"model": "unet3d"}), encoding="utf-8")
+    with pytest.raises(DataError) as raised:
+        registry.entry_of(registry.load_run(path)[0])
+    assert str(raised.value) == (f"{tmp_path / 'config.json'}: model 'unet3d' is none of the zoo's (unet, "
+                                 "attention_unet, mhsa, mhca, u_transformer, eas_unet, acnn, hourglass, tri_cnn)")

@@ -37,13 +37,13 @@ def test_export_of_a_run_records_its_run_and_verify_fails_on_a_broken_card(zoo_h
     run = tmp_path / "run"
     run.mkdir()
     shutil.copy(keras_file, run / "model.keras")
-    config = {"model": "u_transformer", "data": str(prepared), "class_names": classes, "hu_window": [-160.0, 240.0],
-              "command": "zoo train prepared run --model u_transformer"}
+    config = {"model": "unet", "data": str(prepared), "class_names": classes, "hu_window": [-160.0, 240.0],
+              "command": "zoo train prepared run --model unet"}
     (run / "config.json").write_text(json.dumps(config), encoding="utf-8")
     done = zoo_here("export", run, tmp_path / "serving")
     assert done.returncode == 0, done.stderr
     metadata = _card(tmp_path / "serving" / "run" / "1")
-    assert metadata["model"] == "u_transformer" and metadata["class_names"] == classes
+    assert metadata["model"] == "unet" and metadata["class_names"] == classes
     assert metadata["training_config"] == {key: config[key] for key in ("model", "class_names", "hu_window")}
     assert metadata["training_config_left_out"] == {"data": "a path", "command": "the command line (it names paths)"}
     assert metadata["hu_window"] == [-160.0, 240.0] and metadata["training_spacing"] == pytest.approx([0.8, 0.8])
@@ -67,6 +67,7 @@ def _softmax_file(path):
     from tests import helpers
 
     helpers.conv_model(helpers.THRESHOLD_KERNEL, helpers.THRESHOLD_BIAS).save(path)
+    (path.parent / "config.json").write_text('{"model": "unet"}', encoding="utf-8")  # a plain model: say which
     return path
 
 

@@ -315,6 +315,7 @@ def _pose_file(folder):
     inputs = keras.Input((None, None, 3))
     model = keras.Model(inputs, keras.layers.Conv2D(16, 1, name="prediction_1")(inputs))  # an hourglass's outputs
     model.save(folder / "pose.keras")
+    (folder / "config.json").write_text('{"model": "hourglass"}', encoding="utf-8")  # a plain model: say which
     return folder / "pose.keras"
 
 
@@ -322,6 +323,7 @@ def _tiles_file(folder):
     inputs = [keras.Input((32, 32, 3), name=name) for name in ("tile_2_5x", "tile_10x", "tile_40x")]
     pooled = keras.layers.Concatenate()([keras.layers.GlobalAveragePooling2D()(x) for x in inputs])
     keras.Model(inputs, keras.layers.Dense(5, activation="softmax")(pooled)).save(folder / "tiles.keras")
+    (folder / "config.json").write_text('{"model": "tri_cnn"}', encoding="utf-8")  # a plain model: say which
     return folder / "tiles.keras"
 
 
@@ -357,6 +359,12 @@ class Fault:
     line: object  # line(folder, run) -> the stderr lines expected
 
 
+def _out_of_its_run(run):
+    """The run's plain model copied beside a config.json that names its model and no split."""
+    (run.parent / "config.json").write_text('{"model": "unet"}', encoding="utf-8")
+    return shutil.copy(run / "model.keras", run.parent / "tiny.keras")
+
+
 CARD = "1/assets.extra/metadata.json"
 CARD_FAULTS = {
     "--verify: value_range a string": Fault(
@@ -378,8 +386,7 @@ CARD_FAULTS = {
                       f"  {f}/{CARD}: format 1, an older zoo's card (it may hold paths, the command line and case "
                       "ids); export the model again for a format 2 card"]),
     "--card-include-split of a file": Fault(
-        lambda f, r: ["export", shutil.copy(r / "model.keras", r.parent / "tiny.keras"), f.parent,
-                      "--card-include-split"],
+        lambda f, r: ["export", _out_of_its_run(r), f.parent, "--card-include-split"],
         lambda f, r: [f"zoo export: error: --card-include-split: {r.parent}/tiny.keras records no split (only a "
                       "`zoo train` run or a `zoo cv` folder does); export without it"]),
     "--card-include-split with --verify": Fault(

@@ -219,6 +219,7 @@ def model_file(tmp_path_factory):
     """A one-convolution softmax (free size, 3 classes): exports in a fraction of the U-Net's time."""
     path = tmp_path_factory.mktemp("model") / "tiny.keras"
     helpers.conv_model(helpers.THRESHOLD_KERNEL, helpers.THRESHOLD_BIAS).save(path)
+    (path.parent / "config.json").write_text('{"model": "unet"}', encoding="utf-8")  # a plain model: say which
     return path
 
 
