@@ -44,12 +44,12 @@ def bench_train(args) -> None:
     import tensorflow as tf
 
     from common.train import recipe
-    from common.train import segmentation as training
     model = compiled_zoo_model(args.model, args.base, args.batch, args.classes, args.steps, args.precision,
                                args.model_options)
-    data = training.with_targets(tf.data.Dataset.from_tensors(_random_batch(args)).repeat(),
-                                 list(recipe.output_weights(model, recipe.Recipe.side_weight)))
-    data = data.prefetch(tf.data.AUTOTUNE)
+    images, labels = _random_batch(args)
+    names = list(recipe.output_weights(model, recipe.Recipe.side_weight))
+    data = tf.data.Dataset.from_tensors((images, labels if len(names) == 1 else {n: labels for n in names}))
+    data = data.repeat().prefetch(tf.data.AUTOTUNE)
     model.fit(data, epochs=1, steps_per_epoch=args.warmup, verbose=0, shuffle=False)  # traces and compiles the step
     seconds = timed_fit(model, data, args.steps)
     _emit(benchmark="train", model=args.model, base=args.base, size=args.size, batch=args.batch,
@@ -102,7 +102,6 @@ def bench_input(args) -> None:
     """Slices/s the tf.data pipeline delivers against the images/s training consumes from it, in one process."""
     from common.ct import pipeline, shards
     from common.train import recipe
-    from common.train import segmentation as training
 
     prepared = _prepared_folder(args)
     manifest = shards.load_manifest(prepared)
@@ -114,8 +113,8 @@ def bench_input(args) -> None:
 
     model = compiled_zoo_model(args.model, args.base, args.batch, classes, args.steps, args.precision,
                                args.model_options)
-    data = training.with_targets(pipeline.slice_dataset(files, args.batch, args.size, training=True, seed=0),
-                                 list(recipe.output_weights(model, recipe.Recipe.side_weight)))
+    data = pipeline.slice_dataset(files, args.batch, args.size, training=True, seed=0,
+                                  outputs=list(recipe.output_weights(model, recipe.Recipe.side_weight)))
     model.fit(data, epochs=1, steps_per_epoch=args.warmup, verbose=0, shuffle=False)
     consumed = args.steps * args.batch / timed_fit(model, data, args.steps)
     _emit(benchmark="input", model=args.model, base=args.base, size=args.size, batch=args.batch,

@@ -63,16 +63,19 @@ SETTINGS = ("size", "batch", "base", "classes", "precision", "steps", "warmup", 
 
 def _segmentation_case(name: str, s: dict):
     """The registry's model as ``zoo train`` builds it, compiled by ``recipe.compile_model``; images, labels."""
+    import dataclasses
+
     from common import registry
     from common.train import recipe
 
     model = registry.build(name, input_shape=(None, None, 1), num_classes=s["classes"], base_filters=s["base"])
     steps_per_execution = s["steps_per_execution"] or None  # 0: the zoo's default
-    recipe.compile_model(model, recipe.Recipe(precision=s["precision"], steps_per_execution=steps_per_execution),
-                         s["classes"], steps_per_epoch=s["steps"])
+    paper = dataclasses.replace(registry.get(name).recipe, precision=s["precision"],
+                                steps_per_execution=steps_per_execution)  # the model's paper's optimizer and loss
+    recipe.compile_model(model, paper, s["classes"], steps_per_epoch=s["steps"])
     images, labels = random_batch(s["batch"], s["size"], s["classes"])
-    names = list(recipe.output_weights(model, recipe.Recipe.side_weight))
-    return model, images, labels if len(names) == 1 else {n: labels for n in names}  # as segmentation.with_targets
+    names = list(recipe.output_weights(model, paper.side_weight))
+    return model, images, labels if len(names) == 1 else {n: labels for n in names}  # as common.ct.pipeline.slice_dataset(outputs=)
 
 
 def _regression_case(name: str, s: dict):

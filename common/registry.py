@@ -35,7 +35,7 @@ import keras
 
 import acnn_pose
 import eas_unet
-import tri_al  # noqa: F401  (registers TRI-CNN's builder and layer; its entry builds through common.nn.built)
+import tri_al  # registers TRI-CNN's builder and layer; its entry builds through common.nn.built
 import unet_transformer
 from common.errors import DataError
 from common.nn import (
@@ -63,6 +63,12 @@ class Entry:
         stages: pose models: ``stages(factor)``, the paper's training stages
             with epochs scaled by ``factor``; ``fit`` runs them.
         fit: the paper's own training procedure where it has one.
+        recipe: the paper's training setup, declared in the model's package
+            (``eas_unet.RECIPE``, ``acnn_pose.RECIPE``): what ``zoo train`` and
+            ``zoo train-pose`` default to, and what a script compiles with.
+        paper: what a model card says of the paper (``common.serve.card``):
+            "description" (the package's one-line summary), "authors",
+            "references" (its package's ``PAPER``).
     """
 
     name: str
@@ -73,6 +79,8 @@ class Entry:
     keypoints: Callable | None = None
     stages: Callable | None = None
     fit: Callable | None = None
+    recipe: object | None = None
+    paper: dict | None = None
 
 
 _ENTRIES: dict[str, Entry] = {}
@@ -216,11 +224,20 @@ def _load_failure(error: Exception) -> str:
     return f"cannot be loaded as a Keras model ({first[:MESSAGE_CHARACTERS]})"
 
 
+def _paper(package) -> dict:
+    """A package's ``PAPER`` facts with its docstring's first line as the description."""
+    summary = (package.__doc__ or "").strip()
+    return {"description": summary.splitlines()[0] if summary else None, **getattr(package, "PAPER", {})}
+
+
 # Each entry builds through the builder its package registered under the entry's name: the name a saved
 # model records. U-Transformer (paper 000) and its baselines; EAS U-Net (paper 001).
+# The baselines are the U-Transformer paper's ablations, trained by its recipe.
 for _variant in unet_transformer.VARIANTS:
-    register(Entry(_variant, "segmentation", built.builder(_variant), unet_transformer.STRIDE))
-register(Entry("eas_unet", "segmentation", built.builder("eas_unet"), eas_unet.STRIDE))
+    register(Entry(_variant, "segmentation", built.builder(_variant), unet_transformer.STRIDE,
+                   recipe=unet_transformer.RECIPE, paper=_paper(unet_transformer)))
+register(Entry("eas_unet", "segmentation", built.builder("eas_unet"), eas_unet.STRIDE, recipe=eas_unet.RECIPE,
+               paper=_paper(eas_unet)))
 
 
 def _pose_serving(model: keras.Model):
@@ -232,7 +249,7 @@ for _name, _attention in (("acnn", True), ("hourglass", False)):
     register(Entry(_name, "pose", built.builder(_name), acnn_pose.STRIDE,
                    serving_outputs=_pose_serving, keypoints=acnn_pose.decode_heatmaps,
                    stages=functools.partial(acnn_pose.scaled_stages, attention=_attention),
-                   fit=acnn_pose.train_staged))
+                   fit=acnn_pose.train_staged, paper=_paper(acnn_pose)))
 
 # TRI-CNN (paper 004): three VGG16 branches on 2.5x, 10x and 40x tiles.
-register(Entry("tri_cnn", "tiles", built.builder("tri_cnn"), stride=32))
+register(Entry("tri_cnn", "tiles", built.builder("tri_cnn"), stride=32, paper=_paper(tri_al)))

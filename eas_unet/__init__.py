@@ -1,6 +1,6 @@
 """EAS U-Net (Wang et al., 2024): ECA-attention and separable convolutions for liver segmentation.
 
-Public API: ``build_model`` and the custom layers. Imports keras and the
+Public API: ``build_model``, ``RECIPE`` (the paper's training setup) and the custom layers. Imports keras and the
 keras-only ``common.nn`` only, so it also runs under Keras' JAX backend.
 
 The authors trained in PyTorch 2.0 (section III.A) and published no code, so
@@ -18,6 +18,7 @@ padding, and the poolings are 2x2 without padding.
 
 from eas_unet.layers import ECA, BilinearUpsampling2D, EASPyramid, SeparableConvBNHSwish
 from eas_unet.model import STRIDE, build_model
+from eas_unet.recipe import RECIPE
 
 # What an exported model card says of the paper (common.serve.card; MONAI bundle names): its authors and reference.
 PAPER = {
@@ -31,6 +32,7 @@ PAPER = {
 __all__ = [
     "ECA",
     "PAPER",
+    "RECIPE",
     "BilinearUpsampling2D",
     "STRIDE",
     "EASPyramid",

@@ -29,16 +29,18 @@ Decisions where the paper is silent:
   other's.
 
 Training loss (section II.C, ``Loss = CEloss + Diceloss``): cross-entropy
-plus soft Dice on "fused", plus the same CE + Dice on every side output with
+plus soft Dice on the fused output ("probabilities"), plus the same CE + Dice on every side output with
 a smaller weight (deep supervision; 0.4 by default, our choice).
-``common.train.segmentation`` wires it: ``zoo train DATA RUN --preset eas_unet``
-(or ``training.compile_model``) gives every output a ``CEDiceLoss`` with
-``loss_weights`` 1 for "fused" and ``side_weight`` for each side. The paper's
-recipe (section III.A: SGD, learning rate 0.01, momentum 0.9, weight decay
-1e-4, batch 32, 50 epochs; III.B: HU window [-200, 250], slices with >= 1.5 %
-liver, 256x256 random crops, flips, 90-degree rotations) is the "eas_unet"
-training preset and the "lits" data preset (``zoo prepare --preset lits``).
-Exported models (``common.serve.export``) serve "fused" only.
+``common.train.recipe.compile_model(model, eas_unet.RECIPE, ...)`` wires it
+(``zoo train DATA RUN --model eas_unet`` too): every output gets a
+``CEDiceLoss``, with ``loss_weights`` 1 for "probabilities" and
+``side_weight`` for each side. The paper's recipe (section III.A: SGD,
+learning rate 0.01, momentum 0.9, weight decay 1e-4, batch 32, 50 epochs;
+III.B: 256x256 random crops, flips, 90-degree rotations) is
+``eas_unet.RECIPE``; its data side (HU window [-200, 250], slices with >= 1.5 %
+liver) the "lits" data preset (``zoo prepare --preset lits``). Files saved
+before the main output was named "probabilities" keep their "fused".
+Exported models (``common.serve.export``) serve the main output only.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ from common.nn.built import BuiltModel, register_builder
 from common.nn.initializers import torch_defaults
 from common.nn.ops import check_input_shape, check_positive_int, is_positive_int
 from eas_unet.layers import BilinearUpsampling2D, EASPyramid, SeparableConvBNHSwish
+from eas_unet.recipe import RECIPE
 
 DEPTH = 4  # poolings; the total stride is 2**DEPTH
 STRIDE = 2**DEPTH
@@ -81,7 +84,7 @@ def _softmax(logits, name):
     return layers.Activation("softmax", dtype="float32", name=name)(logits)
 
 
-def build_model(input_shape=(None, None, 1), num_classes: int = 2, base_filters: int = 32,
+def build_model(input_shape=(None, None, 1), num_classes: int = 2, base_filters: int = RECIPE.base_filters,
                 deep_supervision: bool = True) -> keras.Model:
     """Builds the EAS U-Net.
 
@@ -89,22 +92,24 @@ def build_model(input_shape=(None, None, 1), num_classes: int = 2, base_filters:
         input_shape: (height, width, channels); height and width may be None
             (any multiple of 16 then works) or fixed multiples of 16.
         num_classes: output classes, background included (liver: 2).
-        base_filters: width of the first level; widths double per level.
+        base_filters: width of the first level; widths double per level
+            (``RECIPE.base_filters``, 32: the paper gives none, see ``eas_unet.recipe``).
         deep_supervision: also output each decoder stage's prediction for
             the side losses (Fig. 6). The architecture is the same either way.
 
     Returns:
         A functional ``keras.Model`` (``common.nn.built.BuiltModel``: its
         file records "eas_unet" and these arguments) mapping images to
-        per-pixel softmax probabilities (float32 whatever the dtype policy). Output "fused"
-        is the final prediction; with ``deep_supervision`` the model returns
-        a list ``[fused, side_1, ..., side_4]``, each (batch, H, W,
+        per-pixel softmax probabilities (float32 whatever the dtype policy). Output
+        "probabilities" (the fusion's; named as every segmentation model's main
+        output) is the final prediction; with ``deep_supervision`` the model
+        returns a list ``[probabilities, side_1, ..., side_4]``, each (batch, H, W,
         num_classes), side_1 from the deepest decoder stage.
 
     Example:
     >>> model = build_model(input_shape=(64, 64, 1), num_classes=3, base_filters=4)
     >>> model.output_names
-    ['fused', 'side_1', 'side_2', 'side_3', 'side_4']
+    ['probabilities', 'side_1', 'side_2', 'side_3', 'side_4']
     >>> model.output_shape[0]
     (None, 64, 64, 3)
     """
@@ -129,7 +134,7 @@ def build_model(input_shape=(None, None, 1), num_classes: int = 2, base_filters:
         logits = _logits(x, num_classes, f"side_{stage}_logits")
         sides.append(BilinearUpsampling2D(2**level, name=f"side_{stage}_upsample")(logits))
     fused = _logits(layers.Concatenate(name="side_concat")(sides), num_classes, "fusion")
-    outputs = _softmax(fused, "fused")
+    outputs = _softmax(fused, "probabilities")
     if deep_supervision:
         outputs = [outputs, *(_softmax(side, f"side_{stage}") for stage, side in enumerate(sides, start=1))]
     arguments = dict(input_shape=list(input_shape), num_classes=num_classes, base_filters=base_filters,

@@ -2,11 +2,12 @@
 
 Model packages import keras, numpy and ``common.nn`` only (and never each other); outside the model
 packages only ``common.registry``, ``common/studies/`` and the benchmarks name a model package; the
-wings' imports form no cycle.
+wings' imports form no cycle; the generic wings name no model and no model's output.
 """
 
 import ast
 import pathlib
+import re
 
 import pytest
 
@@ -90,3 +91,22 @@ def test_no_import_cycle_between_modules():
     for node in sorted(graph):
         if node not in state:
             visit(node)
+
+
+# Generic code knows no model: what a model is comes from the registry (its entry, the builder a file records),
+# never from a name or an output's name in code, docstrings or comments.
+GENERIC = ("common/train", "common/serve", "common/ct", "common/pose", "common/slides")
+OUTPUT_PREFIXES = ("side_", "mask_", "prediction_")
+
+
+def test_generic_code_names_no_model_and_no_output_prefix():
+    from common import registry  # the one import of this module: the names are the registry's
+
+    assert {"unet", "eas_unet", "acnn", "tri_cnn"} <= set(registry.names())
+    names = re.compile(r"\b(" + "|".join(registry.names()) + r")\b")
+    prefixes = re.compile(r"""["'](""" + "|".join(OUTPUT_PREFIXES) + ")")
+    found = [f"{path.relative_to(ROOT)}:{number}: {line.strip()}"
+             for folder in GENERIC for path in sorted((ROOT / folder).rglob("*.py"))
+             for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1)
+             if names.search(line) or prefixes.search(line)]
+    assert not found, "\n".join(found)

@@ -1,4 +1,4 @@
-"""The README's "Training from your own script" example runs as printed, at a tiny size."""
+"""The README's "Training from your own script" examples (two papers' recipes) run as printed, at a tiny size."""
 
 import pathlib
 import re
@@ -9,16 +9,21 @@ import keras
 from tests import helpers
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-# Only the sizes change: the tiny cohort's slices, a narrow model, two steps.
-SMALLER = {"crop_size=128": "crop_size=32", "base_filters=64": "base_filters=4", "epochs=50": "epochs=1",
-           "steps_per_epoch=200": "steps_per_epoch=2"}
+# Only the sizes change: the tiny cohort's slices, a narrow model, one epoch of two steps.
+TINY = "batch_size=2, crop_size=32, epochs=1, base_filters=4"
+SMALLER = {"paper = eas_unet.RECIPE": f"paper = dataclasses.replace(eas_unet.RECIPE, {TINY})",
+           "paper = unet_transformer.RECIPE": f"paper = dataclasses.replace(unet_transformer.RECIPE, {TINY})",
+           "crop_size=128": "crop_size=32", "steps_per_epoch=200": "steps_per_epoch=2"}
 
 
 def readme_script() -> str:
+    """Every python block of the section, in order, one script (the second uses the first's data)."""
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     section = text[text.index("## Training from your own script"):]
-    start = section.index("```python\n") + len("```python\n")
-    code = section[start:section.index("\n```", start)]
+    section = section[:section.index("\n## ", 1)]
+    blocks = [block.split("\n```", 1)[0] for block in section.split("```python\n")[1:]]
+    assert len(blocks) == 2, "the README shows two papers' recipes"
+    code = "import dataclasses\n" + "\nprint('trained', model.count_params())\n".join(blocks)
     for old, new in SMALLER.items():
         assert old in code, f"README example no longer has {old!r}: update SMALLER"
         code = code.replace(old, new)
@@ -31,7 +36,7 @@ def test_readme_training_example_runs(tiny_prepared, tmp_path, monkeypatch, caps
     monkeypatch.chdir(tmp_path)
     with helpers.dtype_policy(keras.config.dtype_policy().name):  # the script sets Keras' global policy
         exec(compile(readme_script(), "README.md", "exec"), {"__name__": "__main__"})
-    assert "trained" in capsys.readouterr().out
+    assert capsys.readouterr().out.count("trained") == 2
 
 
 # Placeholders of the README's synopses that an option's type must read as a value.

@@ -1,6 +1,6 @@
 """U-Transformer (Petit et al., MLMI 2021): U-Net with self- and cross-attention.
 
-Public API: ``build_model`` and the custom layers (the computation behind
+Public API: ``build_model``, ``RECIPE`` (the paper's training setup) and the custom layers (the computation behind
 them is in ``unet_transformer.ops``). Imports keras, numpy and the keras-only
 ``common.nn`` only, so it also runs under Keras' JAX backend.
 
@@ -24,6 +24,7 @@ from unet_transformer.layers import (
     PositionalEncoding2D,
 )
 from unet_transformer.model import STRIDE, VARIANTS, build_model
+from unet_transformer.recipe import RECIPE
 
 # What an exported model card says of the paper (common.serve.card; MONAI bundle names): its authors and reference.
 PAPER = {
@@ -37,6 +38,7 @@ PAPER = {
 
 __all__ = [
     "PAPER",
+    "RECIPE",
     "STRIDE",
     "VARIANTS",
     "AttentionGate",

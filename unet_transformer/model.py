@@ -34,6 +34,7 @@ from keras import layers
 from common.nn.built import BuiltModel, register_builder
 from common.nn.ops import batch_norm, check_input_shape, check_positive_int, is_positive_int
 from unet_transformer.layers import AttentionGate, MultiHeadCrossAttention, MultiHeadSelfAttention2D
+from unet_transformer.recipe import RECIPE
 
 VARIANTS = ("unet", "attention_unet", "mhsa", "mhca", "u_transformer")
 DEPTH = 4  # poolings; the total stride is 2**DEPTH
@@ -124,7 +125,7 @@ def _gated_skip(variant, level, skip, y, mhca, config, maps):
 
 
 def build_model(variant: str = "u_transformer", input_shape=(None, None, 1), num_classes: int = 2,
-                base_filters: int = 64, heads: int = 8, positional_encoding: bool = True, mhca_levels: int = 3,
+                base_filters: int = RECIPE.base_filters, heads: int = 8, positional_encoding: bool = True, mhca_levels: int = 3,
                 token_stride=None, return_attention: bool = False) -> keras.Model:
     """Builds a segmentation network of the U-Transformer family.
 
@@ -134,7 +135,8 @@ def build_model(variant: str = "u_transformer", input_shape=(None, None, 1), num
         input_shape: (height, width, channels); height and width may be None
             (any multiple of 16 then works) or fixed multiples of 16.
         num_classes: output classes, background included.
-        base_filters: width of the first level; the paper uses 64.
+        base_filters: width of the first level (``RECIPE.base_filters``, 64:
+            the U-Net's, which the paper builds on).
         heads: attention heads of MHSA and MHCA (paper: 8); must divide
             every attention width.
         positional_encoding: add the 2D sinusoidal encoding in MHSA and MHCA

@@ -2,47 +2,52 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from common.cli import options, verbosity
+from common.nn.recipe import FIELDS as RECIPE_FIELDS
+from common.nn.recipe import Recipe
 
 
 def train_options(p):
-    """Training options; those left out come from --preset, else from TrainConfig's defaults."""
+    """Training options. The recipe's (``common.nn.recipe.Recipe``'s fields) left out come from --preset's model,
+    else from --model's: its paper's recipe, declared in its package; the help texts are the fields' own."""
+    from common import registry
+    from common.train import segmentation
+
+    models, default = registry.names("segmentation"), registry.names("segmentation")[0]
     p.add_argument("data", help="prepared folder (zoo prepare)")
     p.add_argument("out", help="output folder (rerun the same command to resume)")
-    p.add_argument("--preset", choices=("u_transformer", "eas_unet"),
-                   help="a paper's training recipe (eas_unet: SGD 0.01, momentum 0.9, weight decay 1e-4, "
-                        "batch 32, 50 epochs, 256 crops); options given explicitly override it")
+    p.add_argument("--model", choices=models, help=f"the model (default {default})")
+    p.add_argument("--preset", choices=segmentation.presets(), metavar="MODEL",
+                   help="train by this model's paper's recipe instead of --model's (its default model); options "
+                        "given explicitly override it")
     p.add_argument("--epoch-scale", type=float, default=1.0,
-                   help="multiplies the preset's epochs, for short runs (default 1)")
-    p.add_argument("--model", help="unet, attention_unet, mhsa, mhca, u_transformer or eas_unet (default unet)")
-    p.add_argument("--base-filters", type=int, help="width of the first level (default 64)")
+                   help="multiplies the recipe's epochs, for short runs (default 1)")
     p.add_argument("--model-options", type=options.json_object,
                    help='more build_model arguments as JSON, e.g. \'{"mhca_levels": 1, "heads": 4}\'')
-    p.add_argument("--epochs", type=int, help="default 50")
-    p.add_argument("--batch-size", type=int, help="default 8")
-    p.add_argument("--crop-size", type=int, help="square training crops (multiple of 16)")
-    p.add_argument("--learning-rate", type=float, help="default 1e-4")
-    p.add_argument("--lr-decay", type=float, help="learning-rate factor per epoch (default 0.95)")
-    p.add_argument("--optimizer", choices=("adam", "sgd"), help="default adam")
-    p.add_argument("--momentum", type=float, help="SGD momentum (default 0.9)")
-    p.add_argument("--weight-decay", type=float,
-                   help="weight decay (default 0): with sgd PyTorch's L2 added to the gradient before momentum, "
-                        "with adam Keras' decoupled decay")
-    p.add_argument("--side-weight", type=float, help="loss weight of deep-supervision side outputs (default 0.4)")
-    p.add_argument("--loss", choices=("ce_dice", "dice"), help="default ce_dice")
-    p.add_argument("--precision", help="auto, float32, mixed_float16 or mixed_bfloat16 (default auto)")
-    p.add_argument("--steps-per-execution", type=int, metavar="N",
-                   help="training steps per compiled call; callbacks and logs run once per call (default: 1 on a "
-                        "CPU, 10 on a GPU, where per-step host work was the gap; at most an epoch's steps)")
+    for field in dataclasses.fields(Recipe):
+        meta = field.metadata
+        text = f"{meta['help']} (default: the recipe's, {_recipe_defaults(field.name)})"
+        p.add_argument("--" + field.name.replace("_", "-"), type=meta.get("type"), choices=meta.get("choices"),
+                       help=text.replace("%", "%%"))
     p.add_argument("--test-fraction", type=float, help="cases held out for evaluation (default 0.2)")
     p.add_argument("--test-cases", type=options.case_list, help="held-out case ids, comma-separated")
     p.add_argument("--train-cases", type=int, metavar="N",
                    help="train on N of the training cases only, the same N for every model and seed on the same "
                         "held-out cases (a learning curve; a study's less-data arm); default all")
     p.add_argument("--seed", type=int, help="default 0")
-    p.add_argument("--augment", choices=("none", "flip", "flip-rot"),
-                   help="training augmentation after the random crop (default flip-rot; the u_transformer preset: "
-                        "none, as the fixed anatomical layout is what its positional encoding uses)")
+
+
+def _recipe_defaults(field: str) -> str:
+    """What each paper's recipe sets ``field`` to, e.g. "8 (unet..u_transformer), 32 (eas_unet)"."""
+    from common import registry
+
+    by_value: dict = {}
+    for name in registry.names("segmentation"):
+        by_value.setdefault(getattr(registry.get(name).recipe, field), []).append(name)
+    named = {value: names[0] if len(names) == 1 else f"{names[0]}..{names[-1]}" for value, names in by_value.items()}
+    return ", ".join(f"{'none' if value is None else value} ({names})" for value, names in named.items())
 
 
 def repeat_options(p):
@@ -88,9 +93,7 @@ def _add_compare(sub):
     p.set_defaults(handler=compare)
 
 
-TRAIN_FIELDS = ("model", "base_filters", "model_options", "epochs", "batch_size", "crop_size", "learning_rate",
-                "lr_decay", "optimizer", "momentum", "weight_decay", "side_weight", "loss", "precision",
-                "steps_per_execution", "test_fraction", "test_cases", "train_cases", "seed", "augment")
+TRAIN_FIELDS = ("model", "model_options", *RECIPE_FIELDS, "test_fraction", "test_cases", "train_cases", "seed")
 
 
 def train_config(args):

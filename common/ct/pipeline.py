@@ -63,7 +63,7 @@ def center_crop(image, label, crop_size: int):
 
 def slice_dataset(shards, batch_size: int, crop_size: int, training: bool = True, seed: int = 0,
                   shuffle_buffer: int = 512, input_context: tf.distribute.InputContext | None = None,
-                  augmentation: str = "flip-rot"):
+                  augmentation: str = "flip-rot", outputs=None):
     """Builds the batched dataset of (image, label) slices from shard files.
 
     Args:
@@ -76,6 +76,8 @@ def slice_dataset(shards, batch_size: int, crop_size: int, training: bool = True
         shuffle_buffer: slices held for shuffling.
         input_context: under a multi-worker strategy, shards files across input pipelines.
         augmentation: "none", "flip" or "flip-rot" (see ``augment``); training only.
+        outputs: the names of the model's supervised outputs (``model.output_names`` of a model with deep
+            supervision): the labels are given to each, as a dict; None or one name: the labels alone.
 
     Returns:
         A ``tf.data.Dataset`` yielding (images (B, S, S, 1) float32, labels (B, S, S) uint8).
@@ -106,4 +108,7 @@ def slice_dataset(shards, batch_size: int, crop_size: int, training: bool = True
         )
     else:
         ds = ds.map(lambda x, y: center_crop(x, y, crop_size), num_parallel_calls=AUTOTUNE)
-    return ds.batch(batch_size).prefetch(AUTOTUNE)
+    ds = ds.batch(batch_size)
+    if outputs is not None and len(outputs) > 1:
+        ds = ds.map(lambda images, labels: (images, {name: labels for name in outputs}), num_parallel_calls=AUTOTUNE)
+    return ds.prefetch(AUTOTUNE)

@@ -38,7 +38,6 @@ import json
 import logging
 import os
 import pathlib
-import sys
 
 import jsonschema
 import keras
@@ -87,9 +86,9 @@ def shareable_config(config: dict | None) -> tuple[dict | None, dict]:
 
     Example:
 
-    >>> kept, left_out = shareable_config({"model": "unet", "epochs": 3, "data": "/srv/prepared", "test_cases": ["p7"]})
+    >>> kept, left_out = shareable_config({"model": "M", "epochs": 3, "data": "/srv/prepared", "test_cases": ["p7"]})
     >>> kept, sorted(left_out)
-    ({'model': 'unet', 'epochs': 3}, ['data', 'test_cases'])
+    ({'model': 'M', 'epochs': 3}, ['data', 'test_cases'])
     """
     if not config:
         return None, {}
@@ -116,15 +115,13 @@ def _holds_path(value) -> bool:
 
 
 def paper(model: str | None) -> dict:
-    """What the card says of a registry entry's paper: its package's one-line summary, ``PAPER`` authors and
-    references (beside the model, not here: generic code names no model)."""
+    """What the card says of a registry entry's paper (``registry.Entry.paper``, from its package): its one-line
+    summary, authors and references."""
     if model is None:
         return {"description": None, "authors": None, "references": []}
-    build = registry.get(model).build
-    package = sys.modules[getattr(build, "func", build).__module__.split(".")[0]]
-    facts, summary = getattr(package, "PAPER", {}), (package.__doc__ or "").strip()
+    facts = registry.get(model).paper or {}
     authors = facts.get("authors")
-    return {"description": summary.splitlines()[0] if summary else None,
+    return {"description": facts.get("description"),
             "authors": f"{authors} (the paper); reproduced in TensorFlow/Keras by {DISTRIBUTION}" if authors else None,
             "references": list(facts.get("references", []))}
 
@@ -142,7 +139,7 @@ def run_facts(model: str | None, task: str | None, config: dict | None, eval_met
 
     Example:
 
-    >>> run_facts("acnn", "pose", None)["joint_names"][:2]
+    >>> run_facts(registry.names("pose")[0], "pose", None)["joint_names"][:2]
     ['r_ankle', 'r_knee']
     """
     config = config or {}

@@ -1,15 +1,15 @@
 """SavedModel export for TF Serving: versioned, atomic, float32, warmed up.
 
-``export_saved_model(model, "serving", "unet")`` writes::
+``export_saved_model(model, "serving", "liver")`` writes::
 
     serving/models.config                       model server config (created or updated)
-    serving/unet/<version>/saved_model.pb       serving_default: image -> probabilities, labels
-    serving/unet/<version>/variables/
-    serving/unet/<version>/assets.extra/tf_serving_warmup_requests
-    serving/unet/<version>/assets.extra/metadata.json    the model card (``common.serve.card``)
+    serving/liver/<version>/saved_model.pb       serving_default: image -> probabilities, labels
+    serving/liver/<version>/variables/
+    serving/liver/<version>/assets.extra/tf_serving_warmup_requests
+    serving/liver/<version>/assets.extra/metadata.json    the model card (``common.serve.card``)
 
 The version folder is written under a hidden temporary name beside it and
-renamed into place, so a model server polling ``serving/unet`` never sees
+renamed into place, so a model server polling ``serving/liver`` never sees
 half a model (it only loads integer-named folders). ``write_version`` does
 this for any SavedModel writer (``common.serve.pipeline`` uses it too): the
 folder is read back before the rename, a failed write (a full disk) is one
@@ -348,7 +348,7 @@ def export_saved_model(model: keras.Model, base_dir, name: str, version: int | N
         outputs: maps the model's float32 output (a tensor, or a list for several
             outputs) to the dict of named serving outputs.
         warmup_sizes: (H, W) of the warm-up requests (ignored for fixed-size models).
-        server_base_path: where the server sees ``base_dir/name`` (e.g. ``/models/unet``
+        server_base_path: where the server sees ``base_dir/name`` (e.g. ``/models/liver``
             inside docker); default the absolute local path.
         facts: what the model card says of the run (``card.run_facts``); None: unknown.
         version_labels: labels (``stable``, ``canary``) naming this version in models.config.

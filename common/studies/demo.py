@@ -61,7 +61,7 @@ def run(out: pathlib.Path, num_cases: int = 14, epochs: int = 12, base_filters: 
     manifest = shards.prepare(cohort, prepared)
     logger.info(f"[{time.monotonic() - start:5.0f}s] prepared {sum(c['slices'] for c in manifest['cases'])} slices")
     config = training.TrainConfig(data=str(prepared), out=str(run_dir), base_filters=base_filters,
-                                  epochs=epochs, batch_size=8, learning_rate=1e-3, lr_decay=0.9,
+                                  epochs=epochs, batch_size=8, learning_rate=1e-3, lr_decay=0.9, augment="flip-rot",
                                   test_fraction=0.2, seed=seed, verbose=verbose)
     model = training.train(config)
     logger.info(f"[{time.monotonic() - start:5.0f}s] trained")

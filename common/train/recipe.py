@@ -1,5 +1,13 @@
 """How the zoo compiles a segmentation model: precision, optimizer, loss, metrics, steps per execution. Keras-only.
 
+What to compile with is a paper's ``Recipe`` (``common.nn.recipe``), declared beside its model (each
+segmentation package's ``RECIPE``); ``compile_model`` here turns one into Keras' optimizer, losses and metrics.
+A script trains a model as its paper did in three calls (the README shows them)::
+
+    model = PACKAGE.build_model(num_classes=C)
+    compile_model(model, PACKAGE.RECIPE, num_classes=C, steps_per_epoch=len(batches))
+    model.fit(batches, epochs=PACKAGE.RECIPE.epochs)   # batches of RECIPE.batch_size crops
+
 ``zoo train`` and ``zoo cv`` (``common.train.segmentation``) compile through
 ``compile_model`` here, and so does ``benchmarks gpu-check`` on the lent GPU
 machine, which has JAX but no TensorFlow: the settings timed on a GPU are the
@@ -26,24 +34,26 @@ Speed settings, by device (SPEC, "speed defaults"):
 
 Example:
 
->>> import unet_transformer
->>> model = unet_transformer.build_model("unet", num_classes=3, base_filters=2)
->>> compile_model(model, Recipe(steps_per_execution=4), num_classes=3, steps_per_epoch=2)
+>>> import dataclasses
+>>> from common import registry
+>>> name = registry.names("segmentation")[0]
+>>> model = registry.build(name, num_classes=3, base_filters=2)
+>>> recipe = dataclasses.replace(registry.get(name).recipe, steps_per_execution=4)
+>>> compile_model(model, recipe, num_classes=3, steps_per_epoch=2)
 >>> model.steps_per_execution  # no more than an epoch's steps
 2
 """
 
 from __future__ import annotations
 
-import dataclasses
-
 import keras
 
 from common.nn import losses, optimizers
+from common.nn.recipe import PRECISIONS, Recipe
 
-LOSSES = {"ce_dice": losses.CEDiceLoss, "dice": losses.SoftDiceLoss}
-OPTIMIZERS = ("adam", "sgd")
-PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
+__all__ = ["Recipe", "compile_model", "configure_precision", "make_optimizer", "output_weights"]
+
+LOSSES = {"ce_dice": losses.CEDiceLoss, "dice": losses.SoftDiceLoss}  # common.nn.recipe.LOSSES, by name
 GPU_STEPS_PER_EXECUTION = 10  # H100, Keras on JAX: 488 images/s at 1, 778 at 10 (SPEC)
 
 
@@ -86,57 +96,17 @@ def resolve_steps_per_execution(requested: int | None, steps_per_epoch: int) -> 
     return max(1, min(steps, steps_per_epoch))
 
 
-@dataclasses.dataclass(kw_only=True)
-class Recipe:
-    """The compile half of a training configuration (``TrainConfig`` adds the data and the model).
-
-    Defaults follow the U-Transformer paper (section 3): Adam at 1e-4 with an
-    exponential decay (rate not given: ``lr_decay`` per epoch).
-    ``optimizer="sgd"`` is ``common.nn.optimizers.TorchSGD``, PyTorch's rule,
-    whose ``weight_decay`` is L2 added to the gradient before the momentum
-    (the EAS U-Net paper trained in PyTorch; Keras' decoupled decay would be
-    ~10x weaker at momentum 0.9); with Adam, ``weight_decay`` is Keras'
-    decoupled decay (AdamW's). Models with deep supervision get the
-    loss on their main output plus ``side_weight`` times the same loss on
-    each side output. ``steps_per_execution`` None: see the module docstring.
-    """
-
-    learning_rate: float = 1e-4
-    lr_decay: float = 0.95
-    optimizer: str = "adam"
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    side_weight: float = 0.4
-    loss: str = "ce_dice"
-    precision: str = "auto"
-    steps_per_execution: int | None = None
-
-    def validate(self) -> None:
-        """Raises ValueError naming the first bad field."""
-        if not self.learning_rate > 0:
-            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
-        if self.loss not in LOSSES:
-            raise ValueError(f"loss must be one of {tuple(LOSSES)}, got {self.loss!r}")
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
-        for field in ("lr_decay", "momentum", "weight_decay", "side_weight"):
-            if not getattr(self, field) >= 0:
-                raise ValueError(f"{field} must be >= 0, got {getattr(self, field)}")
-        if self.steps_per_execution is not None and self.steps_per_execution < 1:
-            raise ValueError(f"steps_per_execution must be >= 1, got {self.steps_per_execution}")
-
-
 def output_weights(model: keras.Model, side_weight: float) -> dict[str, float]:
-    """The loss weight of each output: 1 for the segmentation, ``side_weight`` for deep-supervision sides."""
-    names = model.output_names
-    if len(names) == 1:
-        return {names[0]: 1.0}
-    extra = [n for n in names[1:] if not n.startswith("side_")]
+    """The loss weight of each output: 1 for the first (the model's prediction), ``side_weight`` for each other.
+
+    The labels supervise every output of the prediction's shape (deep supervision's side outputs); an output of
+    another shape (an attention map) is for inspection and cannot be trained on them: a ValueError naming it.
+    """
+    names, shapes = model.output_names, [tuple(output.shape[1:]) for output in model.outputs]
+    extra = [name for name, shape in zip(names[1:], shapes[1:]) if shape != shapes[0]]
     if extra:
-        raise ValueError(f"model_options: outputs {extra} are for inspection, not training "
-                         "(drop return_attention)")
+        raise ValueError(f"model_options: outputs {extra} are for inspection, not training (their shape is not the "
+                         f"prediction's {shapes[0]}; build the model without them)")
     return {names[0]: 1.0, **{name: side_weight for name in names[1:]}}
 
 

@@ -16,9 +16,9 @@ file is written atomically; a failed write, or a NaN or infinite loss, ends
 training with one line and keeps the last complete backup
 (``common.train.callbacks``).
 
-The compile settings come from ``common.train.recipe`` (keras-only, shared with
-``benchmarks gpu-check``). Keras may run on TensorFlow (the default: fused
-batch norm, ``tf.distribute``) or, with ``KERAS_BACKEND=jax``, on JAX: the same
+How the model trains is its paper's recipe (``TrainConfig``; ``common.nn.recipe``), compiled by
+``common.train.recipe`` (keras-only, shared with ``benchmarks gpu-check``). Keras may run on TensorFlow
+(the default: fused batch norm, ``tf.distribute``) or, with ``KERAS_BACKEND=jax``, on JAX: the same
 tf.data pipeline feeds one device and the step is compiled by XLA.
 """
 
@@ -36,79 +36,93 @@ import tensorflow as tf
 
 from common import atomic, registry
 from common.ct import pipeline, shards, splits
+from common.nn.recipe import FIELDS as RECIPE_FIELDS
+from common.nn.recipe import Recipe
 from common.train import batch_norm, callbacks, distribute, recipe
 
 logger = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass
-class TrainConfig(recipe.Recipe):
-    """What ``zoo train`` trains: the data and the model here, how it is compiled in ``recipe.Recipe``.
+class TrainConfig:
+    """What ``zoo train`` trains: the data, the model, and how, its paper's recipe unless a field says otherwise.
 
-    ``Recipe``'s fields (optimizer, learning rate and decay, loss, side
-    weight, precision, steps per execution) are keyword-only and keras-only,
-    so the GPU benchmark compiles exactly as training does. ``PRESETS`` holds
-    the papers' recipes.
+    The recipe's fields (``common.nn.recipe.Recipe``: optimizer, learning rate and decay, loss, batch, epochs,
+    crop, augmentation, width, ...) left None take the model's recipe's value (``registry.get(model).recipe``,
+    declared in its package as ``RECIPE``); ``preset_config`` takes another model's recipe instead.
     """
 
     data: str
     out: str
-    model: str = "unet"
-    base_filters: int = 64
+    model: str = dataclasses.field(default_factory=lambda: registry.names("segmentation")[0])
     model_options: dict = dataclasses.field(default_factory=dict)  # more build_model kwargs
-    epochs: int = 50
-    batch_size: int = 8
-    crop_size: int | None = None
-    augment: str = "flip-rot"  # flips and 90-degree rotations (EAS U-Net III.B); "none" keeps the layout
+    # The recipe (common.nn.recipe.Recipe's fields); None: the model's.
+    optimizer: str | None = None
+    learning_rate: float | None = None
+    lr_decay: float | None = None
+    loss: str | None = None
+    batch_size: int | None = None
+    epochs: int | None = None
+    augment: str | None = None
+    base_filters: int | None = None
+    momentum: float | None = None
+    weight_decay: float | None = None
+    side_weight: float | None = None
+    crop_size: int | None = None  # None stays None where the recipe has none: whole slices
+    precision: str | None = None
+    steps_per_execution: int | None = None
+    # The split.
     test_fraction: float = 0.2
     test_cases: list[str] | None = None
     train_cases: int | None = None  # a fixed subset of the training cases (splits.holdout_split)
     seed: int = 0
     verbose: int = 2
 
+    def __post_init__(self):
+        paper = registry.get(self.model).recipe  # ValueError naming the choices for an unknown model
+        for field in RECIPE_FIELDS:
+            if getattr(self, field) is None:
+                setattr(self, field, getattr(paper, field))
+
+    @property
+    def recipe(self) -> Recipe:
+        """The recipe as trained: the model's, with this config's changes (ValueError naming a bad field)."""
+        return Recipe(**{field: getattr(self, field) for field in RECIPE_FIELDS})
+
     def validate(self) -> None:
         """Raises ValueError naming the first bad field."""
         if self.model not in registry.names("segmentation"):
             raise ValueError(f"model must be one of {registry.names('segmentation')}, got {self.model!r}")
+        trained = self.recipe
         stride = registry.get(self.model).stride
-        for field in ("epochs", "batch_size", "base_filters"):
-            if getattr(self, field) < 1:
-                raise ValueError(f"{field} must be >= 1, got {getattr(self, field)}")
-        if self.crop_size is not None and (self.crop_size < stride or self.crop_size % stride):
-            raise ValueError(f"crop_size must be a positive multiple of {stride}, got {self.crop_size}")
-        if self.augment not in pipeline.AUGMENTATIONS:
-            raise ValueError(f"augment must be one of {pipeline.AUGMENTATIONS}, got {self.augment!r}")
-        super().validate()
-
-
-# The papers' training recipes; ``preset_config`` applies one.
-PRESETS = {
-    # U-Transformer (section 3): Adam 1e-4 with exponential decay: TrainConfig's defaults. No flips or
-    # rotations: positional encoding is there for the fixed anatomical layout, which they would destroy.
-    "u_transformer": {"model": "u_transformer", "augment": "none"},
-    # EAS U-Net (section III.A): SGD 0.01, momentum 0.9, weight decay 1e-4, batch 32, 50 epochs,
-    # 256x256 random crops (III.B); no schedule is given, so the rate stays constant.
-    "eas_unet": {"model": "eas_unet", "optimizer": "sgd", "learning_rate": 0.01, "momentum": 0.9,
-                 "weight_decay": 1e-4, "batch_size": 32, "epochs": 50, "crop_size": 256, "lr_decay": 1.0,
-                 "augment": "flip-rot"},
-}
+        if trained.crop_size is not None and trained.crop_size % stride:
+            raise ValueError(f"crop_size must be a positive multiple of {stride}, got {trained.crop_size}")
 
 
 def preset_config(preset: str | None, epoch_scale: float = 1.0, **fields) -> TrainConfig:
-    """A TrainConfig from a paper's preset, its epochs scaled by ``epoch_scale``; ``fields`` override.
+    """A TrainConfig with another model's recipe (``preset``: a segmentation model's name), epochs scaled.
 
-    Example: ``preset_config("eas_unet", epoch_scale=0.1, data="prep", out="run")``
-    trains the EAS U-Net recipe for 5 epochs instead of 50.
+    ``fields`` override the recipe; without ``preset`` the model's own recipe is scaled. A preset's model is
+    the default model. Example: ``preset_config(NAME, epoch_scale=0.1, data="prep", out="run")`` trains model
+    NAME by its paper's recipe for a tenth of its epochs; ``preset_config(NAME, model=OTHER, ...)`` trains
+    OTHER by NAME's paper's recipe (a baseline trained as the paper's model is).
     """
-    if preset is not None and preset not in PRESETS:
-        raise ValueError(f"preset must be one of {tuple(PRESETS)}, got {preset!r}")
+    if preset is not None and preset not in presets():
+        raise ValueError(f"preset must be one of {presets()}, got {preset!r}")
     if not epoch_scale > 0:
         raise ValueError(f"epoch_scale must be > 0, got {epoch_scale}")
-    values = {**PRESETS.get(preset, {}), **{k: v for k, v in fields.items() if v is not None}}
-    if "epochs" not in fields or fields["epochs"] is None:
-        epochs = values.get("epochs", TrainConfig.epochs)
-        values["epochs"] = max(1, round(epochs * epoch_scale))
-    return TrainConfig(**values)
+    given = {k: v for k, v in fields.items() if v is not None}
+    if preset is not None:
+        given = {"model": preset, **dataclasses.asdict(registry.get(preset).recipe), **given}
+    config = TrainConfig(**given)
+    if fields.get("epochs") is None:
+        config.epochs = max(1, round(config.epochs * epoch_scale))
+    return config
+
+
+def presets() -> tuple[str, ...]:
+    """The models whose recipe ``--preset`` may name: every segmentation model (baselines take their paper's)."""
+    return tuple(name for name in registry.names("segmentation") if registry.get(name).recipe is not None)
 
 
 def build_segmentation_model(config: TrainConfig, num_classes: int) -> keras.Model:
@@ -120,14 +134,6 @@ def build_segmentation_model(config: TrainConfig, num_classes: int) -> keras.Mod
         raise ValueError(f"model_options {config.model_options}: {error}") from None
 
 
-def with_targets(dataset: tf.data.Dataset, names) -> tf.data.Dataset:
-    """Repeats the label of each (image, label) pair for every output that has a loss."""
-    if len(names) == 1:
-        return dataset
-    return dataset.map(lambda image, label: (image, {name: label for name in names}),
-                       num_parallel_calls=tf.data.AUTOTUNE)
-
-
 def default_crop(manifest: dict, stride: int) -> int:
     """The largest slice side of the prepared cases, rounded up to the model stride."""
     side = max(max(case["shape"][1:]) for case in manifest["cases"])
@@ -136,7 +142,7 @@ def default_crop(manifest: dict, stride: int) -> int:
 
 def compile_model(model: keras.Model, config: TrainConfig, num_classes: int, steps_per_epoch: int) -> None:
     """``recipe.compile_model`` (every compile setting), plus TensorFlow's fused batch norm where Keras runs on it."""
-    recipe.compile_model(model, config, num_classes, steps_per_epoch)
+    recipe.compile_model(model, config.recipe, num_classes, steps_per_epoch)
     if keras.backend.backend() == "tensorflow":  # a TensorFlow kernel: other backends keep Keras' own layer
         batch_norm.fuse_batch_norm(model)
 
@@ -236,9 +242,8 @@ def train(config: TrainConfig, strategy: tf.distribute.Strategy | None = None, e
     distribute.synchronize_batch_norm(model, strategy.num_replicas_in_sync > 1)
     targets = list(recipe.output_weights(model, config.side_weight))
     dataset = strategy.distribute_datasets_from_function(
-        lambda ctx: with_targets(pipeline.slice_dataset(train_shards, config.batch_size, crop, training=True,
-                                                        seed=config.seed, input_context=ctx,
-                                                        augmentation=config.augment), targets)
+        lambda ctx: pipeline.slice_dataset(train_shards, config.batch_size, crop, training=True, seed=config.seed,
+                                           input_context=ctx, augmentation=config.augment, outputs=targets)
     )
     if chief:  # only now: a refused start, a bad model option or a bad shard leaves the folder as it was
         _start_run(run_dir, record, previous, overwrite)

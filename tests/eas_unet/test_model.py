@@ -25,9 +25,9 @@ def test_output_shapes_names_and_softmax(kwargs, in_shape, out_shape):
     model = eas_unet.build_model(**kwargs)
     outputs = model(np.random.rand(*in_shape).astype("float32"))
     if kwargs.get("deep_supervision", True):
-        assert model.output_names == ["fused", *SIDES]
+        assert model.output_names == ["probabilities", *SIDES]
     else:
-        assert model.output_names == ["fused"]
+        assert model.output_names == ["probabilities"]
         outputs = [outputs]
     for output in outputs:
         assert tuple(output.shape) == out_shape
@@ -95,8 +95,8 @@ def test_both_settings_reload_in_fresh_process(tmp_path):
     models = {str(setting): eas_unet.build_model(num_classes=3, base_filters=4, deep_supervision=setting)
               for setting in (True, False)}
     report = helpers.reload_in_fresh_process(tmp_path, models, x, "eas_unet")
-    assert report["True"]["outputs"] == ["fused", *SIDES]
-    assert report["False"]["outputs"] == ["fused"]
+    assert report["True"]["outputs"] == ["probabilities", *SIDES]
+    assert report["False"]["outputs"] == ["probabilities"]
 
 def test_stride_is_two_to_the_number_of_poolings():
     assert eas_unet.STRIDE == 2**DEPTH == 16

@@ -288,8 +288,8 @@ def test_an_exported_card_names_no_folder_and_no_case_id(trained_run, tiny_prepa
     done = zoo_here("export", run, serving, "--server-base-path", "/models/run")
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[-1] == (
-        "model card: left out of the run's config.json: steps_per_execution (a speed setting); data (a path); out (a "
-        "path); test_cases (case ids (zoo export --card-include-split adds the split)); verbose (a console setting); "
+        "model card: left out of the run's config.json: data (a path); out (a path); steps_per_execution (a speed "
+        "setting); test_cases (case ids (zoo export --card-include-split adds the split)); verbose (a console setting); "
         "source (a path); split (case ids (zoo export --card-include-split adds the split)); command (the command "
         "line (it names paths))")
     assert len(_texts(serving)) == 2 and not _leaks(serving, paths, case_ids)  # the card and models.config

@@ -81,7 +81,7 @@ FAULTS = [
           make=_nan_slices, may_add="logs/"),
     Fault("rerun with other options", "train",
           ["train", "{data}", "{run}", "--base-filters", "4", "--epochs", "3", *SHARED],
-          "zoo train: error: {run}: holds a run with other options (base_filters 2 -> 4, epochs 2 -> 3); give a new "
+          "zoo train: error: {run}: holds a run with other options (epochs 2 -> 3, base_filters 2 -> 4); give a new "
           "folder or --overwrite"),
     Fault("config.json cut short", "train", ["train", "{data}", "{run}", *TRAIN],
           "zoo train: error: {run}/config.json: not a run's configuration (Expecting property name enclosed in double "

@@ -16,9 +16,19 @@ from common.train import segmentation as training
                                           ("learning_rate", 0.0), ("loss", "focal"), ("optimizer", "lamb"),
                                           ("momentum", -0.1), ("weight_decay", -1.0), ("model", "unet3d")])
 def test_bad_train_config_names_the_field(field, value):
-    config = training.TrainConfig(data="d", out="o", **{field: value})
     with pytest.raises(ValueError, match=field):
-        config.validate()
+        training.TrainConfig(data="d", out="o", **{field: value}).validate()
+
+
+def test_a_model_trains_by_its_own_papers_recipe_unless_told_otherwise():
+    import eas_unet
+
+    own = training.TrainConfig(data="d", out="o", model="eas_unet")
+    assert own.recipe == eas_unet.RECIPE  # SGD, batch 32, crops 256, base 32: what build_model defaults to
+    assert training.TrainConfig(data="d", out="o").recipe == unet_transformer.RECIPE  # the default model's
+    assert training.preset_config(None, epoch_scale=0.1, data="d", out="o", model="eas_unet").epochs == 5
+    changed = training.TrainConfig(data="d", out="o", model="eas_unet", batch_size=4, crop_size=None)
+    assert (changed.batch_size, changed.crop_size, changed.optimizer) == (4, 256, "sgd")
 
 
 def test_eas_unet_preset_is_the_papers_recipe_scaled():
@@ -35,19 +45,21 @@ def test_eas_unet_preset_is_the_papers_recipe_scaled():
     assert training.preset_config(None, data="d", out="o").optimizer == "adam"
     with pytest.raises(ValueError, match="preset"):
         training.preset_config("unet_pp", data="d", out="o")
+    baseline = training.preset_config("eas_unet", data="d", out="o", model="unet")  # the EAS study's U-Net arm
+    assert (baseline.model, baseline.optimizer, baseline.base_filters) == ("unet", "sgd", 32)
 
 
 def test_deep_supervision_loss_is_fused_plus_weighted_sides(tiny_prepared, tmp_path):
     config = training.preset_config("eas_unet", epoch_scale=0.02, data=str(tiny_prepared), out=str(tmp_path),
                                     base_filters=4, batch_size=4, crop_size=32, side_weight=0.25)
     model = training.train(config)
-    assert model.output_names == ["fused", "side_1", "side_2", "side_3", "side_4"]
+    assert model.output_names == ["probabilities", "side_1", "side_2", "side_3", "side_4"]
     rows = list(csv.DictReader(open(tmp_path / "history.csv")))
     assert len(rows) == 1
     for row in rows:
         sides = sum(float(row[f"side_{i}_loss"]) for i in range(1, 5))
-        assert float(row["loss"]) == pytest.approx(float(row["fused_loss"]) + 0.25 * sides, rel=1e-4)
-    assert "fused_mean_iou" in rows[0] and "side_1_mean_iou" not in rows[0]
+        assert float(row["loss"]) == pytest.approx(float(row["probabilities_loss"]) + 0.25 * sides, rel=1e-4)
+    assert "probabilities_mean_iou" in rows[0] and "side_1_mean_iou" not in rows[0]
     reloaded = keras.models.load_model(tmp_path / "model.keras", compile=False)
     x = np.random.default_rng(0).random((1, 32, 32, 1), dtype=np.float32)
     np.testing.assert_allclose(np.asarray(reloaded(x)[0]), np.asarray(model(x)[0]), atol=1e-6)
@@ -55,5 +67,5 @@ def test_deep_supervision_loss_is_fused_plus_weighted_sides(tiny_prepared, tmp_p
 
 def test_attention_outputs_are_not_trained():
     model = unet_transformer.build_model("mhsa", num_classes=2, base_filters=4, heads=2, return_attention=True)
-    with pytest.raises(ValueError, match="return_attention"):
+    with pytest.raises(ValueError, match="for inspection"):
         recipe.output_weights(model, 0.4)
