@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import logging
 import pathlib
 import time
@@ -224,8 +225,14 @@ def evaluate(args) -> None:
     results = inference.evaluate_cases(loaded.models, cases, config["num_classes"], config["hu_window"],
                                        args.batch_size, loaded.stride, label_map=config.get("label_map"),
                                        options=how)
-    atomic.write_json(pathlib.Path(args.run) / "evaluation.json",
-                      {case: {str(k): v for k, v in m.items()} for case, m in results.items()})
+    run = pathlib.Path(args.run)
+    atomic.write_json(run / "evaluation.json", {case: {str(k): v for k, v in m.items()} for case, m in results.items()})
+    # How it was measured, for the model card's eval_metrics; the digest ties it to this evaluation.json, so a
+    # later evaluate that fails between the two writes leaves no options describing the wrong scores.
+    atomic.write_json(run / "evaluation_options.json", {
+        "evaluation_sha256": hashlib.sha256((run / "evaluation.json").read_bytes()).hexdigest(),
+        "inference": how.describe(),
+        "cohort": ("another cohort" if args.cohort else "the run's cohort") + (", cases given" if args.cases else "")})
     print(inference.format_table(results, config["class_names"], args.metrics))  # the result: stdout, even under -q
 
 

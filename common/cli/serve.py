@@ -142,7 +142,7 @@ def _log_left_out(facts: dict) -> None:
 
 
 # What each of the zoo's result files holds, and the command that writes it, paths as placeholders.
-CV_SUMMARY, EVALUATION = "summary.json", "evaluation.json"
+CV_SUMMARY, EVALUATION, EVALUATION_OPTIONS = "summary.json", "evaluation.json", "evaluation_options.json"
 PCKH = re.compile(r"pckh_(?P<split>.+?)(?:_stage_(?P<stage>[ABC]))?(?P<noflip>_noflip)?(?:_shift(?P<shift>\d))?\.json")
 
 
@@ -180,8 +180,19 @@ def _evaluation(path: pathlib.Path, class_names) -> dict:
                              for label, by in summary.items()}
 
     cases, scores = _read_result(path, means)
-    return {"command": "zoo evaluate RUN (evaluation.json does not record its options)", "file": path.name,
-            "cases": cases, "metrics": scores}
+    return {"command": _evaluate_command(path), "file": path.name, "cases": cases, "metrics": scores}
+
+
+def _evaluate_command(path: pathlib.Path) -> str:
+    """``zoo evaluate RUN (its options)``, from the ``evaluation_options.json`` written with ``path``."""
+    import hashlib
+
+    options_path = path.with_name(EVALUATION_OPTIONS)
+    recorded = _read_result(options_path, lambda o: o if isinstance(o["inference"], str) else {}) \
+        if options_path.exists() else {}
+    if recorded.get("evaluation_sha256") != hashlib.sha256(path.read_bytes()).hexdigest():
+        return f"zoo evaluate RUN ({path.name} was written without a record of its options)"
+    return f"zoo evaluate RUN ({recorded['inference']}; {recorded['cohort']})"
 
 
 def _cv_summary(path: pathlib.Path, class_names) -> dict:

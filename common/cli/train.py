@@ -10,27 +10,24 @@ from common.nn.recipe import Recipe
 
 
 def train_options(p):
-    """Training options. The recipe's (``common.nn.recipe.Recipe``'s fields) left out come from --preset's model,
-    else from --model's: its paper's recipe, declared in its package; the help texts are the fields' own."""
-    from common import registry
-    from common.train import segmentation
-
-    models, default = registry.names("segmentation"), registry.names("segmentation")[0]
+    """Training options. The recipe's (``common.nn.recipe.Recipe``'s fields, their help texts the fields' own) left
+    out come from --preset's model, else from --model's: its paper's recipe, declared in its package (`zoo models`
+    lists them). Nothing here imports the registry: `zoo --help` and argument errors never wait for TensorFlow;
+    the names are checked when the command runs (a ValueError listing them)."""
     p.add_argument("data", help="prepared folder (zoo prepare)")
     p.add_argument("out", help="output folder (rerun the same command to resume)")
-    p.add_argument("--model", choices=models, help=f"the model (default {default})")
-    p.add_argument("--preset", choices=segmentation.presets(), metavar="MODEL",
-                   help="train by this model's paper's recipe instead of --model's (its default model); options "
-                        "given explicitly override it")
+    p.add_argument("--model", help="a segmentation model of `zoo models` (default: the first it lists)")
+    p.add_argument("--preset", metavar="MODEL",
+                   help="train by this segmentation model's paper's recipe instead of --model's (and train it, "
+                        "unless --model is given); options given explicitly override it")
     p.add_argument("--epoch-scale", type=float, default=1.0,
                    help="multiplies the recipe's epochs, for short runs (default 1)")
     p.add_argument("--model-options", type=options.json_object,
                    help='more build_model arguments as JSON, e.g. \'{"mhca_levels": 1, "heads": 4}\'')
     for field in dataclasses.fields(Recipe):
         meta = field.metadata
-        text = f"{meta['help']} (default: the recipe's, {_recipe_defaults(field.name)})"
         p.add_argument("--" + field.name.replace("_", "-"), type=meta.get("type"), choices=meta.get("choices"),
-                       help=text.replace("%", "%%"))
+                       help=f"{meta['help']} (default: the recipe's)".replace("%", "%%"))
     p.add_argument("--test-fraction", type=float, help="cases held out for evaluation (default 0.2)")
     p.add_argument("--test-cases", type=options.case_list, help="held-out case ids, comma-separated")
     p.add_argument("--train-cases", type=int, metavar="N",
@@ -39,15 +36,21 @@ def train_options(p):
     p.add_argument("--seed", type=int, help="default 0")
 
 
-def _recipe_defaults(field: str) -> str:
-    """What each paper's recipe sets ``field`` to, e.g. "8 (unet..u_transformer), 32 (eas_unet)"."""
+def _add_models(sub):
+    p = sub.add_parser("models", help="the registry's models: task and their paper's training recipe")
+    p.set_defaults(handler=models)
+
+
+def models(args) -> None:
+    """One line per registered model and what its recipe sets (the defaults of `zoo train` and `zoo train-pose`)."""
     from common import registry
 
-    by_value: dict = {}
-    for name in registry.names("segmentation"):
-        by_value.setdefault(getattr(registry.get(name).recipe, field), []).append(name)
-    named = {value: names[0] if len(names) == 1 else f"{names[0]}..{names[-1]}" for value, names in by_value.items()}
-    return ", ".join(f"{'none' if value is None else value} ({names})" for value, names in named.items())
+    for name in registry.names():
+        entry = registry.get(name)
+        recipe = entry.recipe
+        settings = ", ".join(f"{k} {v}" for k, v in dataclasses.asdict(recipe).items() if v is not None) \
+            if dataclasses.is_dataclass(recipe) else "its package's own training"
+        print(f"{name} ({entry.task}): {settings}")  # the result: stdout, even under -q
 
 
 def repeat_options(p):
@@ -139,4 +142,4 @@ def compare(args) -> None:
 
 
 # Each subcommand's parser, in the order ``zoo --help`` lists them.
-PARSERS = (_add_train, _add_cv, _add_compare)
+PARSERS = (_add_models, _add_train, _add_cv, _add_compare)

@@ -79,7 +79,9 @@ class TrainConfig:
     verbose: int = 2
 
     def __post_init__(self):
-        paper = registry.get(self.model).recipe  # ValueError naming the choices for an unknown model
+        if self.model not in registry.names("segmentation"):
+            raise ValueError(f"model must be one of {registry.names('segmentation')}, got {self.model!r}")
+        paper = registry.get(self.model).recipe
         for field in RECIPE_FIELDS:
             if getattr(self, field) is None:
                 setattr(self, field, getattr(paper, field))

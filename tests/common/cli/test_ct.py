@@ -217,6 +217,8 @@ def test_evaluate_a_cv_folder_on_the_cases_no_fold_trained_on(zoo_here, threshol
     assert "| class (2 cases) | dice |" in done.stdout and "| bright |" in done.stdout
     saved = json.loads((threshold_cv / "evaluation.json").read_text(encoding="utf-8"))
     assert sorted(saved) == ["case_002", "case_003"] and set(saved["case_002"]) == {"1", "2"}
+    recorded = json.loads((threshold_cv / "evaluation_options.json").read_text(encoding="utf-8"))  # for the card
+    assert (recorded["inference"], recorded["cohort"]) == ("whole slices, tta none, own spacing", "the run's cohort")
     done = zoo_here("evaluate", threshold_cv, "--cases", "case_001,case_003", "--tta", "none")
     assert done.returncode == 0 and "warning: cases ['case_001'] trained some fold" in done.stdout
 

@@ -58,3 +58,17 @@ def test_overwrite_is_an_option_of_train_only(capsys):
     with pytest.raises(SystemExit):  # a cv folder's units keep its options: a new folder is the way
         parser.parse_args(["cv", "prep", "run", "--overwrite"])
     assert "unrecognized arguments: --overwrite" in capsys.readouterr().err
+
+
+def test_a_models_own_recipe_is_its_default_and_zoo_models_lists_every_recipe(zoo_here):
+    from common import cli, registry
+    from common.cli.train import train_config
+
+    own = train_config(cli.build_parser().parse_args(["train", "prep", "run", "--model", "eas_unet"]))
+    assert (own.optimizer, own.batch_size, own.crop_size, own.base_filters) == ("sgd", 32, 256, 32)
+    done = zoo_here("models")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert [line.split(" ", 1)[0] for line in lines] == list(registry.names())
+    assert lines[registry.names().index("eas_unet")].startswith(
+        "eas_unet (segmentation): optimizer sgd, learning_rate 0.01, lr_decay 1.0, loss ce_dice, batch_size 32")

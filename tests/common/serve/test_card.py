@@ -2,6 +2,7 @@
 
 import dataclasses
 import datetime
+import hashlib
 import importlib.metadata
 import json
 import logging
@@ -260,7 +261,26 @@ def trained_run(tiny_prepared, tmp_path_factory):
     scores = {case: {str(label): {"dice": 0.5 + 0.1 * label, "hd95": float("nan") if label == 7 else 2.0}
                      for label in range(1, 8)} for case in record["split"]["test"]}
     (run / "evaluation.json").write_text(json.dumps(scores), encoding="utf-8")
+    digest = hashlib.sha256((run / "evaluation.json").read_bytes()).hexdigest()
+    options = {"evaluation_sha256": digest, "inference": "whole slices, tta none, own spacing",
+               "cohort": "the run's cohort"}  # as zoo evaluate writes it beside
+    (run / "evaluation_options.json").write_text(json.dumps(options), encoding="utf-8")
     return run, record
+
+
+def test_evaluate_options_describe_only_the_evaluation_they_were_written_with(tmp_path):
+    from common.cli import serve
+
+    evaluation = tmp_path / "evaluation.json"
+    evaluation.write_text('{"case_000": {"1": {"dice": 0.5}}}', encoding="utf-8")
+    assert serve._evaluate_command(evaluation) == (
+        "zoo evaluate RUN (evaluation.json was written without a record of its options)")
+    (tmp_path / "evaluation_options.json").write_text(json.dumps({
+        "evaluation_sha256": hashlib.sha256(evaluation.read_bytes()).hexdigest(), "inference": "tta mirror",
+        "cohort": "another cohort"}), encoding="utf-8")
+    assert serve._evaluate_command(evaluation) == "zoo evaluate RUN (tta mirror; another cohort)"
+    evaluation.write_text('{"case_001": {"1": {"dice": 0.7}}}', encoding="utf-8")  # a later evaluate, options lost
+    assert "without a record" in serve._evaluate_command(evaluation)
 
 
 def _texts(folder) -> dict[str, str]:
@@ -289,14 +309,16 @@ def test_an_exported_card_names_no_folder_and_no_case_id(trained_run, tiny_prepa
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[-1] == (
         "model card: left out of the run's config.json: data (a path); out (a path); steps_per_execution (a speed "
-        "setting); test_cases (case ids (zoo export --card-include-split adds the split)); verbose (a console setting); "
+        "setting); test_cases (case ids (zoo export --card-include-split adds the split)); verbose (a console "
+        "setting); "
         "source (a path); split (case ids (zoo export --card-include-split adds the split)); command (the command "
         "line (it names paths))")
     assert len(_texts(serving)) == 2 and not _leaks(serving, paths, case_ids)  # the card and models.config
     metadata = _read(serving / "run" / "1")
     assert metadata["training_config"]["model_options"] == {"deep_supervision": False}
     assert metadata["eval_metrics"] == [{
-        "command": "zoo evaluate RUN (evaluation.json does not record its options)", "file": "evaluation.json",
+        "command": "zoo evaluate RUN (whole slices, tta none, own spacing; the run's cohort)",
+        "file": "evaluation.json",
         "cases": len(record["split"]["test"]),
         "metrics": {name: {"dice": pytest.approx(0.5 + 0.1 * label), "hd95": None if label == 7 else 2.0}
                     for label, name in enumerate(record["class_names"]) if label}}]
