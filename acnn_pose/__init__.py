@@ -1,8 +1,11 @@
 """ACNN (Sun et al.): a self-attention stacked hourglass for human pose estimation.
 
-Public API: ``build_model``, the custom layers, the staged training of
-section 3.3 and keypoint decoding. Imports keras, numpy and the keras-only
-``common.nn`` only, so it also runs under Keras' JAX backend.
+Public API: ``build_model``, the custom layers, ``RECIPE`` (the paper's
+network size and batch, ``acnn_pose.recipe``), the staged training of section
+3.3 (``train_staged``, or by hand with ``model.fit``: ``training_model``,
+eq. 3's ``stacked_mse``, ``configure_stage``, ``STAGES``; see
+``acnn_pose.staged``) and keypoint decoding. Imports keras, numpy and the
+keras-only ``common.nn`` only, so it also runs under Keras' JAX backend.
 
 Decisions where the paper is vague:
 
@@ -10,9 +13,9 @@ Decisions where the paper is vague:
   lays it out (pre-activation bottleneck residuals, depth-4 hourglasses,
   nearest upsampling), merges included: after stage i Newell feeds the next
   stage ``X_i + fc'(F_i) + score'(H_i)`` (1x1 convs of the stage's features
-  and of its heatmaps back to ``features`` channels). F_i is a Residual then
+  and of its heatmaps back to ``base_filters`` channels). F_i is a Residual then
   a 1x1 conv-BN-ReLU on the hourglass output. The stem widths (64, 128, 128,
-  256 at ``features=256``) scale with ``features``.
+  256 at ``base_filters=256``, Newell's ``inp_dim``) scale with ``base_filters``.
 - Eq. 1 with Newell's merges: ``X_{i+1} = (X_i + fc'(F_i) + score'(H_i)) * M_i``.
   The paper follows Newell's Torch code ("Our implementation follows [15]
   using Torch") and says the mask selects "the input feature maps" of the
@@ -48,13 +51,13 @@ Decisions where the paper is vague:
 - The last stage makes no mask (no stage follows to gate); a model of S
   stacks outputs S predictions and S - 1 masks.
 - The plain baseline (``attention=False``) has no mask heads at all, so its
-  parameter count is Newell's hourglass' (4 stacks, 256 features, 16 joints:
+  parameter count is Newell's hourglass' (4 stacks, base_filters 256, 16 joints:
   12,919,488 in all, 12,858,304 trainable).
 - Loss: the sum over stages of the per-stage MSE against the target
   heatmaps (intermediate supervision, section 3.1, eq. 3).
 - Staged training (``staged``): stage A forces every mask to ones and
   freezes the mask heads; stage B freezes everything else (and its BN
-  statistics); stage C trains all. RMSprop with Torch7's rule (``TorchRMSprop``:
+  statistics); stage C trains all. RMSprop with Torch7's rule (``Stage.optimizer``:
   alpha 0.99, eps 1e-8 outside the square root), as the paper's Torch code.
   The baseline runs stages A and C only, so its heatmap path gets the same
   schedule as ACNN's.
@@ -76,7 +79,16 @@ Decisions where the paper is vague:
 from acnn_pose.decode import decode_heatmaps, serving_outputs
 from acnn_pose.layers import AttentionMaskGate, Hourglass, Residual, StagePrediction
 from acnn_pose.model import OUTPUT_STRIDE, STRIDE, build_model
-from acnn_pose.staged import STAGES, Stage, configure_stage, scaled_stages, train_staged
+from acnn_pose.recipe import RECIPE, PoseRecipe
+from acnn_pose.staged import (
+    STAGES,
+    Stage,
+    configure_stage,
+    scaled_stages,
+    stacked_mse,
+    train_staged,
+    training_model,
+)
 
 # What an exported model card says of the paper (common.serve.card; MONAI bundle names): its authors, its reference
 # and that of the stacked hourglass it builds on (also the plain `hourglass` model).
@@ -91,10 +103,12 @@ PAPER = {
 __all__ = [
     "OUTPUT_STRIDE",
     "PAPER",
+    "RECIPE",
     "STAGES",
     "STRIDE",
     "AttentionMaskGate",
     "Hourglass",
+    "PoseRecipe",
     "Residual",
     "Stage",
     "StagePrediction",
@@ -103,5 +117,7 @@ __all__ = [
     "decode_heatmaps",
     "scaled_stages",
     "serving_outputs",
+    "stacked_mse",
     "train_staged",
+    "training_model",
 ]

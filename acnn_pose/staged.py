@@ -16,6 +16,24 @@ writes TensorBoard's ``logs/stage_<X>/``, through ``logs``). A NaN or
 infinite loss ends training with ``NonFiniteLoss`` naming the stage, nothing
 of its epoch saved (``common.nn.callbacks``). Progress lines go to this
 module's logger.
+
+``train_staged`` is ``model.fit`` per stage plus that resume state and those logs. Trained by hand as the paper
+did, each stage of ``STAGES`` in turn (A, B, C): ``configure_stage`` the model, compile its ``training_model``
+(P_1..P_S stacked) with ``stage.optimizer()`` and eq. 3's ``stacked_mse``, and fit ``stage.epochs`` epochs on
+batches of ``RECIPE.batch_size`` crops, the rate following ``stage.learning_rate_at``. Stage A, one step:
+
+>>> import keras, numpy as np
+>>> from acnn_pose import build_model
+>>> model = build_model(input_shape=(64, 64, 3), num_stacks=2, base_filters=8)
+>>> trainer = training_model(model)
+>>> trainer.output_shape  # (batch, stages, H/4, W/4, joints)
+(None, 2, 16, 16, 16)
+>>> stage = STAGES[0]
+>>> configure_stage(model, stage)  # stage A: masks forced to ones, mask heads frozen
+>>> trainer.compile(optimizer=stage.optimizer(), loss=stacked_mse, run_eagerly=True)  # eagerly: tiny, fast
+>>> schedule = keras.callbacks.LearningRateScheduler(stage.learning_rate_at)
+>>> images, heatmaps = np.zeros((1, 64, 64, 3), "float32"), np.zeros((1, 16, 16, 16), "float32")
+>>> history = trainer.fit(images, heatmaps, epochs=1, callbacks=[schedule], verbose=0)  # the paper: stage.epochs
 """
 
 from __future__ import annotations
@@ -50,6 +68,12 @@ class Stage:
 
     def learning_rate_at(self, epoch: int) -> float:
         return self.learning_rate * 0.1 ** sum(epoch >= drop for drop in self.drops)
+
+    def optimizer(self) -> TorchRMSprop:
+        """The stage's RMSprop as the paper's Torch code runs it: Torch7's optim.rmsprop (alpha 0.99, eps 1e-8 outside
+        the root), as Newell's and ACNN's code; Keras' RMSprop puts eps inside and took ~100x smaller steps here
+        (measurements/acnn-rmsprop-epsilon.md)."""
+        return TorchRMSprop(self.learning_rate, rho=0.99, epsilon=1e-8)
 
 
 # Section 3.3: A 200 epochs at 5e-4, B 200 at 2.5e-4 (drops at 120 and 170), C 100 at 2.5e-4 (drops at 50, 70).
@@ -157,10 +181,7 @@ def train_staged(model: keras.Model, dataset, out, stages=STAGES, steps_per_epoc
         logger.info(f"stage {stage.name}: trains {stage.trains}, {stage.epochs} epochs, RMSprop "
                     f"{stage.learning_rate:g}, x0.1 at {list(stage.drops)}; "
                     f"{sum(int(ops.size(w)) for w in model.trainable_weights):,} trainable parameters")
-        # Torch7's optim.rmsprop, as Newell's and ACNN's Torch code (alpha 0.99, eps 1e-8 outside the root):
-        # Keras' RMSprop puts eps inside and took ~100x smaller steps here (measurements/acnn-rmsprop-epsilon.md).
-        trainer.compile(optimizer=TorchRMSprop(stage.learning_rate, rho=0.99, epsilon=1e-8),
-                        loss=stacked_mse, run_eagerly=run_eagerly)
+        trainer.compile(optimizer=stage.optimizer(), loss=stacked_mse, run_eagerly=run_eagerly)
         build_compiled(trainer)  # after configure_stage: the stage's trainable weights only
         stage_callbacks = [
             nn_callbacks.StopOnNonFiniteLoss(f"{out}: stage {stage.name}"),

@@ -79,7 +79,7 @@ def _segmentation_case(name: str, s: dict):
 
 
 def _regression_case(name: str, s: dict):
-    """Pose (--size rounded up to stride 64, 4 stacks of 4 x base features) or TRI-CNN (VGG16 width base / 64)."""
+    """Pose (--size rounded up to stride 64, 4 stacks of 4 x base features) or TRI-CNN (VGG16 base_filters = base)."""
     import keras
 
     import acnn_pose
@@ -88,11 +88,11 @@ def _regression_case(name: str, s: dict):
 
     if name in POSE:
         size = -(-s["size"] // 64) * 64
-        model = acnn_pose.build_model(input_shape=(size, size, 3), features=4 * s["base"], attention=POSE[name])
+        model = acnn_pose.build_model(input_shape=(size, size, 3), base_filters=4 * s["base"], attention=POSE[name])
         inputs = 1
     else:
         size = s["size"]
-        model = tri_al.build_model(tile_size=size, width=s["base"] / 64)
+        model = tri_al.build_model(tile_size=size, base_filters=s["base"])
         inputs = 3
     model.compile(optimizer=keras.optimizers.Adam(1e-4), loss=["mse"] * len(model.outputs),
                   steps_per_execution=recipe.resolve_steps_per_execution(s["steps_per_execution"] or None,

@@ -36,7 +36,7 @@ def _compiled_model(model_name: str, base: int, size: int, batch: int, classes: 
     from common.nn.optimizers import TorchRMSprop
     from common.train import batch_norm
 
-    model = acnn_pose.build_model((size, size, 3), num_stacks=2, features=2 * base)
+    model = acnn_pose.build_model((size, size, 3), num_stacks=2, base_filters=2 * base)
     model.compile(optimizer=TorchRMSprop(2.5e-4), loss=["mse"] * len(model.outputs))  # ACNN's stages
     batch_norm.fuse_batch_norm(model)
     rng = np.random.default_rng(0)

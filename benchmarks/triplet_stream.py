@@ -25,7 +25,7 @@ import numpy as np
 from benchmarks.timing import in_fresh_process
 
 PER_SHARD = 500  # triplets per shard: the paper's most per slide
-WIDTH, HEAD = 1 / 64, 8  # a TRI-CNN small enough for a CPU to see 200k triplets in minutes
+BASE_FILTERS, HEAD = 1, 8  # a TRI-CNN small enough for a CPU to see 200k triplets in minutes
 
 
 def _shard_arrays(rng, count: int, tile: int, classes: int) -> dict:
@@ -70,7 +70,7 @@ def stream_pool(folder: str, tile: int, batch: int) -> dict:
     from tri_al import active_learning as al
 
     pools = triplets.load_pools(folder)
-    model = tri_al.build_model(tile_size=tile, width=WIDTH, head_units=HEAD)
+    model = tri_al.build_model(tile_size=tile, base_filters=BASE_FILTERS, head_units=HEAD)
     ids = np.arange(len(pools))
     figures = {"rss_before_streaming_mib": round(_peak_mib(), 1)}
     start = time.perf_counter()
@@ -98,7 +98,7 @@ def triplet_stream(args, emit) -> None:
             figures = in_fresh_process(stream_pool, folder, args.size, args.batch)
         finally:
             shutil.rmtree(folder, ignore_errors=True)
-        emit(benchmark="triplet-stream", triplets=count, tile=args.size, width=WIDTH, head_units=HEAD,
+        emit(benchmark="triplet-stream", triplets=count, tile=args.size, base_filters=BASE_FILTERS, head_units=HEAD,
              batch=args.batch, **figures, disk_gib=round(disk, 2), write_s=round(written, 1),
              in_ram_gib=round(count * 3 * args.size ** 2 * 3 / 2**30, 2))
 

@@ -249,7 +249,8 @@ for _name, _attention in (("acnn", True), ("hourglass", False)):
     register(Entry(_name, "pose", built.builder(_name), acnn_pose.STRIDE,
                    serving_outputs=_pose_serving, keypoints=acnn_pose.decode_heatmaps,
                    stages=functools.partial(acnn_pose.scaled_stages, attention=_attention),
-                   fit=acnn_pose.train_staged, paper=_paper(acnn_pose)))
+                   fit=acnn_pose.train_staged, recipe=acnn_pose.RECIPE, paper=_paper(acnn_pose)))
 
 # TRI-CNN (paper 004): three VGG16 branches on 2.5x, 10x and 40x tiles.
-register(Entry("tri_cnn", "tiles", built.builder("tri_cnn"), stride=32, paper=_paper(tri_al)))
+register(Entry("tri_cnn", "tiles", built.builder("tri_cnn"), stride=32, recipe=tri_al.TrainConfig(),
+               paper=_paper(tri_al)))

@@ -15,8 +15,8 @@ import numpy as np
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]  # where ``python -m tests.scripts...`` finds the modules
 
-# A 2-stack hourglass of 16 features on 64 px crops, stages of one epoch (conftest's pose_run trains it once).
-TINY_POSE = dict(num_stacks=2, features=16, input_size=64, batch_size=4, stage_factor=0.001, run_eagerly=True,
+# A 2-stack ACNN of base_filters 16 on 64 px crops, stages of one epoch (conftest's pose_run trains it once).
+TINY_POSE = dict(num_stacks=2, base_filters=16, input_size=64, batch_size=4, stage_factor=0.001, run_eagerly=True,
                  verbose=0)
 
 

@@ -34,10 +34,10 @@ MODELS = {
     "u_transformer": ("unet_transformer.build_model('u_transformer', num_classes=3, base_filters=4, heads=2)",
                       [(2, 32, 32, 1)]),
     "eas_unet": ("eas_unet.build_model(num_classes=3, base_filters=4)", [(2, 32, 32, 1)]),
-    "hourglass": ("acnn_pose.build_model(input_shape=(64, 64, 3), num_stacks=2, features=16, attention=False)",
+    "hourglass": ("acnn_pose.build_model(input_shape=(64, 64, 3), num_stacks=2, base_filters=16, attention=False)",
                   [(2, 64, 64, 3)]),
-    "acnn": ("acnn_pose.build_model(input_shape=(64, 64, 3), num_stacks=2, features=16)", [(2, 64, 64, 3)]),
-    "tri_cnn": ("tri_al.build_model(tile_size=32, width=1 / 16, head_units=16)", [(2, 32, 32, 3)] * 3),
+    "acnn": ("acnn_pose.build_model(input_shape=(64, 64, 3), num_stacks=2, base_filters=16)", [(2, 64, 64, 3)]),
+    "tri_cnn": ("tri_al.build_model(tile_size=32, base_filters=4, head_units=16)", [(2, 32, 32, 3)] * 3),
 }
 # Relative JAX compile times, measured, so that the two processes below take about as long.
 COMPILE_WEIGHT = {"acnn": 3, "eas_unet": 3, "u_transformer": 2, "attention_unet": 2, "hourglass": 0.5, "mhca": 0.5,

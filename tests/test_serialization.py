@@ -142,10 +142,10 @@ BUILT = [
           mhca_levels=3, token_stride=[1, 1, 2, 2], return_attention=True)),
     ("eas_unet", dict(input_shape=(32, 32, 1), base_filters=2, deep_supervision=False),
      dict(input_shape=[32, 32, 1], num_classes=2, base_filters=2, deep_supervision=False)),
-    ("acnn", dict(input_shape=(64, 64, 3), num_stacks=1, features=8),
-     dict(input_shape=[64, 64, 3], num_stacks=1, num_joints=16, features=8)),
-    ("tri_cnn", dict(tile_size=32, width=1 / 32, head_units=4, preprocessing="imagenet"),
-     dict(num_classes=5, tile_size=32, backbone_weights=None, width=1 / 32, head_units=4, dropout=0.4,
+    ("acnn", dict(input_shape=(64, 64, 3), num_stacks=1, base_filters=8),
+     dict(input_shape=[64, 64, 3], num_stacks=1, num_joints=16, base_filters=8)),
+    ("tri_cnn", dict(tile_size=32, base_filters=2, head_units=4, preprocessing="imagenet"),
+     dict(num_classes=5, tile_size=32, backbone_weights=None, base_filters=2, head_units=4, dropout=0.4,
           preprocessing="imagenet")),
 ]
 

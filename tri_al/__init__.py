@@ -1,7 +1,8 @@
 """TRI-AL (Fuster et al.): active-learning domain adaptation of the multiscale TRI-CNN tissue classifier.
 
-Public API: ``build_model`` (TRI-CNN), its layer ``VGG16Preprocess`` and
-``allocate_by_fnr`` (Algorithm 1's ``N_i``); the loop lives in
+Public API: ``build_model`` (TRI-CNN), its layer ``VGG16Preprocess``,
+``TrainConfig`` (the paper's training recipe, for ``model.fit`` too: ``tri_al.training.sgd``
+is its optimizer) and ``allocate_by_fnr`` (Algorithm 1's ``N_i``); the loop lives in
 ``tri_al.active_learning``, its query strategies in ``tri_al.strategies``,
 training one model in ``tri_al.training``.
 Imports keras and numpy only, so it also runs under Keras' JAX backend.
@@ -15,7 +16,7 @@ Decisions where the paper is vague:
   VGG16 ends in global average pooling (512 features, so any tile size
   divisible by 32 works), the three are concatenated (1536) and classified by
   Dense(4096, ReLU) -> dropout -> Dense(4096, ReLU) -> dropout -> softmax,
-  dropout 0.4 as in TRI-AL's script. At width 1.0: 3 x 14,714,688 backbone
+  dropout 0.4 as in TRI-AL's script. At ``base_filters`` 64: 3 x 14,714,688 backbone
   and 23,097,349 head parameters, 67,241,413 in all. The original concatenates
   40x, 10x, 2.5x; we keep the inputs' order (2.5x, 10x, 40x), which only
   permutes the first dense layer's rows; the converter of the original's
@@ -35,17 +36,21 @@ Decisions where the paper is vague:
   ``keras.applications.vgg16.preprocess_input(255 x)`` (BGR, 0-255, ImageNet
   mean subtracted), what ImageNet's VGG16 weights were trained on. (SPEC first
   made ImageNet's the default; it was corrected to the original's.)
-- Training (``training.TrainConfig``): SGD lr 1.5e-4 (paper III;
+- Training (``TrainConfig``, the recipe of paper 004 section III): SGD lr 1.5e-4 (paper III;
   TRI-AL's script has 1.5e-5), momentum 0.9 with Nesterov and Keras 2's
   ``decay=1e-6`` (the original's optimizer), batch 128 (the original's),
   early stopping on validation loss with patience 5 (paper; the script: 3),
   the best epoch's weights kept (the script's ``ModelCheckpoint``). Where the
   paper's text and its code differ, the text is the default (SPEC).
-- ``width`` < 1 and a smaller ``head_units`` (deviations, for CPU-sized
-  experiments): every VGG16 width is multiplied by ``width``, the layout
-  (13 convolutions, 5 poolings) is VGG16's. ``width=1.0`` is
+- ``base_filters`` < 64 and a smaller ``head_units`` (deviations, for CPU-sized
+  experiments): ``base_filters`` is the first block's width and the blocks'
+  are 1, 2, 4, 8, 8 times it (VGG16's 64, 128, 256, 512, 512), the layout
+  (13 convolutions, 5 poolings) is VGG16's. ``base_filters=64`` is
   ``keras.applications.VGG16`` itself, with weights only from a local file
-  (``backbone_weights``).
+  (``backbone_weights``). The name is the zoo's for the width every other
+  width is a multiple of (U-Net: its first level); ``width``, the multiplier
+  this took before (``base_filters = 64 x width``), is deprecated and goes in
+  the next release; files saved with it still load.
 - ``ITER`` trains J = 5 rounds: on X0, then after each of 4 draws of S.
   ``OOD`` draws until a class pool cannot provide its N_i, takes what is
   left, trains once more and stops. ``ENT`` draws 1.5 S candidates shared
@@ -62,6 +67,7 @@ Decisions where the paper is vague:
 
 from tri_al.model import INPUT_NAMES, VGG16Preprocess, build_model
 from tri_al.strategies import allocate_by_fnr
+from tri_al.training import TrainConfig
 
 # What an exported model card says of the paper (common.serve.card; MONAI bundle names): its authors, its reference
 # and that of TRI-CNN, the network it adapts (its reference [5]).
@@ -76,4 +82,4 @@ PAPER = {
     ],
 }
 
-__all__ = ["INPUT_NAMES", "PAPER", "VGG16Preprocess", "allocate_by_fnr", "build_model"]
+__all__ = ["INPUT_NAMES", "PAPER", "TrainConfig", "VGG16Preprocess", "allocate_by_fnr", "build_model"]

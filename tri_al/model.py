@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import warnings
+
 import keras
 from keras import layers, ops
 
 from common.nn.built import BuiltModel, register_builder
 
 INPUT_NAMES = ("tile_2_5x", "tile_10x", "tile_40x")  # paper: 2.5x, 10x, 40x tiles of one triplet
-# VGG16 (Simonyan & Zisserman, configuration D): convolutions per block and their widths.
-VGG16_BLOCKS = ((2, 64), (2, 128), (3, 256), (3, 512), (3, 512))
+# VGG16 (Simonyan & Zisserman, configuration D): its first block's width, the one its others are multiples of.
+BASE_FILTERS = 64
+# Convolutions per block and their widths in multiples of base_filters: 64, 128, 256, 512, 512 at 64.
+VGG16_BLOCKS = ((2, 1), (2, 2), (3, 4), (3, 8), (3, 8))
 # ImageNet channel means in BGR order on the 0-255 scale, as keras.applications.vgg16.preprocess_input subtracts.
 IMAGENET_BGR_MEAN = (103.939, 116.779, 123.68)
 # What the VGG16s see: "raw" 0-255 RGB as the original code fed them, or ImageNet's "caffe" preprocessing.
@@ -59,40 +63,60 @@ class VGG16Preprocess(layers.Layer):
         return {**super().get_config(), "mode": self.mode}
 
 
-def _vgg16_scaled(tile_size: int, width: float, name: str) -> keras.Model:
-    """VGG16's convolutional part with every width multiplied by ``width`` (a CPU-sized deviation)."""
+def _vgg16_narrow(tile_size: int, base_filters: int, name: str) -> keras.Model:
+    """VGG16's convolutional part with ``base_filters`` for its 64: blocks of 1, 2, 4, 8, 8 x ``base_filters``."""
     inputs = keras.Input((tile_size, tile_size, 3))
     x = inputs
-    for block, (convs, filters) in enumerate(VGG16_BLOCKS, start=1):
+    for block, (convs, multiple) in enumerate(VGG16_BLOCKS, start=1):
         for conv in range(1, convs + 1):
-            x = layers.Conv2D(max(1, round(filters * width)), 3, padding="same", activation="relu",
+            x = layers.Conv2D(multiple * base_filters, 3, padding="same", activation="relu",
                               name=f"block{block}_conv{conv}")(x)
         x = layers.MaxPooling2D(2, strides=2, name=f"block{block}_pool")(x)
     return keras.Model(inputs, x, name=name)
 
 
-def backbone(tile_size: int, width: float, name: str, weights=None) -> keras.Model:
-    """One VGG16 branch: exact ``keras.applications.VGG16`` at width 1.0, else the scaled copy.
+def backbone(tile_size: int, base_filters: int, name: str, weights=None) -> keras.Model:
+    """One VGG16 branch: exact ``keras.applications.VGG16`` at ``BASE_FILTERS``, else the narrower copy.
 
     Built under a name scope of its own, so its variables read ``vgg16_40x/block1_conv1/kernel``
     and the three branches' weights never share a path.
     """
     with keras.name_scope(name):
-        if width == 1.0:
+        if base_filters == BASE_FILTERS:
             return keras.applications.VGG16(include_top=False, weights=weights,
                                              input_shape=(tile_size, tile_size, 3), name=name)
-        return _vgg16_scaled(tile_size, width, name)
+        return _vgg16_narrow(tile_size, base_filters, name)
 
 
-def _check(num_classes, tile_size, width, backbone_weights, head_units, dropout, preprocessing) -> None:
+def base_filters_of_width(width) -> int:
+    """``base_filters`` of the multiplier ``width`` that ``build_model`` took before: ``64 x width``, a whole number.
+
+    >>> base_filters_of_width(0.125)
+    8
+    """
+    filters = BASE_FILTERS * width if isinstance(width, (int, float)) and not isinstance(width, bool) else None
+    if filters is None or not 0 < width <= 1 or filters != round(filters):
+        raise ValueError(f"width must be a multiple of 1/{BASE_FILTERS} in (0, 1] (base_filters = {BASE_FILTERS} x "
+                         f"width, a whole number of channels), got {width!r}")
+    return round(filters)
+
+
+def check_base_filters(base_filters) -> None:
+    """ValueError unless ``base_filters`` is a whole number of channels up to VGG16's (a study checks it early)."""
+    if isinstance(base_filters, bool) or not isinstance(base_filters, int) or not 1 <= base_filters <= BASE_FILTERS:
+        raise ValueError(f"base_filters must be an integer in [1, {BASE_FILTERS}] (VGG16's first block at most), "
+                         f"got {base_filters!r}")
+
+
+def _check(num_classes, tile_size, base_filters, backbone_weights, head_units, dropout, preprocessing) -> None:
     if not isinstance(num_classes, int) or num_classes < 2:
         raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
     if not isinstance(tile_size, int) or tile_size < 32 or tile_size % 32:
         raise ValueError(f"tile_size must be a positive multiple of 32 (VGG16's stride), got {tile_size!r}")
-    if not isinstance(width, (int, float)) or not 0 < width <= 1:
-        raise ValueError(f"width must lie in (0, 1], got {width!r}")
-    if backbone_weights is not None and width != 1.0:
-        raise ValueError(f"backbone_weights: a VGG16 weights file fits width 1.0 only, got width {width}")
+    check_base_filters(base_filters)
+    if backbone_weights is not None and base_filters != BASE_FILTERS:
+        raise ValueError(f"backbone_weights: a VGG16 weights file fits base_filters {BASE_FILTERS} only, got "
+                         f"base_filters {base_filters}")
     if not isinstance(head_units, int) or head_units < 1:
         raise ValueError(f"head_units must be a positive integer, got {head_units!r}")
     if not 0 <= dropout < 1:
@@ -101,12 +125,24 @@ def _check(num_classes, tile_size, width, backbone_weights, head_units, dropout,
         raise ValueError(f"preprocessing must be one of {PREPROCESSING}, got {preprocessing!r}")
 
 
-def build_model(num_classes: int = 5, tile_size: int = 128, backbone_weights=None, width: float = 1.0,
-                head_units: int = HEAD_UNITS, dropout: float = DROPOUT, preprocessing: str = "raw") -> keras.Model:
+def _renamed_width(width, base_filters: int) -> int:
+    """``base_filters`` for a call that gave the old ``width`` (one release more), with a DeprecationWarning."""
+    if base_filters != BASE_FILTERS:
+        raise ValueError(f"width: the old name of base_filters (base_filters = {BASE_FILTERS} x width); give "
+                         f"base_filters alone, got width {width!r} and base_filters {base_filters!r}")
+    filters = base_filters_of_width(width)
+    warnings.warn(f"tri_al.build_model: width is deprecated and goes in the next release; use base_filters={filters}",
+                  DeprecationWarning, stacklevel=3)
+    return filters
+
+
+def build_model(num_classes: int = 5, tile_size: int = 128, backbone_weights=None, base_filters: int = BASE_FILTERS,
+                head_units: int = HEAD_UNITS, dropout: float = DROPOUT, preprocessing: str = "raw", *,
+                width: float | None = None) -> keras.Model:
     """Builds TRI-CNN: three weight-independent VGG16 backbones, concatenated features, softmax classifier.
 
     Each tile goes through ``VGG16Preprocess(preprocessing)`` and its own VGG16, whose last
-    feature map is global-average pooled (512 features); the three are
+    feature map is global-average pooled (``8 x base_filters`` features, 512); the three are
     concatenated (1536) and classified by the original's head,
     Dense(4096, ReLU) -> dropout -> Dense(4096, ReLU) -> dropout -> softmax.
 
@@ -114,10 +150,11 @@ def build_model(num_classes: int = 5, tile_size: int = 128, backbone_weights=Non
         num_classes: tissue classes (paper: blood, damaged, muscle, stroma, urothelium).
         tile_size: side of each square tile in pixels (paper: 128; divisible by 32).
         backbone_weights: path of a local VGG16 no-top weights file (ImageNet's, as the original
-            started from) loaded into each backbone (width 1.0 only); ``None`` initialises randomly.
-            Nothing is downloaded.
-        width: multiplies every VGG16 width; 1.0 is the exact VGG16 (14.7M parameters
-            per backbone), smaller values are a CPU-sized deviation from the paper.
+            started from) loaded into each backbone (``base_filters`` 64 only); ``None`` initialises
+            randomly. Nothing is downloaded.
+        base_filters: the width of each VGG16's first block, the one its blocks' widths are 1, 2, 4,
+            8, 8 times; 64 is VGG16 itself (14.7M parameters per backbone), fewer is a CPU-sized
+            deviation from the paper.
         head_units: units of each of the two hidden dense layers (original: 4096; fewer is a
             CPU-sized deviation).
         dropout: rate of the dropout after each hidden dense layer (TRI-AL's code: 0.4).
@@ -125,6 +162,9 @@ def build_model(num_classes: int = 5, tile_size: int = 128, backbone_weights=Non
             code fed (so its converted weights give its outputs, ``common.convert.tri_cnn``), or
             "imagenet", ``keras.applications.vgg16.preprocess_input(255 x)`` (BGR, ImageNet mean
             subtracted), for training from ImageNet VGG16 weights as they were trained.
+        width: deprecated, goes in the next release: the multiplier of every VGG16 width this took
+            before, ``base_filters = 64 x width`` (a DeprecationWarning says which). Files saved
+            with it still load.
 
     Inputs ``tile_2_5x``, ``tile_10x``, ``tile_40x``: float32 RGB in [0, 1],
     shape (batch, tile_size, tile_size, 3). Output ``probabilities``: (batch, num_classes).
@@ -132,17 +172,21 @@ def build_model(num_classes: int = 5, tile_size: int = 128, backbone_weights=Non
 
     Example:
 
-    >>> model = build_model(tile_size=32, width=1 / 16, head_units=32)
+    >>> model = build_model(tile_size=32, base_filters=4, head_units=32)
     >>> [tuple(t.shape) for t in model.inputs], model.output_shape
     ([(None, 32, 32, 3), (None, 32, 32, 3), (None, 32, 32, 3)], (None, 5))
+    >>> model.get_layer("features").output.shape[-1]  # 3 x 8 x base_filters pooled features
+    96
     """
-    _check(num_classes, tile_size, width, backbone_weights, head_units, dropout, preprocessing)
+    if width is not None:
+        base_filters = _renamed_width(width, base_filters)
+    _check(num_classes, tile_size, base_filters, backbone_weights, head_units, dropout, preprocessing)
     inputs = [keras.Input((tile_size, tile_size, 3), name=name) for name in INPUT_NAMES]
     features = []
     for name, tile in zip(INPUT_NAMES, inputs):
         suffix = name.removeprefix("tile_")
         x = VGG16Preprocess(preprocessing, name=f"preprocess_{suffix}")(tile)
-        x = backbone(tile_size, float(width), f"vgg16_{suffix}", backbone_weights)(x)
+        x = backbone(tile_size, base_filters, f"vgg16_{suffix}", backbone_weights)(x)
         features.append(layers.GlobalAveragePooling2D(name=f"pool_{suffix}")(x))  # VGG16(pooling="avg")
     x = layers.Concatenate(name="features")(features)
     for index in (1, 2):
@@ -151,7 +195,7 @@ def build_model(num_classes: int = 5, tile_size: int = 128, backbone_weights=Non
     outputs = layers.Dense(num_classes, activation="softmax", dtype="float32", name="probabilities")(x)
     # backbone_weights recorded as None: the weights travel in the model's own file, so rebuilding it needs
     # no VGG16 weights file (the one it started from may be gone, or on another machine).
-    arguments = dict(num_classes=num_classes, tile_size=tile_size, backbone_weights=None, width=float(width),
+    arguments = dict(num_classes=num_classes, tile_size=tile_size, backbone_weights=None, base_filters=base_filters,
                      head_units=head_units, dropout=float(dropout), preprocessing=preprocessing)
     return BuiltModel("tri_cnn", arguments, inputs=inputs, outputs=outputs, name="tri_cnn")
 

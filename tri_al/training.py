@@ -44,13 +44,25 @@ def class_metrics(y_true, y_pred, num_classes: int) -> dict:
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    """Training of every round: the paper's rate and early stopping, the original code's optimizer and batch.
+    """TRI-CNN's training recipe, the recipe of paper 004 section III (TRI-AL): every round and baseline trains by it.
 
     Paper III: SGD, lr 1.5e-4, cross-entropy, early stopping with patience 5.
     The original TRI-CNN code, whose hyperparameters the paper reuses: Keras 2's
     ``SGD(decay=1e-6, momentum=0.9, nesterov=True)`` and ``batch_size = 128``.
+    ``train`` runs it; a ``model.fit`` of one's own follows it with ``sgd(config)``, ``LOSS``, ``batch_size``
+    and early stopping on the validation loss (``patience``, the best epoch's weights restored).
     Not ``common.train.segmentation.TrainConfig``, whose rate decays per epoch (``lr_decay``) where this one
     follows Keras 2's per-step ``decay``, and whose epochs run to the end; both validate alike (``validate``).
+
+    Example:
+
+    >>> import tri_al
+    >>> recipe = tri_al.TrainConfig()
+    >>> model = tri_al.build_model(tile_size=32, base_filters=2, head_units=8)
+    >>> model.compile(optimizer=sgd(recipe), loss=LOSS)
+    >>> stop = keras.callbacks.EarlyStopping(patience=recipe.patience, restore_best_weights=True)
+    >>> recipe.learning_rate, recipe.batch_size, recipe.epochs  # model.fit(..., batch_size=, epochs=, callbacks=[stop])
+    (0.00015, 128, 100)
     """
 
     learning_rate: float = 1.5e-4

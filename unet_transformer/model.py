@@ -125,8 +125,8 @@ def _gated_skip(variant, level, skip, y, mhca, config, maps):
 
 
 def build_model(variant: str = "u_transformer", input_shape=(None, None, 1), num_classes: int = 2,
-                base_filters: int = RECIPE.base_filters, heads: int = 8, positional_encoding: bool = True, mhca_levels: int = 3,
-                token_stride=None, return_attention: bool = False) -> keras.Model:
+                base_filters: int = RECIPE.base_filters, heads: int = 8, positional_encoding: bool = True,
+                mhca_levels: int = 3, token_stride=None, return_attention: bool = False) -> keras.Model:
     """Builds a segmentation network of the U-Transformer family.
 
     Args:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import pathlib
+import sys
 
 from common import atomic, errors
 from common.cli import options, verbosity
@@ -26,22 +27,30 @@ def _add_synthetic_pose(sub):
 
 
 def _add_train_pose(sub):
-    p = sub.add_parser("train-pose", help="ACNN staged training A/B/C (or the plain hourglass) on MPII-style data")
+    """``--model`` is a pose model of the registry (``zoo models``); the options its paper's recipe sets default to
+    that recipe (``PoseTrainConfig``). As ``zoo train``'s, this parser imports no registry (``zoo --help`` and argument
+    errors never wait for TensorFlow): the names are checked when the command runs, a ValueError listing them."""
+    p = sub.add_parser("train-pose", help="train a pose model by its paper's staged procedure (stages A/B/C) on "
+                                          "MPII-style data")
     p.add_argument("data", help="data folder: images/ and annot/train.json (HRNet's MPII, zoo synthetic-pose) or "
                                 "annotations/mpii_train.json (mmpose's)")
     p.add_argument("out", help="run folder (rerun the same command to resume)")
-    p.add_argument("--attention", action=argparse.BooleanOptionalAction, default=True,
-                   help="ACNN's attention masks (--no-attention: the plain stacked hourglass)")
-    p.add_argument("--stacks", type=int, default=4)
-    p.add_argument("--features", type=int, default=256)
-    p.add_argument("--input-size", type=int, default=256, help="crop side, a multiple of 64")
-    p.add_argument("--batch-size", type=int, default=12)
+    p.add_argument("--model", help="a pose model of `zoo models` (default: the first pose model it lists)")
+    # Kept one release: the registry's first pose model (with attention masks) or its second (the plain network
+    # it builds on), resolved when the command runs (``_attention_model``).
+    p.add_argument("--attention", action=argparse.BooleanOptionalAction, default=None, help=argparse.SUPPRESS)
+    recipe = "(default: the model's recipe, which `zoo models` lists)"
+    p.add_argument("--stacks", type=int, help=f"stacked stages of the network {recipe}")
+    options.renamed(p, "--features", "--base-filters", type=int,
+                    help=f"the channel count the model's other widths are fixed multiples of {recipe}")
+    p.add_argument("--input-size", type=int, help=f"crop side, a multiple of the model's stride {recipe}")
+    p.add_argument("--batch-size", type=int, help=f"crops per step {recipe}")
     p.add_argument("--stage-factor", type=float, default=1.0,
-                   help="multiplies every stage's epochs and drop epochs (paper: 200, 200, 100)")
+                   help="multiplies every stage's epochs and drop epochs (1: the paper's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--init", default=None, metavar="MODEL.keras",
-                   help="start from this pose model's weights and skip stage A (e.g. Newell's trained hourglass from "
-                        "`zoo convert hourglass --attention`); its stacks, features and attention must match")
+                   help="start from this pose model's weights and skip the stages that train the heatmaps (e.g. a "
+                        "released checkpoint from `zoo convert`); its stacks, base filters and model must match")
     p.add_argument("--overwrite", action="store_true",
                    help="train afresh in a run folder that holds a run (by default a rerun of the same options "
                         "resumes it, and one of other options is refused); the old files are replaced as the new "
@@ -72,7 +81,7 @@ def _add_eval_pose(sub):
 def _add_compare_pose(sub):
     p = sub.add_parser("compare-pose", help="PCKh of two folders of pose runs (one per seed) paired by run name: "
                                             "mean ± std, 95%% CI, paired t-test")
-    p.add_argument("runs_a", help="folder of runs (e.g. STUDY/hourglass with seed_0/, seed_1/, ...), each scored "
+    p.add_argument("runs_a", help="folder of runs (e.g. STUDY/MODEL with seed_0/, seed_1/, ...), each scored "
                                   "by zoo eval-pose")
     p.add_argument("runs_b", help="folder of the other method's runs, the same run names")
     p.add_argument("--column", default="Total", help="the Table 1 column to compare (default Total)")
@@ -103,11 +112,27 @@ def synthetic_pose(args) -> None:
                 f"valid; clutter {args.clutter})")
 
 
+def _attention_model(args) -> str | None:
+    """``--model``, or what the deprecated ``--attention`` / ``--no-attention`` stand for, with a line saying so."""
+    from common import registry
+
+    if args.attention is None:
+        return args.model
+    flag = "--attention" if args.attention else "--no-attention"
+    model = registry.names("pose")[0 if args.attention else 1]
+    print(f"zoo train-pose: {flag} is deprecated and goes in the next release; use --model {model}", file=sys.stderr)
+    if args.model not in (None, model):
+        raise ValueError(f"{flag}: the old spelling of --model {model}, which --model {args.model} contradicts; "
+                         "give --model only")
+    return model
+
+
 def train_pose(args) -> None:
     from common.train import pose as pose_training
 
     pose_training.train_pose(pose_training.PoseTrainConfig(
-        data=args.data, out=args.out, attention=args.attention, num_stacks=args.stacks, features=args.features,
+        data=args.data, out=args.out, model=_attention_model(args), num_stacks=args.stacks,
+        base_filters=args.base_filters,
         input_size=args.input_size, batch_size=args.batch_size, stage_factor=args.stage_factor, seed=args.seed,
         init=args.init, verbose=verbosity.progress(),
     ), overwrite=args.overwrite)

@@ -7,6 +7,7 @@ import collections
 import json
 import logging
 import pathlib
+import sys
 
 from common import atomic, errors
 from common.cli import options
@@ -80,6 +81,38 @@ class _StrategyChoices:
         return iter(self._names())
 
 
+class _ModelHelp(str):
+    """A help text naming TRI-CNN's defaults (``{base_filters}``, ``{head_units}``), filled in when --help prints it
+    (argparse formats a help as ``help % params``): reading them when the parser is built would import Keras, as
+    for ``_StrategyChoices``."""
+
+    def __mod__(self, params) -> str:
+        from common.studies import tri_al as tri_al_study
+
+        text = self.format(base_filters=tri_al_study.BASE_FILTERS, head_units=tri_al_study.HEAD_UNITS)
+        return str.__mod__(text, params)
+
+
+class _Width(argparse.Action):
+    """The old ``--width``, VGG16's widths' multiplier, kept one release: sets ``--base-filters`` to 64 x it and says
+    so; a multiplier that gives no whole number of channels is one error line."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from common.studies import tri_al as tri_al_study
+
+        try:
+            width = float(values)
+        except ValueError:
+            width = values  # not a number: the check below names it
+        try:
+            filters = tri_al_study.base_filters_of_width(width)
+        except ValueError as error:  # one line, as the zoo's errors are, not argparse's usage
+            parser.exit(2, f"{parser.prog}: error: --width: {error}\n")
+        print(f"{parser.prog}: --width is deprecated and goes in the next release; use --base-filters {filters}",
+              file=sys.stderr)
+        namespace.base_filters = filters
+
+
 def _add_tri_al(sub):
     p = sub.add_parser("tri-al", help="TRI-AL study: source model, TRI-SL baselines, ITER/OOD/ENT (resumes)",
                        description="Defaults are the paper's (section III) and, where it reuses them, the original "
@@ -94,13 +127,18 @@ def _add_tri_al(sub):
                    help="TRI-SL data shares (paper: 0.2,0.4,0.6,0.8,1)")
     p.add_argument("--source-model", default=None,
                    help="an already trained TRI-CNN (.keras, e.g. STUDY/source/model.keras) to adapt: no source "
-                        "lab, no source training; its architecture replaces --width/--head-units/--backbone-weights")
-    p.add_argument("--width", type=float, default=None,
-                   help="VGG16 width multiplier (default 1, VGG16 itself; <1: CPU deviation)")
+                        "lab, no source training; its architecture replaces --base-filters/--head-units/"
+                        "--backbone-weights")
+    p.add_argument("--base-filters", type=int, default=None,
+                   help=_ModelHelp("channels of each VGG16's first block; its five blocks have 1, 2, 4, 8, 8 times "
+                                   "as many (default {base_filters}, VGG16 itself; fewer: CPU deviation)"))
+    p.add_argument("--width", action=_Width, dest="base_filters", help=argparse.SUPPRESS)  # before --base-filters
     p.add_argument("--head-units", type=int, default=None,
-                   help="units of the two hidden dense layers (default 4096, the original's; fewer: CPU deviation)")
+                   help=_ModelHelp("units of the two hidden dense layers (default {head_units}, the original's; "
+                                   "fewer: CPU deviation)"))
     p.add_argument("--backbone-weights", default=None,
-                   help="local ImageNet VGG16 no-top weights file, the original's start (width 1 only)")
+                   help=_ModelHelp("local ImageNet VGG16 no-top weights file, the original's start (VGG16's own "
+                                   "widths only: base filters {base_filters})"))
     p.add_argument("--preprocessing", choices=("raw", "imagenet"), default=None,
                    help="what the VGG16s see: raw 0-255 RGB, as the original code feeds them even from ImageNet "
                         "weights (default), or ImageNet's caffe preprocessing (BGR, mean subtracted)")
@@ -212,7 +250,7 @@ def tri_al(args) -> None:
                                      stain_augment=args.stain_augment)
     config = tri_al_study.StudyConfig(
         data=args.data, out=args.out, strategies=tuple(args.strategy), runs=args.runs, fractions=args.fractions,
-        width=args.width, head_units=args.head_units, backbone_weights=args.backbone_weights,
+        base_filters=args.base_filters, head_units=args.head_units, backbone_weights=args.backbone_weights,
         preprocessing=args.preprocessing, source_model=args.source_model, source_lab=args.source_lab,
         target_lab=args.target_lab, target_split=args.target_split, iterations=args.iterations,
         budget=args.budget, candidates=args.candidates,

@@ -89,17 +89,18 @@ def strip_prefix(state: dict) -> dict:
 
 
 def architecture(state: dict, source="checkpoint") -> dict:
-    """``build_model``'s stacks, features and joints, read from the keys and shapes of ``state``."""
+    """``build_model``'s stacks, base_filters (Newell's ``inp_dim``) and joints, read from the keys and shapes of
+    ``state``."""
     stacks = sum(1 for key in state if re.fullmatch(r"outs\.\d+\.conv\.weight", key))
     if not stacks or "pre.0.conv.weight" not in state:
         raise DataError(f"{source}: not a stacked hourglass of princeton-vl's code (no key 'outs.0.conv.weight' "
                         "or 'pre.0.conv.weight')")
-    joints, features = state["outs.0.conv.weight"].shape[:2]
+    joints, base_filters = state["outs.0.conv.weight"].shape[:2]
     stem = state["pre.0.conv.weight"].shape[0]
-    if stem != features // 4:
-        raise DataError(f"{source}: 'pre.0.conv.weight' has {stem} filters; the zoo's stem has features / 4 = "
-                        f"{features // 4} for {features} features (Newell's 64 for 256)")
-    return {"num_stacks": stacks, "features": int(features), "num_joints": int(joints)}
+    if stem != base_filters // 4:
+        raise DataError(f"{source}: 'pre.0.conv.weight' has {stem} filters; the zoo's stem has base_filters / 4 = "
+                        f"{base_filters // 4} for base_filters {base_filters} (Newell's 64 for 256)")
+    return {"num_stacks": stacks, "base_filters": int(base_filters), "num_joints": int(joints)}
 
 
 def _lookup(table, name: str) -> str | None:

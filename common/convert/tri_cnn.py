@@ -134,7 +134,7 @@ def _check_names(weights: dict, plan: dict) -> None:
 
 
 def to_keras(weights: dict, tile_size: int = 128) -> keras.Model:
-    """The zoo's ``tri_cnn`` (raw-pixel input, 5 classes, full width) holding the original's weights.
+    """The zoo's ``tri_cnn`` (raw-pixel input, 5 classes, VGG16's widths: base_filters 64) with the original's weights.
 
     Args:
         weights: ``read_weights``' dict, original layer name -> its weights.

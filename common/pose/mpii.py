@@ -23,7 +23,7 @@ for _a, _b in FLIP_PAIRS:
 LIMBS = ((0, 1, 0), (1, 2, 1), (5, 4, 0), (4, 3, 1), (2, 3, 2), (2, 6, 2), (3, 6, 2), (6, 7, 2), (7, 12, 3),
          (7, 13, 3), (12, 11, 4), (11, 10, 5), (13, 14, 4), (14, 15, 5), (7, 8, 6))
 
-# The columns of the ACNN paper's Table 1: the mean of the two joints of each part.
+# The columns of Table 1 of Sun et al. (Focus On What's Important): the mean of the two joints of each part.
 PCKH_COLUMNS = {"Head": (8, 9), "Sho.": (12, 13), "Elb.": (11, 14), "Wri.": (10, 15), "Hip": (2, 3),
                 "Kne.": (1, 4), "Ank.": (0, 5)}
 PCKH_TOTAL_JOINTS = (0, 1, 2, 3, 4, 5, 8, 9, 10, 11, 12, 13, 14, 15)  # all but pelvis and thorax
@@ -31,7 +31,7 @@ MPII_HEAD_FACTOR = 0.6  # the toolkit's SC_BIAS: head size = 0.6 x head-box diag
 
 
 def pckh(pred, gt, visible, head_boxes, threshold=0.5) -> dict[str, float]:
-    """PCKh as the official MPII toolkit computes it, with the ACNN paper's Table 1 columns.
+    """PCKh as the official MPII toolkit computes it, with the columns of Sun et al.'s Table 1.
 
     A joint is correct when ``distance / head_size <= threshold``, head size
     being 0.6 x the diagonal of the head box; only annotated (``visible``)

@@ -13,7 +13,7 @@ distracting partial figures (a few limbs in the same palette), as the
 paper's "redundant body parts" (section 1).
 
 ``clutter`` makes the background harder, so that a network must tell the
-annotated person from look-alike parts around it, which is what ACNN's
+annotated person from look-alike parts around it, which is what the attention
 masks are for (issue 18):
 
 - ``"none"`` (default): the images above, byte for byte as before the option.

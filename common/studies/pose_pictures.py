@@ -111,7 +111,7 @@ def mask_contrast(model, records, input_size: int) -> list[dict]:
             auc = stats.mannwhitneyu(on, off).statistic / (on.size * off.size)
             per_stage.setdefault(name, []).append((on.mean(), off.mean(), auc))
     if not per_stage:
-        raise ValueError("mask_contrast: the model has no mask outputs (an ACNN run with --attention has)")
+        raise ValueError("mask_contrast: the model has no mask outputs (a run of --model acnn has)")
     return [{"stage": name, "figure": float(np.mean([v[0] for v in values])),
              "background": float(np.mean([v[1] for v in values])), "auc": float(np.mean([v[2] for v in values])),
              "records": len(values)} for name, values in per_stage.items()]

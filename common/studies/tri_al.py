@@ -40,7 +40,7 @@ from common.slides import triplets
 from common.train import callbacks as train_callbacks
 from tri_al import INPUT_NAMES, build_model
 from tri_al import active_learning as al
-from tri_al.model import HEAD_UNITS
+from tri_al.model import BASE_FILTERS, HEAD_UNITS, base_filters_of_width, check_base_filters  # CLI: defaults, --width
 from tri_al.strategies import STRATEGIES  # with TrainConfig, what the CLI configures a study with
 from tri_al.training import TrainConfig, fresh_logs
 
@@ -56,7 +56,7 @@ class StudyConfig:
     strategies: tuple = ("supervised", "ITER", "OOD", "ENT")
     runs: int = 5
     fractions: tuple = FRACTIONS
-    width: float | None = None  # None: 1.0 (VGG16), or the source model's
+    base_filters: int | None = None  # None: 64 (VGG16), or the source model's
     head_units: int | None = None  # None: 4096 (the original's), or the source model's
     backbone_weights: str | None = None
     preprocessing: str | None = None  # None: "raw", the original's 0-255 RGB; "imagenet": caffe preprocessing
@@ -81,13 +81,14 @@ class StudyConfig:
         if any(not 0 < f <= 1 for f in self.fractions):
             raise ValueError(f"fractions must lie in (0, 1], got {self.fractions}")
         if self.source_model is not None:
-            given = [n for n in ("width", "head_units", "backbone_weights", "preprocessing")
+            given = [n for n in ("base_filters", "head_units", "backbone_weights", "preprocessing")
                      if getattr(self, n) is not None]
             if given:
                 raise ValueError(f"{', '.join(given)}: the model comes from source_model {self.source_model}; "
                                  "leave them out")
         else:
-            self.width = 1.0 if self.width is None else self.width
+            self.base_filters = BASE_FILTERS if self.base_filters is None else self.base_filters
+            check_base_filters(self.base_filters)  # before study.json records it
             self.head_units = HEAD_UNITS if self.head_units is None else self.head_units
             self.preprocessing = "raw" if self.preprocessing is None else self.preprocessing
 
@@ -116,6 +117,19 @@ def _ids_of(pools: triplets.TripletPools, slides) -> np.ndarray:
     return np.flatnonzero(np.isin(pools.slide_ids, list(slides)))
 
 
+def _as_today(settings: dict, path) -> None:
+    """A study.json's settings as today's StudyConfig writes them, for studies from before an option or a name."""
+    settings.get("train", {}).setdefault("stain_augment", 0.0)  # studies from before the option
+    # Studies from before the option fed ImageNet's preprocessing: `--preprocessing imagenet` resumes them.
+    settings.setdefault("preprocessing", None if settings.get("source_model") else "imagenet")
+    if "width" in settings:  # the VGG16 width multiplier before base_filters (None with a source model)
+        width = settings.pop("width")
+        try:
+            settings["base_filters"] = None if width is None else base_filters_of_width(width)
+        except ValueError as error:  # 64 x width not whole: no model of today has those widths
+            raise errors.DataError(f"{path}: settings: {error}; the study cannot resume, use a new OUT") from None
+
+
 def _plan(config: StudyConfig, manifest: dict) -> dict:
     """The slides of each lab and the target split by slide; written once, checked on reruns."""
     labs = (config.target_lab,) if config.source_model else (config.source_lab, config.target_lab)
@@ -138,10 +152,7 @@ def _plan(config: StudyConfig, manifest: dict) -> dict:
     path = pathlib.Path(config.out) / "study.json"
     if path.exists():
         previous = json.loads(path.read_text(encoding="utf-8"))
-        previous["settings"].get("train", {}).setdefault("stain_augment", 0.0)  # studies from before the option
-        # Studies from before the option fed ImageNet's preprocessing: `--preprocessing imagenet` resumes them.
-        before = None if previous["settings"].get("source_model") else "imagenet"
-        previous["settings"].setdefault("preprocessing", before)
+        _as_today(previous["settings"], path)
         if previous["target"] != plan["target"] or previous["settings"] != json.loads(json.dumps(plan["settings"])):
             raise ValueError(f"{path}: this folder holds a study with other settings; use a new OUT")
     else:
@@ -198,7 +209,7 @@ def run_study(config: StudyConfig) -> dict:
     plan = _plan(config, manifest)
     if model is None:
         model = build_model(num_classes=len(manifest["classes"]), tile_size=manifest["tile_size"],
-                            backbone_weights=config.backbone_weights, width=config.width,
+                            backbone_weights=config.backbone_weights, base_filters=config.base_filters,
                             head_units=config.head_units, preprocessing=config.preprocessing)
     target = triplets.load_pools(config.data, sorted(sum(plan["target"].values(), [])))
     split = {k: _ids_of(target, v) for k, v in plan["target"].items()}

@@ -1,4 +1,8 @@
-"""``zoo train-pose``: ACNN's staged training (section 3.3) on an MPII-style data folder.
+"""``zoo train-pose``: a pose model of the registry trained by its paper's own procedure on an MPII-style data folder.
+
+What is trained and how come from the registry's entry: the model (``Entry.build``), its paper's training
+stages and procedure (``Entry.stages``, ``Entry.fit``) and its recipe (``Entry.recipe``: stacks, base_filters,
+input size, batch), which ``PoseTrainConfig``'s options default to.
 
 A run folder holds::
 
@@ -10,6 +14,9 @@ A run folder holds::
     RUN/logs/stage_<X>/           TensorBoard, a folder per stage (``common.train.callbacks.logging_callbacks``,
                                   as ``zoo train``'s RUN/logs)
     RUN/model.keras               the final model
+
+A run folder written before issue 37 records ``features`` for ``base_filters`` and ``attention`` beside
+``model``; it resumes with either spelling of its command (``LEGACY_KEYS``).
 """
 
 from __future__ import annotations
@@ -34,36 +41,55 @@ from common.train import batch_norm, callbacks
 logger = logging.getLogger(__name__)
 
 
+# The recipe's fields a config takes: None, the default, is the recipe's value.
+RECIPE_FIELDS = ("num_stacks", "base_filters", "input_size", "batch_size")
+# config.json keys of runs written before issue 37 -> their names now; compared under their old names (claim_run
+# compares the keys the previous config.json holds). The old "attention" needs none: those runs also record
+# "model" (since the registry) and their "stages" (always), which tell the two models apart.
+LEGACY_KEYS = {"features": "base_filters"}
+
+
 @dataclasses.dataclass
 class PoseTrainConfig:
-    """What ``zoo train-pose`` trains; defaults are the paper's (section 3.1, 3.3: 4 stacks, 256 px, batch 12)."""
+    """What ``zoo train-pose`` trains: ``model``, a registry name of task "pose" (None: the first), and the options
+    of its paper's recipe (``RECIPE_FIELDS``; None: the recipe's, ``registry.get(model).recipe``)."""
 
     data: str
     out: str
-    attention: bool = True
-    num_stacks: int = 4
-    features: int = 256
-    input_size: int = 256
-    batch_size: int = 12
+    model: str | None = None
+    num_stacks: int | None = None
+    base_filters: int | None = None
+    input_size: int | None = None
+    batch_size: int | None = None
     stage_factor: float = 1.0
     seed: int = 0
-    init: str | None = None  # a .keras pose model (e.g. `zoo convert hourglass`) standing for stage A
+    init: str | None = None  # a .keras pose model (e.g. from `zoo convert`) standing for the stages that train heatmaps
     verbose: int = 2
     run_eagerly: bool = False  # for tiny models (tests), where tracing costs more than the steps
 
-    @property
-    def model(self) -> str:
-        """The registry's name of what is trained: ACNN, or Newell's hourglass without attention."""
-        return "acnn" if self.attention else "hourglass"
+    def __post_init__(self):
+        models = registry.names("pose")
+        self.model = models[0] if self.model is None else self.model
+        if self.model not in models:
+            raise ValueError(f"model must be one of {models}, got {self.model!r}")
+        recipe = registry.get(self.model).recipe
+        for field in RECIPE_FIELDS:
+            if getattr(self, field) is None:
+                if recipe is None:  # a pose entry registered without its paper's recipe
+                    raise ValueError(f"{field}: model {self.model!r} declares no recipe to take it from; give it")
+                setattr(self, field, getattr(recipe, field))
 
     def validate(self) -> None:
-        for field in ("num_stacks", "features", "batch_size"):
-            if getattr(self, field) < 1:
-                raise ValueError(f"{field} must be >= 1, got {getattr(self, field)}")
-        if self.input_size < 64 or self.input_size % 64:
-            raise ValueError(f"input_size must be a positive multiple of 64, got {self.input_size}")
+        for field in RECIPE_FIELDS:
+            value = getattr(self, field)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{field} must be an integer >= 1, got {value!r}")
         if not self.stage_factor > 0:
             raise ValueError(f"stage_factor must be > 0, got {self.stage_factor}")
+        stride = registry.get(self.model).stride
+        if self.input_size % stride:
+            raise ValueError(f"input_size must be a positive multiple of {stride} ({self.model}'s stride), "
+                             f"got {self.input_size}")
 
 
 def _validation(config: PoseTrainConfig):
@@ -76,20 +102,23 @@ def _validation(config: PoseTrainConfig):
     return pose_data.pose_dataset(records, config.batch_size, config.input_size, training=False, seed=config.seed)
 
 
-def _load_init(model: keras.Model, path: str) -> None:
-    """Copies the weights of the pose model in ``path`` into ``model``, variable by variable (same names, shapes)."""
+def _load_init(model: keras.Model, config: PoseTrainConfig) -> None:
+    """Copies the weights of the pose model in ``config.init`` into ``model``, variable by variable (same names,
+    shapes)."""
+    path = config.init
     source, _ = registry.load_run(path)
     theirs = {w.path: w for w in source.weights}
+    run = f"{config.num_stacks} stacks, base_filters {config.base_filters}, model {config.model}"
     for variable in model.weights:
         other = theirs.pop(variable.path, None)
         if other is None or tuple(other.shape) != tuple(variable.shape):
             found = "nothing" if other is None else f"shape {tuple(other.shape)}"
             raise DataError(f"{path}: --init holds {found} for {variable.path} {tuple(variable.shape)}: give a model "
-                            f"of the run's stacks, features and attention (zoo convert hourglass --attention for ACNN)")
+                            f"of the run's stacks, base_filters and model ({run}; zoo convert makes one)")
         variable.assign(other)
     if theirs:
         raise DataError(f"{path}: --init has weights the run's model lacks ({next(iter(theirs))}); "
-                        "train with the same stacks, features and attention")
+                        f"train with the same stacks, base_filters and model ({run})")
 
 
 def _start_run(run_dir: pathlib.Path, record: dict, previous: dict | None, overwrite: bool) -> None:
@@ -114,9 +143,16 @@ def run_record(config: PoseTrainConfig, train_images: int, stages) -> dict:
     absolute, so a run means the same from any directory."""
     return {
         **dataclasses.asdict(config), "data": callbacks.absolute(config.data), "out": callbacks.absolute(config.out),
-        "init": callbacks.absolute(config.init), "train_images": train_images, "model": config.model,
+        "init": callbacks.absolute(config.init), "train_images": train_images,
         "stages": [dataclasses.asdict(s) for s in stages], "command": shlex.join(sys.argv),
     }
+
+
+def claim_run(run_dir: pathlib.Path, record: dict, overwrite: bool) -> dict | None:
+    """``callbacks.claim_run`` for a pose run: ``record`` compared under the old names too (``LEGACY_KEYS``), so an
+    older run folder is refused a change of them as any other, and resumed without one."""
+    legacy = {old: record[new] for old, new in LEGACY_KEYS.items()}
+    return callbacks.claim_run(run_dir, {**record, **legacy}, overwrite)
 
 
 def _stage_logs(run_dir: pathlib.Path, stage) -> list[keras.callbacks.Callback]:
@@ -127,7 +163,7 @@ def _stage_logs(run_dir: pathlib.Path, stage) -> list[keras.callbacks.Callback]:
 
 
 def train_pose(config: PoseTrainConfig, overwrite: bool = False) -> keras.Model:
-    """Trains ACNN (or the plain hourglass) through the scaled stages; rerunning resumes.
+    """Trains ``config.model`` through its entry's stages, scaled by ``config.stage_factor``; rerunning resumes.
 
     A rerun with other options is refused before anything is written (``callbacks.OtherOptions``), unless
     ``overwrite``, which trains afresh. A NaN or infinite loss ends a stage with ``NonFiniteLoss``, nothing of its
@@ -138,16 +174,16 @@ def train_pose(config: PoseTrainConfig, overwrite: bool = False) -> keras.Model:
     records = pose_data.load_split(config.data, "train")
     run_dir = pathlib.Path(config.out)
     stages = entry.stages(config.stage_factor)
-    if config.init:  # its weights are stage A's result (Newell's trained network): the later stages start there
+    if config.init:  # its weights stand for what the heatmap stages would train: the later stages start there
         config.init = callbacks.absolute(config.init)
         stages = [stage for stage in stages if stage.trains != "heatmaps"]
     record = run_record(config, len(records), stages)
-    previous = callbacks.claim_run(run_dir, record, overwrite)  # before anything is written
+    previous = claim_run(run_dir, record, overwrite)  # before anything is written
     keras.utils.set_random_seed(config.seed)
     model = entry.build(input_shape=(config.input_size, config.input_size, 3), num_stacks=config.num_stacks,
-                        num_joints=mpii.NUM_JOINTS, features=config.features)
+                        num_joints=mpii.NUM_JOINTS, base_filters=config.base_filters)
     if config.init:
-        _load_init(model, config.init)
+        _load_init(model, config)
     _start_run(run_dir, record, previous, overwrite)  # only now: a refused start or a bad --init writes nothing
     logger.info(f"training {model.name} ({model.count_params():,} parameters) on {len(records)} people, "
                 f"{config.input_size}x{config.input_size}, stages {', '.join(f'{s.name}:{s.epochs}' for s in stages)}")

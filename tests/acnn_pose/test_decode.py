@@ -64,7 +64,7 @@ def test_serving_outputs_pick_the_last_prediction_of_the_list():
 def test_export_serves_the_last_prediction_and_keypoints(tmp_path):
     # One stack keeps the SavedModel trace short; the list case is tested above.
     keras.utils.set_random_seed(0)
-    model = acnn_pose.build_model(input_shape=(None, None, 3), num_stacks=1, features=16)
+    model = acnn_pose.build_model(input_shape=(None, None, 3), num_stacks=1, base_filters=16)
     version_dir = export.export_saved_model(model, tmp_path / "serving", "acnn",
                                             outputs=acnn_pose.serving_outputs(num_stacks=1),
                                             warmup_sizes=((64, 64),))

@@ -1,3 +1,5 @@
+import dataclasses
+import inspect
 import subprocess
 import sys
 import textwrap
@@ -12,10 +14,10 @@ from tests.references import pytorch_init
 
 SHAPE_CASES = [
     # (build_model kwargs, input shape, prediction shape, number of masks)
-    (dict(input_shape=(64, 64, 3), num_stacks=2, features=16), (2, 64, 64, 3), (2, 16, 16, 16), 1),
-    (dict(input_shape=(None, None, 3), num_stacks=3, features=16), (1, 64, 128, 3), (1, 16, 32, 16), 2),
-    (dict(input_shape=(128, 64, 1), num_stacks=1, num_joints=5, features=16), (1, 128, 64, 1), (1, 32, 16, 5), 0),
-    (dict(input_shape=(64, 64, 3), num_stacks=2, features=24, attention=False), (1, 64, 64, 3), (1, 16, 16, 16), 0),
+    (dict(input_shape=(64, 64, 3), num_stacks=2, base_filters=16), (2, 64, 64, 3), (2, 16, 16, 16), 1),
+    (dict(input_shape=(None, None, 3), num_stacks=3, base_filters=16), (1, 64, 128, 3), (1, 16, 32, 16), 2),
+    (dict(input_shape=(128, 64, 1), num_stacks=1, num_joints=5, base_filters=16), (1, 128, 64, 1), (1, 32, 16, 5), 0),
+    (dict(input_shape=(64, 64, 3), num_stacks=2, base_filters=24, attention=False), (1, 64, 64, 3), (1, 16, 16, 16), 0),
 ]
 
 
@@ -39,8 +41,8 @@ ILL_CASES = [
     (dict(input_shape=(256, 256)), "input_shape"),
     (dict(num_stacks=0), "num_stacks"),
     (dict(num_joints=0), "num_joints"),
-    (dict(features=20), "features"),
-    (dict(features=True), "features"),
+    (dict(base_filters=20), "base_filters"),
+    (dict(base_filters=True), "base_filters"),
 ]
 
 
@@ -71,7 +73,7 @@ def test_four_stack_hourglass_parameter_count():
 
 @pytest.mark.parametrize("attention", [True, False])
 def test_batch_norm_has_torch_epsilon_and_momentum(attention):
-    model = acnn_pose.build_model(input_shape=(64, 64, 3), num_stacks=2, features=16, attention=attention)
+    model = acnn_pose.build_model(input_shape=(64, 64, 3), num_stacks=2, base_filters=16, attention=attention)
     norms = [layer for layer in model._flatten_layers() if isinstance(layer, keras.layers.BatchNormalization)]
     assert len(norms) > 30  # the Residuals' own, inside the hourglasses, included
     assert {(n.epsilon, n.momentum) for n in norms} == {(1e-5, 0.9)}  # Torch's eps 1e-5, momentum 0.1
@@ -80,7 +82,7 @@ def test_batch_norm_has_torch_epsilon_and_momentum(attention):
 def test_plain_hourglass_merges_input_features_and_heatmaps():
     """Newell's stacking: X_2 = X_1 + fc'(F_1) + score'(H_1), and the plain model has no gate."""
     keras.utils.set_random_seed(3)
-    model = acnn_pose.build_model(input_shape=(64, 64, 3), num_stacks=2, features=16, attention=False)
+    model = acnn_pose.build_model(input_shape=(64, 64, 3), num_stacks=2, base_filters=16, attention=False)
     assert not any(isinstance(layer, acnn_pose.AttentionMaskGate) for layer in model.layers)
     names = ["stem_res3", "stage_1_fc_relu", "heatmap_1", "merge_1"]
     probe = keras.Model(model.input, [model.get_layer(n).output for n in names])
@@ -94,7 +96,7 @@ def test_plain_hourglass_merges_input_features_and_heatmaps():
 @pytest.fixture(scope="module")
 def acnn():
     keras.utils.set_random_seed(1)
-    model = acnn_pose.build_model(input_shape=(64, 64, 3), num_stacks=3, features=16)
+    model = acnn_pose.build_model(input_shape=(64, 64, 3), num_stacks=3, base_filters=16)
     for stage in (1, 2):  # spread the masks over (0, 1) so eq. 4 is tested away from M = 1
         logits = model.get_layer(f"mask_{stage}_logits")
         logits.kernel.assign(np.random.default_rng(stage).normal(0, 3, logits.kernel.shape).astype("float32"))
@@ -119,7 +121,7 @@ def test_equation_4_holds_on_the_outputs(acnn):
 
 def test_mixed_precision_outputs_float32():
     with helpers.dtype_policy("mixed_float16"):
-        model = acnn_pose.build_model(input_shape=(64, 64, 3), num_stacks=2, features=16)
+        model = acnn_pose.build_model(input_shape=(64, 64, 3), num_stacks=2, base_filters=16)
         outputs = model(np.random.rand(1, 64, 64, 3).astype("float32"))
     assert model.get_layer("hourglass_1").compute_dtype == "float16"
     assert [keras.ops.dtype(o) for o in outputs] == ["float32"] * 3
@@ -155,7 +157,7 @@ def test_reloads_in_a_fresh_process(acnn, tmp_path):
 
 def test_every_convolution_starts_as_pytorch_initialises_it():
     """Newell's code is PyTorch's: U(+-1/sqrt(fan_in)) weights and biases, but for the two documented choices."""
-    model = acnn_pose.build_model(input_shape=(64, 64, 3), num_stacks=2, features=32)
+    model = acnn_pose.build_model(input_shape=(64, 64, 3), num_stacks=2, base_filters=32)
     heatmaps = [w for w in model.weights if w.path.startswith("heatmap_")]
     mask_biases = [w for w in model.weights if w.path.startswith("mask_") and w.path.endswith("logits/bias")]
     exempt = {w.path for w in heatmaps + mask_biases}
@@ -166,3 +168,49 @@ def test_every_convolution_starts_as_pytorch_initialises_it():
         values = np.asarray(w)
         assert (values == 0).all() if w.path.endswith("bias") else 0.0007 < values.std() < 0.0013
     assert [float(np.asarray(w)[0]) for w in mask_biases] == [2.0]  # MASK_BIAS_INIT
+
+
+DEPRECATED = r"^build_model: features is deprecated and goes in the next release; use base_filters$"
+
+
+def test_features_is_base_filters_old_name_for_one_release():
+    with pytest.warns(DeprecationWarning, match=DEPRECATED) as caught:
+        model = acnn_pose.build_model(input_shape=(64, 64, 3), num_stacks=1, features=8)
+    assert [warning.filename for warning in caught] == [__file__]  # it points at the caller's line
+    assert model.arguments == dict(input_shape=[64, 64, 3], num_stacks=1, num_joints=16, base_filters=8)
+    with pytest.warns(DeprecationWarning, match=DEPRECATED), pytest.raises(ValueError, match=(
+            r"^features: the deprecated name of base_filters; give base_filters only, got base_filters=16 and "
+            r"features=8$")):
+        acnn_pose.build_model(input_shape=(64, 64, 3), num_stacks=1, base_filters=16, features=8)
+
+
+def test_defaults_are_the_papers_recipe():
+    defaults = inspect.signature(acnn_pose.build_model).parameters
+    recipe = acnn_pose.RECIPE
+    assert (defaults["num_stacks"].default, defaults["base_filters"].default, defaults["input_shape"].default) == \
+        (recipe.num_stacks, recipe.base_filters, (recipe.input_size, recipe.input_size, 3)) == (4, 256, (256, 256, 3))
+    assert recipe.batch_size == 12  # section 3.3
+    with pytest.raises(ValueError, match=r"^batch_size must be an integer >= 1, got 0$"):
+        dataclasses.replace(recipe, batch_size=0)
+    # What a `model.fit` user needs to train as the paper did (acnn_pose.staged's docstring runs it).
+    assert {"RECIPE", "STAGES", "build_model", "configure_stage", "stacked_mse", "training_model"} <= \
+        set(acnn_pose.__all__)
+
+
+def test_files_saved_before_the_rename_still_load(tmp_path):
+    """A file recording ``features`` (saved by the zoo of f6a2d43) and one recording no builder (tests/data/legacy)."""
+    from common import registry
+    from common.nn.built import BuiltModel
+
+    keras.utils.set_random_seed(0)
+    made = acnn_pose.build_model(input_shape=(64, 64, 3), num_stacks=1, base_filters=8, attention=False)
+    old = dict(input_shape=[64, 64, 3], num_stacks=1, num_joints=16, features=8)  # what that zoo recorded
+    BuiltModel("hourglass", old, inputs=made.inputs, outputs=made.outputs, name="hourglass").save(
+        tmp_path / "old.keras")
+    with pytest.warns(DeprecationWarning, match=DEPRECATED):  # re-save it to record base_filters
+        loaded, _ = registry.load_run(tmp_path / "old.keras")
+    assert loaded.arguments["base_filters"] == 8 and registry.entry_of(loaded).name == "hourglass"
+    for got, want in zip(loaded.weights, made.weights):
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+    legacy, _ = registry.load_run(helpers.ROOT / "tests" / "data" / "legacy" / "hourglass.keras")
+    assert legacy.output_names == ["prediction_1"] and legacy.get_layer("stem_res3").output.shape[-1] == 8

@@ -56,7 +56,7 @@ def _changed(before, after):
 def trained(tmp_path_factory):
     """A tiny ACNN through stages A, B, C of one epoch (2 steps), with snapshots between stages."""
     keras.utils.set_random_seed(0)
-    model = acnn_pose.build_model(input_shape=(64, 64, 3), num_stacks=2, features=16)
+    model = acnn_pose.build_model(input_shape=(64, 64, 3), num_stacks=2, base_filters=16)
     dataset, x = _dataset()
     out = tmp_path_factory.mktemp("staged")
     stages = acnn_pose.scaled_stages(0.001)
@@ -93,7 +93,7 @@ def test_stage_c_trains_both(trained):
 def test_rerun_resumes_from_the_finished_stages(trained, caplog):
     model, out, stages, _, _, _ = trained
     assert sorted(p.name for p in out.glob("stage_*.weights.h5")) == [f"stage_{s}.weights.h5" for s in "ABC"]
-    fresh = acnn_pose.build_model(input_shape=(64, 64, 3), num_stacks=2, features=16)
+    fresh = acnn_pose.build_model(input_shape=(64, 64, 3), num_stacks=2, base_filters=16)
     caplog.set_level(logging.INFO, logger="acnn_pose")
     acnn_pose.train_staged(fresh, None, out, stages, steps_per_epoch=2)  # nothing left to fit
     assert caplog.messages == [f"stage {s}: already trained, loading {out / f'stage_{s}.weights.h5'}" for s in "ABC"]
@@ -108,7 +108,7 @@ def test_every_stage_uses_torch7_rmsprop(trained):
 
 
 def test_configure_stage_rejects_an_unknown_task():
-    model = acnn_pose.build_model(input_shape=(64, 64, 3), num_stacks=2, features=16)
+    model = acnn_pose.build_model(input_shape=(64, 64, 3), num_stacks=2, base_filters=16)
     with pytest.raises(ValueError, match="trains"):
         acnn_pose.configure_stage(model, dataclasses.replace(acnn_pose.STAGES[0], trains="everything"))
 
@@ -126,7 +126,7 @@ def test_stage_b_masks_learn_what_equation_4_asks(tmp_path):
     eq. 4's ``P_1 * (1 - M_1)`` and the gate of eq. 1 (here without effect: H_2 is zero whatever it sees).
     """
     keras.utils.set_random_seed(0)
-    model = acnn_pose.build_model(input_shape=(64, 64, 3), num_stacks=2, features=16)
+    model = acnn_pose.build_model(input_shape=(64, 64, 3), num_stacks=2, base_filters=16)
     rng = np.random.default_rng(0)
     heatmap_1, heatmap_2 = model.get_layer("heatmap_1"), model.get_layer("heatmap_2")
     heatmap_1.kernel.assign(rng.normal(0, 0.3, heatmap_1.kernel.shape).astype("float32"))

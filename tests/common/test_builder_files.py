@@ -38,9 +38,9 @@ TINY = {
     "mhca": dict(num_classes=2, base_filters=2, heads=2),
     "u_transformer": dict(num_classes=2, base_filters=2, heads=2),
     "eas_unet": dict(num_classes=2, base_filters=2),
-    "acnn": dict(input_shape=(64, 64, 3), num_stacks=2, features=8),
-    "hourglass": dict(input_shape=(64, 64, 3), num_stacks=1, features=8),
-    "tri_cnn": dict(tile_size=32, width=1 / 32, head_units=4),
+    "acnn": dict(input_shape=(64, 64, 3), num_stacks=2, base_filters=8),
+    "hourglass": dict(input_shape=(64, 64, 3), num_stacks=1, base_filters=8),
+    "tri_cnn": dict(tile_size=32, base_filters=2, head_units=4),
 }
 EXPORTED = ("unet", "tri_cnn")  # pose: see the module docstring
 
@@ -152,8 +152,8 @@ def _hint(path) -> str:
 # worktree of it: the model of their run, the arguments it was built with, and a command that needs the entry.
 LEGACY_FILES = {
     "unet": (dict(num_classes=3, base_filters=2), "predict"),
-    "hourglass": (dict(input_shape=(64, 64, 3), num_stacks=1, features=8), "eval-pose"),
-    "tri_cnn": (dict(tile_size=32, width=1 / 32, head_units=4), "export"),  # tri-al-predict asks for no entry
+    "hourglass": (dict(input_shape=(64, 64, 3), num_stacks=1, base_filters=8), "eval-pose"),
+    "tri_cnn": (dict(tile_size=32, base_filters=2, head_units=4), "export"),  # tri-al-predict asks for no entry
 }
 
 

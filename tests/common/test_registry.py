@@ -43,7 +43,7 @@ def test_pose_entries_carry_their_staged_training():
     acnn, hourglass = registry.get("acnn"), registry.get("hourglass")
     assert [s.name for s in acnn.stages(0.01)] == ["A", "B", "C"]
     assert [s.name for s in hourglass.stages(0.01)] == ["A", "C"]  # no masks to train
-    model = hourglass.build(input_shape=(64, 64, 3), num_stacks=2, features=16)
+    model = hourglass.build(input_shape=(64, 64, 3), num_stacks=2, base_filters=16)
     outputs = hourglass.serving_outputs(model)(model.outputs)
     assert sorted(outputs) == ["heatmaps", "keypoints", "scores"]
 

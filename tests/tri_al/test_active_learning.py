@@ -40,7 +40,7 @@ def tiny_data():
 @pytest.fixture(scope="module")
 def model():
     """One tiny TRI-CNN for every run here: each run starts from ``source_weights``, whatever ran before."""
-    return tri_al.build_model(tile_size=TILE, width=1 / 16, head_units=HEAD)
+    return tri_al.build_model(tile_size=TILE, base_filters=4, head_units=HEAD)
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +77,7 @@ def test_interrupted_loop_resumes_with_identical_selections(tiny_data, model, so
     stale = tmp_path / "cut" / "logs" / "iteration_3" / "train" / "events.out.tfevents.killed"
     stale.parent.mkdir(parents=True)
     stale.write_bytes(b"a try of iteration 3 killed mid-epoch")
-    fresh = tri_al.build_model(tile_size=TILE, width=1 / 16, head_units=HEAD)  # as a new process would
+    fresh = tri_al.build_model(tile_size=TILE, base_filters=4, head_units=HEAD)  # as a new process would
     resumed = al.run_active_learning(fresh, data, split, tmp_path / "cut", _config("ITER"), source_weights)
     assert [(tmp_path / "cut" / f"iteration_{j}.json").stat().st_mtime_ns for j in range(3)] == stamps
     assert len(whole) == len(resumed) == 4 and whole[-1].done and not whole[-1].selected

@@ -1,4 +1,6 @@
 import json
+import pathlib
+import warnings
 import zipfile
 
 import keras
@@ -6,14 +8,17 @@ import numpy as np
 import pytest
 
 import tri_al
+from common.nn.built import BuiltModel
 from tests import helpers
 from tri_al.model import IMAGENET_BGR_MEAN
 
+LEGACY = pathlib.Path(__file__).resolve().parents[1] / "data" / "legacy" / "tri_cnn.keras"
+
 SHAPE_CASES = [
     # (build_model kwargs, batch, expected output shape); small heads and widths: CPU-sized
-    (dict(tile_size=32, width=1 / 16, head_units=16), 2, (2, 5)),
-    (dict(num_classes=3, tile_size=64, width=1 / 8, head_units=8), 1, (1, 3)),
-    (dict(tile_size=32, width=0.1, head_units=12, dropout=0.0), 3, (3, 5)),
+    (dict(tile_size=32, base_filters=4, head_units=16), 2, (2, 5)),
+    (dict(num_classes=3, tile_size=64, base_filters=8, head_units=8), 1, (1, 3)),
+    (dict(tile_size=32, base_filters=3, head_units=12, dropout=0.0), 3, (3, 5)),
 ]
 
 
@@ -34,9 +39,20 @@ ILL_CASES = [
     (dict(num_classes=1), "num_classes"),
     (dict(tile_size=100), "tile_size"),
     (dict(tile_size=16), "tile_size"),
-    (dict(width=0), "width"),
-    (dict(width=1.5), "width"),
-    (dict(width=0.5, backbone_weights="vgg16.weights.h5"), "backbone_weights"),
+    (dict(base_filters=0), r"base_filters must be an integer in \[1, 64\] \(VGG16's first block at most\), got 0"),
+    (dict(base_filters=65), "base_filters must be an integer in .*got 65"),
+    (dict(base_filters=8.0), "base_filters must be an integer in .*got 8.0"),
+    (dict(base_filters=True), "base_filters must be an integer in .*got True"),
+    (dict(base_filters=32, backbone_weights="vgg16.weights.h5"),
+     "backbone_weights: a VGG16 weights file fits base_filters 64 only, got base_filters 32"),
+    # The deprecated width (base_filters = 64 x width): a multiplier of no whole number of channels, or both names.
+    (dict(width=0), r"width must be a multiple of 1/64 in \(0, 1\] \(base_filters = 64 x width, a whole number of "
+                    r"channels\), got 0"),
+    (dict(width=1.5), "width must be a multiple of 1/64 .*got 1.5"),
+    (dict(width=0.1), "width must be a multiple of 1/64 .*got 0.1"),
+    (dict(width=float("nan")), "width must be a multiple of 1/64 .*got nan"),
+    (dict(width=0.5, base_filters=8), "width: the old name of base_filters .*got width 0.5 and base_filters 8"),
+    (dict(width=0.5, backbone_weights="vgg16.weights.h5"), "backbone_weights: .*got base_filters 32"),
     (dict(dropout=1.0), "dropout"),
     (dict(head_units=0), "head_units"),
     (dict(head_units=64.0), "head_units"),
@@ -51,9 +67,59 @@ def test_bad_configuration_names_the_argument(kwargs, argument):
         tri_al.build_model(**kwargs)
 
 
+# (the deprecated width, the base_filters it stands for): every width the zoo, its docs and its tests used.
+WIDTH_CASES = [(1 / 32, 2), (1 / 16, 4), (0.125, 8)]
+
+
+def _layer_shapes(model) -> list:
+    return [(w.path, tuple(w.shape)) for w in model.weights]
+
+
+@pytest.mark.parametrize("width, base_filters", WIDTH_CASES)
+def test_the_deprecated_width_builds_the_same_model_and_says_what_to_write(width, base_filters):
+    with pytest.warns(DeprecationWarning) as caught:
+        old = tri_al.build_model(tile_size=32, width=width, head_units=4)
+    assert [str(w.message) for w in caught if w.category is DeprecationWarning] == [
+        f"tri_al.build_model: width is deprecated and goes in the next release; use base_filters={base_filters}"]
+    assert {w.filename for w in caught if w.category is DeprecationWarning} == {__file__}  # the caller's line
+    new = tri_al.build_model(tile_size=32, base_filters=base_filters, head_units=4)
+    assert _layer_shapes(old) == _layer_shapes(new)
+    assert old.get_layer("vgg16_40x").get_layer("block5_conv3").filters == 8 * base_filters  # VGG16's 512 at 64
+    assert old.arguments == new.arguments and new.arguments["base_filters"] == base_filters
+    assert "width" not in new.arguments
+
+
+def _assert_same_outputs(model, other):
+    x = _triplet(2, 32, seed=13)
+    np.testing.assert_allclose(np.asarray(other(x)), np.asarray(model(x)), atol=1e-6)
+
+
+def test_the_committed_file_from_before_builders_loads_as_base_filters_2():
+    """tests/data/legacy/tri_cnn.keras: ``build_model(tile_size=32, width=1 / 32, head_units=4)`` of commit f2c3497."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)  # a plain functional file names no width
+        legacy = keras.models.load_model(LEGACY)
+    built = tri_al.build_model(tile_size=32, base_filters=2, head_units=4)
+    assert [tuple(w.shape) for w in legacy.weights] == [tuple(w.shape) for w in built.weights]
+    built.set_weights(legacy.get_weights())
+    _assert_same_outputs(legacy, built)
+
+
+def test_a_file_recording_width_loads_as_its_base_filters(tmp_path):
+    model = tri_al.build_model(tile_size=32, base_filters=8, head_units=4)
+    arguments = {**model.arguments, "width": 0.125}
+    del arguments["base_filters"]  # what build_model recorded before the rename
+    BuiltModel("tri_cnn", arguments, inputs=model.inputs, outputs=model.outputs, name="tri_cnn").save(
+        tmp_path / "width.keras")
+    with pytest.warns(DeprecationWarning, match="use base_filters=8"):  # the file's rebuild, not the caller's
+        loaded = keras.models.load_model(tmp_path / "width.keras")
+    assert loaded.arguments == model.arguments and _layer_shapes(loaded) == _layer_shapes(model)
+    _assert_same_outputs(model, loaded)  # the file's weights
+
+
 @pytest.fixture(scope="module")
 def tiny():
-    return tri_al.build_model(tile_size=32, width=1 / 16, head_units=16)
+    return tri_al.build_model(tile_size=32, base_filters=4, head_units=16)
 
 
 def test_the_three_backbones_are_weight_independent(tiny):
@@ -89,14 +155,14 @@ def test_exact_vgg16_tri_cnn_parameter_count_and_local_weights(tmp_path):
 
 
 def test_head_is_the_originals_two_dense_layers_each_followed_by_dropout():
-    model = tri_al.build_model(tile_size=32, width=1 / 16, head_units=24, dropout=0.25)
+    model = tri_al.build_model(tile_size=32, base_filters=4, head_units=24, dropout=0.25)
     names = [layer.name for layer in model.layers]
     assert names[names.index("features"):] == ["features", "head_dense1", "head_dropout1", "head_dense2",
                                                "head_dropout2", "probabilities"]
     assert [model.get_layer(f"head_dense{i}").units for i in (1, 2)] == [24, 24]
-    assert model.get_layer("features").output.shape[-1] == 3 * 32  # pooled VGG16 features: 512 x width each
+    assert model.get_layer("features").output.shape[-1] == 3 * 32  # pooled VGG16 features: 8 x base_filters each
     assert [model.get_layer(f"head_dropout{i}").rate for i in (1, 2)] == [0.25, 0.25]
-    assert tri_al.build_model(tile_size=32, width=1 / 16, head_units=8).get_layer("head_dropout1").rate == 0.4
+    assert tri_al.build_model(tile_size=32, base_filters=4, head_units=8).get_layer("head_dropout1").rate == 0.4
 
 
 def test_preprocessing_is_vgg16_preprocess_input_of_0_255_pixels():
@@ -133,7 +199,7 @@ def test_vgg16_preprocess_rejects_an_unknown_mode():
 
 @pytest.mark.parametrize("mode, expected", PREPROCESSING_CASES, ids=[case[0] for case in PREPROCESSING_CASES])
 def test_each_backbone_sees_its_preprocessed_tile(mode, expected, tiny):
-    model = tiny if mode == "raw" else tri_al.build_model(tile_size=32, width=1 / 16, head_units=16,
+    model = tiny if mode == "raw" else tri_al.build_model(tile_size=32, base_filters=4, head_units=16,
                                                             preprocessing=mode)
     assert tiny.get_layer("preprocess_40x").mode == "raw"  # the default: what the original fed
     x = _triplet(2, 32, seed=5)
@@ -149,7 +215,7 @@ def test_each_backbone_sees_its_preprocessed_tile(mode, expected, tiny):
 
 
 def test_a_file_saved_before_the_mode_argument_loads_with_imagenet_preprocessing(tmp_path):
-    model = tri_al.build_model(tile_size=32, width=1 / 16, head_units=16, preprocessing="imagenet")
+    model = tri_al.build_model(tile_size=32, base_filters=4, head_units=16, preprocessing="imagenet")
     keras.Model(model.inputs, model.outputs, name=model.name).save(tmp_path / "new.keras")  # a pre-BuiltModel file
     with zipfile.ZipFile(tmp_path / "new.keras") as new, zipfile.ZipFile(tmp_path / "old.keras", "w") as old:
         for item in new.namelist():

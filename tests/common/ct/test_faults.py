@@ -68,9 +68,9 @@ def scene(tiny_cohort, keras_file, tmp_path_factory) -> Scene:
     (run / "config.json").write_text(json.dumps({
         "model": "unet", "num_classes": 8, "hu_window": manifest["hu_window"], "class_names": manifest["class_names"],
         "source": str(cohort), "split": {"train": ["case_000"], "test": ["case_001"]}}), encoding="utf-8")
-    pose = registry.build("hourglass", input_shape=(64, 64, 3), num_stacks=1, num_joints=2, features=8)
+    pose = registry.build("hourglass", input_shape=(64, 64, 3), num_stacks=1, num_joints=2, base_filters=8)
     pose.save(root / "pose.keras")
-    registry.build("tri_cnn", tile_size=32, width=1 / 32, head_units=4).save(root / "tiles.keras")
+    registry.build("tri_cnn", tile_size=32, base_filters=2, head_units=4).save(root / "tiles.keras")
     return Scene(root, cohort, root / "prepared", run, keras_file, root / "pose.keras", root / "tiles.keras")
 
 

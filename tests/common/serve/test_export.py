@@ -209,9 +209,9 @@ def _pipeline_ops() -> dict[str, set[str]]:
 
 
 # Models not exported above: their served graphs are traced (export.serving_archive), not written.
-TRACED = {"mhsa": ATTENTION, "mhca": ATTENTION, "acnn": dict(input_shape=(64, 64, 3), num_stacks=2, features=8),
-          "hourglass": dict(input_shape=(64, 64, 3), num_stacks=1, features=8),
-          "tri_cnn": dict(tile_size=32, width=1 / 32, head_units=4)}
+TRACED = {"mhsa": ATTENTION, "mhca": ATTENTION, "acnn": dict(input_shape=(64, 64, 3), num_stacks=2, base_filters=8),
+          "hourglass": dict(input_shape=(64, 64, 3), num_stacks=1, base_filters=8),
+          "tri_cnn": dict(tile_size=32, base_filters=2, head_units=4)}
 
 
 def test_the_allow_list_of_verify_is_exactly_the_ops_of_the_zoos_exports(exported, variants):

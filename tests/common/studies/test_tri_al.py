@@ -13,7 +13,7 @@ from tests import helpers
 
 RUN = ["--runs", "2", "--iterations", "2", "--budget", "6", "--candidates", "9", "--initial-per-class", "2",
        "--epochs", "1", "--source-epochs", "1", "--learning-rate", "1e-3", "--batch-size", "16"]
-TINY = ["--width", "0.0625", "--head-units", "16", *RUN]  # CPU-sized deviations: narrow VGG16s, small head
+TINY = ["--base-filters", "4", "--head-units", "16", *RUN]  # CPU-sized deviations: narrow VGG16s, small head
 
 
 @pytest.fixture(scope="module")
@@ -44,8 +44,13 @@ def test_study_runs_resumes_and_reports_table_ii_and_figures(zoo, study):
     for logs in ("source/logs", "SL_50/run_1/logs", "ITER/run_0/logs/iteration_0", "ITER/run_1/logs/iteration_1"):
         _assert_logged(study / "out" / logs)
     stamp = (study / "out" / "ITER" / "run_0" / "iteration_1.json").stat().st_mtime_ns
-    again = zoo(*args, timeout=600)  # everything is finished: the rerun only reads the states
+    _as_before_base_filters(study / "out" / "study.json", width=0.0625)
+    # Everything is finished: the rerun only reads the states, of a study and with a flag from before base_filters.
+    flag = args.index("--base-filters")
+    again = zoo(*args[:flag], "--width", "0.0625", *args[flag + 2:], timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
+    assert "zoo tri-al: --width is deprecated and goes in the next release; use --base-filters 4" in \
+        again.stderr.splitlines()
     assert (study / "out" / "ITER" / "run_0" / "iteration_1.json").stat().st_mtime_ns == stamp
     assert again.stdout.splitlines()[-12:] == done.stdout.splitlines()[-12:]
 
@@ -73,22 +78,44 @@ def _assert_logged(folder):
         assert list((folder / run).glob("events.out.tfevents.*")), folder / run
 
 
+def _as_before_base_filters(path, width):
+    """Rewrites a study.json's settings as the zoo wrote them before base_filters: VGG16's width multiplier."""
+    plan = json.loads(path.read_text(encoding="utf-8"))
+    del plan["settings"]["base_filters"]
+    plan["settings"]["width"] = width
+    path.write_text(json.dumps(plan), encoding="utf-8")
+
+
+def test_a_study_from_before_base_filters_resumes_with_the_same_widths_only(study, tmp_path):
+    def config(base_filters):
+        return tri_al_study.StudyConfig(data=str(study / "triplets"), out=str(tmp_path), base_filters=base_filters)
+
+    manifest = json.loads((study / "triplets" / triplets.MANIFEST).read_text(encoding="utf-8"))
+    plan = tri_al_study._plan(config(8), manifest)
+    _as_before_base_filters(tmp_path / "study.json", width=0.125)
+    before = helpers.checksums(tmp_path)
+    assert tri_al_study._plan(config(8), manifest) == plan  # 64 x 0.125: the same VGG16 widths
+    with pytest.raises(ValueError, match="other settings"):
+        tri_al_study._plan(config(4), manifest)
+    assert helpers.checksums(tmp_path) == before  # study.json stays as it was written
+
+
 def test_rerun_with_other_settings_is_refused(study, tmp_path):
-    config = tri_al_study.StudyConfig(data=str(study / "triplets"), out=str(tmp_path), width=0.0625, runs=1)
+    config = tri_al_study.StudyConfig(data=str(study / "triplets"), out=str(tmp_path), base_filters=4, runs=1)
     tri_al_study._plan(config, json.loads((study / "triplets" / triplets.MANIFEST).read_text(encoding="utf-8")))
-    other = tri_al_study.StudyConfig(data=str(study / "triplets"), out=str(tmp_path), width=0.125, runs=1)
+    other = tri_al_study.StudyConfig(data=str(study / "triplets"), out=str(tmp_path), base_filters=8, runs=1)
     with pytest.raises(ValueError, match="other settings"):
         tri_al_study.run_study(other)
 
 
 def test_a_study_from_before_stain_augment_resumes(study, tmp_path):
-    config = tri_al_study.StudyConfig(data=str(study / "triplets"), out=str(tmp_path), width=0.0625, runs=1)
+    config = tri_al_study.StudyConfig(data=str(study / "triplets"), out=str(tmp_path), base_filters=4, runs=1)
     manifest = json.loads((study / "triplets" / triplets.MANIFEST).read_text(encoding="utf-8"))
     plan = tri_al_study._plan(config, manifest)
     del plan["settings"]["train"]["stain_augment"]  # study.json as written before the option existed
     (tmp_path / "study.json").write_text(json.dumps(plan))
     assert tri_al_study._plan(config, manifest)["target"] == plan["target"]
-    jittered = tri_al_study.StudyConfig(data=str(study / "triplets"), out=str(tmp_path), width=0.0625, runs=1,
+    jittered = tri_al_study.StudyConfig(data=str(study / "triplets"), out=str(tmp_path), base_filters=4, runs=1,
                                         train=tri_al_study.TrainConfig(stain_augment=0.05))
     with pytest.raises(ValueError, match="other settings"):
         tri_al_study._plan(jittered, manifest)
@@ -97,7 +124,8 @@ def test_a_study_from_before_stain_augment_resumes(study, tmp_path):
 def test_a_study_from_before_the_preprocessing_option_resumes_with_imagenet_only(study, tmp_path):
     """Such a study fed ImageNet's preprocessing; today's default (raw, the original's) would change it."""
     def config(**kwargs):
-        return tri_al_study.StudyConfig(data=str(study / "triplets"), out=str(tmp_path), width=0.0625, runs=1, **kwargs)
+        return tri_al_study.StudyConfig(data=str(study / "triplets"), out=str(tmp_path), base_filters=4, runs=1,
+                                        **kwargs)
 
     manifest = json.loads((study / "triplets" / triplets.MANIFEST).read_text(encoding="utf-8"))
     plan = tri_al_study._plan(config(preprocessing="imagenet"), manifest)
@@ -117,7 +145,8 @@ def test_a_bad_stain_augment_is_named(zoo_here, study, tmp_path, value):
 
 @pytest.mark.parametrize("kwargs, argument", [
     (dict(strategies=("RANDOM",)), "strategy"), (dict(runs=0), "runs"), (dict(fractions=(0.0,)), "fractions"),
-    (dict(source_model="tri.keras", width=0.5), "width"), (dict(source_model="tri.keras", head_units=8), "head_units"),
+    (dict(source_model="tri.keras", base_filters=32), "base_filters"),
+    (dict(source_model="tri.keras", head_units=8), "head_units"), (dict(base_filters=0), "base_filters"),
     (dict(source_model="tri.keras", preprocessing="raw"), "preprocessing"),
 ])
 def test_bad_study_configuration(kwargs, argument):
@@ -135,7 +164,8 @@ def test_a_lab_with_too_few_slides_is_named(study, tmp_path):
 
 def test_defaults_are_the_original_model():
     config = tri_al_study.StudyConfig(data="d", out="o")
-    assert (config.width, config.head_units, config.train.batch_size, config.train.momentum) == (1.0, 4096, 128, 0.9)
+    assert (config.base_filters, config.head_units, config.train.batch_size, config.train.momentum) == \
+        (64, 4096, 128, 0.9)
     assert config.train.nesterov is True and config.train.learning_rate == 1.5e-4
 
 
@@ -143,7 +173,7 @@ def test_defaults_are_the_original_model():
 def trained_tri_cnn(tmp_path_factory):
     """An already trained TRI-CNN of the study's classes and tiles (its weights: whatever it was built with)."""
     path = tmp_path_factory.mktemp("source_model") / "TRI_CNN.keras"
-    tri_al.build_model(tile_size=32, width=1 / 8, head_units=12).save(path)
+    tri_al.build_model(tile_size=32, base_filters=8, head_units=12).save(path)
     return path
 
 
@@ -166,7 +196,7 @@ def test_a_trained_tri_cnn_is_adapted_without_a_source_stage(zoo_here, study, tr
         for a, b in zip(adapted.get_weights(), given.get_weights()):
             np.testing.assert_allclose(a, b, rtol=0, atol=1e-20)  # the biases moved from 0 by ~1e-30
     final = keras.models.load_model(tmp_path / "ITER" / "run_0" / "model.keras")
-    assert final.count_params() == given.count_params()  # the given architecture, not --width/--head-units'
+    assert final.count_params() == given.count_params()  # the given architecture, not --base-filters/--head-units'
     for state, strategy, message in (
             ("SL_50/run_0/supervised.json", "supervised", "not the state of a TRI-SL run (Expecting value: line 1 "
                                                           "column 1 (char 0)); move it away to train it again"),
@@ -199,8 +229,52 @@ def test_a_source_model_that_does_not_fit_is_named(zoo_here, study, tmp_path, bu
     elif build == "garbage":
         path.write_bytes(b"not a zip")
     elif build != "missing":
-        tri_al.build_model(width=1 / 16, head_units=8, **build).save(path)
+        tri_al.build_model(base_filters=4, head_units=8, **build).save(path)
     done = zoo_here("tri-al", study / "triplets", tmp_path / "out", "--source-model", path, *RUN)
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert str(path) in done.stderr and message in done.stderr, done.stderr
     assert not (tmp_path / "out" / "study.json").exists()  # a corrected rerun is not refused as "other settings"
+
+
+# `zoo tri-al`'s width flags against a study folder an earlier zoo wrote (study.json recording VGG16's width
+# multiplier, as before base_filters): (case, that multiplier, the flags after DATA OUT and RUN, the whole stderr).
+# Every row fails before anything is trained or written; `{out}` is the study folder.
+WIDTH_FAULTS = [
+    ("--width of no whole channel count", 0.0625, ["--width", "0.3"], [
+        "zoo tri-al: error: --width: width must be a multiple of 1/64 in (0, 1] (base_filters = 64 x width, a whole "
+        "number of channels), got 0.3"]),
+    ("--width not a number", 0.0625, ["--width", "wide"], [
+        "zoo tri-al: error: --width: width must be a multiple of 1/64 in (0, 1] (base_filters = 64 x width, a whole "
+        "number of channels), got 'wide'"]),
+    ("--width wider than VGG16", 0.0625, ["--width", "2"], [
+        "zoo tri-al: error: --width: width must be a multiple of 1/64 in (0, 1] (base_filters = 64 x width, a whole "
+        "number of channels), got 2.0"]),
+    ("--base-filters 0", 0.0625, ["--base-filters", "0"], [
+        "zoo tri-al: error: base_filters must be an integer in [1, 64] (VGG16's first block at most), got 0"]),
+    ("--base-filters wider than VGG16", 0.0625, ["--base-filters", "128"], [
+        "zoo tri-al: error: base_filters must be an integer in [1, 64] (VGG16's first block at most), got 128"]),
+    ("--width with --source-model", 0.0625, ["--width", "0.125", "--source-model", "TRI.keras"], [
+        "zoo tri-al: --width is deprecated and goes in the next release; use --base-filters 8",
+        "zoo tri-al: error: base_filters: the model comes from source_model TRI.keras; leave them out"]),
+    ("old study, other widths", 0.0625, ["--base-filters", "8", "--head-units", "16"], [
+        "zoo tri-al: error: {out}/study.json: this folder holds a study with other settings; use a new OUT"]),
+    ("old study, widths no model has now", 0.1, ["--base-filters", "8", "--head-units", "16"], [
+        "zoo tri-al: error: {out}/study.json: settings: width must be a multiple of 1/64 in (0, 1] (base_filters = "
+        "64 x width, a whole number of channels), got 0.1; the study cannot resume, use a new OUT"]),
+]
+
+
+@pytest.mark.parametrize("case, width, flags, lines", WIDTH_FAULTS, ids=[row[0] for row in WIDTH_FAULTS])
+def test_a_width_fault_is_one_line_and_the_study_stays(zoo_here, study, tmp_path, case, width, flags, lines):
+    out = tmp_path / "out"
+    # The study `zoo tri-al DATA OUT --base-filters 4 --head-units 16 RUN` began, written as an earlier zoo did.
+    earlier = tri_al_study.StudyConfig(
+        data=str(study / "triplets"), out=str(out), base_filters=4, head_units=16, iterations=2, budget=6,
+        candidates=9, initial_per_class=2, source_epochs=1,
+        train=tri_al_study.TrainConfig(epochs=1, learning_rate=1e-3, batch_size=16))
+    tri_al_study._plan(earlier, json.loads((study / "triplets" / triplets.MANIFEST).read_text(encoding="utf-8")))
+    _as_before_base_filters(out / "study.json", width=width)
+    before = helpers.checksums(out)
+    done = zoo_here("tri-al", study / "triplets", out, *RUN, *flags)
+    assert done.returncode == 2 and done.stderr.splitlines() == [line.format(out=out) for line in lines], done.stderr
+    assert helpers.checksums(out) == before

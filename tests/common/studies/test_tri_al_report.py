@@ -56,7 +56,7 @@ def test_class_share_figure(tmp_path):
 def test_slide_map_predicts_tissue_and_leaves_glass_white(tmp_path, caplog):
     rgb, labels = synthetic_slides.render_slide(np.random.default_rng(1), (512, 512), "B")
     synthetic_slides.write_pyramid(tmp_path / "slide.tiff", rgb)
-    model = tri_al.build_model(tile_size=32, width=1 / 16, head_units=16)
+    model = tri_al.build_model(tile_size=32, base_filters=4, head_units=16)
     caplog.set_level(logging.INFO, logger="common")
     grid, thumb = tri_al_report.predict_slide(model, tmp_path / "slide.tiff", stride=64)
     assert grid.shape == (8, 8) and thumb.shape == (512, 512, 3)  # the slide whole, at most 1024 px a side

@@ -23,7 +23,7 @@ from tests import helpers
 
 SHARED = ["--batch-size", "4", "--crop-size", "32", "--test-fraction", "0.25"]
 TRAIN = ["--base-filters", "2", "--epochs", "2", *SHARED]
-POSE = ["--stacks", "2", "--features", "16", "--input-size", "64", "--batch-size", "4", "--stage-factor", "0.001"]
+POSE = ["--stacks", "2", "--base-filters", "16", "--input-size", "64", "--batch-size", "4", "--stage-factor", "0.001"]
 LAST_GOOD = "rerun the same command to resume after epoch 1 (its backup is kept)"
 
 
@@ -92,9 +92,9 @@ FAULTS = [
     Fault("pose: NaN loss", "pose", ["train-pose", "{data}", "{run}", *POSE],
           "zoo train-pose: error: {run}: stage A: the loss became NaN at epoch 1, step 1; nothing of this epoch was "
           "saved", make=_nan_pose_images, may_add="logs/stage_A/"),
-    Fault("pose: rerun with other options", "pose", ["train-pose", "{data}", "{run}", *POSE[:2], "--features", "24",
+    Fault("pose: rerun with other options", "pose", ["train-pose", "{data}", "{run}", *POSE[:2], "--base-filters", "24",
                                                       *POSE[4:]],
-          "zoo train-pose: error: {run}: holds a run with other options (features 16 -> 24); give a new folder or "
+          "zoo train-pose: error: {run}: holds a run with other options (base_filters 16 -> 24); give a new folder or "
           "--overwrite"),
 ]
 
