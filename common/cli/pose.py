@@ -187,7 +187,7 @@ def compare_pose(args) -> None:
     for name, a, b, d in zip(result["runs"], result["a"], result["b"], result["paired"]["difference"]):
         print(f"| {name} | {a:.2f} | {b:.2f} | {d:+.2f} |")
     for folder, values in ((args.runs_a, result["a"]), (args.runs_b, result["b"])):
-        print(f"{folder}: {args.column} {stats.format_summary(values)} (mean ± std [95% CI])")
+        print(f"{folder}: {args.column} {stats.format_summary(values)} (mean ± sample std, ddof 1 [95% CI])")
     print(f"{args.runs_b} - {args.runs_a}: {stats.format_paired(result['paired'])}")
 
 

@@ -135,7 +135,7 @@ def compare(args) -> None:
     for name, a, b, d in zip(result["units"], result["a"], result["b"], result["difference"]):
         print(f"| {name} | {a:.4f} | {b:.4f} | {d:+.4f} |")
     scale, over = metrics.scale_of(args.metric), f" over classes {','.join(args.classes)}" if classes else ""
-    print(f"\nmean {args.metric}{over}, mean ± std [95% CI] over {len(result['units'])} units:")
+    print(f"\nmean {args.metric}{over}, mean ± sample std (ddof 1) [95% CI] over {len(result['units'])} units:")
     for folder, values in ((args.run_a, result["a"]), (args.run_b, result["b"])):
         print(f"  {folder}: {stats.format_summary(values, scale)}")
     print(f"{args.run_b} - {args.run_a}: {stats.format_paired(result['paired'], scale)}")

@@ -221,4 +221,5 @@ def format_table(results: dict, class_names, metric_names=("dice",)) -> str:
     if len(summary) > 1:
         means = {n: float(np.nanmean([summary[label][n]["mean"] for label in summary])) for n in metric_names}
         rows.append(["**mean**", *(f"**{metrics.scale_of(n) * means[n]:.2f}**" for n in metric_names)])
-    return tables.markdown([f"class ({len(results)} cases)", *metric_names], rows)
+    return tables.markdown([f"class ({len(results)} cases)", *metric_names], rows,
+                           caption=tables.spread(f"{len(results)} cases") + "; overlaps in %, distances in mm")

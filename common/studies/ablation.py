@@ -70,4 +70,5 @@ def format_study(out, settings) -> str:
         dice = [crossval.unit_mean(u, "dice") for u in units]
         p = "—" if setting == "U-Net" else f"{crossval.compare(baseline, out / folder_name(setting))['p_value']:.3g}"
         rows.append([setting, tables.mean_std(*stats.mean_std(dice), scale=100), p])
-    return tables.markdown(["setting", "Dice % (mean ± std over folds)", "p vs U-Net (paired t-test)"], rows)
+    return tables.markdown(["setting", "Dice % (mean ± std over folds)", "p vs U-Net (paired t-test)"], rows,
+                           caption=tables.spread("folds"))

@@ -35,7 +35,7 @@ def table_ii(results: dict, classes=annotations.CLASSES) -> str:
     rows.append(["Runs"] + [str(len(results[n])) for n in names])
     rows.append(["Training triplets"] + [str(round(np.mean([r.get("samples", 0) for r in results[n]])))
                                          if "samples" in results[n][0] else "source" for n in names])
-    return tables.markdown(["", *names], rows) + "\n"
+    return tables.markdown(["", *names], rows, caption="F1 %: mean (sample std, ddof 1) over runs") + "\n"
 
 
 def paired_tests(results: dict, metric: str = "micro_f1") -> str:

@@ -244,7 +244,8 @@ def format_summary(summary: dict, metric_names=("dice", "hd95", "assd")) -> str:
                  for name in metric_names]
         rows.append([summary["class_names"][int(label)], *cells])
     units = f"{len(summary['units'])} folds/runs: " + ", ".join(summary["units"])
-    return units + "\n\n" + tables.markdown(["class", *metric_names], rows)
+    return units + "\n\n" + tables.markdown(["class", *metric_names], rows,
+                                             caption=tables.spread(f"{len(summary['units'])} folds/runs"))
 
 
 def format_runs(runs: dict, metric_names=("dice", "voe", "assd", "precision", "recall", "hd")) -> str:
@@ -263,7 +264,7 @@ def format_runs(runs: dict, metric_names=("dice", "voe", "assd", "precision", "r
         for name in metric_names:
             cells.append(tables.mean_std(*stats.mean_std([unit_mean(u, name) for u in units]), metrics.scale_of(name)))
         rows.append([f"{label} ({_count_units(units)})", *cells])
-    return tables.markdown(["method", *metric_names], rows)
+    return tables.markdown(["method", *metric_names], rows, caption=tables.spread("each row's units (in brackets)"))
 
 
 def _count_units(units: list[dict]) -> str:

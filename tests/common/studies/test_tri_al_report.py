@@ -24,7 +24,8 @@ def test_table_ii_gives_mean_and_sample_std_in_percent():
     assert lines[2] == f"| Blood | 50.00(-) | 85.00({np.std([90, 80], ddof=1):.2f}) |"
     assert lines[7] == f"| Total (micro) | 75.00(-) | 85.00({np.std([90, 80], ddof=1):.2f}) |"
     assert lines[8] == "| Total (macro) | 70.00(-) | 90.00(0.00) |"
-    assert lines[9:] == ["| Runs | 1 | 2 |", "| Training triplets | source | 110 |"]
+    assert lines[9:] == ["| Runs | 1 | 2 |", "| Training triplets | source | 110 |", "",
+                         "F1 %: mean (sample std, ddof 1) over runs"]
 
 
 def test_paired_tests_pair_runs_by_index_control_first():

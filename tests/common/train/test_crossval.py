@@ -149,7 +149,8 @@ def test_runs_as_rows_of_the_papers_table(tmp_path):
     table = crossval.format_runs({"U-Net": a, "EAS U-Net": helpers.fake_cv_run(tmp_path, "b", [0.70, 0.70])}, ("dice",))
     # fold means over the two classes: (0.75, 0.85) and (0.65, 0.65)
     assert table.splitlines() == ["| method | dice |", "|---|---|", "| U-Net (2 folds) | 80.00 (± 7.07) |",
-                                  "| EAS U-Net (2 folds) | 65.00 (± 0.00) |"]
+                                  "| EAS U-Net (2 folds) | 65.00 (± 0.00) |", "",
+                                  "mean (± sample std, ddof 1) over each row's units (in brackets)"]
     assert crossval._count_units([{"name": f"fold_{k}_repeat_{r}"} for k in (1, 2) for r in (1, 2, 3)]) == (
         "6 units: 2 folds x 3 seeds")
     going = [{"name": "fold_1_repeat_1"}, {"name": "fold_1_repeat_2"}, {"name": "fold_2_repeat_1"}]
