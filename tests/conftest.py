@@ -110,26 +110,62 @@ def fixed_keras_file(tmp_path_factory):
     return path
 
 
+@pytest.fixture(scope="session")
+def model_files(tmp_path_factory) -> dict:
+    """Every registered model, tiny (``helpers.TINY_MODELS``), fit one step, saved in a run folder and moved to a
+    folder with no config.json: name -> (model, a batch it was fit on, the file)."""
+    import shutil
+
+    import numpy as np
+
+    from common import registry
+
+    base, found = tmp_path_factory.mktemp("model_files"), {}
+    for name in registry.names():
+        model = registry.build(name, **helpers.TINY_MODELS[name])
+        x = helpers.fit_one_step(model, np.random.default_rng(0))
+        (base / name).mkdir()
+        model.save(base / name / "model.keras")
+        found[name] = (model, x, pathlib.Path(shutil.move(base / name / "model.keras", base / f"{name}.keras")))
+    return found
+
+
+@pytest.fixture(scope="session")
+def exported_files(model_files, tmp_path_factory) -> dict:
+    """``zoo export FILE SERVING`` of each file of ``model_files``, the file alone: name -> its version folder."""
+    from common.cli import main
+
+    serving, found = tmp_path_factory.mktemp("exported"), {}
+    for name, (_, _, path) in model_files.items():
+        assert main(["-q", "export", str(path), str(serving)]) == 0, name
+        found[name] = serving / name / "1"
+    return found
+
+
 # Modules that share the trained pose run (the session fixture ``pose_run``, a three-stage training): one worker
 # runs them all (one work unit for pytest-xdist), so it is trained once, not once per worker.
 POSE_RUN_USERS = ("tests/common/cli/test_pose.py", "tests/common/train/test_pose.py",
                   "tests/common/pose/test_evaluate.py", "tests/common/pose/test_faults.py",
                   "tests/common/studies/test_pose_pictures.py",
                   "tests/common/serve/test_card.py")
+# Modules that share every model's export (the session fixtures ``model_files``, ``exported_files``): one work
+# unit as well, so the nine exports are written once.
+EXPORT_USERS = ("tests/common/test_builder_files.py", "tests/common/serve/test_export.py",
+                "tests/acnn_pose/test_decode.py")
 # The slowest modules (pytest --durations), run first: with `make test`'s two workers (pytest-xdist,
 # one file per worker at a time) a long module left for the end would run while the other worker idles.
-SLOWEST_FIRST = ("tests/test_backends.py", "tests/common/train/test_distribute.py", *POSE_RUN_USERS,
-                 "tests/common/serve/test_export.py", "tests/common/train/test_crossval.py",
+SLOWEST_FIRST = ("tests/test_backends.py", "tests/common/train/test_distribute.py", *POSE_RUN_USERS, *EXPORT_USERS,
+                 "tests/common/train/test_crossval.py",
                  "tests/common/studies/test_tri_al.py", "tests/common/train/test_faults.py",
                  "tests/tri_al/test_active_learning.py", "tests/acnn_pose/test_staged.py",
                  "tests/common/convert/test_tri_cnn.py", "tests/common/train/test_callbacks.py",
-                 "tests/common/ct/test_faults.py", "tests/common/convert/test_hourglass.py",
-                 "tests/common/test_builder_files.py")
+                 "tests/common/ct/test_faults.py", "tests/common/convert/test_hourglass.py")
 
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config, log):
-    """`make test`'s --dist loadfile, with the modules of ``POSE_RUN_USERS`` as one work unit."""
+    """`make test`'s --dist loadfile, with the modules of ``POSE_RUN_USERS`` as one work unit, ``EXPORT_USERS``
+    as another."""
     if config.getoption("dist") != "loadfile":
         return None
     from xdist.scheduler import LoadFileScheduling
@@ -137,7 +173,7 @@ def pytest_xdist_make_scheduler(config, log):
     class SharedFixtureScheduling(LoadFileScheduling):
         def _split_scope(self, nodeid: str) -> str:
             path = super()._split_scope(nodeid)
-            return "pose_run users" if path in POSE_RUN_USERS else path
+            return "pose_run users" if path in POSE_RUN_USERS else "export users" if path in EXPORT_USERS else path
 
     return SharedFixtureScheduling(config, log)
 

@@ -16,6 +16,18 @@ import numpy as np
 ROOT = pathlib.Path(__file__).resolve().parents[1]  # where ``python -m tests.scripts...`` finds the modules
 
 # A 2-stack ACNN of base_filters 16 on 64 px crops, stages of one epoch (conftest's pose_run trains it once).
+# The smallest model each registered builder takes (a registered model missing here fails the tables using it).
+TINY_MODELS = {
+    "unet": dict(num_classes=2, base_filters=2),
+    "attention_unet": dict(num_classes=2, base_filters=2),
+    "mhsa": dict(num_classes=2, base_filters=2, heads=2),
+    "mhca": dict(num_classes=2, base_filters=2, heads=2),
+    "u_transformer": dict(num_classes=2, base_filters=2, heads=2),
+    "eas_unet": dict(num_classes=2, base_filters=2),
+    "acnn": dict(input_shape=(64, 64, 3), num_stacks=2, base_filters=8),
+    "hourglass": dict(input_shape=(64, 64, 3), num_stacks=1, base_filters=8),
+    "tri_cnn": dict(tile_size=32, base_filters=2, head_units=4),
+}
 TINY_POSE = dict(num_stacks=2, base_filters=16, input_size=64, batch_size=4, stage_factor=0.001, run_eagerly=True,
                  verbose=0)
 
@@ -140,6 +152,24 @@ def reload_in_fresh_process(folder, models: dict, inputs, package: str, atol: fl
     assert done.returncode == 0, done.stderr[-3000:]
     line = next(line for line in done.stdout.splitlines() if line.startswith("REPORT "))
     return json.loads(line[len("REPORT "):])
+
+
+def model_inputs(model, rng):
+    """A batch of one for ``model``: uniform [0, 1), its free sides 64 (a multiple of every stride below 128)."""
+    shapes = [(1, *(side or 64 for side in t.shape[1:])) for t in model.inputs]
+    x = [rng.random(shape, dtype=np.float32) for shape in shapes]
+    return x if len(x) > 1 else x[0]
+
+
+def fit_one_step(model, rng):
+    """One SGD step on random targets of the outputs' shapes, so saved weights are not the initial ones; the batch."""
+    import keras
+
+    x = model_inputs(model, rng)
+    y = keras.tree.map_structure(lambda out: rng.random(out.shape, dtype=np.float32), model(x))
+    model.compile(optimizer="sgd", loss="mse", run_eagerly=True)  # one step: tracing would cost more than it
+    model.train_on_batch(x, y)  # fit's one step, without its epoch machinery
+    return x
 
 
 def load_serving(version_dir):

@@ -1,11 +1,9 @@
-import keras
 import numpy as np
 import pytest
 
 import acnn_pose
 from acnn_pose import decode
 from common.pose import data as pose_data
-from common.serve import export
 from tests import helpers
 
 
@@ -61,14 +59,11 @@ def test_serving_outputs_pick_the_last_prediction_of_the_list():
     np.testing.assert_allclose(np.asarray(served["scores"]), np.asarray(scores))
 
 
-def test_export_serves_the_last_prediction_and_keypoints(tmp_path):
-    # One stack keeps the SavedModel trace short; the list case is tested above.
-    keras.utils.set_random_seed(0)
-    model = acnn_pose.build_model(input_shape=(None, None, 3), num_stacks=1, base_filters=16)
-    version_dir = export.export_saved_model(model, tmp_path / "serving", "acnn",
-                                            outputs=acnn_pose.serving_outputs(num_stacks=1),
-                                            warmup_sizes=((64, 64),))
-    x = np.random.default_rng(0).random((2, 64, 128, 3), dtype=np.float32)
+def test_export_serves_the_last_prediction_and_keypoints(model_files, exported_files):
+    # The one-stack hourglass `zoo export` wrote from its file (tests/conftest.py); the list case is tested above.
+    model, _, _ = model_files["hourglass"]
+    version_dir = exported_files["hourglass"]
+    x = np.random.default_rng(0).random((2, 64, 64, 3), dtype=np.float32)
     last = np.asarray(model(x))
     coords, scores = decode.decode_heatmaps(last)
     expected = dict(heatmaps=last, keypoints=4 * (np.asarray(coords) + 0.5) - 0.5, scores=np.asarray(scores))

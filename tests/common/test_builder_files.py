@@ -1,15 +1,11 @@
 """A saved model says what it is: every registered model works from its ``.keras`` file alone.
 
 One table over ``registry.names()``: each model is built tiny, fit one step, saved, and moved to a folder with no
-``config.json``; its task's command (``zoo predict``, ``zoo eval-pose``, ``zoo tri-al-predict``) runs on the file
-alone, and the model that command loaded equals the one saved (config, output names, weights, outputs).
-
-``zoo export`` runs on the segmentation and the tiles file (``EXPORTED``). A pose model's export differs from
-those only by ``entry.serving_outputs``, which the table applies to the model loaded from the file (the stage it
-serves is the file's recorded ``num_stacks``); a pose SavedModel is written in
-``tests/acnn_pose/test_decode.py``, and every model's export graph is traced in
-``tests/common/serve/test_export.py``'s allow-list test. (Writing one more SavedModel here, of the hourglass, costs
-about 7 s, more than a quarter of what this module may add to ``make test``.)
+``config.json`` (the session fixture ``model_files``); its task's command (``zoo predict``, ``zoo eval-pose``,
+``zoo tri-al-predict``) runs on the file alone, and the model that command loaded equals the one saved (config,
+output names, weights, outputs). ``zoo export`` of each file alone (``exported_files``, shared with
+tests/common/serve/test_export.py and tests/acnn_pose/test_decode.py, which check what those exports serve in
+detail) serves what the model computes.
 
 A second table: the files of ``tests/data/legacy/``, saved by the zoo before models recorded their builder,
 refused in one line saying what to do when no config.json names their model, and predicting once one does.
@@ -30,19 +26,8 @@ from common.slides import synthetic as synthetic_slides
 from tests import helpers
 
 LEGACY = pathlib.Path(__file__).resolve().parents[1] / "data" / "legacy"
-# The smallest model each builder takes; a registered model missing here fails its row.
-TINY = {
-    "unet": dict(num_classes=2, base_filters=2),
-    "attention_unet": dict(num_classes=2, base_filters=2),
-    "mhsa": dict(num_classes=2, base_filters=2, heads=2),
-    "mhca": dict(num_classes=2, base_filters=2, heads=2),
-    "u_transformer": dict(num_classes=2, base_filters=2, heads=2),
-    "eas_unet": dict(num_classes=2, base_filters=2),
-    "acnn": dict(input_shape=(64, 64, 3), num_stacks=2, base_filters=8),
-    "hourglass": dict(input_shape=(64, 64, 3), num_stacks=1, base_filters=8),
-    "tri_cnn": dict(tile_size=32, base_filters=2, head_units=4),
-}
-EXPORTED = ("unet", "tri_cnn")  # pose: see the module docstring
+# What each task's export serves that the model itself computes (pose: the last stage's heatmaps).
+SERVED = {"segmentation": "probabilities", "pose": "heatmaps", "tiles": "probabilities"}
 
 
 @pytest.fixture(scope="module")
@@ -53,21 +38,6 @@ def slide(tmp_path_factory) -> pathlib.Path:
     labels[1:5, 1:5] = 3
     helpers.flat_slide(path, labels, np.array(list(synthetic_slides.QUPATH_COLOURS.values())[:5], np.uint8), 32)
     return path
-
-
-def _sample(model, rng):
-    shapes = [(1, *(side or 64 for side in t.shape[1:])) for t in model.inputs]  # free sides: 64, a multiple of 16
-    x = [rng.random(shape, dtype=np.float32) for shape in shapes]
-    return x if len(x) > 1 else x[0]
-
-
-def _fit_one_step(model, rng):
-    """One SGD step on random targets of the outputs' shapes, so the saved weights are not the initial ones."""
-    x = _sample(model, rng)
-    y = keras.tree.map_structure(lambda out: rng.random(out.shape, dtype=np.float32), model(x))
-    model.compile(optimizer="sgd", loss="mse", run_eagerly=True)  # one step: tracing would cost more than it
-    model.train_on_batch(x, y)  # fit's one step, without its epoch machinery
-    return x
 
 
 def _command(name, path, tmp, data) -> tuple[list, pathlib.Path | None]:
@@ -112,15 +82,9 @@ def loaded(monkeypatch) -> list:
 
 
 @pytest.mark.parametrize("name", registry.names())
-def test_a_model_file_alone_reloads_equal_and_runs_every_command_of_its_task(name, zoo_here, data, loaded, tmp_path):
-    rng = np.random.default_rng(0)
-    model = registry.build(name, **TINY[name])
-    x = _fit_one_step(model, rng)
-    (tmp_path / "run").mkdir()
-    model.save(tmp_path / "run" / "model.keras")
-    (tmp_path / "alone").mkdir()
-    path = pathlib.Path(shutil.move(tmp_path / "run" / "model.keras", tmp_path / "alone" / f"{name}.keras"))
-
+def test_a_model_file_alone_reloads_equal_and_runs_every_command_of_its_task(name, model_files, exported_files,
+                                                                             zoo_here, data, loaded, tmp_path):
+    model, x, path = model_files[name]
     args, out = _command(name, path, tmp_path, data)
     _assert_ran(zoo_here(*args), name, out)
     [(used, config)] = loaded
@@ -132,14 +96,16 @@ def test_a_model_file_alone_reloads_equal_and_runs_every_command_of_its_task(nam
     outputs = keras.tree.flatten(used(x))
     for mine, theirs in zip(keras.tree.flatten(model(x)), outputs):
         np.testing.assert_array_equal(np.asarray(theirs), np.asarray(mine))
-    if registry.get(name).serving_outputs:  # pose: zoo export serves the last stage, counted from the file's record
-        served = registry.entry_of(used).serving_outputs(used)(outputs)
-        np.testing.assert_array_equal(served["heatmaps"], outputs[TINY[name]["num_stacks"] - 1])
-    if name in EXPORTED:
-        done = zoo_here("export", path, tmp_path / "serving")
-        assert done.returncode == 0, done.stderr
-        assert (tmp_path / "serving" / name / "1" / "saved_model.pb").exists()
-    keras.backend.clear_session()
+    # zoo export of the file alone: the entry it serves by is the file's (pose: the stage its num_stacks records).
+    served = helpers.load_serving(exported_files[name])(**_named(used, x))[SERVED[registry.get(name).task]]
+    expected = outputs[helpers.TINY_MODELS[name]["num_stacks"] - 1] if registry.get(name).task == "pose" else \
+        outputs[0]
+    np.testing.assert_allclose(served, np.asarray(expected), atol=1e-5)
+
+
+def _named(model, x) -> dict:
+    """The model's batch as the served signature takes it: by input name."""
+    return dict(zip([t.name for t in model.inputs], x if isinstance(x, list) else [x]))
 
 
 def _hint(path) -> str:
@@ -177,7 +143,7 @@ def test_a_file_saved_before_models_named_their_builder_needs_a_config_naming_it
     assert config == {"model": name} and registry.entry_of(old).name == name
     today = registry.build(name, **arguments)  # the file's weights, in order, are today's builder's
     today.set_weights(old.get_weights())
-    x = _sample(old, np.random.default_rng(0))
+    x = helpers.model_inputs(old, np.random.default_rng(0))
     outputs = keras.tree.flatten(old(x))
     for theirs, mine in zip(outputs, keras.tree.flatten(today(x))):
         np.testing.assert_array_equal(np.asarray(mine), np.asarray(theirs))

@@ -124,18 +124,11 @@ def test_bad_arguments(model, tmp_path, kwargs, argument):
         export.export_saved_model(model, tmp_path, **kwargs)
 
 
-ATTENTION = dict(num_classes=3, base_filters=4, heads=2)
-# MHSA and MHCA alone are written by no test: the U-Transformer holds both modules, and they are traced below.
-VARIANTS = {"attention_unet": ATTENTION, "u_transformer": ATTENTION, "eas_unet": dict(num_classes=2, base_filters=4)}
-
-
 @pytest.fixture(scope="module")
-def variants(tmp_path_factory):
-    """Every other segmentation model of the registry, built and exported once: name -> (model, version folder)."""
-    base = tmp_path_factory.mktemp("variants")
-    built = {name: registry.build(name, **kwargs) for name, kwargs in VARIANTS.items()}
-    return {name: (model, export.export_saved_model(model, base, name, warmup_sizes=((32, 32),)))
-            for name, model in built.items()}
+def variants(model_files, exported_files):
+    """Every registered model, tiny, exported by ``zoo export`` from its file alone (tests/conftest.py, shared with
+    tests/common/test_builder_files.py): name -> (model, version folder)."""
+    return {name: (model_files[name][0], version) for name, version in exported_files.items()}
 
 
 @pytest.mark.parametrize("variant", ["attention_unet", "u_transformer"])
@@ -208,32 +201,21 @@ def _pipeline_ops() -> dict[str, set[str]]:
     return found
 
 
-# Models not exported above: their served graphs are traced (export.serving_archive), not written.
-TRACED = {"mhsa": ATTENTION, "mhca": ATTENTION, "acnn": dict(input_shape=(64, 64, 3), num_stacks=2, base_filters=8),
-          "hourglass": dict(input_shape=(64, 64, 3), num_stacks=1, base_filters=8),
-          "tri_cnn": dict(tile_size=32, base_filters=2, head_units=4)}
-
-
 def test_the_allow_list_of_verify_is_exactly_the_ops_of_the_zoos_exports(exported, variants):
     # Written exports hold what a trace does not: the top-level graph, the checkpoint's functions, and the gradient
     # functions TensorFlow saves beside attention's custom gradient (the u_transformer's MHSA and MHCA).
-    written = {"unet": exported[1], **{name: version for name, (_, version) in variants.items()}}
+    written = {"unet (warm-up sizes)": exported[1], **{name: version for name, (_, version) in variants.items()}}
     serving, checkpoint = {}, set()
     for name, version_dir in written.items():
         found = allowlist.graph_ops(allowlist.read_saved_model(version_dir).meta_graphs[0])
         serving[name] = set(found["serving"])
-        checkpoint |= set(found["checkpoint"]) - serving[name]
-    for name, kwargs in TRACED.items():
-        entry, model = registry.get(name), registry.build(name, **kwargs)
-        _, _, _, endpoint = export.serving_archive(model, entry.serving_outputs(model) if entry.serving_outputs
-                                                   else export.segmentation_outputs)
-        serving[name] = _traced_ops(endpoint.get_concrete_function())
+        checkpoint |= set(found["checkpoint"])
     serving.update(_pipeline_ops())
     assert set(registry.names()) <= set(serving), "every registered model's export is derived"
     needed = set().union(*serving.values())
     missing = {op: sorted(k for k, ops in serving.items() if op in ops) for op in needed - allowlist.SERVING_OPS}
     assert not missing, f"ops the zoo's exports hold, missing from allowlist.SERVING_OPS: {missing}"
     assert not allowlist.SERVING_OPS - needed, f"allowed, held by no export: {allowlist.SERVING_OPS - needed}"
-    assert checkpoint == allowlist.CHECKPOINT_OPS
+    assert checkpoint - needed == allowlist.CHECKPOINT_OPS  # what only the saver's functions hold
     assert not allowlist.EARLIER_OPS & needed, "an op today's exports hold belongs in SERVING_OPS"
     assert allowlist.check(exported[1]).endswith("op types, each among the zoo's exports' (nothing else runs)")
