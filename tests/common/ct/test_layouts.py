@@ -2,18 +2,21 @@
 
 The same three cases of the tiny cohort are laid out four ways (today's ``images/`` + ``labels/``,
 the Decathlon's, nnU-Net v2's raw, and nnU-Net's with its own label order) by copying files;
-``zoo prepare`` must write byte-identical shards and the same class names from each, and ``zoo
-evaluate`` of one saved model the same table. The ill layouts are one line each (ILL_LAYOUTS).
+``zoo prepare`` must write byte-identical shards and the same class names from each, one epoch of
+``zoo train`` on each the same losses and weights, and ``zoo evaluate`` of one saved model the same
+table. The ill layouts are one line each (ILL_LAYOUTS).
 """
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import hashlib
 import json
 import pathlib
 import shutil
 
+import numpy as np
 import pytest
 
 from common.ct import layouts, shards
@@ -100,6 +103,24 @@ def test_prepare_reads_every_layout_to_the_same_shards(zoo_here, cohorts, tmp_pa
     assert list(digests["images_labels"]) == list(TRAINED)
     assert all(value == digests["images_labels"] for value in digests.values())  # byte for byte
     assert all(value == list(CLASS_NAMES) for value in names.values())
+    # One epoch of `zoo train` on each layout's shards: the same losses and the same weights.
+    trained = {key: _train_one_epoch(tmp_path / key, tmp_path / f"run_{key}") for key in list(cohorts)[:3]}
+    for key, (losses, weights) in trained.items():
+        assert losses == trained["images_labels"][0], key
+        for mine, theirs in zip(weights, trained["images_labels"][1]):
+            np.testing.assert_array_equal(mine, theirs, err_msg=key)
+
+
+def _train_one_epoch(prepared: pathlib.Path, run: pathlib.Path) -> tuple[list[str], list]:
+    """One epoch of a tiny U-Net on a prepared folder: its history.csv losses and its weights."""
+    from common.train import segmentation
+
+    config = segmentation.TrainConfig(data=str(prepared), out=str(run), base_filters=2, epochs=1, batch_size=16,
+                                      crop_size=32, test_cases=["case_002"], verbose=0)
+    model = segmentation.train(config)
+    with open(run / "history.csv", encoding="utf-8") as stream:
+        losses = [row["loss"] for row in csv.DictReader(stream)]
+    return losses, model.get_weights()
 
 
 def test_the_layout_lines_name_what_was_found(cohorts):
