@@ -137,3 +137,9 @@ def test_mmposes_mpii_layout_gives_hrnets_table(zoo_here, pose_data, pose_run, t
     assert tables["hrnet"] == tables["mmpose"] and "| run | " in tables["hrnet"]
     records = {layout: pose_data_module.load_split(tmp_path / layout, "valid") for layout in tables}
     assert [r.head_box.tolist() for r in records["hrnet"]] == [r.head_box.tolist() for r in records["mmpose"]]
+    # What zoo train-pose trains on (common.train.pose reads the train split through these two calls, nothing
+    # else): the same augmented batches from either layout, so the same training.
+    batches = {layout: next(iter(pose_data_module.pose_dataset(pose_data_module.load_split(tmp_path / layout, "train"),
+                                                                4, 64, training=True, seed=0))) for layout in tables}
+    for mine, theirs in zip(batches["hrnet"], batches["mmpose"]):
+        np.testing.assert_array_equal(np.asarray(mine), np.asarray(theirs))
