@@ -181,14 +181,30 @@ def eval_pose(args) -> None:
 def compare_pose(args) -> None:
     from common import stats
     from common.pose import evaluate as pose_eval
+    from common.train import convergence
 
     result = pose_eval.compare_groups(args.runs_a, args.runs_b, args.column, args.split)
     print(f"| run | {args.runs_a} | {args.runs_b} | difference |\n|---|---|---|---|")
     for name, a, b, d in zip(result["runs"], result["a"], result["b"], result["paired"]["difference"]):
         print(f"| {name} | {a:.2f} | {b:.2f} | {d:+.2f} |")
+    arms = {folder: convergence.summary({run: _last_stage_history(pathlib.Path(folder) / run)
+                                         for run in result["runs"]}) for folder in (args.runs_a, args.runs_b)}
     for folder, values in ((args.runs_a, result["a"]), (args.runs_b, result["b"])):
-        print(f"{folder}: {args.column} {stats.format_summary(values)} (mean ± sample std, ddof 1 [95% CI])")
+        print(f"{folder}: {args.column} {stats.format_summary(values)} (mean ± sample std, ddof 1 [95% CI])"
+              f"{convergence.beside_mean(arms[folder])}")
     print(f"{args.runs_b} - {args.runs_a}: {stats.format_paired(result['paired'])}")
+    for folder, arm in arms.items():
+        print(f"{folder}: {convergence.describe(arm)} (its last stage)")
+    print(convergence.RULE)
+
+
+def _last_stage_history(run: pathlib.Path) -> pathlib.Path:
+    """The history of a pose run's last stage (the stages its config.json records; stage C before it did)."""
+    import json
+
+    config = run / "config.json"
+    stages = json.loads(config.read_text(encoding="utf-8")).get("stages") if config.exists() else None
+    return run / f"history_{stages[-1]['name'] if stages else 'C'}.csv"
 
 
 def pose_pictures(args) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import pathlib
 
 from common.cli import options, verbosity
 from common.nn.recipe import FIELDS as RECIPE_FIELDS
@@ -33,6 +34,10 @@ def train_options(p):
     p.add_argument("--train-cases", type=int, metavar="N",
                    help="train on N of the training cases only, the same N for every model and seed on the same "
                         "held-out cases (a learning curve; a study's less-data arm); default all")
+    p.add_argument("--validation-cases", type=int, metavar="N",
+                   help="N of the training cases give a validation loss per epoch instead of training (val_loss "
+                        "in history.csv, the same cases for every model and seed on the same held-out cases); "
+                        "zoo compare checks each run's convergence on it (default 0: none)")
     p.add_argument("--seed", type=int, help="default 0")
 
 
@@ -96,7 +101,8 @@ def _add_compare(sub):
     p.set_defaults(handler=compare)
 
 
-TRAIN_FIELDS = ("model", "model_options", *RECIPE_FIELDS, "test_fraction", "test_cases", "train_cases", "seed")
+TRAIN_FIELDS = ("model", "model_options", *RECIPE_FIELDS, "test_fraction", "test_cases", "train_cases",
+                "validation_cases", "seed")
 
 
 def train_config(args):
@@ -125,7 +131,7 @@ def cv(args) -> None:
 def compare(args) -> None:
     from common import stats
     from common.ct import metrics
-    from common.train import crossval
+    from common.train import convergence, crossval
 
     classes = crossval.class_labels(args.run_a, args.classes) if args.classes else None
     result = crossval.compare(args.run_a, args.run_b, args.metric, classes)
@@ -137,8 +143,13 @@ def compare(args) -> None:
     scale, over = metrics.scale_of(args.metric), f" over classes {','.join(args.classes)}" if classes else ""
     print(f"\nmean {args.metric}{over}, mean ± sample std (ddof 1) [95% CI] over {len(result['units'])} units:")
     for folder, values in ((args.run_a, result["a"]), (args.run_b, result["b"])):
-        print(f"  {folder}: {stats.format_summary(values, scale)}")
+        arm = convergence.summary({u: pathlib.Path(folder) / u / "history.csv" for u in result["units"]})
+        print(f"  {folder}: {stats.format_summary(values, scale)}{convergence.beside_mean(arm)}")
     print(f"{args.run_b} - {args.run_a}: {stats.format_paired(result['paired'], scale)}")
+    for folder in (args.run_a, args.run_b):
+        arm = convergence.summary({u: pathlib.Path(folder) / u / "history.csv" for u in result["units"]})
+        print(f"{folder}: {convergence.describe(arm)}")
+    print(convergence.RULE)
 
 
 # Each subcommand's parser, in the order ``zoo --help`` lists them.

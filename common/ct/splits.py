@@ -8,7 +8,7 @@ import numpy as np
 
 
 def holdout_split(case_ids, test_fraction: float = 0.2, seed: int = 0, test_cases=None,
-                  train_cases: int | None = None) -> dict[str, list[str]]:
+                  train_cases: int | None = None, validation_cases: int = 0) -> dict[str, list[str]]:
     """Splits case ids into train and test.
 
     Args:
@@ -20,9 +20,13 @@ def holdout_split(case_ids, test_fraction: float = 0.2, seed: int = 0, test_case
             curve, or a study's less-data arm). Drawn by a generator seeded from
             the held-out ids alone, so every model and seed on the same held-out
             set trains on the same cases, and a smaller subset lies inside a larger.
+        validation_cases: this many of the training cases (after ``train_cases``)
+            give a validation loss per epoch instead of training (the studies'
+            convergence rule, ``common.train.convergence``); drawn the same way, so
+            every model and seed on the same held-out set validates on the same cases.
 
     Returns:
-        {"train": [...], "test": [...]}, each sorted.
+        {"train": [...], "test": [...]} (and "validation" when ``validation_cases``), each sorted.
     """
     case_ids = sorted(case_ids)
     if test_cases:
@@ -45,6 +49,16 @@ def holdout_split(case_ids, test_fraction: float = 0.2, seed: int = 0, test_case
         if not 1 <= train_cases <= len(train):
             raise ValueError(f"train_cases must lie in [1, {len(train)}] (the cases left after holding out "
                              f"{len(test)} of {len(case_ids)}), got {train_cases}")
-        key = [int.from_bytes(hashlib.sha256(",".join(test).encode()).digest()[:8], "little")]
-        train = sorted(train[i] for i in np.random.default_rng(key).permutation(len(train))[:train_cases])
-    return {"train": train, "test": test}
+        train = sorted(train[i] for i in np.random.default_rng(_key(test)).permutation(len(train))[:train_cases])
+    if not validation_cases:
+        return {"train": train, "test": test}
+    if not 1 <= validation_cases < len(train):
+        raise ValueError(f"validation_cases must lie in [0, {len(train) - 1}] (some of the {len(train)} training "
+                         f"cases must stay to train on), got {validation_cases}")
+    drawn = set(train[i] for i in np.random.default_rng([*_key(test), 1]).permutation(len(train))[:validation_cases])
+    return {"train": [c for c in train if c not in drawn], "validation": sorted(drawn), "test": test}
+
+
+def _key(test) -> list[int]:
+    """A generator seed from the held-out ids alone: every model and seed on the same held-out set draws alike."""
+    return [int.from_bytes(hashlib.sha256(",".join(test).encode()).digest()[:8], "little")]

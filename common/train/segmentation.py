@@ -75,6 +75,7 @@ class TrainConfig:
     test_fraction: float = 0.2
     test_cases: list[str] | None = None
     train_cases: int | None = None  # a fixed subset of the training cases (splits.holdout_split)
+    validation_cases: int = 0  # training cases that give val_loss per epoch instead (common.train.convergence)
     seed: int = 0
     verbose: int = 2
 
@@ -153,7 +154,7 @@ def _data_plan(config: TrainConfig, manifest: dict) -> tuple[dict, int, list, in
     """The split, the crop side, the training shards and their slice count."""
     stride = registry.get(config.model).stride
     split = splits.holdout_split([c["id"] for c in manifest["cases"]], config.test_fraction,
-                                 config.seed, config.test_cases, config.train_cases)
+                                 config.seed, config.test_cases, config.train_cases, config.validation_cases)
     # Crops no larger than the slices (a 256 preset on 64-pixel slices trains on whole slices).
     crop = min(config.crop_size or default_crop(manifest, stride), default_crop(manifest, stride))
     by_id = {c["id"]: c for c in manifest["cases"]}
@@ -170,6 +171,19 @@ def run_record(config: TrainConfig, manifest: dict, split: dict, crop: int, prec
         "hu_window": manifest["hu_window"], "label_map": manifest.get("label_map"),
         "source": manifest.get("source"), "split": split, "command": shlex.join(sys.argv),
     }
+
+
+def _validation_data(split: dict, manifest: dict, config: TrainConfig, crop: int, targets) -> dict:
+    """``fit``'s validation arguments: the validation cases' slices, centre-cropped to the training crop, every
+    one once per epoch (``val_loss``); none without validation cases."""
+    if not split.get("validation"):
+        return {}
+    by_id = {c["id"]: c for c in manifest["cases"]}
+    files = [by_id[i]["shard"] for i in split["validation"]]
+    shards.check_present(files)
+    slices = sum(by_id[i]["slices"] for i in split["validation"])
+    return {"validation_data": pipeline.slice_dataset(files, config.batch_size, crop, training=False, outputs=targets),
+            "validation_steps": -(-slices // config.batch_size)}
 
 
 def _finished(run_dir: pathlib.Path, previous: dict | None, overwrite: bool) -> bool:
@@ -247,6 +261,7 @@ def train(config: TrainConfig, strategy: tf.distribute.Strategy | None = None, e
         lambda ctx: pipeline.slice_dataset(train_shards, config.batch_size, crop, training=True, seed=config.seed,
                                            input_context=ctx, augmentation=config.augment, outputs=targets)
     )
+    validation = _validation_data(split, manifest, config, crop, targets)
     if chief:  # only now: a refused start, a bad model option or a bad shard leaves the folder as it was
         _start_run(run_dir, record, previous, overwrite)
     logger.info(f"training {config.model} ({model.count_params():,} parameters, {precision}) on "
@@ -256,7 +271,7 @@ def train(config: TrainConfig, strategy: tf.distribute.Strategy | None = None, e
     made = callbacks.make_callbacks(run_dir, chief)
     try:
         model.fit(dataset, epochs=config.epochs, steps_per_epoch=steps, callbacks=[*made, *extra_callbacks],
-                  verbose=config.verbose, shuffle=False)  # the dataset shuffles itself
+                  verbose=config.verbose, shuffle=False, **validation)  # the dataset shuffles itself
         distribute.synchronize_batch_norm(model, False)
         if chief:
             callbacks.save_model_atomic(model, run_dir / "model.keras")

@@ -5,6 +5,7 @@ import json
 import pytest
 
 from common import cli
+from common.train import convergence
 
 
 def test_eval_pose_scores_the_weights_of_a_stage(pose_data, pose_run, capsys):
@@ -86,11 +87,22 @@ def _write_group(folder, totals):
 def test_compare_pose_pairs_runs_by_name(tmp_path, capsys):
     _write_group(tmp_path / "hourglass", {"seed_0": 40.0, "seed_1": 42.0, "seed_2": 41.0})
     _write_group(tmp_path / "acnn", {"seed_0": 43.0, "seed_1": 44.5, "seed_2": 44.0})
+    flat, falling = [1.0, 0.8, 0.7, 0.7, 0.7], [1.0, 0.8, 0.6, 0.4, 0.2]
+    for run, losses in {"hourglass/seed_0": flat, "hourglass/seed_1": flat, "hourglass/seed_2": flat,
+                        "acnn/seed_0": flat, "acnn/seed_1": falling}.items():  # acnn/seed_2: no history
+        (tmp_path / run / "history_C.csv").write_text("epoch,loss,val_loss\n" + "".join(
+            f"{e},{v},{v}\n" for e, v in enumerate(losses)))
+    (tmp_path / "acnn/seed_0/config.json").write_text(json.dumps({"stages": [{"name": "A"}, {"name": "B"}]}))
+    (tmp_path / "acnn/seed_0/history_B.csv").write_text("epoch,loss,val_loss\n0,1,1\n1,1,1\n2,1,1\n")
     assert cli.main(["compare-pose", str(tmp_path / "hourglass"), str(tmp_path / "acnn")]) == 0
     out = capsys.readouterr().out
     assert "| seed_1 | 42.00 | 44.50 | +2.50 |" in out
     assert "difference +2.83 (95% CI" in out and "n = 3" in out
     assert "41.00 ± 1.00 [" in out  # hourglass: mean ± std [95% CI]
+    assert out.splitlines()[-3:] == [  # the last stage's history: the one its config.json names last, else C
+        f"{tmp_path / 'hourglass'}: 3 of 3 units converged (its last stage)",
+        f"{tmp_path / 'acnn'}: 1 of 3 units converged; NOT converged: seed_1 (-100.0%); no val_loss to check: seed_2 "
+        "(its last stage)", convergence.RULE]
 
 
 def test_tables_print_under_an_ascii_locale(zoo, tmp_path):

@@ -35,3 +35,17 @@ def test_train_cases_are_a_subset_fixed_by_the_held_out_set():
     assert other["train"] != four["train"]
     with pytest.raises(ValueError, match="train_cases"):
         splits.holdout_split(IDS, test_cases=["case_001"], train_cases=len(IDS))
+
+
+def test_validation_cases_come_out_of_training_the_same_for_every_seed():
+    test = ["case_001", "case_007"]
+    full = splits.holdout_split(IDS, test_cases=test)
+    two = splits.holdout_split(IDS, test_cases=test, seed=5, validation_cases=2)
+    assert len(two["validation"]) == 2 and sorted(two["train"] + two["validation"]) == full["train"]
+    assert two["validation"] == sorted(two["validation"]) and two["test"] == full["test"]
+    assert splits.holdout_split(IDS, test_cases=test, seed=9, validation_cases=2) == two  # every model and seed
+    subset = splits.holdout_split(IDS, test_cases=test, train_cases=6, validation_cases=2)
+    assert set(subset["validation"]) < set(full["train"]) and len(subset["train"]) == 4
+    assert "validation" not in splits.holdout_split(IDS, test_cases=test)  # runs without: their split as before
+    with pytest.raises(ValueError, match=r"validation_cases must lie in \[0, 7\]"):
+        splits.holdout_split(IDS, test_cases=test, validation_cases=8)

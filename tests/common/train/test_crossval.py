@@ -6,7 +6,7 @@ import pytest
 
 from common.ct import shards
 from common.ct import synthetic as synthetic_ct
-from common.train import crossval
+from common.train import convergence, crossval
 from common.train import segmentation as training
 from tests import helpers
 
@@ -137,9 +137,20 @@ def test_compare_over_chosen_classes_with_ci(tmp_path, capsys):
     assert crossval.class_labels(a, ["1", "spleen"]) == ["1", "2"]
     with pytest.raises(ValueError, match="kidney"):
         crossval.class_labels(a, ["kidney"])
+    for fold in range(1, 6):  # histories with val_loss: b's fold 5 still falls when training stopped
+        for arm, falling in ((a, False), (b, fold == 5)):
+            losses = [1.0 - 0.05 * e if falling else max(0.5, 1.0 - 0.1 * e) for e in range(10)]
+            (arm / f"fold_{fold}" / "history.csv").write_text(
+                "epoch,loss,val_loss\n" + "".join(f"{e},{v},{v}\n" for e, v in enumerate(losses)))
+    (a / "fold_2" / "history.csv").unlink()  # a unit without a history cannot be checked
     assert cli.main(["compare", str(a), str(b), "--classes", "liver"]) == 0
     out = capsys.readouterr().out
     assert "over classes liver" in out and "difference +2.00 (95% CI" in out
+    lines = out.splitlines()
+    assert lines[-3:] == [f"{a}: 4 of 5 units converged; no val_loss to check: fold_2",
+                          f"{b}: 4 of 5 units converged; NOT converged: fold_5 (-16.7%)",
+                          convergence.RULE]
+    assert any(line.startswith(f"  {b}: ") and line.endswith("  [1 unit(s) not converged]") for line in lines)
     assert cli.main(["compare", str(a), str(b), "--classes", "7"]) == 2  # a label no fold scored
     assert "no class ['7']" in capsys.readouterr().err
 
