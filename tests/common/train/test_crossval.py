@@ -1,3 +1,4 @@
+import csv
 import json
 import logging
 
@@ -173,13 +174,18 @@ def test_runs_as_rows_of_the_papers_table(tmp_path):
 
 
 def test_repeated_runs_share_the_split_and_differ_in_seed(five_cases, tmp_path):
-    config = training.TrainConfig(data=str(five_cases), out="", test_fraction=0.4, seed=5, **TINY)
+    config = training.TrainConfig(data=str(five_cases), out="", test_fraction=0.4, seed=5, validation_cases=1, **TINY)
     summary = crossval.run_cv(config, tmp_path, folds=1, repeats=2)
     plan = json.loads((tmp_path / "plan.json").read_text(encoding="utf-8"))["units"]
     assert [u["name"] for u in plan] == summary["units"] == ["run_1", "run_2"]
     assert plan[0]["test_cases"] == plan[1]["test_cases"] and len(plan[0]["test_cases"]) == 2
-    seeds = [json.loads((tmp_path / u / "config.json").read_text(encoding="utf-8"))["seed"] for u in ("run_1", "run_2")]
-    assert seeds == [5, 6]
+    records = [json.loads((tmp_path / u / "config.json").read_text(encoding="utf-8")) for u in ("run_1", "run_2")]
+    assert [r["seed"] for r in records] == [5, 6]
+    # One validation case for the convergence rule, the same whatever the seed, out of the two trained on.
+    assert records[0]["split"]["validation"] == records[1]["split"]["validation"] and len(
+        records[0]["split"]["validation"]) == 1 and len(records[0]["split"]["train"]) == 2
+    with open(tmp_path / "run_1" / "history.csv", encoding="utf-8") as stream:
+        assert float(next(csv.DictReader(stream))["val_loss"]) > 0
     with pytest.raises(ValueError, match="repeats"):
         crossval.run_cv(config, tmp_path / "x", folds=1, repeats=1)
 
