@@ -142,4 +142,4 @@ def build_model(input_shape=(None, None, 1), num_classes: int = 2, base_filters:
     return BuiltModel("eas_unet", arguments, inputs=inputs, outputs=outputs, name="eas_unet")
 
 
-register_builder("eas_unet", build_model)
+register_builder("eas_unet", build_model, renamed_outputs={"fused": "probabilities"})  # "fused" until this release

@@ -24,24 +24,33 @@ Traceback (most recent call last):
 ValueError: builder must be one of (...), got 'tiny'
 
 A package registers its builder beside it (``register_builder("eas_unet", build_model)``); only then
-does a file naming "eas_unet" rebuild.
+does a file naming "eas_unet" rebuild. An output renamed since a release keeps its old name for one more
+(``register_builder(..., renamed_outputs={"fused": "probabilities"})``): ``compile``'s loss, loss weight and
+metric dicts, ``fit``'s and ``evaluate``'s label dicts and ``get_layer`` take it, with a ``DeprecationWarning``
+naming the new one.
 """
 
 from __future__ import annotations
 
 import json
+import warnings
 from typing import Callable
 
 import keras
 
 _BUILDERS: dict[str, Callable[..., keras.Model]] = {}
+_RENAMED: dict[str, dict[str, str]] = {}  # builder -> {an output's old name: its name now}
 
 
-def register_builder(name: str, build: Callable[..., keras.Model]) -> Callable[..., keras.Model]:
-    """Makes ``build(**arguments)`` the builder that files recording ``name`` are rebuilt with; returns it."""
+def register_builder(name: str, build: Callable[..., keras.Model],
+                     renamed_outputs: dict[str, str] | None = None) -> Callable[..., keras.Model]:
+    """Makes ``build(**arguments)`` the builder that files recording ``name`` are rebuilt with; returns it.
+
+    ``renamed_outputs``: {old name: name now} of outputs renamed in this release, which the old name still reaches.
+    """
     if name in _BUILDERS and _BUILDERS[name] is not build:
         raise ValueError(f"builder {name!r} is registered already")
-    _BUILDERS[name] = build
+    _BUILDERS[name], _RENAMED[name] = build, dict(renamed_outputs or {})
     return build
 
 
@@ -88,6 +97,31 @@ class BuiltModel(keras.Model):
     @property
     def arguments(self) -> dict:
         return json.loads(self._arguments)
+
+    # An output's old name, for one release: compile's dicts, fit's and evaluate's label dicts, get_layer.
+    def compile(self, optimizer="rmsprop", loss=None, loss_weights=None, metrics=None, weighted_metrics=None,
+                **kwargs):
+        super().compile(optimizer, self._renamed(loss), self._renamed(loss_weights), self._renamed(metrics),
+                        self._renamed(weighted_metrics), **kwargs)
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        return super().compute_loss(x, self._renamed(y), y_pred, self._renamed(sample_weight), training)
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        return super().compute_metrics(x, self._renamed(y), y_pred, self._renamed(sample_weight))
+
+    def get_layer(self, name=None, index=None):
+        return super().get_layer(self._renamed({name: None}).popitem()[0] if name else name, index)
+
+    def _renamed(self, structure):
+        """``structure`` with an output's old name (a dict key) as its name now, and a DeprecationWarning."""
+        renames = {old: new for old, new in _RENAMED.get(self._builder, {}).items() if new in self.output_names}
+        if not isinstance(structure, dict) or not renames.keys() & structure.keys():
+            return structure
+        for old in renames.keys() & structure.keys():
+            warnings.warn(f"{self._builder}: output {old!r} is named {renames[old]!r} now; the old name goes in "
+                          "the next release", DeprecationWarning, stacklevel=3)
+        return {renames.get(key, key): value for key, value in structure.items()}
 
     def get_config(self) -> dict:
         return {"builder": self._builder, "arguments": self.arguments, "name": self.name,

@@ -25,7 +25,7 @@ def study(tmp_path_factory):
     return root
 
 
-def test_study_runs_resumes_and_reports_table_ii_and_figures(zoo, study):
+def test_study_runs_resumes_and_reports_table_ii_and_figures(zoo, zoo_here, study):
     args = ["tri-al", study / "triplets", study / "out", "--strategy", "supervised", "ITER", "--fractions",
             "0.5,1", "--stain-augment", *TINY]  # HED jitter on: every training stage runs it, resumes the same
     done = zoo(*args, timeout=600)
@@ -45,16 +45,17 @@ def test_study_runs_resumes_and_reports_table_ii_and_figures(zoo, study):
         _assert_logged(study / "out" / logs)
     stamp = (study / "out" / "ITER" / "run_0" / "iteration_1.json").stat().st_mtime_ns
     _as_before_base_filters(study / "out" / "study.json", width=0.0625)
-    # Everything is finished: the rerun only reads the states, of a study and with a flag from before base_filters.
+    # Everything is finished: the rerun only reads the states, of a study and with a flag from before base_filters
+    # (in this process: the first run was the fresh one).
     flag = args.index("--base-filters")
-    again = zoo(*args[:flag], "--width", "0.0625", *args[flag + 2:], timeout=600)
+    again = zoo_here(*args[:flag], "--width", "0.0625", *args[flag + 2:])
     assert again.returncode == 0, again.stderr[-3000:]
     assert "zoo tri-al: --width is deprecated and goes in the next release; use --base-filters 4" in \
         again.stderr.splitlines()
     assert (study / "out" / "ITER" / "run_0" / "iteration_1.json").stat().st_mtime_ns == stamp
     assert again.stdout.splitlines()[-12:] == done.stdout.splitlines()[-12:]
 
-    report = zoo("tri-al-report", study / "out", timeout=300)
+    report = zoo_here("tri-al-report", study / "out")
     assert report.returncode == 0, report.stderr[-3000:]
     table = (study / "out" / "table_ii.md").read_text(encoding="utf-8")
     lines = [line for line in table.splitlines() if line.startswith("|")]
