@@ -1,5 +1,6 @@
 import json
 import pathlib
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -91,19 +92,19 @@ def test_versions_increase_and_models_config_lists_each_name(model, tmp_path):
         export.export_saved_model(model, tmp_path, "unet", version=2)
 
 
-def test_failed_export_leaves_no_version_behind(model, tmp_path, monkeypatch):
-    export.export_saved_model(model, tmp_path, "unet", warmup_sizes=((32, 32),))
+def test_failed_export_leaves_no_version_behind(model, exported, tmp_path, monkeypatch):
+    shutil.copytree(exported[1], tmp_path / "unet" / "1")  # an earlier version, as export wrote it
 
     def broken(*args, **kwargs):
         raise OSError("disk full")
 
     monkeypatch.setattr(export, "write_warmup_requests", broken)
     with pytest.raises(OSError, match="disk full"):
-        export.export_saved_model(model, tmp_path, "unet")
+        export.export_saved_model(model, tmp_path, "unet", warmup_sizes=((32, 32),))
     monkeypatch.undo()
     monkeypatch.setattr(card, "write_card", broken)  # the card is the last file written before the rename
     with pytest.raises(OSError, match="disk full"):
-        export.export_saved_model(model, tmp_path, "unet")
+        export.export_saved_model(model, tmp_path, "unet", warmup_sizes=((32, 32),))
     assert sorted(p.name for p in (tmp_path / "unet").iterdir()) == ["1"]
 
 
