@@ -104,6 +104,12 @@ class BuiltModel(keras.Model):
         super().compile(optimizer, self._renamed(loss), self._renamed(loss_weights), self._renamed(metrics),
                         self._renamed(weighted_metrics), **kwargs)
 
+    def compile_from_config(self, config):
+        """What Keras' own does on loading a compiled file (which skips any model whose ``compile`` is overridden)."""
+        self.compile(**keras.saving.deserialize_keras_object(config))
+        if self.built:
+            self.optimizer.build(self.trainable_variables)
+
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         return super().compute_loss(x, self._renamed(y), y_pred, self._renamed(sample_weight), training)
 

@@ -2,6 +2,7 @@
 
 import warnings
 
+import keras
 import numpy as np
 import pytest
 
@@ -21,6 +22,16 @@ def test_the_old_name_of_a_renamed_output_still_trains_with_a_deprecation_warnin
     assert np.isfinite(logs["loss"]) and "probabilities_loss" in logs
     with pytest.warns(DeprecationWarning, match="'fused'"):
         assert model.get_layer("fused") is model.get_layer("probabilities")
+
+
+def test_a_compiled_file_loads_compiled(tmp_path):
+    model = eas_unet.build_model(input_shape=(32, 32, 1), num_classes=2, base_filters=2, deep_supervision=False)
+    model.compile(optimizer="sgd", loss="mse")
+    model.save(tmp_path / "compiled.keras")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # Keras warns and leaves it uncompiled where compile is overridden alone
+        loaded = keras.models.load_model(tmp_path / "compiled.keras")
+    assert loaded.compiled and isinstance(loaded.optimizer, keras.optimizers.SGD) and loaded.optimizer.built
 
 
 def test_todays_names_warn_of_nothing():
