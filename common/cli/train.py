@@ -142,12 +142,12 @@ def compare(args) -> None:
         print(f"| {name} | {a:.4f} | {b:.4f} | {d:+.4f} |")
     scale, over = metrics.scale_of(args.metric), f" over classes {','.join(args.classes)}" if classes else ""
     print(f"\nmean {args.metric}{over}, mean ± sample std (ddof 1) [95% CI] over {len(result['units'])} units:")
+    arms = {folder: convergence.summary({u: pathlib.Path(folder) / u / "history.csv" for u in result["units"]})
+            for folder in (args.run_a, args.run_b)}
     for folder, values in ((args.run_a, result["a"]), (args.run_b, result["b"])):
-        arm = convergence.summary({u: pathlib.Path(folder) / u / "history.csv" for u in result["units"]})
-        print(f"  {folder}: {stats.format_summary(values, scale)}{convergence.beside_mean(arm)}")
+        print(f"  {folder}: {stats.format_summary(values, scale)}{convergence.beside_mean(arms[folder])}")
     print(f"{args.run_b} - {args.run_a}: {stats.format_paired(result['paired'], scale)}")
-    for folder in (args.run_a, args.run_b):
-        arm = convergence.summary({u: pathlib.Path(folder) / u / "history.csv" for u in result["units"]})
+    for folder, arm in arms.items():
         print(f"{folder}: {convergence.describe(arm)}")
     print(convergence.RULE)
 
