@@ -47,6 +47,21 @@ def int_list(text: str) -> list[int]:
     return values
 
 
+def positive(cast):
+    """An argparse type for a number > 0, e.g. ``positive(float)``."""
+
+    def parse(text: str):
+        try:
+            value = cast(text)
+        except ValueError:
+            value = None
+        if value is None or not 0 < value < float("inf"):
+            raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+        return value
+
+    return parse
+
+
 def case_list(text: str) -> list[str]:
     return [c for c in text.split(",") if c]
 

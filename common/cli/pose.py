@@ -47,6 +47,8 @@ def _add_train_pose(sub):
     p.add_argument("--batch-size", type=int, help=f"crops per step {recipe}")
     p.add_argument("--stage-factor", type=float, default=1.0,
                    help="multiplies every stage's epochs and drop epochs (1: the paper's)")
+    p.add_argument("--lr-scale", type=options.positive(float), default=1.0,
+                   help="multiplies every stage's learning rate, drops kept (1: the paper's; zoo sweep-lr sets it)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--init", default=None, metavar="MODEL.keras",
                    help="start from this pose model's weights and skip the stages that train the heatmaps (e.g. a "
@@ -133,7 +135,8 @@ def train_pose(args) -> None:
     pose_training.train_pose(pose_training.PoseTrainConfig(
         data=args.data, out=args.out, model=_attention_model(args), num_stacks=args.stacks,
         base_filters=args.base_filters,
-        input_size=args.input_size, batch_size=args.batch_size, stage_factor=args.stage_factor, seed=args.seed,
+        input_size=args.input_size, batch_size=args.batch_size, stage_factor=args.stage_factor, lr_scale=args.lr_scale,
+        seed=args.seed,
         init=args.init, verbose=verbosity.progress(),
     ), overwrite=args.overwrite)
 
@@ -182,29 +185,28 @@ def compare_pose(args) -> None:
     from common import stats
     from common.pose import evaluate as pose_eval
     from common.train import convergence
+    from common.train import pose as pose_training
 
     result = pose_eval.compare_groups(args.runs_a, args.runs_b, args.column, args.split)
     print(f"| run | {args.runs_a} | {args.runs_b} | difference |\n|---|---|---|---|")
     for name, a, b, d in zip(result["runs"], result["a"], result["b"], result["paired"]["difference"]):
         print(f"| {name} | {a:.2f} | {b:.2f} | {d:+.2f} |")
-    arms = {folder: convergence.summary({run: _last_stage_history(pathlib.Path(folder) / run)
-                                         for run in result["runs"]}) for folder in (args.runs_a, args.runs_b)}
+    # The rule on every stage of every run, and on its last stage (the model it ends with) beside the mean.
+    histories = {folder: {run: pose_training.stage_histories(pathlib.Path(folder) / run) for run in result["runs"]}
+                 for folder in (args.runs_a, args.runs_b)}
+    last = {folder: convergence.summary({run: list(h.values())[-1] for run, h in runs.items()})
+            for folder, runs in histories.items()}
     for folder, values in ((args.runs_a, result["a"]), (args.runs_b, result["b"])):
         print(f"{folder}: {args.column} {stats.format_summary(values)} (mean ± sample std, ddof 1 [95% CI])"
-              f"{convergence.beside_mean(arms[folder])}")
+              f"{convergence.beside_mean(last[folder])}")
     print(f"{args.runs_b} - {args.runs_a}: {stats.format_paired(result['paired'])}")
-    for folder, arm in arms.items():
+    for folder, runs in histories.items():
+        for stage in dict.fromkeys(name for h in runs.values() for name in h):
+            arm = convergence.summary({run: h[stage] for run, h in runs.items() if stage in h})
+            print(f"{folder}: stage {stage}: {convergence.describe(arm)}")
+    for folder, arm in last.items():
         print(f"{folder}: {convergence.describe(arm)} (its last stage)")
     print(convergence.RULE)
-
-
-def _last_stage_history(run: pathlib.Path) -> pathlib.Path:
-    """The history of a pose run's last stage (the stages its config.json records; stage C before it did)."""
-    import json
-
-    config = run / "config.json"
-    stages = json.loads(config.read_text(encoding="utf-8")).get("stages") if config.exists() else None
-    return run / f"history_{stages[-1]['name'] if stages else 'C'}.csv"
 
 
 def pose_pictures(args) -> None:

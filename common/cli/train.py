@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import pathlib
 
@@ -29,6 +30,9 @@ def train_options(p):
         meta = field.metadata
         p.add_argument("--" + field.name.replace("_", "-"), type=meta.get("type"), choices=meta.get("choices"),
                        help=f"{meta['help']} (default: the recipe's)".replace("%", "%%"))
+    p.add_argument("--lr-scale", type=options.positive(float), default=1.0,
+                   help="multiplies the learning rate, the recipe's or --learning-rate's (default 1; zoo sweep-lr "
+                        "sets it)")
     p.add_argument("--test-fraction", type=float, help="cases held out for evaluation (default 0.2)")
     p.add_argument("--test-cases", type=options.case_list, help="held-out case ids, comma-separated")
     p.add_argument("--train-cases", type=int, metavar="N",
@@ -101,6 +105,20 @@ def _add_compare(sub):
     p.set_defaults(handler=compare)
 
 
+def _add_sweep_lr(sub):
+    p = sub.add_parser("sweep-lr", help="a learning-rate sweep: one training command at x1/3, x1, x3 of its rate, "
+                                        "the best by validation loss (the studies' pre-registered sweep)")
+    p.add_argument("out", help="sweep folder: a run folder per scale (OUT/lr_x<scale>) and sweep.json; rerun the "
+                               "same command to resume")
+    p.add_argument("--scales", type=lambda text: [options.positive(float)(v) for v in text.split(",") if v],
+                   default=None, help="learning-rate multiples, comma-separated (default 0.333,1,3: x1/3, x1, x3)")
+    p.add_argument("command", nargs=argparse.REMAINDER,
+                   help="after --: a zoo train, train-pose or tri-al command with one fold, seed (and column), "
+                        "its output folder included (each scale writes to OUT/lr_x<scale> instead), e.g. "
+                        "-- train DATA RUN --model unet --validation-cases 2 --test-cases case_000")
+    p.set_defaults(handler=sweep_lr)
+
+
 TRAIN_FIELDS = ("model", "model_options", *RECIPE_FIELDS, "test_fraction", "test_cases", "train_cases",
                 "validation_cases", "seed")
 
@@ -108,11 +126,12 @@ TRAIN_FIELDS = ("model", "model_options", *RECIPE_FIELDS, "test_fraction", "test
 def train_config(args):
     from common.train import segmentation as training
 
-    return training.preset_config(
+    config = training.preset_config(
         args.preset, args.epoch_scale, data=args.data, out=args.out,
         verbose=verbosity.progress(),
         **{field: getattr(args, field) for field in TRAIN_FIELDS},
     )
+    return dataclasses.replace(config, learning_rate=config.learning_rate * args.lr_scale)
 
 
 def train(args) -> None:
@@ -152,5 +171,39 @@ def compare(args) -> None:
     print(convergence.RULE)
 
 
+def sweep_lr(args) -> None:
+    """Runs the command once per scale (in this process, as ``zoo`` itself would), then writes sweep.json."""
+    import copy
+
+    from common import atomic, cli
+    from common.nn.callbacks import NonFiniteLoss
+    from common.train import sweep
+
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not command or command[0] not in sweep.COMMANDS:
+        raise ValueError(f"command: give, after --, one of zoo {', '.join(sweep.COMMANDS)} with its arguments; "
+                         f"got {' '.join(command) or 'nothing'}")
+    inner = cli.parse_args(command)  # its own errors first, before anything trains
+    if "--lr-scale" in command:
+        raise ValueError("command: --lr-scale is what sweep-lr sets; leave it out")
+    scales = args.scales or list(sweep.SCALES)
+    out = pathlib.Path(args.out)
+    losses = {}
+    for scale in scales:
+        run = copy.copy(inner)
+        run.out, run.lr_scale = str(out / sweep.run_name(scale)), scale
+        print(f"sweep-lr: x{scale:.3g} -> {run.out}", flush=True)
+        try:
+            run.handler(run)
+        except NonFiniteLoss as error:
+            print(f"sweep-lr: x{scale:.3g} diverged: {error}", flush=True)
+            losses[scale] = None
+            continue
+        losses[scale] = sweep.final_val_loss(command[0], run.out)
+    record = sweep.record(command, losses, out)
+    atomic.write_json(out / "sweep.json", record)
+    print(sweep.format_record(record))
+
+
 # Each subcommand's parser, in the order ``zoo --help`` lists them.
-PARSERS = (_add_models, _add_train, _add_cv, _add_compare)
+PARSERS = (_add_models, _add_train, _add_cv, _add_compare, _add_sweep_lr)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import logging
 import math
 import pathlib
@@ -62,6 +63,7 @@ class PoseTrainConfig:
     input_size: int | None = None
     batch_size: int | None = None
     stage_factor: float = 1.0
+    lr_scale: float = 1.0  # multiplies every stage's learning rate (a study's sweep; 1: the paper's)
     seed: int = 0
     init: str | None = None  # a .keras pose model (e.g. from `zoo convert`) standing for the stages that train heatmaps
     verbose: int = 2
@@ -84,12 +86,19 @@ class PoseTrainConfig:
             value = getattr(self, field)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{field} must be an integer >= 1, got {value!r}")
-        if not self.stage_factor > 0:
-            raise ValueError(f"stage_factor must be > 0, got {self.stage_factor}")
+        for field in ("stage_factor", "lr_scale"):
+            if not getattr(self, field) > 0:
+                raise ValueError(f"{field} must be > 0, got {getattr(self, field)}")
         stride = registry.get(self.model).stride
         if self.input_size % stride:
             raise ValueError(f"input_size must be a positive multiple of {stride} ({self.model}'s stride), "
                              f"got {self.input_size}")
+
+
+    def stages(self) -> list:
+        """The model's training stages (its entry's), epochs scaled by ``stage_factor``, rates by ``lr_scale``."""
+        return [dataclasses.replace(stage, learning_rate=stage.learning_rate * self.lr_scale)
+                for stage in registry.get(self.model).stages(self.stage_factor)]
 
 
 def _validation(config: PoseTrainConfig):
@@ -148,6 +157,21 @@ def run_record(config: PoseTrainConfig, train_images: int, stages) -> dict:
     }
 
 
+def stage_histories(run) -> dict[str, pathlib.Path]:
+    """Each stage's ``history_<X>.csv`` of a pose run folder, in training order (the stages its config.json records;
+    A and C for runs that recorded none)."""
+    run = pathlib.Path(run)
+    config = run / callbacks.CONFIG
+    stages = json.loads(config.read_text(encoding="utf-8")).get("stages") if config.exists() else None
+    names = [stage["name"] for stage in stages] if stages else ["A", "C"]
+    return {name: run / f"history_{name}.csv" for name in names}
+
+
+def last_stage_history(run) -> pathlib.Path:
+    """The history of a pose run's last stage, the one its model ends with."""
+    return list(stage_histories(run).values())[-1]
+
+
 def claim_run(run_dir: pathlib.Path, record: dict, overwrite: bool) -> dict | None:
     """``callbacks.claim_run`` for a pose run: ``record`` compared under the old names too (``LEGACY_KEYS``), so an
     older run folder is refused a change of them as any other, and resumed without one."""
@@ -173,7 +197,7 @@ def train_pose(config: PoseTrainConfig, overwrite: bool = False) -> keras.Model:
     config.validate()
     records = pose_data.load_split(config.data, "train")
     run_dir = pathlib.Path(config.out)
-    stages = entry.stages(config.stage_factor)
+    stages = config.stages()
     if config.init:  # its weights stand for what the heatmap stages would train: the later stages start there
         config.init = callbacks.absolute(config.init)
         stages = [stage for stage in stages if stage.trains != "heatmaps"]

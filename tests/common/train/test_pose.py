@@ -70,6 +70,17 @@ def test_bad_training_configuration(pose_data, tmp_path):
         pose_training.train_pose(pose_training.PoseTrainConfig(str(pose_data), str(tmp_path), base_filters=0))
     with pytest.raises(ValueError, match=r"^model must be one of \('acnn', 'hourglass'\), got 'unet'$"):
         pose_training.PoseTrainConfig(str(pose_data), str(tmp_path), model="unet")
+    with pytest.raises(ValueError, match=r"^lr_scale must be > 0, got 0$"):
+        pose_training.train_pose(pose_training.PoseTrainConfig(str(pose_data), str(tmp_path), lr_scale=0))
+    assert not (tmp_path / "config.json").exists()
+
+
+def test_lr_scale_multiplies_every_stages_rate_and_keeps_its_drops():
+    import acnn_pose
+
+    config = pose_training.PoseTrainConfig("data", "run", model="acnn", stage_factor=0.05, lr_scale=3.0)
+    assert [(s.name, s.learning_rate, s.epochs, s.drops) for s in config.stages()] == [
+        (s.name, pytest.approx(3 * s.learning_rate), s.epochs, s.drops) for s in acnn_pose.scaled_stages(0.05)]
 
 
 def test_options_left_out_are_the_models_recipe():
