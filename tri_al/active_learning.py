@@ -43,6 +43,7 @@ from tri_al.strategies import (
     Entropy,
     Iter,
     OutOfData,
+    Random,
     Strategy,
     allocate_by_fnr,
     draw_by_class,
@@ -67,8 +68,8 @@ from tri_al.training import (
 # (``tri_al.active_learning.train`` keeps working).
 __all__ = ["SUPERVISED_FIELDS", "ALConfig", "LoopState", "class_shares", "initial_subset", "load_supervised",
            "run_active_learning", "run_supervised",
-           "STRATEGIES", "Draw", "Entropy", "Iter", "OutOfData", "Strategy", "allocate_by_fnr", "draw_by_class",
-           "entropy", "select_highest_entropy",
+           "STRATEGIES", "Draw", "Entropy", "Iter", "OutOfData", "Random", "Strategy", "allocate_by_fnr",
+           "draw_by_class", "entropy", "select_highest_entropy",
            "EVAL_BATCH", "LOSS", "TrainConfig", "class_metrics", "epoch_logs", "evaluate", "load_weights", "predict",
            "sgd", "train"]
 

@@ -8,6 +8,11 @@ class pool runs short; ``ENT`` draws candidates by the class shares of the
 training set and keeps the S of highest predictive entropy
 (``select_highest_entropy``). The loop (``tri_al.active_learning``) asks a
 strategy for its ``query``, ``finished`` and ``rounds`` and names none.
+
+``RANDOM``, after them, is not the paper's: the TRI-AL study's extra arm
+(issue 36), ITER's cumulative schedule with S drawn uniformly from the pools,
+blind to class and FNR, so that the study can tell the FNR allocation from
+the schedule it runs in.
 """
 
 from __future__ import annotations
@@ -147,4 +152,24 @@ class Entropy(Strategy):
         return Draw(counts, chosen.tolist(), short or len(chosen) < config.budget, candidates.tolist())
 
 
-STRATEGIES = {s.name: s for s in (Iter(), OutOfData(), Entropy())}  # Table II's order
+class Random(Strategy):
+    """TRI-AL_RANDOM, not the paper's (the study's extra arm, issue 36): ITER's loop (the same X0, J rounds of S,
+    each fine-tuned from the previous round's weights) with S drawn uniformly from all the pools together, blind
+    to class and FNR; a pool of fewer than S gives all it has (``exhausted``).
+
+    ITER against RANDOM is the FNR allocation (Algorithm 1, line 8) against no heuristic at all, the cumulative
+    schedule being the same. ``requested`` records the per-class counts the uniform draw came to.
+    """
+
+    name = "RANDOM"
+
+    def query(self, model, data, config, fnr, pools, train_ids, rng) -> Draw:
+        pool = np.concatenate([np.zeros(0, np.int64), *(pools[label] for label in sorted(pools))]).astype(np.int64)
+        take = min(config.budget, len(pool))
+        selected = np.sort(rng.choice(pool, take, replace=False)) if take else pool
+        counts = np.bincount(data.labels[selected], minlength=len(fnr)).tolist()
+        return Draw(counts, selected.tolist(), len(pool) < config.budget)
+
+
+# Table II's order, then the study's RANDOM.
+STRATEGIES = {s.name: s for s in (Iter(), OutOfData(), Entropy(), Random())}

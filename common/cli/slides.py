@@ -114,14 +114,15 @@ class _Width(argparse.Action):
 
 
 def _add_tri_al(sub):
-    p = sub.add_parser("tri-al", help="TRI-AL study: source model, TRI-SL baselines, ITER/OOD/ENT (resumes)",
+    p = sub.add_parser("tri-al", help="TRI-AL study: source model, TRI-SL baselines, ITER/OOD/ENT/RANDOM (resumes)",
                        description="Defaults are the paper's (section III) and, where it reuses them, the original "
                        "TRI-CNN code's; the flags marked 'CPU deviation' shrink the model or the run for a CPU.")
     p.add_argument("data", help="triplet folder (zoo triplets) with slides of two labs")
     p.add_argument("out", help="study folder (rerun the same command to resume)")
     p.add_argument("--strategy", nargs="+", default=["supervised", "ITER", "OOD", "ENT"], choices=_StrategyChoices(),
                    metavar="STRATEGY", help="the columns of Table II to run, TRI-SL and TRI-AL's "
-                   "query strategies: %(choices)s (default: all)")
+                   "query strategies: %(choices)s (default: the paper's, supervised ITER OOD ENT; RANDOM, "
+                   "ITER's rounds with uniform draws, is not the paper's)")
     p.add_argument("--runs", type=int, default=5, help="runs per column (paper: 5)")
     p.add_argument("--fractions", type=options.fractions, default=(0.2, 0.4, 0.6, 0.8, 1.0),
                    help="TRI-SL data shares (paper: 0.2,0.4,0.6,0.8,1)")
@@ -156,6 +157,9 @@ def _add_tri_al(sub):
     p.add_argument("--patience", type=int, default=5, help="early stopping on validation loss (paper: 5)")
     p.add_argument("--batch-size", type=int, default=128, help="the original's 128; smaller: CPU deviation")
     p.add_argument("--learning-rate", type=float, default=1.5e-4, help="SGD rate (paper: 1.5e-4)")
+    p.add_argument("--lr-scale", type=options.positive(float), default=1.0, metavar="S",
+                   help="multiplies --learning-rate for every training (source, TRI-SL, TRI-AL rounds): a "
+                        "learning-rate sweep's factor; study.json records the product (default 1)")
     p.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (the original's 0.9)")
     p.add_argument("--nesterov", action=argparse.BooleanOptionalAction, default=True,
                    help="Nesterov momentum (the original's)")
@@ -171,8 +175,14 @@ def _add_tri_al(sub):
 
 def _add_tri_al_report(sub):
     p = sub.add_parser("tri-al-report", help="Table II (Markdown), Fig. 2 and Fig. 3 (PNG) of a TRI-AL study")
-    p.add_argument("study", help="study folder (zoo tri-al)")
+    p.add_argument("study", nargs="+",
+                   help="study folder (zoo tri-al), or several of one study whose arms ran in folders of their own "
+                        "(each at its own rate; the same target split and --source-model): the report goes to the "
+                        "first")
     p.add_argument("--slide", default=None, help="slide for Fig. 3 (default: the first target test slide)")
+    p.add_argument("--margin", type=options.positive(float), default=1.0, metavar="M",
+                   help="equivalence margin of each TRI-AL column against TRI-SL(100%%), in F1 points: a paired "
+                        "TOST over runs, micro and macro F1 (default 1)")
     p.set_defaults(handler=tri_al_report)
 
 
@@ -240,22 +250,29 @@ def triplets(args) -> None:
     logger.info(f"wrote {total} triplets of {len(manifest['slides'])} slides to {args.out}{listed}")
 
 
-def tri_al(args) -> None:
+def _study_config(args):
+    """The study ``zoo tri-al`` runs; every training of it (source, TRI-SL, TRI-AL rounds) at the rate
+    --learning-rate x --lr-scale, the product study.json records."""
     from common.studies import tri_al as tri_al_study
-    from common.studies import tri_al_report
 
-    train = tri_al_study.TrainConfig(learning_rate=args.learning_rate, momentum=args.momentum,
+    train = tri_al_study.TrainConfig(learning_rate=args.learning_rate * args.lr_scale, momentum=args.momentum,
                                      nesterov=args.nesterov, decay=args.decay, batch_size=args.batch_size,
                                      epochs=args.epochs, patience=args.patience,
                                      stain_augment=args.stain_augment)
-    config = tri_al_study.StudyConfig(
+    return tri_al_study.StudyConfig(
         data=args.data, out=args.out, strategies=tuple(args.strategy), runs=args.runs, fractions=args.fractions,
         base_filters=args.base_filters, head_units=args.head_units, backbone_weights=args.backbone_weights,
         preprocessing=args.preprocessing, source_model=args.source_model, source_lab=args.source_lab,
         target_lab=args.target_lab, target_split=args.target_split, iterations=args.iterations,
         budget=args.budget, candidates=args.candidates,
         initial_per_class=args.initial_per_class, source_epochs=args.source_epochs, seed=args.seed, train=train)
-    print(tri_al_report.table_ii(tri_al_study.run_study(config)))
+
+
+def tri_al(args) -> None:
+    from common.studies import tri_al as tri_al_study
+    from common.studies import tri_al_report
+
+    print(tri_al_report.table_ii(tri_al_study.run_study(_study_config(args))))
 
 
 def tri_al_report(args) -> None:
@@ -264,24 +281,29 @@ def tri_al_report(args) -> None:
     from common.studies import tri_al as tri_al_study
     from common.studies import tri_al_report as report
 
-    study = pathlib.Path(args.study)
-    results = tri_al_study.collect_results(study)
+    study = pathlib.Path(args.study[0])
+    if len(args.study) == 1:
+        results = tri_al_study.collect_results(study)
+        where = dict.fromkeys(results, study)
+    else:
+        results, where = tri_al_study.collect_studies(args.study)
     if not results:
         raise errors.DataError(f"{study}: no finished TRI-AL runs (run `zoo tri-al` first)")
-    table = report.table_ii(results) + "\nPaired over runs:\n\n" + report.paired_tests(results)
+    table = report.report_text(results, args.margin)
     with atomic.atomic_path(study / "table_ii.md") as tmp:
         tmp.write_text(table, encoding="utf-8")
     print(table)
-    if (study / "ITER").exists():
-        plan = json.loads((study / "study.json").read_text(encoding="utf-8"))
+    if "TRI-AL_ITER" in results:
+        arm = where["TRI-AL_ITER"]
+        plan = json.loads((arm / "study.json").read_text(encoding="utf-8"))
         data = pathlib.Path(plan["settings"]["data"])
         manifest = json.loads((data / "triplets.json").read_text(encoding="utf-8"))
         counts = [manifest["slides"][s]["counts"] for s in plan["target"]["train"]]
-        report.plot_shares(study / "fig2_class_shares.png", report.iteration_shares(study, "ITER"),
+        report.plot_shares(study / "fig2_class_shares.png", report.iteration_shares(arm, "ITER"),
                            reference=[sum(c) / max(1, sum(map(sum, counts))) for c in zip(*counts)])
         logger.info(f"wrote {study / 'fig2_class_shares.png'}")
         slide = args.slide or manifest["slides"][plan["target"]["test"][0]]["slide"]
-        model = keras.models.load_model(study / "ITER" / "run_0" / "model.keras", compile=False)
+        model = keras.models.load_model(arm / "ITER" / "run_0" / "model.keras", compile=False)
         grid, thumb = report.predict_slide(model, slide)
         report.plot_slide_map(study / "fig3_slide_map.png", grid, thumb)
         logger.info(f"wrote {study / 'fig3_slide_map.png'} ({pathlib.Path(slide).name})")

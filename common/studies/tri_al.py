@@ -1,4 +1,4 @@
-"""The TRI-AL study (paper III): source model, supervised baselines, ITER / OOD / ENT, over several runs.
+"""The TRI-AL study (paper III): source model, supervised baselines, ITER / OOD / ENT (and RANDOM), over several runs.
 
 ``run_study(config)`` reads a triplet folder (``common.slides.triplets.prepare_triplets``)
 whose slides come from two laboratories, and writes::
@@ -8,7 +8,8 @@ whose slides come from two laboratories, and writes::
                                      lab (model.keras), or the ``source_model`` given; its weights and its
                                      metrics on the target test
     OUT/SL_<pct>/run_<r>/            TRI-SL on pct % of the target training set
-    OUT/<ITER|OOD|ENT>/run_<r>/      active-learning runs, one state file per iteration
+    OUT/<ITER|OOD|ENT|RANDOM>/run_<r>/  active-learning runs, one state file per iteration (RANDOM: not the
+                                     paper's, ITER's schedule with uniform draws; ``tri_al.strategies``)
     OUT/results.json                 test metrics of every finished run, by column of Table II
 
 Every training logs its epochs as ``zoo train`` does (``history.csv`` and
@@ -75,7 +76,7 @@ class StudyConfig:
     def __post_init__(self):
         unknown = sorted(set(self.strategies) - {"supervised", *STRATEGIES})
         if unknown:
-            raise ValueError(f"strategy must be supervised, ITER, OOD or ENT, got {unknown}")
+            raise ValueError(f"strategy must be among supervised, {', '.join(STRATEGIES)}, got {unknown}")
         if self.runs < 1:
             raise ValueError(f"runs must be at least 1, got {self.runs}")
         if any(not 0 < f <= 1 for f in self.fractions):
@@ -262,3 +263,31 @@ def collect_results(out) -> dict:
         if finals:
             columns[f"TRI-AL_{strategy}"] = finals
     return columns
+
+
+def collect_studies(folders) -> tuple[dict, dict[str, pathlib.Path]]:
+    """``collect_results`` of several study folders of one study, and the folder of each column.
+
+    A study whose arms train at rates of their own (a learning-rate sweep per arm) runs each arm in a folder of
+    its own, since a folder's settings hold one rate. They are one study when every folder has the same target
+    split and the same source model (``zoo tri-al --source-model``, the same file) and no column is in two of them
+    (TRI-CNN, the source model scored on the target test slides, is in each: the same scores).
+    """
+    folders = [pathlib.Path(f) for f in folders]
+    results, where, first = {}, {}, None
+    for folder in folders:
+        path = folder / "study.json"
+        if not path.exists():
+            raise errors.DataError(f"{path}: missing; not a study folder of `zoo tri-al`")
+        plan = json.loads(path.read_text(encoding="utf-8"))
+        if first is None:
+            first = (folder, plan)
+        elif (plan["target"], plan["source"]) != (first[1]["target"], first[1]["source"]):
+            raise errors.DataError(f"{folder}: another target split or source model than {first[0]}; a report "
+                                   "pairs runs of one study only")
+        for column, runs in collect_results(folder).items():
+            if column in results and not (column == "TRI-CNN" and runs == results[column]):
+                raise errors.DataError(f"{column}: in both {where[column]} and {folder}; give each column once")
+            results.setdefault(column, runs)
+            where.setdefault(column, folder)
+    return results, where

@@ -17,6 +17,7 @@ from common.slides import annotations, predict
 # BGR colours of the five classes (blood, damaged, muscle, stroma, urothelium) in the figures.
 COLOURS = ((40, 40, 220), (40, 90, 140), (180, 120, 240), (190, 215, 250), (160, 40, 110))
 QUPATH_COLOURS = tuple(tuple(reversed(bgr)) for bgr in COLOURS)  # the same, RGB, for the GeoJSON of predictions
+REFERENCE = "TRI-SL(100%)"  # the equivalence tests' column: the paper's "as good as all the target data"
 
 
 def table_ii(results: dict, classes=annotations.CLASSES) -> str:
@@ -38,6 +39,13 @@ def table_ii(results: dict, classes=annotations.CLASSES) -> str:
     return tables.markdown(["", *names], rows, caption="F1 %: mean (sample std, ddof 1) over runs") + "\n"
 
 
+def _by_run(results: dict, a: str, b: str, metric: str) -> tuple[list, list] | None:
+    """``metric`` of columns ``a`` and ``b`` on the runs both finished (a run's seed is its unit), or None under 2."""
+    by_run = [{r["run"]: r[metric] for r in results[n]} for n in (a, b)]
+    runs = sorted(set(by_run[0]) & set(by_run[1]))
+    return ([by_run[0][r] for r in runs], [by_run[1][r] for r in runs]) if len(runs) >= 2 else None
+
+
 def paired_tests(results: dict, metric: str = "micro_f1") -> str:
     """The study's paired t-tests over runs (Markdown list): the positive control and the paper's comparisons.
 
@@ -55,13 +63,53 @@ def paired_tests(results: dict, metric: str = "micro_f1") -> str:
         pairs += [(nearest, name), (supervised[-1], name)] if nearest else []
     lines = []
     for a, b in dict.fromkeys(pairs):
-        by_run = [{r["run"]: r[metric] for r in results[n]} for n in (a, b)]
-        runs = sorted(set(by_run[0]) & set(by_run[1]))
-        if len(runs) < 2:
-            continue
-        result = stats.paired([by_run[0][r] for r in runs], [by_run[1][r] for r in runs])
-        lines.append(f"- {b} - {a}, {metric} (%): {stats.format_paired(result, scale=100)}")
+        values = _by_run(results, a, b, metric)
+        if values:
+            lines.append(f"- {b} - {a}, {metric} (%): {stats.format_paired(stats.paired(*values), scale=100)}")
     return "\n".join(lines) + ("\n" if lines else "")
+
+
+def equivalence_tests(results: dict, margin: float = 1.0) -> str:
+    """The paper's claim in its own form (Markdown list): each TRI-AL column as good as ``REFERENCE``, the paired
+    TOST over runs within ±``margin`` F1 points (``stats.equivalence``), micro and macro F1."""
+    if REFERENCE not in results:
+        return ""
+    lines = []
+    for name in (n for n in results if n.startswith("TRI-AL_")):
+        for metric in ("micro_f1", "macro_f1"):
+            values = _by_run(results, REFERENCE, name, metric)
+            if values:
+                result = stats.equivalence(*values, margin=margin / 100)
+                lines.append(f"- {name} - {REFERENCE}, {metric} (%): {stats.format_equivalence(result, scale=100)}")
+    return "\n".join(lines) + ("\n" if lines else "")
+
+
+def allocation_tests(results: dict) -> str:
+    """ITER against the study's RANDOM (Markdown list): the FNR allocation against uniform draws on the same
+    schedule, paired t-tests over runs, micro and macro F1; nothing without both columns."""
+    if not {"TRI-AL_ITER", "TRI-AL_RANDOM"} <= set(results):
+        return ""
+    lines = []
+    for metric in ("micro_f1", "macro_f1"):
+        values = _by_run(results, "TRI-AL_RANDOM", "TRI-AL_ITER", metric)
+        if values:
+            lines.append(f"- TRI-AL_ITER - TRI-AL_RANDOM, {metric} (%): "
+                         f"{stats.format_paired(stats.paired(*values), scale=100)}")
+    return "\n".join(lines) + ("\n" if lines else "")
+
+
+def report_text(results: dict, margin: float = 1.0) -> str:
+    """What ``zoo tri-al-report`` prints and writes to ``table_ii.md``: Table II, then the tests over runs."""
+    sections = [table_ii(results), "Paired over runs:\n\n" + paired_tests(results)]
+    equivalence = equivalence_tests(results, margin)
+    if equivalence:
+        sections.append(f"Equivalence to {REFERENCE} within ±{margin:.2f} F1 points (paired TOST, 90% CI):\n\n"
+                        + equivalence)
+    allocation = allocation_tests(results)
+    if allocation:
+        sections.append("The FNR allocation against uniform draws (ITER - RANDOM), paired over runs:\n\n"
+                        + allocation)
+    return "\n".join(sections)
 
 
 def iteration_shares(out, strategy: str = "ITER") -> np.ndarray:

@@ -176,7 +176,7 @@ def test_a_non_finite_loss_stops_the_round_before_it_writes(tiny_data, model, so
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    (dict(strategy="RANDOM"), "strategy must be one of ('ITER', 'OOD', 'ENT'), got 'RANDOM'"),
+    (dict(strategy="BALD"), "strategy must be one of ('ITER', 'OOD', 'ENT', 'RANDOM'), got 'BALD'"),
     (dict(budget=0), "budget must be >= 1, got 0"), (dict(iterations=0), "iterations must be >= 1, got 0"),
     (dict(max_iterations=float("nan")), "max_iterations must be >= 1, got nan"),
     (dict(train={"epochs": 1}), "train must be a TrainConfig, got {'epochs': 1}"),

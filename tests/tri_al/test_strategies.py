@@ -77,6 +77,7 @@ def _config(strategy, **kwargs):
     ("ITER", 2, False, False), ("ITER", 3, False, True), ("ITER", 1, True, False),
     ("OOD", 3, False, False), ("OOD", 1, True, True), ("OOD", 5, False, True),
     ("ENT", 2, True, False), ("ENT", 3, False, True),
+    ("RANDOM", 2, False, False), ("RANDOM", 3, False, True), ("RANDOM", 1, True, False),  # ITER's rule
 ])
 def test_each_strategy_has_its_stopping_rule_and_bound(name, j, exhausted, finished):
     config = _config(name, max_iterations=6)  # J = 4
@@ -86,7 +87,7 @@ def test_each_strategy_has_its_stopping_rule_and_bound(name, j, exhausted, finis
 
 
 def test_the_strategies_are_table_iis_and_iter_draws_n_i_per_class():
-    assert list(strategies.STRATEGIES) == ["ITER", "OOD", "ENT"]
+    assert list(strategies.STRATEGIES) == ["ITER", "OOD", "ENT", "RANDOM"]  # Table II's, then the study's
     labels = np.repeat(np.arange(3), 10)
     pools = {c: np.flatnonzero(labels == c)[2:] for c in range(3)}
     for name in ("ITER", "OOD"):
@@ -94,6 +95,43 @@ def test_the_strategies_are_table_iis_and_iter_draws_n_i_per_class():
                                                  [0.5, 0.0, 0.25], pools, np.arange(30), np.random.default_rng(0))
         assert draw.requested == [4, 0, 2] and not draw.exhausted and draw.candidates is None
         assert np.bincount(labels[draw.selected], minlength=3).tolist() == [4, 0, 2]
+
+
+def _random_query(pools, labels, budget, fnr, seed=0):
+    return strategies.STRATEGIES["RANDOM"].query(None, types.SimpleNamespace(labels=labels), _config("RANDOM",
+                                                 budget=budget), fnr, pools, np.arange(len(labels)),
+                                                 np.random.default_rng(seed))
+
+
+def test_random_draws_s_distinct_ids_from_the_pools_blind_to_class_and_fnr():
+    labels = np.repeat(np.arange(3), [210, 610, 1210])  # pools of 200, 600 and 1200 once X0's first ten go
+    pools = {c: np.flatnonzero(labels == c)[10:] for c in range(3)}
+    fnr = [1.0, 0.0, 0.0]  # ITER would draw every sample from class 0
+    draw = _random_query(pools, labels, 200, fnr)
+    selected = np.asarray(draw.selected)
+    assert len(selected) == 200 and len(set(selected.tolist())) == 200 and not draw.exhausted
+    assert np.isin(selected, np.concatenate(list(pools.values()))).all() and (np.diff(selected) > 0).all()
+    counts = np.bincount(labels[selected], minlength=3)
+    assert draw.requested == counts.tolist()
+    expected = np.array([20, 60, 120])  # S by the pools' shares 1:3:6, not by FNR's 1:0:0
+    assert np.all(np.abs(counts - expected) <= 0.25 * expected), counts
+    iter_draw = strategies.STRATEGIES["ITER"].query(None, types.SimpleNamespace(labels=labels),
+                                                    _config("ITER", budget=200), fnr, pools, np.arange(len(labels)),
+                                                    np.random.default_rng(0))
+    assert np.bincount(labels[iter_draw.selected], minlength=3).tolist() == [200, 0, 0]
+    assert _random_query(pools, labels, 200, [0.0, 0.0, 1.0]).selected == draw.selected  # the same rng: FNR unread
+
+
+@pytest.mark.parametrize("budget, drawn, exhausted", [(15, 15, False), (20, 15, True)])
+def test_random_takes_all_that_is_left_when_the_pools_hold_fewer_than_s(budget, drawn, exhausted):
+    labels = np.repeat(np.arange(3), 10)
+    pools = {0: np.arange(5, 10), 1: np.arange(15, 20), 2: np.arange(25, 30)}  # 15 ids left in all
+    draw = _random_query(pools, labels, budget, [0.2, 0.3, 0.5])
+    assert len(draw.selected) == drawn and draw.exhausted is exhausted
+    if exhausted:
+        assert draw.selected == np.concatenate(list(pools.values())).tolist() and draw.requested == [5, 5, 5]
+    empty = _random_query({c: np.zeros(0, np.int64) for c in range(3)}, labels, budget, [0.2, 0.3, 0.5])
+    assert empty.selected == [] and empty.requested == [0, 0, 0] and empty.exhausted
 
 
 def test_the_names_moved_here_still_import_from_the_loops_module():
@@ -117,7 +155,8 @@ def test_the_cli_reads_its_strategy_choices_from_the_registry(capsys):
     names = list(strategies.STRATEGIES)
     assert parser.parse_args(["tri-al", "data", "out", "--strategy", *names]).strategy == names
     with pytest.raises(SystemExit):
-        parser.parse_args(["tri-al", "data", "out", "--strategy", "RANDOM"])
+        parser.parse_args(["tri-al", "data", "out", "--strategy", "BALD"])
     choices = ", ".join(repr(name) for name in ("supervised", *names))
+    assert "'RANDOM'" in choices
     assert capsys.readouterr().err.splitlines()[-1] == \
-        f"zoo tri-al: error: argument --strategy: invalid choice: 'RANDOM' (choose from {choices})"
+        f"zoo tri-al: error: argument --strategy: invalid choice: 'BALD' (choose from {choices})"

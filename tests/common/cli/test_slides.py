@@ -46,6 +46,43 @@ def test_stain_augment_before_the_folders_says_where_to_put_it(capsys):
     assert "put --stain-augment after DATA and OUT" in capsys.readouterr().err
 
 
+def test_lr_scale_multiplies_every_trainings_rate_and_study_json_records_the_product(tmp_path):
+    from common import cli
+    from common.cli import slides
+    from common.studies import tri_al as tri_al_study
+
+    parser = cli.build_parser()
+
+    def config(*flags):
+        return slides._study_config(parser.parse_args(["tri-al", "data", str(tmp_path), *flags]))
+
+    assert parser.parse_args(["tri-al", "data", "out"]).lr_scale == 1.0 and config().train.learning_rate == 1.5e-4
+    assert config("--lr-scale", "3").train.learning_rate == pytest.approx(4.5e-4)
+    assert config("--learning-rate", "2e-4", "--lr-scale", "0.5").train.learning_rate == 1e-4
+    manifest = {"slides": {name: {"lab": name[0].upper()} for name in ("a0", "a1", "b0", "b1", "b2")}}
+    tri_al_study._plan(config("--lr-scale", "0.5"), manifest)  # the train settings serve source, TRI-SL and TRI-AL
+    assert json.loads((tmp_path / "study.json").read_text())["settings"]["train"]["learning_rate"] == 7.5e-5
+    tri_al_study._plan(config("--learning-rate", "7.5e-5"), manifest)  # the same rate: the same study, resumed
+    for flags in (("--lr-scale", "2"), ("--learning-rate", "3e-4")):  # another rate, however given: refused alike
+        with pytest.raises(ValueError, match="holds a study with other settings"):
+            tri_al_study._plan(config(*flags), manifest)
+
+
+@pytest.mark.parametrize("command, flag", [("tri-al", "--lr-scale"), ("tri-al-report", "--margin")])
+def test_lr_scale_and_margin_must_be_positive(capsys, command, flag):
+    from common import cli
+
+    parser = cli.build_parser()
+    folders = ["data", "out"] if command == "tri-al" else ["study"]
+    assert getattr(parser.parse_args([command, *folders]), flag[2:].replace("-", "_")) == 1.0
+    assert getattr(parser.parse_args([command, *folders, flag, "0.25"]), flag[2:].replace("-", "_")) == 0.25
+    for value in ("0", "-1", "nan", "inf", "x"):
+        with pytest.raises(SystemExit):
+            parser.parse_args([command, *folders, flag, value])
+        assert capsys.readouterr().err.splitlines()[-1] == \
+            f"zoo {command}: error: argument {flag}: expected a number > 0, got {value!r}"
+
+
 def _slide(folder, name, writer=synthetic_slides.write_pyramid, features=(), **kwargs):
     folder.mkdir(parents=True, exist_ok=True)
     writer(folder / f"{name}", np.full((256, 256, 3), 180, np.uint8), **kwargs)

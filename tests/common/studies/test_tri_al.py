@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import tri_al
+from common import errors
 from common.slides import synthetic as synthetic_slides
 from common.slides import triplets
 from common.studies import tri_al as tri_al_study
@@ -65,7 +66,9 @@ def test_study_runs_resumes_and_reports_table_ii_and_figures(zoo, zoo_here, stud
     assert lines[0].split(" | ")[1:] == ["TRI-CNN", "TRI-SL(50%)", "TRI-SL(100%)", "TRI-AL_ITER |"]
     # the paired tests under the table: the positive control first, then ITER against its nearest SL and SL(100%)
     assert [line.split(",")[0] for line in table.splitlines() if line.startswith("- ")] == [
-        "- TRI-SL(100%) - TRI-SL(50%)", "- TRI-AL_ITER - TRI-SL(50%)", "- TRI-AL_ITER - TRI-SL(100%)"]
+        "- TRI-SL(100%) - TRI-SL(50%)", "- TRI-AL_ITER - TRI-SL(50%)", "- TRI-AL_ITER - TRI-SL(100%)",
+        "- TRI-AL_ITER - TRI-SL(100%)", "- TRI-AL_ITER - TRI-SL(100%)"]  # the t-test, then TOST on micro and macro
+    assert sum(line.startswith("- ") and "TOST" in line for line in table.splitlines()) == 2, table
     fig2 = cv2.imread(str(study / "out" / "fig2_class_shares.png"))
     fig3 = cv2.imread(str(study / "out" / "fig3_slide_map.png"))
     assert fig2 is not None and fig2.shape[2] == 3 and fig3 is not None and fig3.shape[1] > fig3.shape[0]
@@ -145,7 +148,7 @@ def test_a_bad_stain_augment_is_named(zoo_here, study, tmp_path, value):
 
 
 @pytest.mark.parametrize("kwargs, argument", [
-    (dict(strategies=("RANDOM",)), "strategy"), (dict(runs=0), "runs"), (dict(fractions=(0.0,)), "fractions"),
+    (dict(strategies=("BALD",)), "strategy"), (dict(runs=0), "runs"), (dict(fractions=(0.0,)), "fractions"),
     (dict(source_model="tri.keras", base_filters=32), "base_filters"),
     (dict(source_model="tri.keras", head_units=8), "head_units"), (dict(base_filters=0), "base_filters"),
     (dict(source_model="tri.keras", preprocessing="raw"), "preprocessing"),
@@ -279,3 +282,37 @@ def test_a_width_fault_is_one_line_and_the_study_stays(zoo_here, study, tmp_path
     done = zoo_here("tri-al", study / "triplets", out, *RUN, *flags)
     assert done.returncode == 2 and done.stderr.splitlines() == [line.format(out=out) for line in lines], done.stderr
     assert helpers.checksums(out) == before
+
+
+def _arm(folder, column, target, runs=(0, 1), source=("labB_009",)):
+    """A finished study folder holding one TRI-SL column (``SL_<percent>``), as `zoo tri-al` leaves it."""
+    folder.mkdir(parents=True)
+    (folder / "study.json").write_text(json.dumps({"source": {"model": "source.keras"}, "target": target,
+                                                   "settings": {"data": "triplets"}}))
+    (folder / "source").mkdir()
+    (folder / "source" / "metrics.json").write_text(json.dumps({"test": {"micro_f1": 0.4, "test_on": list(source)}}))
+    for run in runs:
+        (folder / column / f"run_{run}").mkdir(parents=True)
+        state = {"fraction": 1.0, "train_ids": [1, 2, 3], "delta": [], "val": {}, "test": {"micro_f1": 0.5 + run},
+                 "done": True}
+        (folder / column / f"run_{run}" / "supervised.json").write_text(json.dumps(state))
+
+
+def test_a_study_whose_arms_ran_in_folders_of_their_own_is_reported_as_one(tmp_path):
+    target = {"train": ["labB_000"], "val": ["labB_001"], "test": ["labB_002"]}
+    _arm(tmp_path / "sl100", "SL_100", target)
+    _arm(tmp_path / "sl20", "SL_20", target)
+    results, where = tri_al_study.collect_studies([tmp_path / "sl100", tmp_path / "sl20"])
+    assert list(results) == ["TRI-CNN", "TRI-SL(100%)", "TRI-SL(20%)"]
+    assert where == {"TRI-CNN": tmp_path / "sl100", "TRI-SL(100%)": tmp_path / "sl100",
+                     "TRI-SL(20%)": tmp_path / "sl20"}
+    assert [r["run"] for r in results["TRI-SL(20%)"]] == [0, 1]
+    _arm(tmp_path / "again", "SL_20", target)
+    with pytest.raises(errors.DataError, match=r"^TRI-SL\(20%\): in both .*sl20 and .*again; give each column once"):
+        tri_al_study.collect_studies([tmp_path / "sl100", tmp_path / "sl20", tmp_path / "again"])
+    _arm(tmp_path / "other_split", "SL_40", {**target, "test": ["labB_003"]})
+    with pytest.raises(errors.DataError, match="other_split: another target split or source model than .*sl100"):
+        tri_al_study.collect_studies([tmp_path / "sl100", tmp_path / "other_split"])
+    _arm(tmp_path / "other_source", "SL_60", target, source=("labB_004",))  # its TRI-CNN scored otherwise
+    with pytest.raises(errors.DataError, match=r"^TRI-CNN: in both"):
+        tri_al_study.collect_studies([tmp_path / "sl100", tmp_path / "other_source"])

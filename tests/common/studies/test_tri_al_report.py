@@ -45,6 +45,53 @@ def test_paired_tests_pair_runs_by_index_control_first():
     assert len(lines) == 3
 
 
+def _runs(micros, macros, samples):
+    return [{"f1": [m] * 5, "micro_f1": mi, "macro_f1": m, "samples": samples, "run": r}
+            for r, (mi, m) in enumerate(zip(micros, macros))]
+
+
+STUDY = {  # five runs of each column; ITER within 1 point of TRI-SL(100%), ENT and RANDOM below
+    "TRI-SL(20%)": _runs([0.80, 0.82, 0.81, 0.80, 0.83], [0.78, 0.80, 0.79, 0.78, 0.81], 100),
+    "TRI-SL(100%)": _runs([0.90, 0.91, 0.92, 0.90, 0.91], [0.88, 0.89, 0.90, 0.88, 0.89], 500),
+    "TRI-AL_ITER": _runs([0.901, 0.908, 0.921, 0.902, 0.909], [0.881, 0.888, 0.901, 0.882, 0.889], 200),
+    "TRI-AL_ENT": _runs([0.875, 0.88, 0.89, 0.87, 0.885], [0.85, 0.865, 0.87, 0.85, 0.86], 200),
+    "TRI-AL_RANDOM": _runs([0.89, 0.90, 0.90, 0.88, 0.90], [0.86, 0.88, 0.88, 0.86, 0.87], 200),
+}
+
+
+def test_equivalence_tests_are_a_tost_of_each_tri_al_column_against_all_the_data():
+    lines = tri_al_report.equivalence_tests(STUDY, margin=1.0).splitlines()
+    assert [line.split(":")[0] for line in lines] == [
+        f"- TRI-AL_{s} - TRI-SL(100%), {m} (%)" for s in ("ITER", "ENT", "RANDOM") for m in ("micro_f1", "macro_f1")]
+    assert all("), margin ±1.00: TOST p = " in line and line.endswith(", n = 5: " + verdict)
+               for line, verdict in zip(lines, ["equivalent"] * 2 + ["not equivalent"] * 4))
+    assert lines[0].startswith("- TRI-AL_ITER - TRI-SL(100%), micro_f1 (%): difference +0.02 (90% CI ")
+    assert "margin ±5.00" in tri_al_report.equivalence_tests(STUDY, margin=5.0)
+    assert tri_al_report.equivalence_tests({k: v for k, v in STUDY.items() if k != "TRI-SL(100%)"}) == ""
+
+
+def test_iter_against_random_is_paired_over_runs_when_both_ran():
+    lines = tri_al_report.allocation_tests(STUDY).splitlines()
+    assert [line.split(": difference ")[0] for line in lines] == [
+        "- TRI-AL_ITER - TRI-AL_RANDOM, micro_f1 (%)", "- TRI-AL_ITER - TRI-AL_RANDOM, macro_f1 (%)"]
+    assert lines[0].startswith("- TRI-AL_ITER - TRI-AL_RANDOM, micro_f1 (%): difference +1.42 (95% CI ")
+    assert lines[1].startswith("- TRI-AL_ITER - TRI-AL_RANDOM, macro_f1 (%): difference +1.82 (95% CI ")
+    assert tri_al_report.allocation_tests({k: v for k, v in STUDY.items() if k != "TRI-AL_RANDOM"}) == ""
+
+
+def test_the_report_is_table_ii_and_its_tests_with_the_margin_given():
+    text = tri_al_report.report_text(STUDY, margin=2.5)
+    assert text.startswith(tri_al_report.table_ii(STUDY) + "\nPaired over runs:\n\n"
+                           + tri_al_report.paired_tests(STUDY))
+    assert "\nEquivalence to TRI-SL(100%) within ±2.50 F1 points (paired TOST, 90% CI):\n\n" in text
+    assert text.endswith("\nThe FNR allocation against uniform draws (ITER - RANDOM), paired over runs:\n\n"
+                         + tri_al_report.allocation_tests(STUDY))
+    assert tri_al_report.equivalence_tests(STUDY, 2.5) in text and "margin ±2.50" in text
+    assert "- TRI-AL_RANDOM - TRI-SL(100%), micro_f1 (%): difference -1.40 (95% CI" in text  # paired_tests' pairs
+    plain = tri_al_report.report_text({k: v for k, v in STUDY.items() if k in ("TRI-SL(20%)", "TRI-AL_ITER")})
+    assert "Equivalence" not in plain and "RANDOM" not in plain
+
+
 def test_class_share_figure(tmp_path):
     shares = np.array([[0.2] * 5, [0.1, 0.15, 0.2, 0.3, 0.25], [0.05, 0.15, 0.2, 0.35, 0.25]])
     tri_al_report.plot_shares(tmp_path / "fig2.png", shares, reference=[0.1, 0.2, 0.2, 0.3, 0.2])
