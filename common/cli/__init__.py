@@ -88,8 +88,10 @@ def _data_error_inside_tensorflow(error: Exception) -> str | None:
 
 def main(argv=None) -> int:
     _utf8_output()
-    args = parse_args(argv)
     from common.cli import quiet, verbosity
+
+    with quiet.tensorflow_noise_filtered():  # checking some values imports TensorFlow (zoo tri-al --strategy)
+        args = parse_args(argv)
 
     try:
         with verbosity.configured(args.log_level), quiet.tensorflow_noise_filtered():

@@ -2,6 +2,8 @@
 
 import os
 
+import pytest
+
 from common.cli import quiet
 
 NOISE = [
@@ -26,3 +28,23 @@ def test_a_low_log_level_keeps_everything(capfd, monkeypatch):
     with quiet.tensorflow_noise_filtered():
         os.write(2, NOISE[1])
     assert capfd.readouterr().err == NOISE[1].decode()
+
+
+def test_noise_while_the_arguments_are_checked_is_dropped_too(capfd, monkeypatch):
+    """`zoo tri-al --strategy` imports TensorFlow to check its value, before the command runs."""
+    from common import cli
+    from common.cli import slides
+
+    checked = slides._StrategyChoices._names
+
+    def importing_tensorflow(self):
+        os.write(2, b"".join(NOISE))
+        return checked(self)
+
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "2")
+    monkeypatch.setattr(slides._StrategyChoices, "_names", importing_tensorflow)
+    with pytest.raises(SystemExit):
+        cli.main(["tri-al", "data", "out", "--strategy", "ITER", "--runs", "x"])
+    err = capfd.readouterr().err.splitlines()
+    assert err[-1] == "zoo tri-al: error: argument --runs: invalid int value: 'x'"
+    assert not [line for line in err if quiet.NOISE.match(line.encode())]
