@@ -102,6 +102,9 @@ def _add_compare(sub):
     p.add_argument("--classes", type=lambda text: [c.strip() for c in text.split(",") if c.strip()],
                    help="average --metric over these classes only (names or label numbers, comma-separated), "
                         "e.g. spleen,kidney_right,kidney_left,pancreas; default every class")
+    p.add_argument("--miss-below", type=float, metavar="DICE",
+                   help="count, per arm and class, the units whose held-out Dice of the class is below this "
+                        "fraction in (0, 1): an organ lost whole (default 0.5)")
     p.set_defaults(handler=compare)
 
 
@@ -153,7 +156,19 @@ def compare(args) -> None:
     from common.train import convergence, crossval
 
     classes = crossval.class_labels(args.run_a, args.classes) if args.classes else None
-    result = crossval.compare(args.run_a, args.run_b, args.metric, classes)
+    miss_below = crossval.MISS_BELOW if args.miss_below is None else args.miss_below
+    result = crossval.compare(args.run_a, args.run_b, args.metric, classes, miss_below)
+    cohort, total = result["cohort"], len(result["units"])
+    if cohort["differ"]:  # the numbers still follow, but they compare two cohorts
+        print(f"WARNING cohort: {', '.join(cohort['differ'])} trained on other voxels in {args.run_b} than in "
+              f"{args.run_a} (data_sha256 differ)")
+    if cohort["same"]:
+        digests = [digest[:12] for digest in dict.fromkeys(cohort["same"].values())]
+        who = "every unit" if len(cohort["same"]) == total else f"{len(cohort['same'])} of {total} units"
+        pairs = "" if len(digests) == 1 else f"pair by pair, {len(digests)} cohorts: "
+        print(f"cohort: {who} of both arms on the same voxels ({pairs}data_sha256 {', '.join(digests)})")
+    if cohort["unchecked"]:
+        print(f"cohort: {len(cohort['unchecked'])} unit(s) without data_sha256 (prepared before digests): not checked")
     if args.metrics:
         print(crossval.format_runs({args.run_a: args.run_a, args.run_b: args.run_b}, args.metrics) + "\n")
     print(f"| unit | {args.run_a} | {args.run_b} | difference |\n|---|---|---|---|")
@@ -166,6 +181,12 @@ def compare(args) -> None:
     for folder, values in ((args.run_a, result["a"]), (args.run_b, result["b"])):
         print(f"  {folder}: {stats.format_summary(values, scale)}{convergence.beside_mean(arms[folder])}")
     print(f"{args.run_b} - {args.run_a}: {stats.format_paired(result['paired'], scale)}")
+    below = f"class Dice < {miss_below:.2f}" if round(miss_below, 2) == miss_below else f"class Dice < {miss_below:g}"
+    for folder, misses in ((args.run_a, result["misses_a"]), (args.run_b, result["misses_b"])):
+        missed = [f"{name} {len(units)} ({', '.join(f'{unit} {dice:.2f}' for unit, dice in units)})"
+                  for name, units in misses.items() if units]
+        print(f"{folder}: whole-organ misses ({below}): {', '.join(missed)}" if missed else
+              f"{folder}: no whole-organ miss ({below})")
     for folder, arm in arms.items():
         print(f"{folder}: {convergence.describe(arm)}")
     print(convergence.RULE)

@@ -10,6 +10,19 @@ Slices are stored windowed (float32 in [0, 1]) in the canonical orientation of
 ``common.ct.volumes``, with their uint8 labels. The manifest names each
 case's shard; a generation is one run of ``prepare``, so a rerun never
 overwrites the shards the current manifest lists (``prepare``).
+
+Each case of the manifest's ``"cases"`` records::
+
+    id        the case id
+    shard     its shard, relative to PREPARED
+    slices    the slices kept (``min_label_fraction``)
+    shape     the canonical volume's (z, y, x), before slices were dropped
+    spacing   its voxel spacing (x, y, z) in mm
+    sha256    ``voxel_sha256`` of the voxels its shard stores, image and label, as training reads them: two
+              preparations of one cohort agree only where every stored voxel does (absent from folders prepared
+              before the zoo recorded it: their voxels are not checked)
+
+``cohort_sha256`` folds the cases' digests into one, which every run records (``data_sha256`` in config.json).
 """
 
 from __future__ import annotations
@@ -17,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
+import hashlib
 import json
 import logging
 import os
@@ -55,20 +69,63 @@ def _example(image: np.ndarray, label: np.ndarray, case_id: str, index: int) -> 
     return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
 
 
-def write_shard(arrays: volumes.CaseArrays, path: pathlib.Path, slice_indices) -> None:
+def write_shard(arrays: volumes.CaseArrays, path: pathlib.Path, slice_indices) -> str:
     """Writes the given z slices of one case to ``path``, atomically, read back whole before it takes the name.
+
+    Returns:
+        ``voxel_sha256`` of the slices as written, hashed on the way (the shard is not read for it).
 
     Raises:
         atomic.WriteError: naming ``path`` and the cause ("file too large") when TensorFlow cannot write
             it or it reads back short; TensorFlow's own errors are not OSErrors and would end in a traceback.
     """
+    digest = _voxel_hash(np.float32, np.uint8, (len(slice_indices), *arrays.image.shape[1:]))
     with atomic.atomic_path(path, verify=functools.partial(_check_records, expected=len(slice_indices))) as tmp:
         try:
             with tf.io.TFRecordWriter(str(tmp)) as writer:
                 for z in slice_indices:
-                    writer.write(_example(arrays.image[z], arrays.label[z], arrays.case_id, int(z)))
+                    image, label = _stored(arrays.image[z], np.float32), _stored(arrays.label[z], np.uint8)
+                    digest.update(image)
+                    digest.update(label)
+                    writer.write(_example(image, label, arrays.case_id, int(z)))
         except tf.errors.OpError as error:
             raise OSError(errno.EIO, _tf_reason(error)) from None
+    return digest.hexdigest()
+
+
+def _stored(array: np.ndarray, dtype) -> np.ndarray:
+    """A slice as its shard stores it: of ``dtype``, C-ordered (the bytes written and hashed)."""
+    return np.ascontiguousarray(array, dtype)
+
+
+def _voxel_hash(image_dtype, label_dtype, shape):
+    """SHA-256 begun with the arrays' dtypes and shape: a recast or reshaped array of the same bytes differs."""
+    header = f"image {np.dtype(image_dtype).str} label {np.dtype(label_dtype).str} shape {list(shape)}\n"
+    return hashlib.sha256(header.encode())
+
+
+def voxel_sha256(image: np.ndarray, label: np.ndarray) -> str:
+    """The manifest's ``sha256`` of a case: its stored (z, y, x) image and label, slice by slice.
+
+    The dtypes and shape, then each slice's image bytes and label bytes, as ``write_shard`` hashes them while it
+    writes; of the arrays a shard decodes to (``parse_example``) it gives the manifest's value.
+    """
+    if image.shape != label.shape:
+        raise ValueError(f"image {image.shape} and label {label.shape}: one shape expected")
+    digest = _voxel_hash(image.dtype, label.dtype, image.shape)
+    for image_slice, label_slice in zip(image, label):
+        digest.update(_stored(image_slice, image.dtype))
+        digest.update(_stored(label_slice, label.dtype))
+    return digest.hexdigest()
+
+
+def cohort_sha256(manifest: dict) -> str | None:
+    """One SHA-256 over the sorted (case id, case ``sha256``) of every case of a manifest; None where a case has no
+    ``sha256`` (a folder prepared before the zoo recorded it)."""
+    digests = sorted((case["id"], case.get("sha256")) for case in manifest["cases"])
+    if not digests or any(digest is None for _, digest in digests):
+        return None
+    return hashlib.sha256(json.dumps(digests).encode()).hexdigest()
 
 
 def _tf_reason(error) -> str:
@@ -218,14 +275,14 @@ def _write_generation(cases, read, min_label_fraction: float, out_dir: pathlib.P
         arrays = read(case)
         kept = volumes.keep_slices(arrays.label, min_label_fraction)
         try:
-            write_shard(arrays, staging / f"{case.case_id}.tfrecord", kept)
+            digest = write_shard(arrays, staging / f"{case.case_id}.tfrecord", kept)
         except atomic.WriteError as error:  # its message names the staging file; the user knows the folder
             cause = str(error).split(": not written: ", 1)[-1].rsplit("; ", 1)[0]
             raise atomic.WriteError(f"{out_dir}: not written: the shard of {case.case_id}: {cause}; "
                                     f"{kept_text}") from None
         entries.append({"id": case.case_id, "shard": f"{SHARDS}/{generation}/{case.case_id}.tfrecord",
                         "slices": int(len(kept)), "shape": list(arrays.image.shape),
-                        "spacing": list(arrays.spacing)})
+                        "spacing": list(arrays.spacing), "sha256": digest})
         logger.info(f"prepared {case.case_id}: {len(kept)}/{arrays.image.shape[0]} slices")
     try:
         os.rename(staging, staging.with_name(generation))

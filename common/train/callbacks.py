@@ -154,6 +154,8 @@ CONFIG = "config.json"
 # What a rerun may change: where the folder is, how it reports, a speed setting that leaves the arithmetic alone.
 IGNORED = ("out", "verbose", "run_eagerly", "command", "steps_per_execution")
 PATHS = ("data", "out", "init")  # recorded absolute; an older zoo stored them as given, relative to where it ran
+# Recorded as None where the zoo could not tell (data_sha256: a folder prepared before digests): not compared then.
+UNKNOWN_WHEN_NONE = ("data_sha256",)
 
 
 class OtherOptions(ValueError):
@@ -176,12 +178,13 @@ def _shown(value) -> str:
 def option_changes(previous: dict, record: dict) -> list[str]:
     """``"base_filters 16 -> 8"`` for each option ``record`` sets otherwise than ``previous`` (a config.json).
 
-    Options one of them lacks (an older zoo's) and ``IGNORED`` ones are not compared; a long list or mapping (the
+    Options one of them lacks (an older zoo's), ``IGNORED`` ones and ``UNKNOWN_WHEN_NONE`` ones ``previous`` holds
+    as None are not compared; a long list or mapping (the
     split) is named without its values.
     """
     changes = []
     for key, new in json.loads(json.dumps(record)).items():  # as config.json holds it: tuples are lists
-        if key in IGNORED or key not in previous:
+        if key in IGNORED or key not in previous or (key in UNKNOWN_WHEN_NONE and previous[key] is None):
             continue
         old = previous[key]
         if key in PATHS and isinstance(old, str):

@@ -292,10 +292,28 @@ def unit_mean(unit: dict, metric: str = "dice", classes=None) -> float:
     return float(np.nanmean([per_class[label][metric] for label in (classes or per_class)]))
 
 
+def _read_config(path: pathlib.Path) -> dict:
+    """A unit's config.json; {} where there is none (a unit written by hand, or its folder copied without)."""
+    if not path.exists():
+        return {}
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as error:
+        raise errors.DataError(f"{path}: not a run's configuration ({error})") from None
+
+
+def _unit_configs(out, names) -> dict[str, dict]:
+    return {name: _read_config(pathlib.Path(out) / name / callbacks.CONFIG) for name in names}
+
+
+def _class_names(configs) -> list[str]:
+    """The class names the first unit's config.json that holds them records; [] where none does."""
+    return next((list(c["class_names"]) for c in configs if c.get("class_names")), [])
+
+
 def class_labels(out, names) -> list[str]:
     """Label values (as ``per_class`` keys) of ``names``: numbers, or class names from the folds' config.json."""
-    configs = sorted(pathlib.Path(out).glob("*/config.json"))
-    class_names = json.loads(configs[0].read_text(encoding="utf-8")).get("class_names", []) if configs else []
+    class_names = _class_names(map(_read_config, sorted(pathlib.Path(out).glob(f"*/{callbacks.CONFIG}"))))
     labels = []
     for name in names:
         if name.isdigit():
@@ -307,10 +325,48 @@ def class_labels(out, names) -> list[str]:
     return labels
 
 
-def compare(run_a, run_b, metric: str = "dice", classes=None) -> dict:
+# Below this a unit's held-out Dice of a class counts as the organ lost whole, not outlined poorly (zoo compare
+# --miss-below): a missed organ scores near 0, one found and outlined overlaps by more than half.
+MISS_BELOW = 0.5
+
+
+def organ_misses(units: list[dict], threshold: float = MISS_BELOW, class_names=()) -> dict[str, list]:
+    """Per class, the units that lost it whole: [(unit name, Dice), ...] where its Dice is below ``threshold``.
+
+    A unit's Dice of a class is its mean over the unit's held-out cases (``unit["per_class"][label]["dice"]``);
+    an undefined (NaN) one is no miss. Classes are named by ``class_names`` (background first) where it names
+    them, else "class <label>"; every scored class is a key, in label order, its units in ``units``' order.
+    """
+    if not 0 < threshold < 1:
+        raise ValueError(f"miss_below: a Dice fraction in (0, 1), got {threshold!r}")
+    misses = {}
+    for label in sorted({label for unit in units for label in unit["per_class"]}, key=int):
+        name = class_names[int(label)] if int(label) < len(class_names) else f"class {label}"
+        dice = [(unit["name"], unit["per_class"].get(label, {}).get("dice", float("nan"))) for unit in units]
+        misses[name] = [(unit, value) for unit, value in dice if value < threshold]
+    return misses
+
+
+def cohort_check(configs_a: dict[str, dict], configs_b: dict[str, dict]) -> dict:
+    """Whether each pair of units (one name, one per arm) trained on the same prepared voxels.
+
+    Compares the units' ``data_sha256`` (``segmentation.run_record``). Returns ``same`` (unit -> the digest both
+    record), ``differ`` (units whose two digests differ) and ``unchecked`` (units where an arm's config.json
+    records none: prepared before digests, or scored by an older zoo), each in ``configs_a``' order.
+    """
+    found = {name: (configs_a[name].get("data_sha256"), configs_b.get(name, {}).get("data_sha256"))
+             for name in configs_a}
+    return {"same": {name: a for name, (a, b) in found.items() if a is not None and a == b},
+            "differ": [name for name, (a, b) in found.items() if None not in (a, b) and a != b],
+            "unchecked": [name for name, digests in found.items() if None in digests]}
+
+
+def compare(run_a, run_b, metric: str = "dice", classes=None, miss_below: float = MISS_BELOW) -> dict:
     """Per-unit differences of the class-mean ``metric``, its 95% CI and the paired t-test (scipy).
 
-    Both folders must hold the same units over the same held-out cases.
+    Both folders must hold the same units over the same held-out cases. Also whether each pair of units saw the
+    same voxels (``cohort``: ``cohort_check``), and each arm's whole-organ misses below ``miss_below``
+    (``misses_a``, ``misses_b``: ``organ_misses``).
     ``classes``: average over these label values only (strings; see ``class_labels``).
     """
     a, b = load_units(run_a), load_units(run_b)
@@ -320,7 +376,11 @@ def compare(run_a, run_b, metric: str = "dice", classes=None) -> dict:
         raise ValueError(f"a paired t-test needs at least 2 finished folds, found {len(a)}")
     values_a, values_b = [unit_mean(u, metric, classes) for u in a], [unit_mean(u, metric, classes) for u in b]
     paired = stats.paired(values_a, values_b)  # scipy's ttest_rel of b - a, with the difference's 95% CI
-    return {"metric": metric, "classes": classes, "units": [u["name"] for u in a], "a": values_a, "b": values_b,
+    names = [u["name"] for u in a]
+    configs_a, configs_b = _unit_configs(run_a, names), _unit_configs(run_b, names)
+    return {"metric": metric, "classes": classes, "units": names, "a": values_a, "b": values_b,
             "difference": paired["difference"], "t": paired["t"], "p_value": paired["p_value"],
             "summary_a": stats.describe(values_a), "summary_b": stats.describe(values_b),
-            "paired": paired}
+            "paired": paired, "cohort": cohort_check(configs_a, configs_b),
+            "misses_a": organ_misses(a, miss_below, _class_names(configs_a.values())),
+            "misses_b": organ_misses(b, miss_below, _class_names(configs_b.values()))}

@@ -2,7 +2,8 @@
 
 A run folder holds everything one training writes::
 
-    RUN/config.json        what was trained, on which cases, with which preprocessing (paths absolute)
+    RUN/config.json        what was trained, on which cases and voxels (data_sha256), with which preprocessing
+                           (paths absolute)
     RUN/model.keras        the final model (written once training ends)
     RUN/checkpoints/       last.keras after every epoch
     RUN/backup/            BackupAndRestore state, there until model.keras is written: rerunning resumes
@@ -163,13 +164,18 @@ def _data_plan(config: TrainConfig, manifest: dict) -> tuple[dict, int, list, in
 
 def run_record(config: TrainConfig, manifest: dict, split: dict, crop: int, precision: str, execution: int) -> dict:
     """What ``config.json`` records: the options as trained (crop and precision resolved), the data's classes and
-    preprocessing, the split and the command; paths absolute, so a run means the same from any directory."""
+    preprocessing, the split and the command; paths absolute, so a run means the same from any directory.
+
+    ``data_sha256`` is the prepared voxels of the whole cohort, held-out cases included (``shards.cohort_sha256``):
+    two runs on the same shards record the same; None from a folder prepared before digests.
+    """
     return {
         **dataclasses.asdict(config), "data": callbacks.absolute(config.data), "out": callbacks.absolute(config.out),
         "crop_size": crop, "precision": precision, "steps_per_execution": execution,
         "num_classes": manifest["num_classes"], "class_names": manifest["class_names"],
         "hu_window": manifest["hu_window"], "label_map": manifest.get("label_map"),
-        "source": manifest.get("source"), "split": split, "command": shlex.join(sys.argv),
+        "source": manifest.get("source"), "data_sha256": shards.cohort_sha256(manifest), "split": split,
+        "command": shlex.join(sys.argv),
     }
 
 

@@ -72,3 +72,23 @@ def test_a_models_own_recipe_is_its_default_and_zoo_models_lists_every_recipe(zo
     assert [line.split(" ", 1)[0] for line in lines] == list(registry.names())
     assert lines[registry.names().index("eas_unet")].startswith(
         "eas_unet (segmentation): optimizer sgd, learning_rate 0.01, lr_decay 1.0, loss ce_dice, batch_size 32")
+
+
+def test_miss_below_is_a_dice_fraction(zoo_here, tmp_path):
+    from common import cli
+    from common.train import crossval
+    from tests import helpers
+
+    assert cli.build_parser().parse_args(["compare", "a", "b"]).miss_below is None  # crossval.MISS_BELOW
+    assert crossval.MISS_BELOW == 0.5
+    a = helpers.fake_cv_run(tmp_path, "a", [0.80, 0.45])  # class 2: 0.70, 0.35
+    b = helpers.fake_cv_run(tmp_path, "b", [0.85, 0.90])
+    done = zoo_here("compare", a, b, "--miss-below", "0.4")
+    assert done.returncode == 0, done.stderr
+    assert f"{a}: whole-organ misses (class Dice < 0.40): class 2 1 (fold_2 0.35)" in done.stdout.splitlines()
+    for given in ("1.5", "0", "nan"):
+        done = zoo_here("compare", a, b, "--miss-below", given)
+        assert done.returncode == 2 and done.stderr == (
+            f"zoo compare: error: miss_below: a Dice fraction in (0, 1), got {float(given)!r}\n")
+    done = zoo_here("compare", a, b, "--miss-below", "half")
+    assert done.returncode == 2 and "argument --miss-below: invalid float value: 'half'" in done.stderr

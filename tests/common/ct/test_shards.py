@@ -127,3 +127,52 @@ def test_a_manifest_not_written_leaves_the_folder_as_it_was(tiny_cohort, tiny_pr
         shards.prepare(tiny_cohort, prepared, hu_window=(-200, 250))
     assert helpers.checksums(prepared) == before
     assert [p.name for p in (prepared / "shards").iterdir()] == [p.name for p in (tiny_prepared / "shards").iterdir()]
+
+
+def _decoded(shard) -> tuple[np.ndarray, np.ndarray]:
+    """A shard's (z, y, x) image and label, as training reads them (``parse_example``)."""
+    slices = [shards.parse_example(record) for record in tf.data.TFRecordDataset(str(shard))]
+    return np.stack([i.numpy()[..., 0] for i, _ in slices]), np.stack([lab.numpy() for _, lab in slices])
+
+
+def test_each_case_records_the_sha256_of_the_voxels_training_reads(tiny_cohort, tiny_prepared, tmp_path):
+    """Hashed while written, it is the digest of what the shard decodes to, and one altered voxel changes it."""
+    import SimpleITK as sitk
+
+    manifest = shards.load_manifest(tiny_prepared)
+    for case in manifest["cases"]:
+        assert case["sha256"] == shards.voxel_sha256(*_decoded(case["shard"]))
+    cohort = tmp_path / "cohort"
+    shutil.copytree(tiny_cohort, cohort)
+    path = cohort / "images" / "case_001.nii.gz"
+    image = sitk.ReadImage(str(path))
+    voxels = sitk.GetArrayFromImage(image)
+    inside = np.flatnonzero((voxels > volumes.DEFAULT_WINDOW[0]) & (voxels < volumes.DEFAULT_WINDOW[1] - 1))[0]
+    voxels.flat[inside] += 1  # 1 HU of one voxel, inside the window: the windowed value moves too
+    altered = sitk.GetImageFromArray(voxels)
+    altered.CopyInformation(image)
+    sitk.WriteImage(altered, str(path))
+    again = shards.prepare(cohort, tmp_path / "prepared")
+    digests = {case["id"]: case["sha256"] for case in manifest["cases"]}
+    assert {case["id"]: case["sha256"] == digests[case["id"]] for case in again["cases"]} == {
+        "case_000": True, "case_001": False, "case_002": True, "case_003": True}
+    assert shards.cohort_sha256(again) != shards.cohort_sha256(manifest)
+
+
+def test_the_voxel_digest_holds_dtype_and_shape_and_the_cohorts_holds_every_case():
+    image, label = np.linspace(0, 1, 2 * 3 * 4, dtype=np.float32).reshape(2, 3, 4), np.zeros((2, 3, 4), np.uint8)
+    digest = shards.voxel_sha256(image, label)
+    assert digest == shards.voxel_sha256(image.copy(), label.copy()) and len(digest) == 64
+    # The same bytes read otherwise: a transposed slice shape, another dtype.
+    assert shards.voxel_sha256(image.reshape(2, 4, 3), label.reshape(2, 4, 3)) != digest
+    assert shards.voxel_sha256(image.view(np.int32), label) != digest
+    assert shards.voxel_sha256(image, label + 1) != digest
+    with pytest.raises(ValueError, match=r"image \(2, 3, 4\) and label \(2, 4, 3\)"):
+        shards.voxel_sha256(image, label.reshape(2, 4, 3))
+    cases = [{"id": "b", "sha256": "1" * 64}, {"id": "a", "sha256": "2" * 64}]
+    cohort = shards.cohort_sha256({"cases": cases})
+    assert cohort == shards.cohort_sha256({"cases": cases[::-1]})  # sorted by case: the manifest's order is not data
+    assert cohort != shards.cohort_sha256({"cases": [cases[0], {"id": "a", "sha256": "3" * 64}]})
+    assert cohort != shards.cohort_sha256({"cases": cases[:1]})
+    # A folder prepared before digests: nothing to check, never an error.
+    assert shards.cohort_sha256({"cases": [cases[0], {"id": "a"}]}) is None

@@ -1,6 +1,8 @@
 import csv
+import hashlib
 import json
 import logging
+import pathlib
 
 import numpy as np
 import pytest
@@ -60,9 +62,12 @@ def test_interrupted_cv_resumes_with_the_same_folds(five_cases, tmp_path, monkey
     held_out = [json.loads((tmp_path / f"fold_{i}" / "metrics.json").read_text(encoding="utf-8"))["test_cases"]
                 for i in range(1, 4)]
     assert sorted(sum(held_out, [])) == [f"case_{i:03d}" for i in range(5)]  # a partition by case
+    cohort = shards.cohort_sha256(shards.load_manifest(five_cases))
     for i, cases in enumerate(held_out, 1):
-        split = json.loads((tmp_path / f"fold_{i}" / "config.json").read_text(encoding="utf-8"))["split"]
+        record = json.loads((tmp_path / f"fold_{i}" / "config.json").read_text(encoding="utf-8"))
+        split = record["split"]
         assert split["test"] == cases and not set(split["train"]) & set(cases)
+        assert record["data_sha256"] == cohort  # what `zoo compare` checks unit by unit
     assert summary["units"] == [f"fold_{i}" for i in range(1, 4)]
     dice = summary["per_class"]["1"]["dice"]
     assert len(dice["values"]) == 3 and dice["mean"] == pytest.approx(np.nanmean(dice["values"]))
@@ -154,6 +159,108 @@ def test_compare_over_chosen_classes_with_ci(tmp_path, capsys):
     assert any(line.startswith(f"  {b}: ") and line.endswith("  [1 unit(s) not converged]") for line in lines)
     assert cli.main(["compare", str(a), str(b), "--classes", "7"]) == 2  # a label no fold scored
     assert "no class ['7']" in capsys.readouterr().err
+
+
+CLASS_NAMES = ["background", "liver", "gallbladder", "stomach"]
+COHORT, OTHER = (hashlib.sha256(text).hexdigest() for text in (b"the cohort", b"a regenerated cohort"))
+OLDER = "scored by an older zoo"  # its config.json has no data_sha256
+# Per-class Dice of five units: arm b loses the gallbladder in folds 1 and 4 and the stomach in fold 4; a's
+# undefined stomach Dice in fold 5 is no miss.
+DICE_A = {"1": [0.95, 0.94, 0.96, 0.93, 0.95], "2": [0.81, 0.78, 0.80, 0.83, 0.79],
+          "3": [0.88, 0.86, 0.87, 0.85, float("nan")]}
+DICE_B = {"1": [0.95, 0.95, 0.96, 0.94, 0.95], "2": [0.0, 0.8, 0.79, 0.08, 0.82], "3": [0.87, 0.88, 0.86, 0.31, 0.89]}
+
+
+def _hand_built_cv(root, name, dice: dict, digests: list) -> pathlib.Path:
+    """A cv folder of five finished units, each a metrics.json (``dice``: label -> Dice per unit) and a config.json
+    of ``CLASS_NAMES`` recording its digest (``OLDER``: none)."""
+    out = root / name
+    units = [{"name": f"fold_{k}", "test_cases": [f"case_{k:03d}"], "seed": k} for k in range(1, 6)]
+    crossval._plan_units(out, units)
+    for k, (unit, digest) in enumerate(zip(units, digests)):
+        recorded = {} if digest == OLDER else {"data_sha256": digest}
+        (out / unit["name"]).mkdir()
+        (out / unit["name"] / "metrics.json").write_text(json.dumps(
+            {**unit, "per_class": {label: {"dice": values[k]} for label, values in dice.items()}}))
+        (out / unit["name"] / "config.json").write_text(json.dumps({"class_names": CLASS_NAMES, **recorded}))
+    return out
+
+
+def _missed(a, b, below="0.50") -> list[str]:
+    """The two miss lines of ``zoo compare a b`` for arms of ``DICE_A`` and ``DICE_B``."""
+    return [f"{a}: no whole-organ miss (class Dice < {below})",
+            f"{b}: whole-organ misses (class Dice < {below}): gallbladder 2 (fold_1 0.00, fold_4 0.08), "
+            "stomach 1 (fold_4 0.31)"]
+
+
+def test_compare_says_the_arms_trained_on_the_same_voxels_and_counts_whole_organ_misses(tmp_path, zoo_here):
+    a = _hand_built_cv(tmp_path, "a", DICE_A, [COHORT] * 5)
+    b = _hand_built_cv(tmp_path, "b", DICE_B, [COHORT] * 5)
+    done = zoo_here("compare", a, b)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[:2] == [f"cohort: every unit of both arms on the same voxels (data_sha256 {COHORT[:12]})",
+                         f"| unit | {a} | {b} | difference |"]
+    assert lines[-5:-3] == _missed(a, b) and lines[-1] == convergence.RULE
+    lines = zoo_here("compare", a, b, "--miss-below", "0.1").stdout.splitlines()
+    assert lines[-5:-3] == [f"{a}: no whole-organ miss (class Dice < 0.10)",
+                            f"{b}: whole-organ misses (class Dice < 0.10): gallbladder 2 (fold_1 0.00, fold_4 0.08)"]
+    assert zoo_here("compare", a, b, "--miss-below", "0.125").stdout.splitlines()[-4].startswith(
+        f"{b}: whole-organ misses (class Dice < 0.125): gallbladder 2")
+    # Each pair on one cohort, fold 5 of both arms on another: equal pair by pair, two cohorts over the units.
+    for arm in (a, b):
+        (arm / "fold_5" / "config.json").write_text(json.dumps({"class_names": CLASS_NAMES, "data_sha256": OTHER}))
+    assert zoo_here("compare", a, b).stdout.splitlines()[0] == (
+        f"cohort: every unit of both arms on the same voxels (pair by pair, 2 cohorts: data_sha256 {COHORT[:12]}, "
+        f"{OTHER[:12]})")
+
+
+def test_compare_warns_of_a_unit_on_other_voxels_and_still_compares(tmp_path, zoo_here):
+    a = _hand_built_cv(tmp_path, "a", DICE_A, [COHORT] * 4 + [None])  # fold 5 from a folder prepared before digests
+    b = _hand_built_cv(tmp_path, "b", DICE_B, [COHORT, OTHER, COHORT, COHORT, COHORT])
+    (b / "fold_3" / "config.json").unlink()  # a unit without its config.json: unchecked, its names from the others
+    done = zoo_here("compare", a, b)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[:4] == [f"WARNING cohort: fold_2 trained on other voxels in {b} than in {a} (data_sha256 differ)",
+                         f"cohort: 2 of 5 units of both arms on the same voxels (data_sha256 {COHORT[:12]})",
+                         "cohort: 2 unit(s) without data_sha256 (prepared before digests): not checked",
+                         f"| unit | {a} | {b} | difference |"]
+    assert any(line.startswith(f"{b} - {a}: difference ") for line in lines) and lines[-5:-3] == _missed(a, b)
+
+
+def test_compare_of_folders_from_before_digests_says_once_they_are_not_checked(tmp_path, zoo_here):
+    a = _hand_built_cv(tmp_path, "a", DICE_A, [OLDER] * 5)
+    b = _hand_built_cv(tmp_path, "b", DICE_B, [None] * 5)
+    for unit in range(1, 6):  # b's units scored by hand, without any config.json: classes named by label
+        (b / f"fold_{unit}" / "config.json").unlink()
+    done = zoo_here("compare", a, b)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert [line for line in lines if "data_sha256" in line] == [
+        "cohort: 5 unit(s) without data_sha256 (prepared before digests): not checked"] == lines[:1]
+    assert lines[-5:-3] == [_missed(a, b)[0], f"{b}: whole-organ misses (class Dice < 0.50): class 2 2 (fold_1 0.00, "
+                                              "fold_4 0.08), class 3 1 (fold_4 0.31)"]
+    (a / "fold_3" / "config.json").write_text("{")  # cut short: named, not taken for a unit without a digest
+    done = zoo_here("compare", a, b)
+    assert done.returncode == 2 and done.stderr.startswith(
+        f"zoo compare: error: {a / 'fold_3' / 'config.json'}: not a run's configuration (")
+
+
+def test_organ_misses_and_the_cohort_check_as_data():
+    units = [{"name": "fold_1", "per_class": {"1": {"dice": 0.9}, "2": {"dice": 0.2}}},
+             {"name": "fold_2", "per_class": {"1": {"dice": 0.49}, "2": {"dice": float("nan")}}},
+             {"name": "fold_3", "per_class": {"1": {"dice": 0.5}}}]  # scored before class 2 was: no miss either
+    assert crossval.organ_misses(units, 0.5, ["background", "liver"]) == {
+        "liver": [("fold_2", 0.49)], "class 2": [("fold_1", 0.2)]}
+    assert crossval.organ_misses(units, 0.1, ["background", "liver", "spleen"]) == {"liver": [], "spleen": []}
+    for threshold in (0.0, 1.0, float("nan")):
+        with pytest.raises(ValueError, match=r"miss_below: a Dice fraction in \(0, 1\), got"):
+            crossval.organ_misses(units, threshold)
+    configs_a = {"fold_1": {"data_sha256": COHORT}, "fold_2": {"data_sha256": COHORT}, "fold_3": {}}
+    configs_b = {"fold_1": {"data_sha256": COHORT}, "fold_2": {"data_sha256": OTHER}, "fold_3": {"data_sha256": None}}
+    assert crossval.cohort_check(configs_a, configs_b) == {"same": {"fold_1": COHORT}, "differ": ["fold_2"],
+                                                           "unchecked": ["fold_3"]}
 
 
 def test_runs_as_rows_of_the_papers_table(tmp_path):

@@ -1,14 +1,16 @@
 """``zoo train``: its configuration, the papers presets, deep supervision."""
 
 import csv
+import json
 
 import keras
 import numpy as np
 import pytest
 
 import unet_transformer
+from common.ct import shards, splits
 from common.nn import optimizers
-from common.train import recipe
+from common.train import callbacks, recipe
 from common.train import segmentation as training
 
 
@@ -60,6 +62,9 @@ def test_deep_supervision_loss_is_fused_plus_weighted_sides(tiny_prepared, tmp_p
         sides = sum(float(row[f"side_{i}_loss"]) for i in range(1, 5))
         assert float(row["loss"]) == pytest.approx(float(row["probabilities_loss"]) + 0.25 * sides, rel=1e-4)
     assert "probabilities_mean_iou" in rows[0] and "side_1_mean_iou" not in rows[0]
+    digest = shards.cohort_sha256(shards.load_manifest(tiny_prepared))
+    assert json.loads((tmp_path / "config.json").read_text(encoding="utf-8"))["data_sha256"] == digest
+    assert len(digest) == 64
     reloaded = keras.models.load_model(tmp_path / "model.keras", compile=False)
     x = np.random.default_rng(0).random((1, 32, 32, 1), dtype=np.float32)
     np.testing.assert_allclose(np.asarray(reloaded(x)[0]), np.asarray(model(x)[0]), atol=1e-6)
@@ -69,3 +74,25 @@ def test_attention_outputs_are_not_trained():
     model = unet_transformer.build_model("mhsa", num_classes=2, base_filters=4, heads=2, return_attention=True)
     with pytest.raises(ValueError, match="for inspection"):
         recipe.output_weights(model, 0.4)
+
+
+def test_a_run_records_the_voxels_of_its_whole_cohort(tiny_prepared):
+    """data_sha256 covers the held-out cases too; a folder prepared before digests gives None, and a run started
+    before the zoo recorded it resumes (an option its config.json lacks is not compared)."""
+    manifest = shards.load_manifest(tiny_prepared)
+    config = training.TrainConfig(data=str(tiny_prepared), out="run")
+    split = splits.holdout_split([c["id"] for c in manifest["cases"]], config.test_fraction, config.seed)
+    record = training.run_record(config, manifest, split, 64, "float32", 1)
+    assert record["data_sha256"] == shards.cohort_sha256(manifest) and split["test"]
+    held_out = split["test"][0]
+    other = {**manifest, "cases": [{**c, "sha256": "0" * 64} if c["id"] == held_out else c for c in manifest["cases"]]}
+    assert training.run_record(config, other, split, 64, "float32", 1)["data_sha256"] != record["data_sha256"]
+    older = {**manifest, "cases": [{k: v for k, v in c.items() if k != "sha256"} for c in manifest["cases"]]}
+    assert training.run_record(config, older, split, 64, "float32", 1)["data_sha256"] is None
+    before = {k: v for k, v in record.items() if k != "data_sha256"}
+    assert callbacks.option_changes(before, record) == []
+    # Started on a folder prepared before digests, resumed on the same cohort prepared again: nothing to compare.
+    assert callbacks.option_changes({**record, "data_sha256": None}, record) == []
+    # Resumed on other voxels (re-prepared from a regenerated cohort): refused, naming both.
+    assert callbacks.option_changes({**record, "data_sha256": "0" * 64}, record) == [
+        f"data_sha256 {'0' * 64} -> {record['data_sha256']}"]
