@@ -110,15 +110,18 @@ def _add_compare(sub):
 
 def _add_sweep_lr(sub):
     p = sub.add_parser("sweep-lr", help="a learning-rate sweep: one training command at x1/3, x1, x3 of its rate, "
-                                        "the best by validation loss (the studies' pre-registered sweep)")
+                                        "the best by validation loss (the studies' pre-registered sweep)",
+                       usage="zoo sweep-lr [--scales S,S,S] OUT -- COMMAND ...")
+    p.add_argument("--scales", type=lambda text: [options.positive(float)(v) for v in text.split(",") if v],
+                   default=None, help="learning-rate multiples, comma-separated (default 0.333,1,3: x1/3, x1, x3); "
+                                      "before OUT")
     p.add_argument("out", help="sweep folder: a run folder per scale (OUT/lr_x<scale>) and sweep.json; rerun the "
                                "same command to resume")
-    p.add_argument("--scales", type=lambda text: [options.positive(float)(v) for v in text.split(",") if v],
-                   default=None, help="learning-rate multiples, comma-separated (default 0.333,1,3: x1/3, x1, x3)")
-    p.add_argument("command", nargs=argparse.REMAINDER,
-                   help="after --: a zoo train, train-pose or tri-al command with one fold, seed (and column), "
-                        "its output folder included (each scale writes to OUT/lr_x<scale> instead), e.g. "
-                        "-- train DATA RUN --model unet --validation-cases 2 --test-cases case_000")
+    # Not "command": that is the subcommand's name, which zoo's own messages print.
+    p.add_argument("training", nargs=argparse.REMAINDER, metavar="-- COMMAND",
+                   help="a zoo train, train-pose or tri-al command with one fold, seed (and column), its output "
+                        "folder included (each scale writes to OUT/lr_x<scale> instead), e.g. -- train DATA RUN "
+                        "--model unet --validation-cases 2 --test-cases case_000")
     p.set_defaults(handler=sweep_lr)
 
 
@@ -200,7 +203,10 @@ def sweep_lr(args) -> None:
     from common.nn.callbacks import NonFiniteLoss
     from common.train import sweep
 
-    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    command = args.training[1:] if args.training[:1] == ["--"] else args.training  # argparse drops a leading --
+    if command[:1] and command[0].startswith("-"):
+        raise ValueError(f"sweep-lr's own options (--scales) go before OUT; after OUT: -- and the command to sweep, "
+                         f"got {' '.join(command)}")
     if not command or command[0] not in sweep.COMMANDS:
         raise ValueError(f"command: give, after --, one of zoo {', '.join(sweep.COMMANDS)} with its arguments; "
                          f"got {' '.join(command) or 'nothing'}")

@@ -65,8 +65,8 @@ def test_zoo_sweep_lr_runs_the_command_per_scale_and_records_the_choice(tmp_path
 
     monkeypatch.setattr(train_cli, "train", fake_train)
     monkeypatch.chdir(tmp_path)
-    done = zoo_here("sweep-lr", "sweep", "--", "train", "prep", "run", "--model", "eas_unet",
-                    "--validation-cases", "2")
+    done = zoo_here("sweep-lr", "--scales", "0.3333333333333333,1,3", "sweep", "--", "train", "prep", "run",
+                    "--model", "eas_unet", "--validation-cases", "2")
     assert done.returncode == 0, done.stderr
     assert seen == [(f"sweep/lr_x{s:.3g}", s, "eas_unet", 2) for s in sweep.SCALES]
     record = json.loads((tmp_path / "sweep" / "sweep.json").read_text(encoding="utf-8"))
@@ -76,13 +76,18 @@ def test_zoo_sweep_lr_runs_the_command_per_scale_and_records_the_choice(tmp_path
     assert "x3 diverged: sweep/lr_x3: epoch 2" in done.stdout and "| x0.333 | 0.533333 | chosen |" in done.stdout
 
 
-@pytest.mark.parametrize("command, message", [
-    (["cv", "prep", "run"], "give, after --, one of zoo train, train-pose, tri-al"),
-    (["train", "prep", "run", "--lr-scale", "2"], "--lr-scale is what sweep-lr sets"),
+@pytest.mark.parametrize("after_out, message", [
+    (["--", "cv", "prep", "run"], "command: give, after --, one of zoo train, train-pose, tri-al"),
+    (["--", "train", "prep", "run", "--lr-scale", "2"], "command: --lr-scale is what sweep-lr sets"),
+    (["--scales", "1,3", "--", "train", "p", "r"], "sweep-lr's own options (--scales) go before OUT; after OUT: -- "
+                                                   "and the command to sweep, got --scales 1,3 -- train p r"),
+    (["--", "predict", "r", "a", "b"], "command: give, after --, one of zoo train, train-pose, tri-al with its "
+                                       "arguments; got predict r a b"),
 ])
-def test_zoo_sweep_lr_refuses_what_it_cannot_sweep(command, message, zoo_here, tmp_path):
-    done = zoo_here("sweep-lr", tmp_path / "sweep", "--", *command)
-    assert done.returncode == 2 and message in done.stderr and not (tmp_path / "sweep").exists()
+def test_zoo_sweep_lr_refuses_what_it_cannot_sweep(after_out, message, zoo_here, tmp_path):
+    done = zoo_here("sweep-lr", tmp_path / "sweep", *after_out)
+    assert done.returncode == 2 and done.stderr.startswith(f"zoo sweep-lr: error: {message}"), done.stderr
+    assert not (tmp_path / "sweep").exists()
 
 
 def test_lr_scale_multiplies_the_rate_of_train_and_train_pose():
