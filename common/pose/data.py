@@ -318,8 +318,9 @@ def pose_dataset(records: list[PoseRecord], batch_size: int, input_size: int = 2
 
     if not records:
         raise ValueError("records: no annotations to read")
-    if input_size % 64:
-        raise ValueError(f"input_size must be a multiple of 64, got {input_size}")
+    if input_size < 4 or input_size % 4:  # the model's own stride is its trainer's check (PoseTrainConfig.validate)
+        raise ValueError(f"input_size must be a positive multiple of 4 (the heatmaps are a quarter of the crop), "
+                         f"got {input_size}")
     heatmap_size = input_size // 4
 
     def load(index, element_seed):
