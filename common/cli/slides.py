@@ -276,7 +276,6 @@ def tri_al(args) -> None:
 
 
 def tri_al_report(args) -> None:
-    import keras
 
     from common.studies import tri_al as tri_al_study
     from common.studies import tri_al_report as report
@@ -294,19 +293,33 @@ def tri_al_report(args) -> None:
         tmp.write_text(table, encoding="utf-8")
     print(table)
     if "TRI-AL_ITER" in results:
-        arm = where["TRI-AL_ITER"]
-        plan = json.loads((arm / "study.json").read_text(encoding="utf-8"))
-        data = pathlib.Path(plan["settings"]["data"])
-        manifest = json.loads((data / "triplets.json").read_text(encoding="utf-8"))
-        counts = [manifest["slides"][s]["counts"] for s in plan["target"]["train"]]
-        report.plot_shares(study / "fig2_class_shares.png", report.iteration_shares(arm, "ITER"),
-                           reference=[sum(c) / max(1, sum(map(sum, counts))) for c in zip(*counts)])
-        logger.info(f"wrote {study / 'fig2_class_shares.png'}")
-        slide = args.slide or manifest["slides"][plan["target"]["test"][0]]["slide"]
-        model = keras.models.load_model(arm / "ITER" / "run_0" / "model.keras", compile=False)
-        grid, thumb = report.predict_slide(model, slide)
-        report.plot_slide_map(study / "fig3_slide_map.png", grid, thumb)
-        logger.info(f"wrote {study / 'fig3_slide_map.png'} ({pathlib.Path(slide).name})")
+        _figures(args, study, where["TRI-AL_ITER"])
+
+
+def _figures(args, study: pathlib.Path, arm: pathlib.Path) -> None:
+    """Fig. 2 (ITER's class shares) and Fig. 3 (ITER run 0's map of a test slide) into ``study``; a study kept
+    without its data or weights (docs/studies) gets its tables only, and a line saying why."""
+    import keras
+
+    from common.studies import tri_al_report as report
+
+    plan = json.loads((arm / "study.json").read_text(encoding="utf-8"))
+    data = pathlib.Path(plan["settings"]["data"])
+    missing = [p for p in (data / "triplets.json", arm / "ITER" / "run_0" / "model.keras") if not p.exists()]
+    if missing:
+        logger.info(f"Fig. 2 and 3 not drawn: {', '.join(map(str, missing))} missing (the study's data and ITER "
+                    "run 0's model)")
+        return
+    manifest = json.loads((data / "triplets.json").read_text(encoding="utf-8"))
+    counts = [manifest["slides"][s]["counts"] for s in plan["target"]["train"]]
+    report.plot_shares(study / "fig2_class_shares.png", report.iteration_shares(arm, "ITER"),
+                       reference=[sum(c) / max(1, sum(map(sum, counts))) for c in zip(*counts)])
+    logger.info(f"wrote {study / 'fig2_class_shares.png'}")
+    slide = args.slide or manifest["slides"][plan["target"]["test"][0]]["slide"]
+    model = keras.models.load_model(arm / "ITER" / "run_0" / "model.keras", compile=False)
+    grid, thumb = report.predict_slide(model, slide)
+    report.plot_slide_map(study / "fig3_slide_map.png", grid, thumb)
+    logger.info(f"wrote {study / 'fig3_slide_map.png'} ({pathlib.Path(slide).name})")
 
 
 def _check_outputs(args) -> list[pathlib.Path]:

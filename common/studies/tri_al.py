@@ -271,7 +271,8 @@ def collect_studies(folders) -> tuple[dict, dict[str, pathlib.Path]]:
     A study whose arms train at rates of their own (a learning-rate sweep per arm) runs each arm in a folder of
     its own, since a folder's settings hold one rate. They are one study when every folder has the same target
     split and the same source model (``zoo tri-al --source-model``, the same file) and no column is in two of them
-    (TRI-CNN, the source model scored on the target test slides, is in each: the same scores).
+    (TRI-CNN, the source model scored on the target test slides, is in each: the same scores). The columns come
+    in Table II's order whatever the folders' order.
     """
     folders = [pathlib.Path(f) for f in folders]
     results, where, first = {}, {}, None
@@ -290,4 +291,13 @@ def collect_studies(folders) -> tuple[dict, dict[str, pathlib.Path]]:
                 raise errors.DataError(f"{column}: in both {where[column]} and {folder}; give each column once")
             results.setdefault(column, runs)
             where.setdefault(column, folder)
-    return results, where
+    return {column: results[column] for column in sorted(results, key=_column_order)}, where
+
+
+def _column_order(column: str) -> tuple:
+    """Table II's order, as ``collect_results`` gives it: TRI-CNN, TRI-SL by share, then the strategies."""
+    if column.startswith("TRI-SL("):
+        return 1, float(column[len("TRI-SL("):-len("%)")])
+    if column.startswith("TRI-AL_"):
+        return 2, list(STRATEGIES).index(column[len("TRI-AL_"):])
+    return 0, 0

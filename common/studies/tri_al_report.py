@@ -100,7 +100,7 @@ def allocation_tests(results: dict) -> str:
 
 def report_text(results: dict, margin: float = 1.0) -> str:
     """What ``zoo tri-al-report`` prints and writes to ``table_ii.md``: Table II, then the tests over runs."""
-    sections = [table_ii(results), "Paired over runs:\n\n" + paired_tests(results)]
+    sections = [table_ii(results), "Paired over runs:\n\n" + paired_tests(results) + paired_tests(results, "macro_f1")]
     equivalence = equivalence_tests(results, margin)
     if equivalence:
         sections.append(f"Equivalence to {REFERENCE} within ±{margin:.2f} F1 points (paired TOST, 90% CI):\n\n"

@@ -10,6 +10,7 @@ from common import errors
 from common.slides import synthetic as synthetic_slides
 from common.slides import triplets
 from common.studies import tri_al as tri_al_study
+from common.studies import tri_al_report
 from tests import helpers
 
 RUN = ["--runs", "2", "--iterations", "2", "--budget", "6", "--candidates", "9", "--initial-per-class", "2",
@@ -64,10 +65,12 @@ def test_study_runs_resumes_and_reports_table_ii_and_figures(zoo, zoo_here, stud
     assert rows == ["Blood", "Damaged", "Muscle", "Stroma", "Urothelium", "Total (micro)", "Total (macro)", "Runs",
                     "Training triplets"]
     assert lines[0].split(" | ")[1:] == ["TRI-CNN", "TRI-SL(50%)", "TRI-SL(100%)", "TRI-AL_ITER |"]
-    # the paired tests under the table: the positive control first, then ITER against its nearest SL and SL(100%)
-    assert [line.split(",")[0] for line in table.splitlines() if line.startswith("- ")] == [
-        "- TRI-SL(100%) - TRI-SL(50%)", "- TRI-AL_ITER - TRI-SL(50%)", "- TRI-AL_ITER - TRI-SL(100%)",
-        "- TRI-AL_ITER - TRI-SL(100%)", "- TRI-AL_ITER - TRI-SL(100%)"]  # the t-test, then TOST on micro and macro
+    # the paired tests under the table, micro then macro F1: the positive control first, then ITER against its
+    # nearest SL and SL(100%); then TOST against SL(100%), micro and macro
+    t_tests = ["- TRI-SL(100%) - TRI-SL(50%)", "- TRI-AL_ITER - TRI-SL(50%)", "- TRI-AL_ITER - TRI-SL(100%)"]
+    assert [line.split(" (%)")[0] for line in table.splitlines() if line.startswith("- ")] == [
+        *(f"{test}, micro_f1" for test in t_tests), *(f"{test}, macro_f1" for test in t_tests),
+        "- TRI-AL_ITER - TRI-SL(100%), micro_f1", "- TRI-AL_ITER - TRI-SL(100%), macro_f1"]
     assert sum(line.startswith("- ") and "TOST" in line for line in table.splitlines()) == 2, table
     fig2 = cv2.imread(str(study / "out" / "fig2_class_shares.png"))
     fig3 = cv2.imread(str(study / "out" / "fig3_slide_map.png"))
@@ -303,7 +306,8 @@ def test_a_study_whose_arms_ran_in_folders_of_their_own_is_reported_as_one(tmp_p
     _arm(tmp_path / "sl100", "SL_100", target)
     _arm(tmp_path / "sl20", "SL_20", target)
     results, where = tri_al_study.collect_studies([tmp_path / "sl100", tmp_path / "sl20"])
-    assert list(results) == ["TRI-CNN", "TRI-SL(100%)", "TRI-SL(20%)"]
+    assert list(results) == ["TRI-CNN", "TRI-SL(20%)", "TRI-SL(100%)"]  # Table II's order, whatever the folders'
+    assert "- TRI-SL(100%) - TRI-SL(20%), micro_f1" in tri_al_report.paired_tests(results)  # more data must win
     assert where == {"TRI-CNN": tmp_path / "sl100", "TRI-SL(100%)": tmp_path / "sl100",
                      "TRI-SL(20%)": tmp_path / "sl20"}
     assert [r["run"] for r in results["TRI-SL(20%)"]] == [0, 1]
