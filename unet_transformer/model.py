@@ -32,19 +32,30 @@ import keras
 from keras import layers
 
 from common.nn.built import BuiltModel, register_builder
+from common.nn.initializers import torch_defaults
 from common.nn.ops import batch_norm, check_input_shape, check_positive_int, is_positive_int
 from unet_transformer.layers import AttentionGate, MultiHeadCrossAttention, MultiHeadSelfAttention2D
 from unet_transformer.recipe import RECIPE
 
 VARIANTS = ("unet", "attention_unet", "mhsa", "mhca", "u_transformer")
+# "keras": Keras' glorot_uniform weights and zero biases, as the U-Transformer's TensorFlow original; "torch":
+# PyTorch's U(+-1/sqrt(fan_in)) for weights and biases, for the plain U-Net as the baseline of papers whose
+# originals trained in PyTorch (the EAS U-Net's), so that both arms of such a comparison start alike.
+INITIALIZATIONS = ("keras", "torch")
 DEPTH = 4  # poolings; the total stride is 2**DEPTH
 STRIDE = 2**DEPTH
 
 
-def conv_block(x, filters: int, name: str):
+def _initializers(initialization: str, kernel_shape) -> dict:
+    """The ``kernel_initializer`` and ``bias_initializer`` of ``initialization`` (``INITIALIZATIONS``)."""
+    return torch_defaults(kernel_shape) if initialization == "torch" else {}
+
+
+def conv_block(x, filters: int, name: str, initialization: str = "keras"):
     """Two 3x3 conv + BN + ReLU (bias-free convs: BN's beta is the bias)."""
     for i in (1, 2):
-        x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_conv{i}")(x)
+        init = _initializers(initialization, (3, 3, x.shape[-1], filters))
+        x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_conv{i}", **init)(x)
         x = batch_norm(name=f"{name}_bn{i}")(x)
         x = layers.Activation("relu", name=f"{name}_relu{i}")(x)
     return x
@@ -65,9 +76,14 @@ def _token_strides(token_stride) -> list[int]:
     )
 
 
-def _validate_backbone(variant, input_shape, num_classes, base_filters):
+def _validate_backbone(variant, input_shape, num_classes, base_filters, initialization):
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+    if initialization not in INITIALIZATIONS:
+        raise ValueError(f"initialization must be one of {INITIALIZATIONS}, got {initialization!r}")
+    if initialization == "torch" and variant != "unet":
+        raise ValueError(f"initialization='torch' is for the plain U-Net (a baseline of PyTorch papers); variant "
+                         f"{variant!r} follows the U-Transformer's TensorFlow original: leave initialization='keras'")
     check_input_shape(input_shape, STRIDE, f"the U-Net pools {DEPTH} times")
     if not is_positive_int(num_classes) or num_classes < 2:
         raise ValueError(f"num_classes must be >= 2 (background included), got {num_classes}")
@@ -126,7 +142,8 @@ def _gated_skip(variant, level, skip, y, mhca, config, maps):
 
 def build_model(variant: str = "u_transformer", input_shape=(None, None, 1), num_classes: int = 2,
                 base_filters: int = RECIPE.base_filters, heads: int = 8, positional_encoding: bool = True,
-                mhca_levels: int = 3, token_stride=None, return_attention: bool = False) -> keras.Model:
+                mhca_levels: int = 3, token_stride=None, return_attention: bool = False,
+                initialization: str = "keras") -> keras.Model:
     """Builds a segmentation network of the U-Transformer family.
 
     Args:
@@ -149,6 +166,10 @@ def build_model(variant: str = "u_transformer", input_shape=(None, None, 1), num
         return_attention: also output the attention maps, named
             "mhsa_attention", "mhca_attention_<level>" (or, for
             "attention_unet", "gate_attention_<level>"), float32.
+        initialization: "keras" (glorot_uniform weights, zero biases: the
+            U-Transformer's TensorFlow original) or, for the plain U-Net only,
+            "torch" (PyTorch's U(+-1/sqrt(fan_in)) weights and biases: the
+            baseline of a paper whose original trained in PyTorch).
 
     Returns:
         A functional ``keras.Model`` (``common.nn.built.BuiltModel``: its
@@ -163,17 +184,17 @@ def build_model(variant: str = "u_transformer", input_shape=(None, None, 1), num
     (None, 64, 64, 3)
     """
     input_shape = tuple(input_shape)
-    _validate_backbone(variant, input_shape, num_classes, base_filters)
+    _validate_backbone(variant, input_shape, num_classes, base_filters, initialization)
     widths = [base_filters * 2**i for i in range(DEPTH + 1)]
     mhca = _validate_attention(variant, widths, heads, positional_encoding, mhca_levels, return_attention)
     config = (heads, positional_encoding, _token_strides(token_stride), return_attention)
     inputs = keras.Input(shape=input_shape, name="image")
     x, skips, maps = inputs, [], []
     for level, width in enumerate(widths[:-1]):
-        x = conv_block(x, width, name=f"enc{level}")
+        x = conv_block(x, width, name=f"enc{level}", initialization=initialization)
         skips.append(x)
         x = layers.MaxPooling2D(2, name=f"pool{level}")(x)
-    x = conv_block(x, widths[-1], name="bottleneck")
+    x = conv_block(x, widths[-1], name="bottleneck", initialization=initialization)
     if variant in ("mhsa", "u_transformer"):
         mhsa = MultiHeadSelfAttention2D(heads, positional_encoding, name="mhsa")
         if return_attention:
@@ -183,16 +204,18 @@ def build_model(variant: str = "u_transformer", input_shape=(None, None, 1), num
             x = mhsa(x)
     for level in reversed(range(DEPTH)):
         skip = _gated_skip(variant, level, skips[level], x, mhca, config, maps)
-        x = layers.Conv2DTranspose(widths[level], 2, strides=2, name=f"up{level}")(x)
+        init = _initializers(initialization, (2, 2, widths[level], x.shape[-1]))
+        x = layers.Conv2DTranspose(widths[level], 2, strides=2, name=f"up{level}", **init)(x)
         x = layers.Concatenate(name=f"concat{level}")([skip, x])
-        x = conv_block(x, widths[level], name=f"dec{level}")
-    logits = layers.Conv2D(num_classes, 1, name="logits")(x)
+        x = conv_block(x, widths[level], name=f"dec{level}", initialization=initialization)
+    init = _initializers(initialization, (1, 1, x.shape[-1], num_classes))
+    logits = layers.Conv2D(num_classes, 1, name="logits", **init)(x)
     # Softmax in float32 so mixed_float16 training stays stable and outputs are float32.
     probabilities = layers.Activation("softmax", dtype="float32", name="probabilities")(logits)
     arguments = dict(input_shape=list(input_shape), num_classes=num_classes, base_filters=base_filters, heads=heads,
                      positional_encoding=positional_encoding, mhca_levels=mhca_levels,
                      token_stride=list(token_stride) if isinstance(token_stride, tuple) else token_stride,
-                     return_attention=return_attention)
+                     return_attention=return_attention, initialization=initialization)
     return BuiltModel(variant, arguments, inputs=inputs, name=variant,
                       outputs=[probabilities, *maps] if return_attention else probabilities)
 

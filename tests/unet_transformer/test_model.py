@@ -5,6 +5,7 @@ import pytest
 
 import unet_transformer
 from tests import helpers
+from tests.references import pytorch_init
 
 SHAPE_CASES = [
     # (build_model kwargs, input shape, expected output shape)
@@ -140,3 +141,25 @@ def test_keeps_tensorflows_initialisation():
         assert np.abs(np.asarray(layer.kernel)).max() <= limit * (1 + 1e-6), layer.kernel.path
         if getattr(layer, "bias", None) is not None:
             assert not np.asarray(layer.bias).any(), layer.bias.path
+
+
+def test_the_plain_unet_can_start_as_pytorch_initialises_it():
+    """A baseline for PyTorch papers (the EAS U-Net's): every kernel and bias from U(+-1/sqrt(fan_in)), PyTorch's
+    fan_in (a transposed conv's counts its outputs); recorded in the model's file."""
+    model = unet_transformer.build_model("unet", input_shape=(64, 64, 1), num_classes=3, base_filters=16,
+                                         initialization="torch")
+    kinds = (keras.layers.Conv2D, keras.layers.Conv2DTranspose)
+    convs = [layer for layer in model._flatten_layers() if isinstance(layer, kinds)]
+    assert {type(layer) for layer in convs} == set(kinds)
+    checked = sum(pytorch_init.check_layer(layer) for layer in convs)
+    assert checked == len(convs) + sum(layer.use_bias for layer in convs) == 19 + 4 + 5
+    assert model.get_config()["arguments"]["initialization"] == "torch"
+
+
+@pytest.mark.parametrize("variant, initialization, message", [
+    ("unet", "pytorch", r"initialization must be one of \('keras', 'torch'\), got 'pytorch'"),
+    ("u_transformer", "torch", "'u_transformer' follows the U-Transformer's TensorFlow original"),
+])
+def test_initialization_is_checked(variant, initialization, message):
+    with pytest.raises(ValueError, match=message):
+        unet_transformer.build_model(variant, base_filters=4, heads=2, initialization=initialization)
