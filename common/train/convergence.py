@@ -60,7 +60,7 @@ def summary(histories: dict[str, pathlib.Path], within: float = FLAT_WITHIN) -> 
 
 
 def describe(arm: dict) -> str:
-    """One line: how many units of an arm converged by the rule, naming those that did not or had no val_loss."""
+    """One line: how many units of an arm converged by the rule, naming those that did not or could not be checked."""
     total = len(arm["checks"])
     passed = total - len(arm["unconverged"]) - len(arm["unchecked"])
     parts = [f"{passed} of {total} units converged"]
@@ -68,14 +68,14 @@ def describe(arm: dict) -> str:
         parts.append("NOT converged: " + ", ".join(
             f"{n} ({arm['checks'][n]['change']:+.1%})" for n in arm["unconverged"]))
     if arm["unchecked"]:
-        parts.append(f"no {COLUMN} to check: " + ", ".join(arm["unchecked"]))
+        parts.append(f"unchecked (no {COLUMN}, or under {MIN_EPOCHS} epochs): " + ", ".join(arm["unchecked"]))
     return "; ".join(parts)
 
 
 def beside_mean(arm: dict) -> str:
     """What stands beside an arm's mean when the rule does not hold for every unit ("" when it does)."""
     told = [f"{len(arm['unconverged'])} unit(s) not converged"] if arm["unconverged"] else []
-    told += [f"{len(arm['unchecked'])} unit(s) without {COLUMN}"] if arm["unchecked"] else []
+    told += [f"{len(arm['unchecked'])} unit(s) unchecked"] if arm["unchecked"] else []
     return f"  [{'; '.join(told)}]" if told else ""
 
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import pathlib
 
 import keras
@@ -289,7 +290,8 @@ def unit_mean(unit: dict, metric: str = "dice", classes=None) -> float:
     if unscored:
         raise ValueError(f"{unit['name']}: no {metric!r} scored for class {unscored}; scored: "
                          f"{sorted(per_class[unscored[0]])}")
-    return float(np.nanmean([per_class[label][metric] for label in (classes or per_class)]))
+    values = np.array([per_class[label][metric] for label in (classes or per_class)], np.float64)
+    return float(np.nanmean(values)) if not np.isnan(values).all() else math.nan  # NaN: no class scored it
 
 
 def _read_config(path: pathlib.Path) -> dict:

@@ -101,8 +101,8 @@ def test_compare_pose_pairs_runs_by_name(tmp_path, capsys):
     assert "41.00 ± 1.00 [" in out  # hourglass: mean ± std [95% CI]
     assert out.splitlines()[-3:] == [  # the last stage's history: the one its config.json names last, else C
         f"{tmp_path / 'hourglass'}: 3 of 3 units converged (its last stage)",
-        f"{tmp_path / 'acnn'}: 1 of 3 units converged; NOT converged: seed_1 (-100.0%); no val_loss to check: seed_2 "
-        "(its last stage)", convergence.RULE]
+        f"{tmp_path / 'acnn'}: 1 of 3 units converged; NOT converged: seed_1 (-100.0%); "
+        "unchecked (no val_loss, or under 3 epochs): seed_2 (its last stage)", convergence.RULE]
     assert f"{tmp_path / 'acnn'}: stage B: 1 of 1 units converged" in out  # every stage, each run's own
     assert f"{tmp_path / 'acnn'}: stage C: 0 of 2 units converged; NOT converged: seed_1" in out
 

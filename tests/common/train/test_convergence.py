@@ -30,9 +30,9 @@ def test_what_cannot_be_checked_is_said(tmp_path):
     falling.write_text("epoch,val_loss\n" + "".join(f"{e},{v}\n" for e, v in enumerate(FALLING)))
     arm = convergence.summary({**histories, "fold_1": falling})
     assert arm["unchecked"] == ["missing", "no_val", "short", "gap"] and arm["unconverged"] == ["fold_1"]
-    assert convergence.describe(arm) == ("0 of 5 units converged; NOT converged: fold_1 (-28.6%); no val_loss to "
-                                         "check: missing, no_val, short, gap")
-    assert convergence.beside_mean(arm) == "  [1 unit(s) not converged; 4 unit(s) without val_loss]"
+    assert convergence.describe(arm) == ("0 of 5 units converged; NOT converged: fold_1 (-28.6%); unchecked (no "
+                                         "val_loss, or under 3 epochs): missing, no_val, short, gap")
+    assert convergence.beside_mean(arm) == "  [1 unit(s) not converged; 4 unit(s) unchecked]"
     assert convergence.beside_mean(convergence.summary({})) == ""
     with pytest.raises(ValueError, match="at least 3 epochs"):
         convergence.change_over_last_fifth([1.0, 0.5])

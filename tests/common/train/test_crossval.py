@@ -153,7 +153,7 @@ def test_compare_over_chosen_classes_with_ci(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "over classes liver" in out and "difference +2.00 (95% CI" in out
     lines = out.splitlines()
-    assert lines[-3:] == [f"{a}: 4 of 5 units converged; no val_loss to check: fold_2",
+    assert lines[-3:] == [f"{a}: 4 of 5 units converged; unchecked (no val_loss, or under 3 epochs): fold_2",
                           f"{b}: 4 of 5 units converged; NOT converged: fold_5 (-16.7%)",
                           convergence.RULE]
     assert any(line.startswith(f"  {b}: ") and line.endswith("  [1 unit(s) not converged]") for line in lines)
@@ -359,3 +359,11 @@ def test_an_unfinished_unit_of_other_options_is_refused_before_it_trains(five_ca
     assert str(raised.value) == f"{tmp_path / 'fold_1'}: holds a run with other options (base_filters 4 -> 2); " \
         "give a new output folder"
     assert sorted(p.name for p in (tmp_path / "fold_1").iterdir()) == ["config.json"]
+
+
+def test_a_metric_no_class_scored_is_nan_without_a_warning(recwarn):
+    unit = {"name": "fold_1", "per_class": {"1": {"dice": 0.0, "assd": float("nan")},
+                                            "2": {"dice": 0.5, "assd": float("nan")}}}
+    assert np.isnan(crossval.unit_mean(unit, "assd")) and crossval.unit_mean(unit, "dice") == 0.25
+    assert crossval.unit_mean({**unit, "per_class": {**unit["per_class"], "2": {"assd": 2.0}}}, "assd") == 2.0
+    assert not recwarn.list  # numpy's "Mean of empty slice" would reach `zoo compare`'s terminal
