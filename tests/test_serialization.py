@@ -139,7 +139,7 @@ def test_files_saved_with_the_old_private_upsampling_name_still_load():
 BUILT = [
     ("mhca", dict(num_classes=3, base_filters=4, heads=2, token_stride=(1, 1, 2, 2), return_attention=True),
      dict(input_shape=[None, None, 1], num_classes=3, base_filters=4, heads=2, positional_encoding=True,
-          mhca_levels=3, token_stride=[1, 1, 2, 2], return_attention=True)),
+          mhca_levels=3, token_stride=[1, 1, 2, 2], return_attention=True, initialization="keras")),
     ("eas_unet", dict(input_shape=(32, 32, 1), base_filters=2, deep_supervision=False),
      dict(input_shape=[32, 32, 1], num_classes=2, base_filters=2, deep_supervision=False)),
     ("acnn", dict(input_shape=(64, 64, 3), num_stacks=1, base_filters=8),
