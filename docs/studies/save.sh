@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Copies what a running issue-36 study has finished into the repository, without weights, so a later session
+# resumes it (docs/studies/README.md): each finished sweep run's config.json and history.csv, each sweep.json,
+# each cv arm's plan.json and finished units' metrics.json, config.json and history.csv, the tests' .txt output.
+# Usage: docs/studies/save.sh STUDY_FOLDER DEST   (e.g. /work/studies/ut2 docs/studies/ut2)
+set -euo pipefail
+S=${1:?the study folder}
+D=${2:?the destination in docs/studies}
+for run in "$S"/sweep/*/lr_x*; do
+  [ -f "$run/model.keras" ] || continue  # the run finished
+  dest="$D/sweep/$(basename "$(dirname "$run")")/$(basename "$run")"
+  mkdir -p "$dest" && cp "$run/config.json" "$run/history.csv" "$dest/"
+done
+for sweep in "$S"/sweep/*/sweep.json; do
+  [ -f "$sweep" ] || continue
+  mkdir -p "$D/sweep/$(basename "$(dirname "$sweep")")" && cp "$sweep" "$D/sweep/$(basename "$(dirname "$sweep")")/"
+done
+for plan in "$S"/*/plan.json; do
+  [ -f "$plan" ] || continue
+  arm=$(dirname "$plan"); mkdir -p "$D/$(basename "$arm")" && cp "$plan" "$D/$(basename "$arm")/"
+  for unit in "$arm"/*/; do
+    [ -f "$unit/metrics.json" ] || continue  # the unit finished
+    dest="$D/$(basename "$arm")/$(basename "$unit")"
+    mkdir -p "$dest" && cp "$unit/metrics.json" "$unit/config.json" "$unit/history.csv" "$dest/"
+  done
+done
+for out in "$S"/*.txt; do [ -f "$out" ] && cp "$out" "$D/"; done
+echo "saved $(find "$D" -type f | wc -l) files under $D"
