@@ -43,6 +43,22 @@ def _add_attention_map(sub):
     p.set_defaults(handler=attention_map)
 
 
+def _add_organ_diagnosis(sub):
+    p = sub.add_parser("organ-diagnosis", help="why runs miss an organ: MHCA gates, attention entropy and the organ's "
+                                               "share of the CE + Dice gradient, runs side by side")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run folder (zoo train, or a zoo cv unit such as "
+                                                          "S/u_transformer/fold_1) or .keras file")
+    p.add_argument("--organ", required=True, help="the organ: a class name of the data, or its label number")
+    p.add_argument("--cases", type=options.case_list,
+                   help="case ids, comma-separated (default: the runs' held-out cases)")
+    p.add_argument("--data", help="prepared folder (default: the one the runs trained on; a bare .keras file needs "
+                                  "it, and --cases)")
+    p.add_argument("--batch-size", type=options.positive(int), default=4,
+                   help="slices per forward pass, and per batch the loss's Dice pools over (default 4)")
+    p.add_argument("--json", help="also write the figures to this JSON file")
+    p.set_defaults(handler=organ_diagnosis)
+
+
 def demo(args) -> None:
     from common.cli import verbosity
     from common.studies import demo as demo_module
@@ -77,5 +93,17 @@ def attention_map(args) -> None:
     logger.info(f"wrote {args.output}: {', '.join(maps)}")
 
 
+def organ_diagnosis(args) -> None:
+    from common import atomic, registry
+    from common.studies import organ_diagnosis as diagnosis
+
+    runs = [(run, *registry.load_run(run)) for run in args.runs]
+    result = diagnosis.diagnose_runs(runs, args.organ, data=args.data, cases=args.cases, batch_size=args.batch_size)
+    print(diagnosis.format_report(result))
+    if args.json:
+        atomic.write_json(args.json, result)
+        logger.info(f"wrote {args.json}")
+
+
 # Each subcommand's parser, in the order ``zoo --help`` lists them.
-PARSERS = (_add_demo, _add_ablation, _add_attention_map)
+PARSERS = (_add_demo, _add_ablation, _add_attention_map, _add_organ_diagnosis)
