@@ -249,7 +249,11 @@ class MultiHeadCrossAttention(_AttentionCore):
         if stride > 1:
             self.token_pool = layers.AveragePooling2D(stride, padding="same", dtype=self.dtype_policy)
 
-    def call(self, inputs, return_attention: bool = False):
+    def gate(self, inputs, return_attention: bool = False):
+        """Z on S's grid (what ``call`` multiplies S by), and the attention A when ``return_attention``, else None.
+
+        For reading the gate of a trained block on its inputs (``common.studies.organ_diagnosis``).
+        """
         s, y = inputs
         y_tokens = ops.relu(self.y_bn(self.y_conv(y)))
         s_tokens = ops.relu(self.s_bn(self.s_conv(ops.max_pool(s, 2, 2))))
@@ -261,8 +265,11 @@ class MultiHeadCrossAttention(_AttentionCore):
         z = ops.sigmoid(self.z_bn(self.z_conv(out)))  # Z, Fig. 4
         # Crop: "same" token pooling rounds up when S / 2 is not a multiple of token_stride.
         shape = ops.shape(s)
-        z = upsample_bilinear(z, 2 * self.token_stride)[:, : shape[1], : shape[2], :]
-        return (z * s, attention) if return_attention else z * s  # Z (.) S, Fig. 4
+        return upsample_bilinear(z, 2 * self.token_stride)[:, : shape[1], : shape[2], :], attention
+
+    def call(self, inputs, return_attention: bool = False):
+        z, attention = self.gate(inputs, return_attention)
+        return (z * inputs[0], attention) if return_attention else z * inputs[0]  # Z (.) S, Fig. 4
 
     def compute_output_spec(self, inputs, return_attention: bool = False):
         # Not traced: Keras' JAX backend gives S and Y the same symbolic size, though Y is half of S.

@@ -20,8 +20,8 @@ Decisions where the study is silent:
 - Slices are padded bottom/right to the models' stride, as ``zoo attention-map`` pads: the padding is no region in
   the gate means and the organ's queries (the mean over all queries has them all), and background in the loss, as
   training's ``pipeline.pad_to`` makes it.
-- Z comes from the block's own sublayers, step by step as ``MultiHeadCrossAttention.call`` (the tests check that
-  Z * S is the block's output), since Z = output / S is undefined where the ReLU'd skip S is 0.
+- Z comes from the block itself (``MultiHeadCrossAttention.gate``, what its ``call`` multiplies S by), since
+  Z = output / S is undefined where the ReLU'd skip S is 0.
 - The loss is ``CEDiceLoss(num_classes)`` as ``recipe.compile_model`` compiles it, on the first output only (a
   deep-supervised model's side outputs are left out). Its CE is computed from the logits, as Keras computes it on a
   softmax output in training (probabilities are never clipped there); its Dice is pooled over each batch of
@@ -46,10 +46,8 @@ from common import registry, tables
 from common.ct import shards
 from common.errors import DataError
 from common.nn.losses import CEDiceLoss, SoftDiceLoss
-from common.nn.ops import upsample_bilinear
 from common.studies import attention_maps
 from unet_transformer import MultiHeadCrossAttention
-from unet_transformer.ops import add_positional_encoding
 
 logger = logging.getLogger(__name__)
 
@@ -157,20 +155,8 @@ def normalised_entropy(attention: np.ndarray) -> np.ndarray:
 
 
 def mhca_gate(block: MultiHeadCrossAttention, s, y):
-    """The gate Z (B, H, W, C_s) of one MHCA block on its inputs S and Y, and its attention A (B, heads, Nq, Nk).
-
-    The block's ``call`` step by step with its own sublayers (Fig. 4), stopping before Z * S.
-    """
-    y_tokens = ops.relu(block.y_bn(block.y_conv(y)))
-    s_tokens = ops.relu(block.s_bn(block.s_conv(ops.max_pool(s, 2, 2))))
-    if block.token_pool is not None:
-        y_tokens, s_tokens = block.token_pool(y_tokens), block.token_pool(s_tokens)
-    if block.positional_encoding:
-        y_tokens, s_tokens = add_positional_encoding(y_tokens), add_positional_encoding(s_tokens)
-    out, attention = block._attend(y_tokens, s_tokens, return_attention=True)  # Q, K from Y; V from S: eq. 1
-    z = ops.sigmoid(block.z_bn(block.z_conv(out)))  # Z, Fig. 4
-    shape = ops.shape(s)
-    return upsample_bilinear(z, 2 * block.token_stride)[:, : shape[1], : shape[2], :], attention
+    """The gate Z (B, H, W, C_s) of one MHCA block on its inputs S and Y, and its attention A (B, heads, Nq, Nk)."""
+    return block.gate([s, y], return_attention=True)
 
 
 def loss_parts(labels, logits, loss: CEDiceLoss) -> dict:

@@ -83,11 +83,14 @@ CROSS_CASES = [
 def test_cross_attention_gates_the_skip(kwargs, s_shape, y_shape, attention_shape):
     s = RNG.random(s_shape, dtype=np.float32) + 0.1
     y = RNG.normal(size=y_shape).astype("float32")
-    out, attention = MultiHeadCrossAttention(**kwargs)([s, y], return_attention=True)
+    block = MultiHeadCrossAttention(**kwargs)
+    out, attention = block([s, y], return_attention=True)
     out, attention = np.asarray(out), np.asarray(attention)
     assert out.shape == s_shape and attention.shape == attention_shape
-    z = out / s  # the output is Z * S with the sigmoid gate Z in (0, 1)
-    assert np.all((z > 0) & (z < 1)) and z.std() > 0
+    z, again = (np.asarray(t) for t in block.gate([s, y], return_attention=True))
+    np.testing.assert_array_equal(out, z * s)  # the output is Z * S with the sigmoid gate Z in [0, 1]
+    assert z.shape == s_shape and np.all((z >= 0) & (z <= 1)) and z.std() > 0
+    np.testing.assert_array_equal(again, attention)
     np.testing.assert_allclose(attention.sum(-1), 1.0, atol=1e-5)
 
 
