@@ -18,14 +18,10 @@ $(STAMP): setup.cfg pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/zoo demo --out demo_output
 
-# A pytest worker per core and one more (at most 5), a test file per worker at a time: module fixtures run once.
-# The extra worker runs while the others wait on a subprocess or a one-threaded Python step (2 cores, back to
-# back: 456 s with 3 workers, 482 s with 2; docs/performance.md).
-WORKERS := $(shell $(PYTHON) -c 'import os; print(min((os.cpu_count() or 1) + 1, 5))')
-
+# One pytest worker per core (at most 4), a test file per worker at a time: module fixtures run once.
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/python -m pytest -q -n $(WORKERS) --dist loadfile
+	$(VENV)/bin/python -m pytest -q -n auto --maxprocesses 4 --dist loadfile
 
 clean:
 	rm -rf $(VENV) demo_output *.egg-info

@@ -152,7 +152,7 @@ POSE_RUN_USERS = ("tests/common/cli/test_pose.py", "tests/common/train/test_pose
 # unit as well, so the nine exports are written once.
 EXPORT_USERS = ("tests/common/test_builder_files.py", "tests/common/serve/test_export.py",
                 "tests/acnn_pose/test_decode.py")
-# The slowest modules (pytest --durations), run first: with `make test`'s few workers (pytest-xdist,
+# The slowest modules (pytest --durations), run first: with `make test`'s two workers (pytest-xdist,
 # one file per worker at a time) a long module left for the end would run while the other worker idles.
 SLOWEST_FIRST = ("tests/test_backends.py", "tests/common/train/test_distribute.py", *POSE_RUN_USERS, *EXPORT_USERS,
                  "tests/common/train/test_crossval.py",
