@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import logging
 import os
@@ -257,6 +258,17 @@ def flat_slide(path, labels, palette, cell: int, origin=None, canvas=None) -> np
     else:
         synthetic.write_leica(path, rgb, origin, canvas)
     return rgb
+
+
+def free_stopped_training(request) -> None:
+    """As this test ends, frees what a training it stopped with an exception left in reference cycles.
+
+    Keras' epoch iterator and its suspended generator hold each other, and the tf.data iterator with them, until
+    a full garbage collection. Deleting that tf.data iterator then waits for tf.data's autotuning thread to wake,
+    and its sleep grows with the iterator's age: one such collection took 32 s of another test in `make test`
+    (docs/performance.md). Collected as the test ends, the iterator is seconds old.
+    """
+    request.addfinalizer(gc.collect)
 
 
 @contextlib.contextmanager

@@ -156,10 +156,11 @@ def test_supervised_baseline_trains_on_a_fraction_and_resumes(tiny_data, model, 
         al.run_supervised(model, data, split, 0.0, tmp_path / "x", TRAIN)
 
 
-def test_a_non_finite_loss_stops_the_round_before_it_writes(tiny_data, model, source_weights, tmp_path):
+def test_a_non_finite_loss_stops_the_round_before_it_writes(tiny_data, model, source_weights, tmp_path, request):
     from common.nn.callbacks import NonFiniteLoss
 
     data, split = tiny_data
+    helpers.free_stopped_training(request)
     nan, out = tmp_path / "nan.weights.h5", tmp_path / "run"
     model.set_weights([np.full_like(w, np.nan) for w in model.get_weights()])  # a source model gone NaN
     model.save_weights(nan)

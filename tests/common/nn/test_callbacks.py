@@ -10,6 +10,7 @@ import pytest
 
 from common.atomic import atomic_path
 from common.nn import callbacks
+from tests import helpers
 
 
 def _identity_model(steps_per_execution: int = 1):
@@ -45,7 +46,8 @@ STOP_CASES = [
 
 
 @pytest.mark.parametrize("inputs, fit, extra, message", STOP_CASES)
-def test_training_stops_at_the_first_non_finite_loss_before_the_epoch_ends(inputs, fit, extra, message):
+def test_training_stops_at_the_first_non_finite_loss_before_the_epoch_ends(inputs, fit, extra, message, request):
+    helpers.free_stopped_training(request)
     fit = dict(fit)
     model = _identity_model(fit.pop("steps_per_execution", 1))
     ends = _EpochEnds()
