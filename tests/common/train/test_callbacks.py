@@ -4,8 +4,6 @@ import csv
 import json
 import re
 import signal
-import subprocess
-import sys
 
 from tests import helpers
 
@@ -24,11 +22,11 @@ def _backed_up_epochs(run) -> int:
         return 0
 
 
-def test_killed_training_resumes_from_last_completed_epoch(tiny_prepared, tmp_path):
+def test_killed_training_resumes_from_last_completed_epoch(tiny_prepared, tmp_path, zoo_here):
     run = tmp_path / "run"
-    command = [sys.executable, "-m", "common.cli", "train", tiny_prepared, run, "--base-filters", "4",
-               "--epochs", "3", "--batch-size", "4", "--crop-size", "64", "--test-fraction", "0.25"]
-    first = helpers.zoo_train_process(command[4:], kill_after=1)  # the same run, crashing once epoch 1 is backed up
+    command = ["train", tiny_prepared, run, "--base-filters", "4", "--epochs", "3", "--batch-size", "4",
+               "--crop-size", "64", "--test-fraction", "0.25"]
+    first = helpers.zoo_train_process(command[1:], kill_after=1)  # the same run, crashing once epoch 1 is backed up
     first.communicate(timeout=300)
     assert first.returncode == -signal.SIGKILL
     backed_up = _backed_up_epochs(run)
@@ -36,7 +34,7 @@ def test_killed_training_resumes_from_last_completed_epoch(tiny_prepared, tmp_pa
     assert not (run / "model.keras").exists()
     logged_before = _completed_epochs(run / "history.csv")
 
-    second = subprocess.run(list(map(str, command)), capture_output=True, text=True, encoding="utf-8", timeout=300)
+    second = zoo_here(*command)  # the rerun in this process: the same command, no second TensorFlow start-up
     assert second.returncode == 0, second.stderr[-3000:]
     first_epoch = int(re.search(r"Epoch (\d+)/3", second.stdout).group(1))
     assert first_epoch == backed_up + 1  # resumes after the last backed-up epoch

@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -86,19 +87,35 @@ def _epochs(run) -> list[int]:
 
 @pytest.fixture(scope="module")
 def trained(tiny_prepared, tmp_path_factory):
-    """Two workers, each with its own run folder, so that what the non-chief writes would show."""
+    """Two workers killed once epoch 1 of 2 is backed up, as after a power cut, then both started again.
+
+    Each worker has its own run folder, so that what the non-chief writes would show. Every worker restores from
+    the chief's backup, which a real cluster's workers see in one shared folder: before the rerun the chief's
+    ``backup/`` is copied into the non-chief's folder, as that folder would show it.
+    """
     root = tmp_path_factory.mktemp("multiworker")
+    runs = [root / "run_0", root / "run_1"]
+    crashed, codes = helpers.run_cluster(lambda ports: _start_workers(tiny_prepared, runs, epochs=2, ports=ports,
+                                                                      kill_after=1))
+    assert codes == [-signal.SIGKILL] * 2, "\n".join(log[-3000:] for log in crashed)
+    after_crash = {"backed_up": json.loads((runs[0] / "backup" / "training_metadata.json").read_text(
+        encoding="utf-8"))["epoch"], "epochs": _epochs(runs[0]), "non_chief": _files(runs[1])}
+    shutil.copytree(runs[0] / "backup", runs[1] / "backup", dirs_exist_ok=True)
+    shared = helpers.checksums(runs[1])
     logs, codes = helpers.run_cluster(lambda ports: _start_workers(
-        tiny_prepared, [root / "run_0", root / "run_1"], epochs=2, ports=ports,
-        weights_to=[root / "final_0.npz", root / "final_1.npz"]))
+        tiny_prepared, runs, epochs=2, ports=ports, weights_to=[root / "final_0.npz", root / "final_1.npz"]))
     assert codes == [0, 0], "\n".join(log[-3000:] for log in logs)
-    return root, logs
+    return root, after_crash, shared, crashed + logs
+
+
+def _files(folder) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()) if folder.exists() else []
 
 
 def test_two_workers_train_one_model_and_only_the_chief_writes(trained):
-    root, logs = trained
+    root, after_crash, shared, logs = trained
     run = root / "run_0"
-    assert "2 replica(s)" in logs[0] and "2 replica(s)" in logs[1]
+    assert all("2 replica(s)" in log for log in logs)
     assert (run / "model.keras").is_file() and (run / "checkpoints" / "last.keras").is_file()
     assert (run / "config.json").is_file()
     assert _epochs(run) == [0, 1]
@@ -108,30 +125,24 @@ def test_two_workers_train_one_model_and_only_the_chief_writes(trained):
     assert not any(getattr(layer, "synchronized", False) for layer in registry.load_run(run)[0]._flatten_layers())
     assert sorted(p.name for p in run.iterdir()) == ["checkpoints", "config.json", "history.csv", "logs",
                                                       "model.keras"]  # the backup is gone once training ends
-    # The other worker's folder: nothing, so in a folder both share there is one writer.
-    assert not (root / "run_1").exists() or not any(p.is_file() for p in (root / "run_1").rglob("*"))
+    # The other worker's folder: nothing of its own, before the crash or after the rerun (the chief's backup,
+    # copied in, is as it was: a non-chief neither writes nor discards it), so in a folder both share there is
+    # one writer.
+    assert after_crash["non_chief"] == [] and shared and helpers.checksums(root / "run_1") == shared
 
 
 def test_both_workers_end_with_identical_weights(trained):
     # Each worker saves all its final weights, BatchNorm's moving statistics included (synchronized batch norm).
-    root, _ = trained
+    root = trained[0]
     a, b = np.load(root / "final_0.npz"), np.load(root / "final_1.npz")
     assert a.files == b.files and len(a.files) > 20
     for name in a.files:
         np.testing.assert_array_equal(a[name], b[name])
 
 
-def test_a_killed_worker_resumes_on_rerun(tiny_prepared, tmp_path):
-    run = tmp_path / "run"
-    # Both crash once epoch 1 of 2 is backed up, as after a power cut.
-    crashed, codes = helpers.run_cluster(
-        lambda ports: _start_workers(tiny_prepared, [run, run], epochs=2, ports=ports, kill_after=1))
-    assert codes == [-signal.SIGKILL] * 2, "\n".join(log[-3000:] for log in crashed)
-    backed_up = json.loads((run / "backup" / "training_metadata.json").read_text(encoding="utf-8"))["epoch"]
-    assert backed_up == 1
-    before = _epochs(run)
-    logs, codes = helpers.run_cluster(lambda ports: _start_workers(tiny_prepared, [run, run], epochs=2, ports=ports))
-    assert codes == [0, 0], "\n".join(log[-3000:] for log in logs)
-    rerun = _epochs(run)[len(before):]
-    assert before == [0] and rerun == [1], (before, rerun)  # resumed after the backup, not from scratch
-    assert (run / "model.keras").is_file() and not (run / "backup").exists()
+def test_killed_workers_resume_on_rerun(trained):
+    root, after_crash, _, logs = trained
+    assert after_crash["backed_up"] == 1 and after_crash["epochs"] == [0]
+    rerun = logs[2] + logs[3]
+    assert "Epoch 2/2" in rerun and "Epoch 1/2" not in rerun  # resumed after the backup, not from scratch
+    assert not (root / "run_0" / "backup").exists()
