@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import types
 import zipfile
 
 import keras
@@ -98,24 +99,20 @@ def trained(tiny_prepared, tmp_path_factory):
     crashed, codes = helpers.run_cluster(lambda ports: _start_workers(tiny_prepared, runs, epochs=2, ports=ports,
                                                                       kill_after=1))
     assert codes == [-signal.SIGKILL] * 2, "\n".join(log[-3000:] for log in crashed)
-    after_crash = {"backed_up": json.loads((runs[0] / "backup" / "training_metadata.json").read_text(
-        encoding="utf-8"))["epoch"], "epochs": _epochs(runs[0]), "non_chief": _files(runs[1])}
+    backed_up = json.loads((runs[0] / "backup" / "training_metadata.json").read_text(encoding="utf-8"))["epoch"]
+    epochs_before, non_chief_before = _epochs(runs[0]), helpers.checksums(runs[1])
     shutil.copytree(runs[0] / "backup", runs[1] / "backup", dirs_exist_ok=True)
     shared = helpers.checksums(runs[1])
-    logs, codes = helpers.run_cluster(lambda ports: _start_workers(
+    rerun, codes = helpers.run_cluster(lambda ports: _start_workers(
         tiny_prepared, runs, epochs=2, ports=ports, weights_to=[root / "final_0.npz", root / "final_1.npz"]))
-    assert codes == [0, 0], "\n".join(log[-3000:] for log in logs)
-    return root, after_crash, shared, crashed + logs
-
-
-def _files(folder) -> list[str]:
-    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()) if folder.exists() else []
+    assert codes == [0, 0], "\n".join(log[-3000:] for log in rerun)
+    return types.SimpleNamespace(root=root, crashed=crashed, rerun=rerun, backed_up=backed_up,
+                                 epochs_before=epochs_before, non_chief_before=non_chief_before, shared=shared)
 
 
 def test_two_workers_train_one_model_and_only_the_chief_writes(trained):
-    root, after_crash, shared, logs = trained
-    run = root / "run_0"
-    assert all("2 replica(s)" in log for log in logs)
+    run = trained.root / "run_0"
+    assert all("2 replica(s)" in log for log in trained.crashed + trained.rerun)
     assert (run / "model.keras").is_file() and (run / "checkpoints" / "last.keras").is_file()
     assert (run / "config.json").is_file()
     assert _epochs(run) == [0, 1]
@@ -128,21 +125,20 @@ def test_two_workers_train_one_model_and_only_the_chief_writes(trained):
     # The other worker's folder: nothing of its own, before the crash or after the rerun (the chief's backup,
     # copied in, is as it was: a non-chief neither writes nor discards it), so in a folder both share there is
     # one writer.
-    assert after_crash["non_chief"] == [] and shared and helpers.checksums(root / "run_1") == shared
+    assert trained.non_chief_before == {} and trained.shared
+    assert helpers.checksums(trained.root / "run_1") == trained.shared
 
 
 def test_both_workers_end_with_identical_weights(trained):
     # Each worker saves all its final weights, BatchNorm's moving statistics included (synchronized batch norm).
-    root = trained[0]
-    a, b = np.load(root / "final_0.npz"), np.load(root / "final_1.npz")
+    a, b = np.load(trained.root / "final_0.npz"), np.load(trained.root / "final_1.npz")
     assert a.files == b.files and len(a.files) > 20
     for name in a.files:
         np.testing.assert_array_equal(a[name], b[name])
 
 
 def test_killed_workers_resume_on_rerun(trained):
-    root, after_crash, _, logs = trained
-    assert after_crash["backed_up"] == 1 and after_crash["epochs"] == [0]
-    rerun = logs[2] + logs[3]
+    assert trained.backed_up == 1 and trained.epochs_before == [0]
+    rerun = "".join(trained.rerun)
     assert "Epoch 2/2" in rerun and "Epoch 1/2" not in rerun  # resumed after the backup, not from scratch
-    assert not (root / "run_0" / "backup").exists()
+    assert not (trained.root / "run_0" / "backup").exists()
