@@ -262,7 +262,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
     parser.add_argument("name", choices=sorted(BENCHMARKS))
     parser.add_argument("--model", default="unet")
-    parser.add_argument("--base", type=int, default=16, help="base_filters")
+    parser.add_argument("--base", type=int, default=None, help="base_filters (default 16; pipeline-memory: 2)")
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--classes", type=int, default=8)
@@ -295,6 +295,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.warmup < 1 or args.steps < 1:
         parser.error("--warmup and --steps must be >= 1")
+    if args.base is None:  # pipeline-memory measures the volume and the pipeline, not a model's width, by default
+        args.base = 2 if args.name == "pipeline-memory" else 16
     return BENCHMARKS[args.name](args) or 0
 
 

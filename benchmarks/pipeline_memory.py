@@ -1,9 +1,10 @@
 """Peak memory of the ``zoo export --pipeline`` SavedModel against the volume's depth.
 
-A tiny U-Net (``BASE`` filters: its activations stay small, so the volume,
-the labels and the pipeline's own work are what is measured) is exported as
-a pipeline (whole slices, no mirroring, ``--batch`` slices a chunk) in a fresh
-process. Then each volume, ``--depths`` slices of ``SIDE`` x ``SIDE`` random
+A segmentation model of the zoo (``--model``, ``--base`` filters; by default
+a U-Net of 2, whose activations stay small, so the volume, the labels and the
+pipeline's own work are what is measured; ``--model eas_unet --base 32`` is a
+paper's own width) is exported as a pipeline (whole slices, no mirroring,
+``--batch`` slices a chunk) in a fresh process. Then each volume, ``--depths`` slices of ``SIDE`` x ``SIDE`` random
 HU as float32 (``serving_default``) and as int16 (``serving_int16``, a CT's own
 dtype), goes through the SavedModel in a fresh process that imports
 TensorFlow and NumPy only. Each line reports that process's peak resident
@@ -24,22 +25,25 @@ import tempfile
 import time
 
 SIDE = 512  # a CT slice
-BASE = 2  # U-Net width: two CPU cores see 600 slices of 512x512 in about a minute
 GOAL_GIB, GOAL_RATIO = 3.0, 1.5
 SIGNATURES = {"float32": "serving_default", "int16": "serving_int16"}
 
 
-def _export(workdir: str, batch: int, classes: int) -> str:
-    """A tiny U-Net's pipeline, exported in this (fresh) process; its version folder."""
-    import unet_transformer
+def _export(workdir: str, name: str, base: int, batch: int, classes: int) -> tuple[str, int]:
+    """The model's pipeline, exported in this (fresh) process: its version folder and the model's parameters."""
+    from common import registry
     from common.ct import inference
     from common.serve import pipeline
 
-    model = unet_transformer.build_model("unet", num_classes=classes, base_filters=BASE)
+    entry = registry.get(name)
+    if entry.task != "segmentation":
+        raise SystemExit(f"--model {name}: pipeline-memory serves CT volumes; choose one of "
+                         f"{', '.join(registry.names('segmentation'))}")
+    model = entry.build(num_classes=classes, base_filters=base)
     options = inference.InferenceOptions(tile=None, tta="none")
     version = pipeline.export_pipeline([model], pathlib.Path(workdir) / "serving", "memory", options,
                                        batch_size=batch)
-    return str(version)
+    return str(version), model.count_params()
 
 
 def _aligned_volume(depth: int, dtype: str):
@@ -93,12 +97,14 @@ def pipeline_memory(args, emit) -> None:
     depths = sorted(int(d) for d in str(args.depths).split(","))
     workdir = tempfile.mkdtemp(prefix="zoo-bench-")
     try:
-        _measure(in_fresh_process(_export, workdir, args.batch, args.classes), depths, args, emit)
+        version, parameters = in_fresh_process(_export, workdir, args.model, args.base, args.batch, args.classes)
+        _measure(version, depths, dict(model=args.model, base=args.base, parameters=parameters,
+                                       classes=args.classes, batch=args.batch), emit)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _measure(version_dir: str, depths, args, emit) -> None:
+def _measure(version_dir: str, depths, exported: dict, emit) -> None:
     """Each volume dtype and depth through the export in its own process; a line each, and the goal per dtype."""
     from benchmarks.timing import in_fresh_process
 
@@ -108,13 +114,12 @@ def _measure(version_dir: str, depths, args, emit) -> None:
             served = in_fresh_process(_serve, version_dir, depth, dtype)
             peaks[depth] = served["peak_rss_mib"]
             floors[depth] = served["loaded_rss_mib"] + served["volume_mib"] + served["labels_mib"]
-            emit(benchmark="pipeline-memory", signature=signature, slices=depth, side=SIDE, base=BASE,
-                 classes=args.classes, batch=args.batch, **served)
+            emit(benchmark="pipeline-memory", signature=signature, slices=depth, side=SIDE, **exported, **served)
         low, high = depths[0], depths[-1]
         ratio = peaks[high] / peaks[low]
         # What the loaded SavedModel, the request's volume and its labels alone give: the ratio of a pipeline that
         # took no memory of its own; a goal under it is out of any pipeline's reach.
-        emit(benchmark="pipeline-memory", signature=signature,
+        emit(benchmark="pipeline-memory", signature=signature, model=exported["model"], base=exported["base"],
              goal=f"{high} slices under {GOAL_GIB:g} GiB and under {GOAL_RATIO:g}x the {low}-slice peak",
              peak_gib={str(d): round(p / 1024, 2) for d, p in peaks.items()}, ratio=round(ratio, 2),
              ratio_without_the_pipeline=round(floors[high] / floors[low], 2),
