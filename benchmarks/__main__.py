@@ -261,7 +261,7 @@ BENCHMARKS = {"train": bench_train, "infer": bench_infer, "input": bench_input,
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
     parser.add_argument("name", choices=sorted(BENCHMARKS))
-    parser.add_argument("--model", default="unet")
+    parser.add_argument("--model", default="unet", help="a segmentation model of the zoo (registry name)")
     parser.add_argument("--base", type=int, default=None, help="base_filters (default 16; pipeline-memory: 2)")
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--batch", type=int, default=8)

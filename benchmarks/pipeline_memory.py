@@ -119,7 +119,9 @@ def _measure(version_dir: str, depths, exported: dict, emit) -> None:
         ratio = peaks[high] / peaks[low]
         # What the loaded SavedModel, the request's volume and its labels alone give: the ratio of a pipeline that
         # took no memory of its own; a goal under it is out of any pipeline's reach.
-        emit(benchmark="pipeline-memory", signature=signature, model=exported["model"], base=exported["base"],
+        # peak_rss_mib None: the peaks are the served processes' (above), not this one's.
+        emit(benchmark="pipeline-memory", peak_rss_mib=None, signature=signature, model=exported["model"],
+             base=exported["base"], batch=exported["batch"],
              goal=f"{high} slices under {GOAL_GIB:g} GiB and under {GOAL_RATIO:g}x the {low}-slice peak",
              peak_gib={str(d): round(p / 1024, 2) for d, p in peaks.items()}, ratio=round(ratio, 2),
              ratio_without_the_pipeline=round(floors[high] / floors[low], 2),
