@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Copies what a running issue-36 study has finished into the repository, without weights, so a later session
 # resumes it (docs/studies/README.md): each finished sweep run's config.json and history.csv, each sweep.json,
-# each cv arm's plan.json and finished units' metrics.json, config.json and history.csv, the tests' .txt output.
+# each cv arm's plan.json and finished units' metrics.json, config.json and history.csv, the tests' .txt output,
+# and the study's CPU logs beside its folder (cpu_STUDY.log, cpu_tree_STUDY.log: the CPU time its verdict states).
 # Usage: docs/studies/save.sh STUDY_FOLDER DEST   (e.g. /work/studies/ut2 docs/studies/ut2)
 set -euo pipefail
 S=${1:?the study folder}
@@ -25,4 +26,7 @@ for plan in "$S"/*/plan.json; do
   done
 done
 for out in "$S"/*.txt; do [ -f "$out" ] && cp "$out" "$D/"; done
+for log in "$(dirname "$S")/cpu_$(basename "$S").log" "$(dirname "$S")/cpu_tree_$(basename "$S").log"; do
+  [ -f "$log" ] && cp "$log" "$D/"
+done
 echo "saved $(find "$D" -type f | wc -l) files under $D"
