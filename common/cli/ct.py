@@ -95,7 +95,9 @@ def inference_options(p):
     p.add_argument("--postprocess", action="store_true",
                    help="keep the largest connected component of the classes where `zoo cv` found it raised the "
                         "held-out Dice (a zoo cv folder's postprocessing.json)")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", type=options.positive(int), default=8,
+                   help="slices per forward pass (8); with --pipeline, the chunk a request holds at once: its peak "
+                        "memory grows with it, not with the volume's depth")
 
 
 def _add_evaluate(sub):

@@ -245,3 +245,15 @@ def test_labels_and_probabilities_are_replaced_together_or_not_at_all(tmp_path, 
                                       r"is untouched$"):
         predictions.write_volumes([(labels, volume), (probabilities, volume)])
     assert helpers.checksums(tmp_path) == before
+
+
+@pytest.mark.parametrize("command, positional", [("predict", ["model", "ct", "out"]), ("evaluate", ["run"]),
+                                                 ("export", ["run", "serving", "--pipeline"])])
+def test_batch_size_must_be_a_positive_integer(capsys, command, positional):
+    parser = cli.build_parser()
+    assert parser.parse_args([command, *positional, "--batch-size", "2"]).batch_size == 2
+    for value in ("0", "-1", "2.5", "x"):
+        with pytest.raises(SystemExit):
+            parser.parse_args([command, *positional, "--batch-size", value])
+        assert capsys.readouterr().err.splitlines()[-1] == \
+            f"zoo {command}: error: argument --batch-size: expected a number > 0, got {value!r}"
