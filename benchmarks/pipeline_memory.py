@@ -3,9 +3,10 @@
 A segmentation model of the zoo (``--model``, ``--base`` filters; by default
 a U-Net of 2, whose activations stay small, so the volume, the labels and the
 pipeline's own work are what is measured; ``--model eas_unet --base 32`` is a
-paper's own width) is exported as a pipeline (whole slices, no mirroring,
-``--batch`` slices a chunk) in a fresh process. Then each volume, ``--depths`` slices of ``SIDE`` x ``SIDE`` random
-HU as float32 (``serving_default``) and as int16 (``serving_int16``, a CT's own
+paper's own width, whose chunk's forward pass dominates) is exported as a
+pipeline (whole slices, no mirroring, ``--batch`` slices a chunk) in a fresh
+process. Then each volume, ``--depths`` slices of ``SIDE`` x ``SIDE`` random HU
+as float32 (``serving_default``) and as int16 (``serving_int16``, a CT's own
 dtype), goes through the SavedModel in a fresh process that imports
 TensorFlow and NumPy only. Each line reports that process's peak resident
 memory, what the loaded SavedModel alone took (``loaded_rss_mib``), the
