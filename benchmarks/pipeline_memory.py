@@ -36,11 +36,10 @@ def _export(workdir: str, name: str, base: int, batch: int, classes: int) -> tup
     from common.ct import inference
     from common.serve import pipeline
 
-    entry = registry.get(name)
-    if entry.task != "segmentation":
+    if name not in registry.names("segmentation"):
         raise SystemExit(f"--model {name}: pipeline-memory serves CT volumes; choose one of "
                          f"{', '.join(registry.names('segmentation'))}")
-    model = entry.build(num_classes=classes, base_filters=base)
+    model = registry.build(name, num_classes=classes, base_filters=base)
     options = inference.InferenceOptions(tile=None, tta="none")
     version = pipeline.export_pipeline([model], pathlib.Path(workdir) / "serving", "memory", options,
                                        batch_size=batch)
