@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Copies what a running issue-36 study has finished into the repository, without weights, so a later session
 # resumes it (docs/studies/README.md): each finished sweep run's config.json and history.csv, each sweep.json,
-# each cv arm's plan.json and finished units' metrics.json, config.json and history.csv, the tests' .txt output,
-# and the study's CPU logs beside its folder (cpu_STUDY.log, cpu_tree_STUDY.log: the CPU time its verdict states).
+# each cv arm's plan.json (and its summary.md, summary.json and postprocessing.json once the arm is complete) and
+# finished units' metrics.json, config.json and history.csv, the tests' .txt output, and the study's CPU logs
+# beside its folder (cpu_STUDY.log, cpu_tree_STUDY.log: the CPU time its verdict states).
 # Usage: docs/studies/save.sh STUDY_FOLDER DEST   (e.g. /work/studies/ut2 docs/studies/ut2)
 set -euo pipefail
 S=${1:?the study folder}
@@ -19,6 +20,9 @@ done
 for plan in "$S"/*/plan.json; do
   [ -f "$plan" ] || continue
   arm=$(dirname "$plan"); mkdir -p "$D/$(basename "$arm")" && cp "$plan" "$D/$(basename "$arm")/"
+  for done in summary.md summary.json postprocessing.json; do  # written once every unit of the arm finished
+    [ -f "$arm/$done" ] && cp "$arm/$done" "$D/$(basename "$arm")/"
+  done
   for unit in "$arm"/*/; do
     [ -f "$unit/metrics.json" ] || continue  # the unit finished
     dest="$D/$(basename "$arm")/$(basename "$unit")"
